@@ -1,0 +1,30 @@
+# Two entry points that work on a fresh machine with Python >= 3.10 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint report bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,plot,bench]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m gradjax run sweeps/seed_examples.toml --overwrite
+	$(PY) -m gradjax findings results/seed_examples
+
+test: $(STAMP)
+	$(PY) -m ruff check gradjax tests benchmarks
+	$(PY) -m pytest -q
+
+report: $(STAMP)
+	$(PY) -m gradjax report results/seed_examples
+
+bench: $(STAMP)
+	$(PY) -m gradjax bench --workload all --json results/bench.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,35 @@
+"""Random streams: one init's randomness depends only on (root_seed, seed index).
+
+    seed_key   = fold_in(key(root_seed), seed)
+    weight key = fold_in(fold_in(seed_key, WEIGHTS), layer)
+    bias key   = fold_in(fold_in(seed_key, BIASES), layer)
+    data key   = fold_in(seed_key, DATA)        (then INPUTS / TARGETS)
+
+Cells never enter the derivation, so every cell of the same shape sees the same draws for the
+same seed (common random numbers): a scale sweep varies only the scale, and any single
+(cell, seed) can be recomputed alone. Layers are numbered from 1 (the first weight layer).
+"""
+
+from __future__ import annotations
+
+import jax
+
+WEIGHTS, BIASES, DATA = 0, 1, 2
+INPUTS, TARGETS = 0, 1
+
+
+def seed_key(root_seed: int | jax.Array, seed: int | jax.Array) -> jax.Array:
+    """The typed key of init number `seed` under `root_seed`."""
+    return jax.random.fold_in(jax.random.key(root_seed), seed)
+
+
+def weight_key(key: jax.Array, layer: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(key, WEIGHTS), layer)
+
+
+def bias_key(key: jax.Array, layer: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(key, BIASES), layer)
+
+
+def data_key(key: jax.Array, which: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(key, DATA), which)
