@@ -23,6 +23,7 @@ from gradjax.initializers import draw_bias, draw_weight
 from gradjax.losses import bce_from_logits, check_loss, loss_fn
 
 Params = list[dict[str, jax.Array]]
+Stacked = list[dict[str, jax.Array]]  # segments of equal-shape layers, see `segment_bounds`
 NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
 NORM_EPS = 1e-5
 
@@ -32,20 +33,70 @@ def layer_sizes(in_dim: int, width: int, depth: int, out_dim: int) -> tuple[int,
     return (in_dim, *([width] * depth), out_dim)
 
 
+def segment_bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """Group layers into runs of equal shape: [(start, stop)) of 0-based layer indices.
+
+    Hidden layers of one shape form one segment (run with `lax.scan`, so compile time does not
+    grow with depth); the output layer is always a segment of its own.
+    """
+    n = len(sizes) - 1
+    bounds = []
+    for l in range(n):
+        same_as_last = (
+            bounds and l < n - 1 and (sizes[l], sizes[l + 1]) == (sizes[l - 1], sizes[l])
+        )
+        if same_as_last:
+            bounds[-1] = (bounds[-1][0], l + 1)
+        else:
+            bounds.append((l, l + 1))
+    return bounds
+
+
+def stack_layers(params: Params) -> Stacked:
+    """Params (a list of layers) -> segments {"W": [k, fan_in, fan_out], "b": [k, fan_out]}."""
+    sizes = (params[0]["W"].shape[0], *(p["W"].shape[1] for p in params))
+    return [
+        {name: jnp.stack([p[name] for p in params[a:b]]) for name in ("W", "b")}
+        for a, b in segment_bounds(sizes)
+    ]
+
+
+def unstack_layers(stacked: Stacked) -> Params:
+    return [
+        {"W": seg["W"][j], "b": seg["b"][j]} for seg in stacked for j in range(seg["W"].shape[0])
+    ]
+
+
+def draw_unit_stacked(
+    key: jax.Array, sizes: Sequence[int], *, init: str, bias_init: str, dtype=jnp.float32
+) -> Stacked:
+    """Segments of parameters at scale = bias_scale = 1 from an init's key (`gradjax.keys`).
+
+    Layer l (1-based) always draws from fold_in(., l), whether drawn alone or in a segment.
+    """
+
+    def one(layer, fan_in, fan_out):
+        return {
+            "W": draw_weight(init, keys.weight_key(key, layer), (fan_in, fan_out), dtype),
+            "b": draw_bias(bias_init, keys.bias_key(key, layer), fan_out, dtype),
+        }
+
+    return [
+        jax.vmap(lambda l, a=a: one(l, sizes[a], sizes[a + 1]))(jnp.arange(a + 1, b + 1))
+        for a, b in segment_bounds(sizes)
+    ]
+
+
 def draw_unit_params(
     key: jax.Array, sizes: Sequence[int], *, init: str, bias_init: str, dtype=jnp.float32
 ) -> Params:
     """Parameters at scale = bias_scale = 1 from an init's key (see `gradjax.keys`)."""
-    return [
-        {
-            "W": draw_weight(init, keys.weight_key(key, l), (fan_in, fan_out), dtype),
-            "b": draw_bias(bias_init, keys.bias_key(key, l), fan_out, dtype),
-        }
-        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1)
-    ]
+    return unstack_layers(
+        draw_unit_stacked(key, sizes, init=init, bias_init=bias_init, dtype=dtype)
+    )
 
 
-def scale_params(unit: Params, scale, bias_scale) -> Params:
+def scale_params(unit: Params | Stacked, scale, bias_scale) -> Params | Stacked:
     """W * scale and b * bias_scale; `scale` may be traced, so one compile serves a scale grid."""
     return [
         {"W": layer["W"] * jnp.asarray(scale, layer["W"].dtype),
@@ -86,17 +137,67 @@ def normalize(z: jax.Array, norm: str) -> jax.Array:
 
 
 class Trace(NamedTuple):
-    """What the forward pass saw: each layer's input h^{l-1}, each hidden layer's phi input,
-    and the output layer's pre-activation."""
+    """What the forward pass saw, per segment: each layer's input h^{l-1} ([k, batch, fan_in]),
+    each hidden layer's phi input u ([k, batch, fan_out]; None for the output segment), and the
+    output layer's pre-activation."""
 
     layer_inputs: list[jax.Array]
-    phi_inputs: list[jax.Array]
-    logits: jax.Array | None = None
+    phi_inputs: list[jax.Array | None]
+    logits: jax.Array
 
 
 def as_batch(x: jax.Array) -> jax.Array:
     x = jnp.asarray(x)
     return x[None, :] if x.ndim == 1 else x
+
+
+_UNROLL_UP_TO = 4
+
+
+def scan_layers(step, carry, layers, *, reverse: bool = False):
+    """`lax.scan` over a segment's leading layer axis; a single layer (whose carry may change
+    shape, e.g. in_dim -> width) is called directly."""
+    k = jax.tree.leaves(layers)[0].shape[0]
+    if k == 1:
+        carry, out = step(carry, jax.tree.map(lambda a: a[0], layers))
+        return carry, jax.tree.map(lambda a: a[None], out)
+    return jax.lax.scan(step, carry, layers, reverse=reverse, unroll=k <= _UNROLL_UP_TO)
+
+
+def _hidden_segment(seg, h, shifts, phi, norm):
+    def step(h, layer):
+        w, b, s = layer
+        z = h @ w + b[None, :]
+        if s is not None:
+            z = z + s
+        u = normalize(z, norm)
+        return phi(u), (h, u)
+
+    return scan_layers(step, h, (seg["W"], seg["b"], shifts))
+
+
+def forward_stacked(
+    stacked: Stacked,
+    x: jax.Array,
+    *,
+    activation: str,
+    norm: str = "none",
+    leaky_slope: float = 0.01,
+    shifts: Sequence[jax.Array] | None = None,
+) -> tuple[jax.Array, Trace]:
+    """`forward` on segments; `shifts[i]` ([k, batch, fan_out]) is added to segment i's z."""
+    phi = get_activation(activation, leaky_slope=leaky_slope)
+    h = as_batch(x)
+    inputs, phi_inputs = [], []
+    for i, seg in enumerate(stacked[:-1]):
+        h, (h_in, u) = _hidden_segment(seg, h, None if shifts is None else shifts[i], phi, norm)
+        inputs.append(h_in)
+        phi_inputs.append(u)
+    out = stacked[-1]
+    logits = h @ out["W"][0] + out["b"][0][None, :]
+    if shifts is not None:
+        logits = logits + shifts[-1][0]
+    return logits, Trace([*inputs, h[None]], [*phi_inputs, None], logits)
 
 
 def forward(
@@ -106,26 +207,11 @@ def forward(
     activation: str,
     norm: str = "none",
     leaky_slope: float = 0.01,
-    shifts: Sequence[jax.Array] | None = None,
 ) -> tuple[jax.Array, Trace]:
-    """Output-layer pre-activation (the logits) and the trace of the forward pass.
-
-    `shifts`, if given, are added to every layer's z; differentiating at shifts = 0 gives dL/dz.
-    """
-    phi = get_activation(activation, leaky_slope=leaky_slope)
-    h = as_batch(x)
-    trace = Trace([], [])
-    for l, layer in enumerate(params):
-        trace.layer_inputs.append(h)
-        z = h @ layer["W"] + layer["b"][None, :]
-        if shifts is not None:
-            z = z + shifts[l]
-        if l == len(params) - 1:
-            return z, trace._replace(logits=z)
-        u = normalize(z, norm)
-        trace.phi_inputs.append(u)
-        h = phi(u)
-    raise ValueError("params must hold at least one layer")
+    """Output-layer pre-activation (the logits) and the trace of the forward pass."""
+    return forward_stacked(
+        stack_layers(params), x, activation=activation, norm=norm, leaky_slope=leaky_slope
+    )
 
 
 def apply_mlp(
@@ -143,7 +229,7 @@ def apply_mlp(
 
 
 def batch_loss(
-    params: Params,
+    stacked: Stacked,
     x: jax.Array,
     y: jax.Array,
     *,
@@ -154,10 +240,10 @@ def batch_loss(
     leaky_slope: float = 0.01,
     shifts: Sequence[jax.Array] | None = None,
 ) -> tuple[jax.Array, Trace]:
-    """The batch-mean loss (see `gradjax.losses`) and the forward trace."""
+    """The batch-mean loss (see `gradjax.losses`) of segmented params, and the forward trace."""
     check_loss(loss, output_activation)
-    logits, trace = forward(
-        params, x, activation=activation, norm=norm, leaky_slope=leaky_slope, shifts=shifts
+    logits, trace = forward_stacked(
+        stacked, x, activation=activation, norm=norm, leaky_slope=leaky_slope, shifts=shifts
     )
     y = as_batch(y)
     if loss == "bce":
@@ -181,8 +267,8 @@ def loss_and_grads(
 
     def value(p):
         return batch_loss(
-            p, x, y, activation=activation, output_activation=output_activation, loss=loss,
-            norm=norm, leaky_slope=leaky_slope,
+            stack_layers(p), x, y, activation=activation, output_activation=output_activation,
+            loss=loss, norm=norm, leaky_slope=leaky_slope,
         )[0]
 
     return jax.value_and_grad(value)(params)

@@ -23,7 +23,15 @@ import numpy as np
 
 from gradjax import data, keys
 from gradjax.activations import derivative, get_activation, max_abs_derivative
-from gradjax.network import Params, as_batch, batch_loss, draw_unit_params, scale_params
+from gradjax.network import (
+    Params,
+    as_batch,
+    batch_loss,
+    draw_unit_stacked,
+    scale_params,
+    scan_layers,
+    stack_layers,
+)
 from gradjax.stats import TENSOR_STATS, batch_moments, tensor_stats, unit_cosine
 
 PARAM_NAMES: tuple[str, ...] = ("W", "b")
@@ -84,32 +92,46 @@ def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
     return reach_u
 
 
-def structural_liveness(
-    params: Params, trace, dphis, d_out, norm: str = "none"
-) -> list[tuple[jax.Array, jax.Array]]:
-    """For each layer, (W_live, b_live): entries whose gradient is *not* forced to 0 by structure.
+def _live_step(reach, layer, norm):
+    """One layer of the boolean replay of backprop; reach: [batch, fan_out] of z^l."""
+    h_in, w, below = layer
+    f = h_in.dtype
+    w_live = ((h_in != 0).astype(f).T @ reach.astype(f)) > 0
+    back = (reach.astype(f) @ (w != 0).astype(f).T) > 0
+    return _reach_into_z(back & below, norm), (w_live, jnp.any(reach, axis=0))
 
-    A gradient entry is structurally zero when every path from it to the loss passes through a
-    unit with phi'(u) == 0 (a dead ReLU, an exactly-flat saturated unit), a zero weight or a
-    zero input. This is a boolean replay of backprop; an exact zero in a live entry is float
-    underflow (or exact cancellation), not a dead unit.
+
+def structural_liveness(stacked, trace, dphis, d_out, norm: str = "none"):
+    """Per segment, (W_live [k, fan_in, fan_out], b_live [k, fan_out]): gradient entries that are
+    *not* forced to 0 by structure.
+
+    An entry is structurally zero when every path from it to the loss passes through a unit with
+    phi'(u) == 0 (a dead ReLU, an exactly-flat saturated unit), a zero weight or a zero input.
+    This replays backprop on booleans; an exact zero in a live entry is float underflow (or
+    exact cancellation), not a dead unit.
     """
-    f = d_out.dtype
-    reach = d_out != 0
-    live = []
-    for l in range(len(params) - 1, -1, -1):
-        h_in = trace.layer_inputs[l]
-        w_live = ((h_in != 0).astype(f).T @ reach.astype(f)) > 0
-        live.append((w_live, jnp.any(reach, axis=0)))
-        if l > 0:
-            back = (reach.astype(f) @ (params[l]["W"] != 0).astype(f).T) > 0
-            reach = _reach_into_z(back & (dphis[l - 1] != 0), norm)
+    # below[l]: may z^{l-1}'s units pass gradient back (phi' != 0)? All True for the input.
+    first = jnp.ones_like(trace.layer_inputs[0][0], dtype=bool)
+    masks = [d != 0 for d in dphis]
+    reach, live = d_out != 0, []
+    for i in range(len(stacked) - 1, -1, -1):
+        below = masks[i - 1][-1:] if i > 0 else first[None]
+        if i < len(masks) and masks[i].shape[0] > 1:  # then fan_in == fan_out in the segment
+            below = jnp.concatenate([below, masks[i][:-1]])
+        reach, seg_live = scan_layers(
+            functools.partial(_live_step, norm=norm),
+            reach,
+            (trace.layer_inputs[i], stacked[i]["W"], below),
+            reverse=True,
+        )
+        live.append(seg_live)
     return live[::-1]
 
 
-def _grads_and_trace(params, x, y, spec: ProbeSpec):
+def _grads_and_trace(stacked, x, y, spec: ProbeSpec):
     x = as_batch(jnp.asarray(x, spec.jnp_dtype))
-    shifts = [jnp.zeros((x.shape[0], n), spec.jnp_dtype) for n in spec.sizes[1:]]
+    shifts = [jnp.zeros((seg["b"].shape[0], x.shape[0], seg["b"].shape[1]), spec.jnp_dtype)
+              for seg in stacked]
 
     def value(p, s):
         return batch_loss(
@@ -117,19 +139,19 @@ def _grads_and_trace(params, x, y, spec: ProbeSpec):
             loss=spec.loss, norm=spec.norm, leaky_slope=spec.leaky_slope, shifts=s,
         )
 
-    (loss, trace), (g_params, deltas) = jax.value_and_grad(value, argnums=(0, 1), has_aux=True)(
-        params, shifts
+    (loss, trace), (grads, deltas) = jax.value_and_grad(value, argnums=(0, 1), has_aux=True)(
+        stacked, shifts
     )
-    return loss, trace, g_params, deltas
+    return loss, trace, grads, deltas
 
 
-def _liveness(params, trace, spec: ProbeSpec, dphis):
+def _liveness(stacked, trace, spec: ProbeSpec, dphis):
     if spec.loss in ("bce", "softmax_cross_entropy"):  # the loss sees the logits directly
         d_out = jnp.ones_like(trace.logits)
     else:
         out_fn = get_activation(spec.output_activation, leaky_slope=spec.leaky_slope)
         d_out = derivative(out_fn, trace.logits)
-    return structural_liveness(params, trace, dphis, d_out, spec.norm)
+    return structural_liveness(stacked, trace, dphis, d_out, spec.norm)
 
 
 def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
@@ -155,37 +177,51 @@ def _param_stats(g, live, f, is_weight: bool) -> dict[str, jax.Array]:
     return out
 
 
-def grad_stats_and_grads(params: Params, x, y, spec: ProbeSpec):
-    """`grad_stats` plus the raw gradients (for across-seed moments)."""
+def _segment_stats(spec, g, live, delta, u, dphi, max_deriv):
+    """Per-layer statistics of one segment, each with a leading [k] axis (vmapped over k)."""
     f = spec.stat_dtype
-    loss, trace, g_params, deltas = _grads_and_trace(params, x, y, spec)
+    w_live, b_live = live if live is not None else (None, None)
+
+    def one(g, w_live, b_live, delta, u, dphi):
+        w, b = _param_stats(g["W"], w_live, f, True), _param_stats(g["b"], b_live, f, False)
+        out = {k: jnp.stack([w[k], b[k]]) for k in PARAM_STATS}
+        out["delta_sq_norm"] = jnp.mean(jnp.sum(jnp.square(delta.astype(f)), axis=1))
+        hidden = _layer_stats(u, dphi, max_deriv, f) if u is not None else {}
+        nan = jnp.asarray(jnp.nan, f)
+        out.update({k: hidden.get(k, nan) for k in LAYER_STATS[1:]})
+        return out
+
+    return jax.vmap(one)(g, w_live, b_live, delta, u, dphi)
+
+
+def grad_stats_and_grads(stacked, x, y, spec: ProbeSpec):
+    """Statistics of one init given segmented params (see `network.stack_layers`), plus the
+    raw segmented gradients (for across-seed moments)."""
+    loss, trace, grads, deltas = _grads_and_trace(stacked, x, y, spec)
     phi = get_activation(spec.activation, leaky_slope=spec.leaky_slope)
-    dphis = [derivative(phi, u) for u in trace.phi_inputs]
+    dphis = [derivative(phi, u) for u in trace.phi_inputs if u is not None]
     live = (
-        _liveness(params, trace, spec, dphis)
+        _liveness(stacked, trace, spec, dphis)
         if spec.structural_zeros
-        else [(None, None)] * len(params)
+        else [None] * len(stacked)
     )
     max_deriv = max_abs_derivative(spec.activation, spec.leaky_slope)
-    nan = jnp.asarray(jnp.nan, f)
-    per_param = {k: [] for k in PARAM_STATS}
-    per_layer = {k: [] for k in LAYER_STATS}
-    for l, (g, (w_live, b_live)) in enumerate(zip(g_params, live, strict=True)):
-        for name, lv in (("W", w_live), ("b", b_live)):
-            for k, v in _param_stats(g[name], lv, f, name == "W").items():
-                per_param[k].append(v)
-        per_layer["delta_sq_norm"].append(jnp.mean(jnp.sum(jnp.square(deltas[l].astype(f)), 1)))
-        hidden = (
-            _layer_stats(trace.phi_inputs[l], dphis[l], max_deriv, f) if l < spec.depth else {}
+    per_segment = [
+        _segment_stats(spec, g, lv, d, u, dphi, max_deriv)
+        for g, lv, d, u, dphi in zip(
+            grads, live, deltas, trace.phi_inputs, [*dphis, None], strict=True
         )
-        for k in LAYER_STATS[1:]:
-            per_layer[k].append(hidden.get(k, nan))
-    stats = {k: jnp.stack(v).reshape(spec.n_layers, 2) for k, v in per_param.items()}
-    stats.update({k: jnp.stack(v) for k, v in per_layer.items()})
-    stats["loss_value"] = loss.astype(f)
-    return stats, g_params
+    ]
+    stats = {k: jnp.concatenate([seg[k] for seg in per_segment]) for k in per_segment[0]}
+    stats["loss_value"] = loss.astype(spec.stat_dtype)
+    return stats, grads
 
 
+@functools.partial(
+    jax.jit,
+    static_argnames=("activation", "output_activation", "loss", "norm", "leaky_slope",
+                     "structural_zeros"),
+)
 def grad_stats(
     params: Params,
     x,
@@ -213,12 +249,12 @@ def grad_stats(
         dtype=str(params[0]["W"].dtype), batch=1 if x.ndim == 1 else x.shape[0],
         structural_zeros=structural_zeros,
     )
-    return grad_stats_and_grads(params, x, y, spec)[0]
+    return grad_stats_and_grads(stack_layers(params), x, y, spec)[0]
 
 
 def probe_one(spec: ProbeSpec, seed_key: jax.Array, points: dict[str, jax.Array]):
     """All points (scale, bias_scale[, x, y]) of one init: stats and gradients with a [P] axis."""
-    unit = draw_unit_params(
+    unit = draw_unit_stacked(
         seed_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=spec.jnp_dtype
     )
     drawn_x, drawn_y = data.draw_batch(spec, seed_key)
@@ -232,7 +268,7 @@ def probe_one(spec: ProbeSpec, seed_key: jax.Array, points: dict[str, jax.Array]
     return jax.vmap(at_point)(points)
 
 
-def _chunk_moments(grads: Params, valid: jax.Array) -> Params:
+def _chunk_moments(grads, valid: jax.Array) -> dict:
     """Per-entry count, mean and sum of squared deviations across the chunk's valid seeds."""
     n = jnp.sum(valid)
 
@@ -289,6 +325,10 @@ def run_seeds(
 ):
     """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk.
 
+    moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
+    "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
+    deviations across seeds, to be merged across chunks with Chan's formula.
+
     Every chunk is compiled at the same shape [chunk]; the last one is padded with masked
     seeds, so a run compiles once whatever the number of seeds.
     """
@@ -301,5 +341,18 @@ def run_seeds(
         padded = np.zeros(chunk, np.int32)
         padded[: len(part)] = part
         stats, moments = fn(np.uint32(root_seed), padded, valid, points)
-        stats = jax.tree.map(lambda a, k=len(part): np.asarray(a)[:k], stats)
-        yield slice(start, start + len(part)), stats, moments
+        n = len(part)
+        stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n], stats)
+        yield slice(start, start + n), stats, _moments_by_layer(moments)
+
+
+def _moments_by_layer(moments: dict | None) -> dict | None:
+    """Device moments per segment [P, k, ...] -> host numpy, a list with one entry per layer."""
+    if moments is None:
+        return None
+    moments = jax.device_get(moments)
+    layers = []
+    for seg in moments["moments"]:
+        k = seg["W"]["mean"].shape[1]
+        layers += [jax.tree.map(lambda a, j=j: a[:, j], seg) for j in range(k)]
+    return {"n": int(moments["n"]), "moments": layers}

@@ -37,6 +37,7 @@ def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
     var = jnp.mean(jnp.square(g - mean))
     mean_abs = jnp.mean(absg)
     zero = g == 0
+    safe_mean_abs = jnp.where(mean_abs > 0, mean_abs, 1)
     tiny = jnp.finfo(g.dtype).tiny
     return {
         "grad_mean": mean,
@@ -44,7 +45,7 @@ def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
         "grad_sq_norm": jnp.sum(jnp.square(g)),
         "grad_max_abs": jnp.max(absg),
         "grad_mean_abs": mean_abs,
-        "grad_cv": jnp.where(mean_abs > 0, jnp.sqrt(var) / jnp.where(mean_abs > 0, mean_abs, 1), jnp.nan),
+        "grad_cv": jnp.where(mean_abs > 0, jnp.sqrt(var) / safe_mean_abs, jnp.nan),
         "grad_frac_zero": jnp.sum(zero, dtype=g.dtype) / n,
         "grad_frac_subnormal": jnp.sum((~zero) & (absg < tiny), dtype=g.dtype) / n,
         "grad_nonfinite": jnp.sum(~jnp.isfinite(g), dtype=g.dtype),

@@ -1,0 +1,94 @@
+"""Every statistic against numpy: tensor reductions, unit cosine, and a full deep net."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import mean_pairwise_cosine, mlp_backprop
+
+import gradjax
+from gradjax.stats import tensor_stats, unit_cosine
+
+
+def test_tensor_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((7, 5)).astype(np.float32)
+    g[rng.random(g.shape) < 0.3] = 0
+    got = {k: float(v) for k, v in tensor_stats(jnp.asarray(g)).items()}
+    d = g.astype(np.float64).ravel()
+    assert got["grad_mean"] == pytest.approx(d.mean(), abs=1e-6)
+    assert got["grad_var"] == pytest.approx(d.var(), rel=1e-5)
+    assert got["grad_sq_norm"] == pytest.approx(np.sum(d**2), rel=1e-5)
+    assert got["grad_max_abs"] == pytest.approx(np.abs(d).max())
+    assert got["grad_mean_abs"] == pytest.approx(np.abs(d).mean(), rel=1e-6)
+    assert got["grad_cv"] == pytest.approx(d.std() / np.abs(d).mean(), rel=1e-5)
+    assert got["grad_frac_zero"] == pytest.approx(np.mean(d == 0))
+    assert got["grad_nonfinite"] == 0
+
+
+def test_all_zero_tensor_has_nan_cv_and_counts_nonfinite():
+    z = tensor_stats(jnp.zeros((3, 4)))
+    assert np.isnan(z["grad_cv"]) and z["grad_frac_zero"] == 1
+    bad = tensor_stats(jnp.array([1.0, jnp.inf, jnp.nan]))
+    assert bad["grad_nonfinite"] == 2
+
+
+def test_unit_cosine_matches_pairwise_loop():
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((6, 5))
+    g[:, 2] = 0  # a dead unit has no direction and is left out
+    assert float(unit_cosine(jnp.asarray(g, jnp.float32))) == pytest.approx(
+        mean_pairwise_cosine(g), abs=1e-6
+    )
+    same = np.tile(rng.standard_normal((6, 1)), (1, 4))
+    assert float(unit_cosine(jnp.asarray(same, jnp.float32))) == pytest.approx(1.0, abs=1e-6)
+    assert np.isnan(unit_cosine(jnp.ones((6, 1))))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_grad_stats_of_a_deep_net_match_numpy_backprop(activation, x64):
+    sizes, batch = (5, 7, 6, 4, 2), 3
+    params = gradjax.init_mlp(jax.random.key(7), sizes, init="he_normal", scale=1.3,
+                              bias_scale=0.2, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(8), (batch, sizes[0]), jnp.float64)
+    y = jax.random.normal(jax.random.key(9), (batch, sizes[-1]), jnp.float64)
+    got = gradjax.grad_stats(params, x, y, activation=activation)
+    np_params = [{k: np.asarray(v) for k, v in p.items()} for p in params]
+    ref = mlp_backprop(np_params, np.asarray(x), np.asarray(y), activation)
+    assert float(got["loss_value"]) == pytest.approx(ref["loss"], rel=1e-12)
+    max_deriv = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}[activation]
+    for l, g in enumerate(ref["grads"]):
+        for col, name in enumerate(("W", "b")):
+            t = g[name].ravel()
+            assert got["grad_var"][l, col] == pytest.approx(t.var(), rel=1e-10, abs=1e-300)
+            assert got["grad_sq_norm"][l, col] == pytest.approx(np.sum(t**2), rel=1e-10)
+            assert got["grad_frac_zero"][l, col] == pytest.approx(np.mean(t == 0))
+        assert got["grad_unit_cos"][l, 0] == pytest.approx(
+            mean_pairwise_cosine(g["W"]), rel=1e-8, nan_ok=True)
+        delta = ref["deltas"][l]
+        assert got["delta_sq_norm"][l] == pytest.approx(np.mean(np.sum(delta**2, 1)), rel=1e-10)
+    for l, (z, d) in enumerate(zip(ref["z"], ref["dphi"], strict=True)):
+        assert got["preact_mean"][l] == pytest.approx(z.mean(), rel=1e-10, abs=1e-14)
+        assert got["preact_var"][l] == pytest.approx(z.var(), rel=1e-10)
+        assert got["act_deriv_mean"][l] == pytest.approx(d.mean(), rel=1e-10)
+        assert got["act_frac_dead"][l] == pytest.approx(np.mean(np.all(d == 0, axis=0)))
+        sat = np.all(np.abs(d) < 0.01 * max_deriv, axis=0)
+        assert got["act_frac_saturated"][l] == pytest.approx(np.mean(sat))
+    assert np.all(np.isnan(np.asarray(got["preact_mean"][-1])))
+
+
+def test_zeros_from_dead_units_are_not_underflow_but_tiny_products_are():
+    """A dead ReLU's exact zeros are structural; in a deep, tiny sigmoid net the gradient of the
+    first layer underflows float32 (XLA:CPU flushes subnormals, so it lands on exact 0) and is
+    counted as underflow, not as dead."""
+    relu = gradjax.init_mlp(jax.random.key(0), (3, 8, 8, 1), bias_init="normal", scale=1.0)
+    x, y = jnp.ones((2, 3)), jnp.zeros((2, 1))
+    s = gradjax.grad_stats(relu, x, y, activation="relu")
+    assert float(s["grad_frac_zero"][0, 0]) > 0
+    assert float(s["grad_frac_underflow"][0, 0]) == 0
+    deep = gradjax.init_mlp(jax.random.key(1), (2,) + (4,) * 40 + (1,), scale=0.01,
+                            bias_init="zeros")
+    s = gradjax.grad_stats(deep, jnp.ones((1, 2)), jnp.ones((1, 1)), activation="sigmoid")
+    assert float(s["grad_frac_zero"][0, 0]) == 1
+    assert float(s["grad_frac_underflow"][0, 0]) == 1
+    assert float(s["act_frac_dead"][0]) == 0
