@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Sequence
 
@@ -413,8 +414,9 @@ def layer_profile(
     """Mean-field layer-to-layer gradient ratios of an MLP with layer sizes `sizes`.
 
     q^1 = sigma_w^2 input_sq_mean + sigma_b^2 with input_sq_mean = E|x|^2 / n_0 (1 for
-    `inputs = "gaussian"`), then the length map layer by layer, so the transient from q^1 to q*
-    is in the prediction. With input_sq_mean None every hidden layer is put at q* and the first
+    `inputs = "gaussian"`; for a fixed batch, its mean square, which treats the examples as one
+    of average norm), then the length map layer by layer, so the transient from q^1 to q* is
+    in the prediction. With input_sq_mean None every hidden layer is put at q* and the first
     layer's weight ratio, which needs |x|^2, is NaN.
     """
     depth = len(sizes) - 2
@@ -487,8 +489,16 @@ def _cell_value(summary: pd.DataFrame, column: str, default=None):
 
 
 def _input_sq_mean(summary: pd.DataFrame) -> float | None:
-    """E|x|^2 / n_0 where the inputs say it: 1 for Gaussian inputs, else unknown (None)."""
-    return 1.0 if _cell_value(summary, "inputs") == "gaussian" else None
+    """E|x|^2 / n_0: 1 for Gaussian inputs, the mean square of fixed inputs (the sweep's JSON
+    rows), None where the column is absent or unreadable."""
+    inputs = _cell_value(summary, "inputs")
+    if inputs == "gaussian":
+        return 1.0
+    try:
+        x = np.asarray(json.loads(inputs), np.float64)
+    except (TypeError, ValueError):
+        return None
+    return float(np.mean(x * x)) if x.size else None
 
 
 def _sigma_b2(summary: pd.DataFrame) -> float | None:

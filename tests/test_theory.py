@@ -1,6 +1,7 @@
 """Mean-field theory (gradjax.theory): checked against closed forms, Monte Carlo in numpy, an
 independent numpy iteration, and gradjax's own measurements of deep tanh networks."""
 
+import json
 import math
 
 import numpy as np
@@ -209,17 +210,27 @@ def _cell(depth=12, **options):
 
 
 def test_add_theory_columns_for_relu():
-    out = theory.add_theory_columns(_cell(activation="relu", scale=1.0, inputs="fixed"))
+    out = theory.add_theory_columns(_cell(activation="relu", scale=1.0, inputs=None))
     assert out["theory_q_star"].iloc[0] == pytest.approx(0.1)  # 0.05 / (1 - 1/2)
     assert out["theory_chi1"].iloc[0] == pytest.approx(0.5)
     w = out[out["param"] == "W"].set_index("layer")["theory_grad_ratio"]
     b = out[out["param"] == "b"].set_index("layer")["theory_grad_ratio"]
-    assert math.isnan(w[1])  # |x|^2 unknown for fixed inputs
+    assert math.isnan(w[1])  # |x|^2 unknown
     np.testing.assert_allclose(w.loc[2:12], 0.5)
     np.testing.assert_allclose(b.loc[1:12], 0.5)
     assert math.isnan(w[13]) and math.isnan(b[13])
     np.testing.assert_allclose(out["measured_chi1"], 0.9)
     assert len(out) == 26 and list(out.columns[:16]) == list(_cell().columns)
+
+
+def test_fixed_inputs_set_the_first_layer():
+    """Fixed inputs arrive as the sweep's JSON rows; their mean square sets q^1."""
+    x = [[0.5, -0.7] * 32]
+    out = theory.add_theory_columns(_cell(activation="relu", scale=1.0, inputs=json.dumps(x)))
+    w = out[out["param"] == "W"].set_index("layer")["theory_grad_ratio"]
+    q1 = 1.0 * np.mean(np.square(x)) + 0.05
+    h1 = 64 * q1 / 2  # E|h^1|^2 = n_1 E[relu(sqrt(q1) z)^2]
+    assert w[1] == pytest.approx(0.5 * 64 * np.mean(np.square(x)) / h1)
 
 
 def test_add_theory_columns_transient_for_gaussian_inputs():
