@@ -66,6 +66,15 @@ class ProbeSpec:
     targets: str = "fixed"  # "fixed" | "gaussian" | "random_labels"
     structural_zeros: bool = True
 
+    def __post_init__(self):
+        if self.inputs not in ("fixed", "gaussian"):
+            raise ValueError(f"ProbeSpec.inputs {self.inputs!r}; allowed: fixed, gaussian")
+        if self.targets not in ("fixed", "gaussian", "random_labels"):
+            raise ValueError(
+                f"ProbeSpec.targets {self.targets!r}; allowed: fixed, gaussian, random_labels"
+                " (zeros and numbers are fixed targets)"
+            )
+
     @property
     def depth(self) -> int:
         return len(self.sizes) - 2
@@ -314,6 +323,21 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[
     return points
 
 
+MIN_AXIS = 2
+
+
+def pad_points(points: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], int]:
+    """Points padded to at least MIN_AXIS by repeating the last one; returns (padded, real P).
+
+    XLA drops an axis of size 1 and may then vectorize reductions differently, so a lone point
+    (or a chunk of one seed) would not give bit-identical numbers; axes of 2 or more do.
+    """
+    n = jax.tree.leaves(points)[0].shape[0]
+    if n >= MIN_AXIS:
+        return points, n
+    return jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * (MIN_AXIS - n)), points), n
+
+
 def run_seeds(
     spec: ProbeSpec,
     points: dict[str, jax.Array],
@@ -325,14 +349,16 @@ def run_seeds(
 ):
     """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk.
 
+    Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
+    padded with masked seeds, so a run compiles once whatever the number of seeds.
+
     moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
     "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
     deviations across seeds, to be merged across chunks with Chan's formula.
-
-    Every chunk is compiled at the same shape [chunk]; the last one is padded with masked
-    seeds, so a run compiles once whatever the number of seeds.
     """
     fn = compiled_chunk(spec, with_moments)
+    points, n_points = pad_points(points)
+    chunk = max(chunk, MIN_AXIS)
     seeds = np.asarray(seeds, np.int32)
     for start in range(0, len(seeds), chunk):
         part = seeds[start : start + chunk]
@@ -342,11 +368,11 @@ def run_seeds(
         padded[: len(part)] = part
         stats, moments = fn(np.uint32(root_seed), padded, valid, points)
         n = len(part)
-        stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n], stats)
-        yield slice(start, start + n), stats, _moments_by_layer(moments)
+        stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n, :n_points], stats)
+        yield slice(start, start + n), stats, _moments_by_layer(moments, n_points)
 
 
-def _moments_by_layer(moments: dict | None) -> dict | None:
+def _moments_by_layer(moments: dict | None, n_points: int) -> dict | None:
     """Device moments per segment [P, k, ...] -> host numpy, a list with one entry per layer."""
     if moments is None:
         return None
@@ -354,5 +380,5 @@ def _moments_by_layer(moments: dict | None) -> dict | None:
     layers = []
     for seg in moments["moments"]:
         k = seg["W"]["mean"].shape[1]
-        layers += [jax.tree.map(lambda a, j=j: a[:, j], seg) for j in range(k)]
+        layers += [jax.tree.map(lambda a, j=j: a[:n_points, j], seg) for j in range(k)]
     return {"n": int(moments["n"]), "moments": layers}
