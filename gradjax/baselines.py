@@ -13,6 +13,8 @@ axes: W is [..., fan_in, fan_out], b [..., fan_out], x [..., batch, in_dim]. It 
 Both draw their own parameters with `np.random.default_rng` (float32), so their random numbers
 differ from gradjax's (which uses `jax.random`); the statistics are the same functions of the
 parameters, which tests/test_baselines.py checks against `gradjax.grad_stats` on shared draws.
+Like gradjax, each init is drawn once at unit scale and rescaled for every point (scale,
+bias_scale, fixed x, fixed y), and Gaussian inputs / targets are drawn once per init.
 
 Supported: activations sigmoid / tanh / relu; output activation linear / sigmoid; MSE loss
 0.5 * mean_batch sum_out (yhat - y)^2; no normalization; weight inits `normal` (N(0, scale^2),

@@ -1,0 +1,154 @@
+"""`gradjax bench` on a tiny workload: records, outputs, the FLOP count. No timing assertions."""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import pandas as pd
+import pytest
+
+from gradjax import bench
+from gradjax.probe import ProbeSpec
+
+TINY_SPEC = ProbeSpec(
+    sizes=(3, 4, 2), activation="tanh", init="fan_in_normal", bias_init="zeros", batch=2,
+    inputs="gaussian", targets="gaussian",
+)
+TINY = bench.Workload(
+    "T", "tiny", (bench.Part(TINY_SPEC, scales=(1.0, 2.0), bias_scales=(0.0, 0.0)),),
+    n_inits=8, chunk=4, loop_inits=2,
+)
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flops_formula_matches_a_hand_count():
+    assert bench.flops_per_init(TINY_SPEC) == 6 * 2 * (3 * 4 + 4 * 2)
+    m = bench.WORKLOADS["M"].parts[0].spec
+    assert bench.flops_per_init(m) == 6 * 64 * (10 * 128 * 128 + 128 * 1)
+    assert TINY.inits == 16  # 8 seeds x 2 points
+    assert TINY.flops == 8 * 2 * 240
+
+
+def test_builtin_workloads_are_the_issue_s():
+    s, m, big = (bench.WORKLOADS[k] for k in "SML")
+    assert s.parts[0].spec.sizes == (2, 3, 1) and s.n_inits == 100_000
+    assert m.parts[0].spec.sizes == (128, *[128] * 10, 1) and m.n_inits == 1024
+    assert m.parts[0].spec.batch == 64 and m.parts[0].spec.activation == "tanh"
+    assert big.parts[0].spec.sizes == (512, *[512] * 20, 1) and big.n_inits == 64
+    assert big.parts[0].spec.batch == 128 and big.parts[0].spec.activation == "relu"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GiB", 2 * 2**30), ("1.5G", int(1.5 * 2**30)), ("512MB", 512 * 2**20), ("800", 800 * 2**20)],
+)
+def test_parse_memory(text, size):
+    assert bench.parse_memory(text) == size
+
+
+def test_parse_memory_refuses_nonsense():
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_memory("lots")
+
+
+def test_compile_log_counts_a_fresh_compile():
+    with bench.CompileLog() as log:
+        jax.block_until_ready(jax.jit(lambda a: a * 3 + 1)(jnp.arange(5.0)))
+    assert log.backend_compiles >= 1 and log.seconds > 0
+
+
+@pytest.mark.parametrize("impl", bench.IMPLS)
+def test_each_impl_measures_the_tiny_workload(impl):
+    fields = bench.run_job(bench.Job(impl, TINY, reps=2))
+    record = bench.make_record(TINY, impl, fields, {"matmul_gflops": 100.0}, {}, None)
+    assert set(bench.RECORD_KEYS) <= set(record)
+    assert record["error"] is None
+    assert record["inits_per_s_min"] <= record["inits_per_s"] <= record["inits_per_s_max"]
+    assert record["inits_per_s"] > 0
+    assert record["gflops"] == pytest.approx(record["inits_per_s"] * 240 / 1e9)
+    assert record["pct_of_peak"] == pytest.approx(record["gflops"])  # peak is 100 GFLOP/s
+    assert record["extrapolated"] is (impl == "numpy_loop")
+    assert record["peak_rss_mb"] > 0 and record["cpu_wall"] > 0
+    if impl == "gradjax":
+        assert record["compiles"] >= 1 and record["compile_s"] > 0
+        assert record["recompiles"] == 0
+        assert record["chunk"] == 4
+
+
+def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
+    fields = bench.run_job(bench.Job("gradjax", TINY, reps=1, max_memory=1))
+    record = bench.make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
+    assert record["chunk"] == 1
+    assert record["within_memory"] is False
+    assert record["pct_of_peak"] is None  # no peak measured
+
+
+def test_isolated_job_reports_its_own_error():
+    unsupported = bench.Workload(
+        "U", "gelu", (bench.Part(ProbeSpec(sizes=(2, 1), activation="gelu", inputs="gaussian",
+                                           targets="gaussian")),),
+        n_inits=2, chunk=2, loop_inits=1,
+    )
+    result = bench.run_isolated(bench.Job("numpy_vec", unsupported, reps=1))
+    assert result["error"].startswith("ValueError") and "activation" in result["error"]
+
+
+def test_isolated_numpy_peer_gets_the_blas_thread_setting(monkeypatch):
+    for name in bench.BLAS_THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    result = bench.run_isolated(bench.Job("numpy_loop", TINY, reps=1, blas_threads=1))
+    assert "error" not in result
+    assert result["blas_threads"] == 1 and result["inits_per_s"] > 0
+    assert bench.blas_threads_setting() is None  # the parent's environment is left as it was
+
+
+def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.WORKLOADS, "T", TINY)
+    out = tmp_path / "bench.json"
+    args = _parse(["--workload", "T", "--reps", "1", "--matmul-n", "64", "--in-process",
+                   "--json", str(out)])
+    assert bench.main(args) == 0
+    table = capsys.readouterr().out
+    for impl in bench.IMPLS:
+        assert f"T         {impl}" in table or f"T {impl}" in " ".join(table.split())
+    records = json.loads(out.read_text())
+    assert [r["impl"] for r in records] == list(bench.IMPLS)
+    for r in records:
+        assert isinstance(r["workload"], str) and isinstance(r["inits_per_s"], float)
+        for key in ("inits_per_s_min", "inits_per_s_max", "compile_s", "peak_rss_mb", "gflops",
+                    "pct_of_peak"):
+            assert isinstance(r[key], float), key
+        assert r["device_kind"] and r["jax_version"] == jax.__version__ and r["threads"] >= 1
+    frame = pd.read_parquet(out.with_suffix(".parquet"))
+    assert list(frame["impl"]) == list(bench.IMPLS)
+
+
+def test_main_refuses_bad_combinations(capsys):
+    assert bench.main(_parse(["--impl", "gradjax,tensorflow"])) == 2
+    assert "tensorflow" in capsys.readouterr().err
+    assert bench.main(_parse(["--workload", "none"])) == 2
+    assert bench.main(_parse(["--in-process", "--blas-threads", "1"])) == 2
+    assert "--blas-threads" in capsys.readouterr().err
+
+
+def test_sweep_file_becomes_a_workload_with_one_part_per_bucket(tmp_path):
+    pytest.importorskip("gradjax.sweep")
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        'name = "tiny"\nseeds = 6\n'
+        '[defaults]\nin_dim = 2\nwidth = 3\ndepth = 1\nout_dim = 1\nactivation = "tanh"\n'
+        '[grid]\nscale = [0.5, 1.0]\nwidth = [3, 5]\n'
+    )
+    w = bench.sweep_workload(path)
+    assert w.name == "tiny" and w.n_inits == 6
+    assert [p.n_points for p in w.parts] == [2, 2]
+    assert w.inits == 6 * 4
+    assert w.flops == 6 * 2 * sum(bench.flops_per_init(p.spec) for p in w.parts)
+    fields = bench.run_job(bench.Job("numpy_vec", w, reps=1))
+    assert fields["inits_per_s"] > 0
