@@ -1,0 +1,530 @@
+"""Running a sweep: units of cells, chunks of seeds, a memory budget, resume and progress.
+
+A bucket (cells with one `ProbeSpec`) compiles once. Its cells run together as one unit, with
+scale, bias_scale and fixed data on the vmapped points axis, unless the budget cannot hold even
+the smallest chunk of seeds for all of them; then it is split into units of equal point count
+(the last one padded), which share the same executable.
+
+Seeds run in chunks of C, C chosen from `max_memory` and checked against XLA's own memory
+analysis of the compiled chunk. With more than one device the seeds of a chunk are split
+across them (C a multiple of the device count), each device running the single-device program
+on its share, concurrently. Per-seed numbers do not depend on C, on the number of points in a
+unit or on the device count (`gradjax._xla`), so neither the budget nor a resume changes them.
+
+Progress of a unit lives in `.work/bucket-B/unit-*/`: one Parquet part per (cell, chunk) and a
+checkpoint (`state.npz`: seeds done plus the float64 across-seed moments merged so far). Parts
+are written before the checkpoint that covers them; on resume, parts past the checkpoint are
+dropped and the unit continues from it. The checkpoint is rewritten after a chunk once the
+compute since the last one is at least CHECKPOINT_RATIO times what writing it took, so its cost
+stays under ~1/CHECKPOINT_RATIO of the run even when the moments are large (tiny networks
+checkpoint after every chunk). When a unit has all seeds, each cell's per-seed file and then its
+summary file are written, and the unit's work folder is removed. A cell is done when its summary
+file exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from gradjax import storage
+from gradjax.probe import MIN_AXIS, ProbeSpec, compiled_chunk
+from gradjax.summary import Moments, cell_summary
+from gradjax.sweep import Bucket, Cell, Sweep
+
+DEFAULT_MAX_MEMORY = 2 * 1024**3
+CHECKPOINT_RATIO = 10.0
+# Device bytes per (seed, point), in units of the parameter count and of batch x sum(sizes):
+# the scaled params, their gradients, liveness masks and moment temporaries; the forward and
+# backward activations. Fitted to XLA's memory analysis with some margin; XLA's own figure is
+# what the budget is finally checked against.
+PARAM_COPIES, ACTIVATION_COPIES = 12, 24
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB' -> 2 * 1024**3: K, M, G, T (optionally with i and/or B) are powers of 1024."""
+    match = _SIZE.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a size like 512MB or 2GB")
+    unit = (match.group(2) or "").lower()
+    factor = 1024 ** ("kmgt".index(unit) + 1) if unit else 1
+    return int(float(match.group(1)) * factor)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def param_count(spec: ProbeSpec) -> int:
+    return sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+
+
+def estimate_point_bytes(spec: ProbeSpec) -> int:
+    """Estimated device bytes per (seed, point) of a chunk (see PARAM_COPIES)."""
+    itemsize = max(jnp.dtype(spec.dtype).itemsize, 4)
+    activations = spec.batch * sum(spec.sizes)
+    return itemsize * (PARAM_COPIES * param_count(spec) + ACTIVATION_COPIES * activations) + 512
+
+
+def moment_bytes(spec: ProbeSpec, points: int) -> int:
+    """Host memory of a unit's merged float64 per-entry mean and M2."""
+    return 16 * points * param_count(spec)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a bucket runs: units of `points` cells each, chunks of `chunk` seeds."""
+
+    points: int
+    chunk: int
+
+
+def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int) -> Plan:
+    """The largest chunk (and, only if needed, fewest points per unit) the estimate allows."""
+    per_point = estimate_point_bytes(spec)
+    smallest = MIN_AXIS * n_devices
+    points = n_cells
+    if smallest * points * per_point > budget:
+        points = max(1, budget // (smallest * per_point))
+    chunk = budget // (points * per_point) // n_devices * n_devices
+    largest = max(smallest, _round_up(seeds, n_devices))
+    return Plan(points, int(min(max(chunk, smallest), largest)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """Cells of one bucket that run together; `size` points (the last cell repeated to pad)."""
+
+    bucket: Bucket
+    cells: tuple[Cell, ...]
+    size: int
+
+    @property
+    def name(self) -> str:
+        indices = ",".join(str(c.index) for c in self.cells)
+        digest = hashlib.sha1(indices.encode()).hexdigest()[:8]
+        return f"unit-{self.cells[0].index:05d}-{len(self.cells)}-{digest}"
+
+    def points(self) -> dict:
+        padded = (*self.cells, *([self.cells[-1]] * (self.size - len(self.cells))))
+        return self.bucket.points(padded)
+
+
+def units_of(bucket: Bucket, cells: Sequence[Cell], points: int) -> list[Unit]:
+    """Consecutive groups of `points` cells, each padded to at least MIN_AXIS points (and the
+    last one to the size of the others): an axis of size 1 would change XLA's reductions."""
+    step = min(points, len(cells))
+    size = max(step, MIN_AXIS)
+    return [Unit(bucket, tuple(cells[i : i + step]), size) for i in range(0, len(cells), step)]
+
+
+def bucket_dir_name(bucket: Bucket) -> str:
+    return f"bucket-{bucket.cells[0].index:05d}"
+
+
+def describe_spec(spec: ProbeSpec) -> str:
+    sizes = spec.sizes
+    hidden = f"{sizes[1]}x{len(sizes) - 2}-" if len(sizes) > 2 else ""
+    return (f"{spec.activation} {sizes[0]}-{hidden}{sizes[-1]} {spec.init} batch {spec.batch}"
+            + ("" if spec.dtype == "float32" else f" {spec.dtype}"))
+
+
+class _CacheEvents:
+    """Counts persistent compilation cache hits and misses (jax.monitoring events), for every
+    program this process compiles."""
+
+    HIT, MISS = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
+
+    def __init__(self):
+        self.hits = self.misses = 0
+
+    def __call__(self, event: str, **kwargs: Any) -> None:
+        self.hits += event == self.HIT
+        self.misses += event == self.MISS
+
+
+_CACHE_EVENTS = _CacheEvents()
+jax.monitoring.register_event_listener(_CACHE_EVENTS)
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gradjax" / "jax"
+
+
+def enable_compile_cache(path: Path | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache (every program, however quick to compile)."""
+    path = user_cache_dir() if path is None else Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Executable:
+    """The bucket's chunk function compiled for each device: `chunk` seeds in all, split evenly
+    over `devices`, each running the single-device program on its share."""
+
+    fns: tuple
+    devices: tuple
+    chunk: int
+    points: int
+    peak_bytes: int
+    compile_s: float
+    source: str  # "compiled", "compile cache" (persistent) or "memory" (this process)
+
+    @property
+    def local(self) -> int:
+        return self.chunk // len(self.devices)
+
+
+_EXECUTABLES: dict[tuple, Executable] = {}
+
+
+def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
+    """Compile (or reuse, in this process) the bucket's chunk function for this shape.
+
+    With several devices each gets its own copy of the single-device program, compiled for
+    C / devices seeds, rather than one SPMD program: XLA partitions an SPMD program's
+    reductions differently, while the per-device program is exactly what one device runs with
+    a smaller chunk, so per-seed numbers do not depend on the device count.
+    """
+    n_points = int(points["scale"].shape[0])
+    key = (spec, chunk, n_points, tuple(d.id for d in devices))
+    if key in _EXECUTABLES:
+        return dataclasses.replace(_EXECUTABLES[key], compile_s=0.0, source="memory")
+    local = chunk // len(devices)
+    hits, misses, start = _CACHE_EVENTS.hits, _CACHE_EVENTS.misses, time.perf_counter()
+    fns, peak = [], 0
+    for device in devices:
+        fn = compiled_chunk(spec, True).lower(
+            np.uint32(0), jax.device_put(np.zeros(local, np.int32), device),
+            jax.device_put(np.zeros(local, bool), device), jax.device_put(points, device),
+        ).compile()
+        memory = fn.memory_analysis()
+        # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
+        # previous one is copied to the host)
+        peak += (memory.argument_size_in_bytes + memory.temp_size_in_bytes
+                 + 2 * memory.output_size_in_bytes)
+        fns.append(fn)
+    cached = _CACHE_EVENTS.hits > hits and _CACHE_EVENTS.misses == misses
+    executable = Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
+                            time.perf_counter() - start, "compile cache" if cached else "compiled")
+    _EXECUTABLES[key] = executable
+    return executable
+
+
+def plan_bucket(
+    bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
+    chunk: int | None = None,
+) -> tuple[list[Unit], list[Executable]]:
+    """Units for a bucket's unfinished `cells` within `budget` bytes, and the executables
+    built on the way (the last one is used).
+
+    Starts from the estimate, then shrinks the chunk (then the points per unit) while XLA's
+    memory analysis says the budget is exceeded; a given `chunk` is used as is.
+    """
+    n_dev = len(devices)
+    plan = initial_plan(bucket.spec, len(cells), seeds, budget, n_dev)
+    smallest = MIN_AXIS * n_dev
+    if chunk is not None:
+        plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
+    built = []
+    while True:
+        units = units_of(bucket, cells, plan.points)
+        executable = compile_chunk(bucket.spec, units[0].points(), plan.chunk, devices)
+        built.append(executable)
+        if chunk is not None or executable.peak_bytes <= budget:
+            return units, built
+        scale = budget / executable.peak_bytes
+        if plan.chunk > smallest:
+            plan = Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev))
+        elif plan.points > 1:
+            plan = Plan(max(1, int(plan.points * scale)), plan.chunk)
+        else:
+            return units, built  # the smallest program; the log says it is over budget
+
+
+@dataclasses.dataclass
+class Report:
+    """What a run did."""
+
+    cells: int = 0
+    cells_skipped: int = 0
+    inits: int = 0
+    wall_s: float = 0.0
+    compiled: int = 0  # chunk programs compiled
+    from_cache: int = 0  # chunk programs loaded from the persistent compile cache
+    cache_misses: int | None = None  # every program of the run; None with the cache off
+    units: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def inits_per_s(self) -> float:
+        return self.inits / self.wall_s if self.wall_s > 0 else math.nan
+
+
+@dataclasses.dataclass
+class _Progress:
+    bar: Any
+    cells_total: int
+    cells_done: int
+
+    def advance(self, inits: int) -> None:
+        self.bar.update(inits)
+
+    def finish_cells(self, n: int) -> None:
+        self.cells_done += n
+        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}", refresh=False)
+
+
+def _part_name(cell: Cell, first_seed: int) -> str:
+    return f"cell-{cell.index:05d}.seeds-{first_seed:010d}.parquet"
+
+
+def _part_start(path: Path) -> int:
+    return int(path.name.split(".seeds-")[1].split(".")[0])
+
+
+def _chunks(
+    executable: Executable, root_seed: int, points: dict, first: int, total: int
+) -> Iterator[tuple[int, int, dict, Moments]]:
+    """(first seed, valid count, stats as numpy [c, P, ...], moments) per chunk of seeds from
+    `first` to `total`. Each device gets a contiguous share of the chunk; the next chunk is
+    dispatched before the previous one is fetched."""
+    chunk, local = executable.chunk, executable.local
+    on_device = [jax.device_put(points, d) for d in executable.devices]
+    root = np.uint32(root_seed)
+
+    def fetch(start, count, outs):
+        stats = {k: np.concatenate([np.asarray(out[0][k]) for out in outs])[:count]
+                 for k in outs[0][0]}
+        moments = Moments(0, None)
+        for out in outs:
+            moments = moments.merge(Moments.from_chunk(out[1]))
+        return start, count, stats, moments
+
+    pending = None
+    for start in range(first, total, chunk):
+        count = min(chunk, total - start)
+        seeds = np.zeros(chunk, np.int32)
+        seeds[:count] = np.arange(start, start + count)
+        valid = np.arange(chunk) < count
+        outs = [
+            fn(root, jax.device_put(seeds[i * local : (i + 1) * local], device),
+               jax.device_put(valid[i * local : (i + 1) * local], device), pts)
+            for i, (fn, device, pts) in enumerate(
+                zip(executable.fns, executable.devices, on_device, strict=True))
+        ]
+        if pending is not None:
+            yield fetch(*pending)
+        pending = (start, count, outs)
+    if pending is not None:
+        yield fetch(*pending)
+
+
+class _UnitRun:
+    """One unit's chunks, parts, checkpoints and final files."""
+
+    def __init__(self, sweep: Sweep, folder: storage.ResultsFolder, unit: Unit, meta: dict,
+                 schema: pa.Schema):
+        self.sweep, self.folder, self.unit, self.meta, self.schema = (
+            sweep, folder, unit, meta, schema)
+        self.dir = folder.work_dir(bucket_dir_name(unit.bucket)) / unit.name
+        self.state_path = self.dir / "state.npz"
+
+    def resume(self, like: Any) -> tuple[int, Moments]:
+        """Seeds done and moments from the checkpoint; parts past it are removed."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = storage.read_checkpoint(self.state_path)
+        done, moments = 0, Moments(0, None)
+        if state is not None:
+            done, n, leaves = state
+            moments = Moments.from_leaves(n, leaves, like)
+        for part in self.dir.glob("cell-*.parquet"):
+            if _part_start(part) >= done:
+                part.unlink()
+        return done, moments
+
+    def write_parts(self, start: int, stats: dict) -> None:
+        seeds = np.arange(start, start + len(stats["loss_value"]))
+        for p, cell in enumerate(self.unit.cells):
+            table = storage.per_seed_table(
+                self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()}, self.schema
+            )
+            storage.write_parquet(table, self.dir / _part_name(cell, start))
+
+    def checkpoint(self, done: int, moments: Moments) -> float:
+        start = time.perf_counter()
+        storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
+        return time.perf_counter() - start
+
+    def finish(self, moments: Moments) -> None:
+        var = moments.var_across_seeds()
+        for p, cell in enumerate(self.unit.cells):
+            parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
+                           key=_part_start)
+            table = pa.concat_tables([pq.read_table(part) for part in parts])
+            expected = self.sweep.seeds * (cell.options["depth"] + 1) * 2
+            if table.num_rows != expected:
+                raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} per-seed "
+                                   f"rows, expected {expected}")
+            meta = {**self.meta, "cell": str(cell.index)}
+            storage.write_parquet(table, self.folder.per_seed_path(cell.index),
+                                  {**meta, "table": "per_seed", "written_utc": storage.utc_now()})
+            frame = cell_summary(self.sweep.name, cell, table, var[p])
+            storage.write_parquet(storage.summary_table(frame),
+                                  self.folder.summary_path(cell.index),
+                                  {**meta, "table": "summary", "written_utc": storage.utc_now()})
+        shutil.rmtree(self.dir)
+
+
+def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int:
+    """Run one unit to completion; returns the number of inits computed."""
+    like = executable.fns[0].out_info[1]["moments"]
+    done, moments = run.resume(like)
+    n_cells = len(run.unit.cells)
+    progress.advance(done * n_cells)
+    computed, since, write_s = 0, time.perf_counter(), 0.0
+    points = run.unit.points()
+    for start, count, stats, chunk_moments in _chunks(
+        executable, run.sweep.root_seed, points, done, run.sweep.seeds
+    ):
+        stats = {k: v[:, :n_cells] for k, v in stats.items()}
+        run.write_parts(start, stats)
+        moments = moments.merge(_first_points(chunk_moments, n_cells))
+        done = start + count
+        computed += count * n_cells
+        progress.advance(count * n_cells)
+        if time.perf_counter() - since >= CHECKPOINT_RATIO * write_s and done < run.sweep.seeds:
+            write_s = run.checkpoint(done, moments)
+            since = time.perf_counter()
+    run.finish(moments)
+    progress.finish_cells(n_cells)
+    return computed
+
+
+def _first_points(moments: Moments, n: int) -> Moments:
+    """Drop the padding points of the last unit of a bucket."""
+    return Moments(moments.n, jax.tree.map(lambda a: a[:n], moments.tree))
+
+
+def _stale_units(folder: storage.ResultsFolder, bucket: Bucket, units: list[Unit]) -> None:
+    """Remove work folders of this bucket left by a run with another unit plan."""
+    bucket_dir = folder.work_dir(bucket_dir_name(bucket))
+    if bucket_dir.exists():
+        keep = {u.name for u in units}
+        for sub in bucket_dir.iterdir():
+            if sub.name not in keep:
+                shutil.rmtree(sub)
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: str | Path,
+    *,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    overwrite: bool = False,
+    quiet: bool = False,
+    chunk: int | None = None,
+    devices: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Report:
+    """Run (or resume) `sweep` into the folder `out`; see the module docstring.
+
+    `chunk` fixes the chunk size (otherwise it comes from `max_memory`); `devices` limits the
+    devices the seeds are sharded over (default: all of `jax.devices()`).
+    """
+    started = time.perf_counter()
+    folder = storage.ResultsFolder(Path(out))
+    use = jax.devices()[: devices or jax.device_count()]
+    x64 = any(c.options["dtype"] == "float64" for c in sweep.cells)
+    previous_x64 = jax.config.jax_enable_x64
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+    say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
+    report = Report()
+    misses = _CACHE_EVENTS.misses
+    try:
+        with folder.open(sweep, overwrite):
+            _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
+    finally:
+        if x64:
+            jax.config.update("jax_enable_x64", previous_x64)
+    report.wall_s = time.perf_counter() - started
+    cache = "persistent compile cache off"
+    if jax.config.jax_compilation_cache_dir:
+        report.cache_misses = _CACHE_EVENTS.misses - misses
+        cache = (f"loaded {report.from_cache} from the persistent compile cache, "
+                 f"{report.cache_misses} cache misses in all")
+    say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
+        f"{report.inits:,} inits in {report.wall_s:.1f} s ({report.inits_per_s:,.0f} inits/s); "
+        f"compiled {report.compiled} chunk programs, {cache}; results in {folder.root}")
+    return report
+
+
+def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:
+    meta = storage.run_metadata(sweep)
+    schema = storage.per_seed_schema(storage.stat_type(sweep))
+    buckets = sweep.buckets()
+    done = [c for c in sweep.cells if folder.done(c.index)]
+    report.cells_skipped = len(done)
+    bar = tqdm(total=len(sweep.cells) * sweep.seeds, initial=len(done) * sweep.seeds,
+               unit="init", unit_scale=True, desc=sweep.name, dynamic_ncols=True,
+               disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+    progress = _Progress(bar, len(sweep.cells), len(done))
+    progress.finish_cells(0)
+    with bar:
+        for b, bucket in enumerate(buckets, 1):
+            todo = [c for c in bucket.cells if not folder.done(c.index)]
+            if not todo:
+                continue
+            units, built = plan_bucket(bucket, todo, sweep.seeds, budget, devices, chunk)
+            executable = built[-1]
+            _stale_units(folder, bucket, units)
+            report.compiled += sum(e.source == "compiled" for e in built)
+            report.from_cache += sum(e.source == "compile cache" for e in built)
+            how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
+                   "memory": "already compiled"}[executable.source]
+            over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
+            host = moment_bytes(bucket.spec, len(units[0].cells))
+            say(f"bucket {b}/{len(buckets)} {describe_spec(bucket.spec)}: {len(todo)} cells in "
+                f"{len(units)} unit(s); chunk {executable.chunk} seeds x {executable.points} "
+                f"points on {len(devices)} device(s); device memory "
+                f"{format_bytes(executable.peak_bytes)} of {format_bytes(budget)}{over}, "
+                f"across-seed moments {format_bytes(host)} on the host; {how} in "
+                f"{sum(e.compile_s for e in built):.1f} s")
+            for unit in units:
+                run = _UnitRun(sweep, folder, unit, meta, schema)
+                report.inits += _run_unit(run, executable, progress)
+                report.cells += len(unit.cells)
+                report.units.append({"cells": [c.index for c in unit.cells],
+                                     "chunk": executable.chunk, "points": executable.points,
+                                     "peak_bytes": executable.peak_bytes})
+            shutil.rmtree(folder.work_dir(bucket_dir_name(bucket)), ignore_errors=True)

@@ -1,0 +1,336 @@
+"""Results on disk: the folder layout, Arrow schemas, atomic Parquet writes, and `load`.
+
+results/<name>/
+  sweep.toml              the sweep file exactly as given
+  per_seed/cell-NNNNN.parquet   one row per (cell, seed, layer, param)
+  summary/cell-NNNNN.parquet    one row per (cell, layer, param)
+  .run.json               which sweep (text hash, seeds) the folder belongs to
+  .work/                  in-progress part files and checkpoints (see `gradjax.engine`)
+  .lock                   held (flock) by the run writing the folder
+
+Every file is written under a dot-prefixed temporary name and renamed into place, so a reader
+(or a resumed run) never sees a partial file; dot-prefixed names are skipped by pyarrow.dataset
+and do not match `*.parquet` globs. Cells are ordinary columns, not hive partitions, so pandas,
+pyarrow.dataset, DuckDB and polars all read the same typed columns with no extra flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jaxlib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.sweep import INT_OPTIONS, OPTIONS, Cell, Sweep
+from gradjax.theory import THEORY_COLUMNS
+
+TABLES: tuple[str, ...] = ("summary", "per_seed")
+STATS: tuple[str, ...] = (*PARAM_STATS, *LAYER_STATS, "loss_value")
+AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
+RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
+COMPRESSION = "zstd"
+OWN_ENTRIES = frozenset({SWEEP_FILE, WORK_DIR, LOCK_FILE, "per_seed", "summary"})
+
+
+class ResultsError(RuntimeError):
+    """A results folder that cannot be used as asked (another sweep's, or busy)."""
+
+
+def _option_type(name: str) -> pa.DataType:
+    if name in INT_OPTIONS:
+        return pa.int64()
+    if name in ("scale", "bias_scale", "leaky_slope"):
+        return pa.float64()
+    if name == "structural_zeros":
+        return pa.bool_()
+    return pa.string()  # names, and inputs/targets ("gaussian", ... or JSON text of the rows)
+
+
+IDENTITY = [pa.field("sweep", pa.string()), pa.field("cell", pa.int64()),
+            pa.field("label", pa.string())]
+OPTION_FIELDS = [pa.field(name, _option_type(name)) for name in OPTIONS]
+POSITION = [pa.field("layer", pa.int64()), pa.field("param", pa.string())]
+
+
+def per_seed_schema(stat_type: pa.DataType) -> pa.Schema:
+    """identity, options, seed, layer, param, then every per-seed statistic as `stat_type`."""
+    return pa.schema([
+        *IDENTITY, *OPTION_FIELDS, pa.field("seed", pa.int64()), *POSITION,
+        *(pa.field(s, stat_type) for s in STATS),
+    ])
+
+
+def summary_schema() -> pa.Schema:
+    """identity, options, layer, param, seeds, `<stat>_<aggregate>`, across-seed columns and
+    the mean-field columns of `gradjax.theory` (all float64)."""
+    return pa.schema([
+        *IDENTITY, *OPTION_FIELDS, *POSITION, pa.field("seeds", pa.int64()),
+        *(pa.field(f"{s}_{a}", pa.float64()) for s in STATS for a in AGGREGATES),
+        pa.field("grad_var_across_seeds", pa.float64()),
+        pa.field("frac_seeds_all_zero", pa.float64()),
+        *(pa.field(c, pa.float64()) for c in THEORY_COLUMNS),
+    ])
+
+
+def stat_type(sweep: Sweep) -> pa.DataType:
+    """float32 per-seed statistics, float64 if any cell computes in float64."""
+    x64 = any(c.options["dtype"] == "float64" for c in sweep.cells)
+    return pa.float64() if x64 else pa.float32()
+
+
+def per_seed_table(
+    sweep_name: str, cell: Cell, seeds: np.ndarray, stats: Mapping[str, np.ndarray],
+    schema: pa.Schema,
+) -> pa.Table:
+    """Rows (seed, layer, param) of one cell from its stats: PARAM_STATS [c, L, 2],
+    LAYER_STATS [c, L] (repeated on W and b), loss_value [c] (repeated on every row)."""
+    c, n_layers = stats["grad_var"].shape[:2]
+    rows = c * n_layers * 2
+    columns: dict[str, Any] = {
+        "sweep": pa.array([sweep_name] * rows, pa.string()),
+        "cell": np.full(rows, cell.index, np.int64),
+        "label": pa.array([cell.label] * rows, pa.string()),
+    }
+    for name, value in cell.columns().items():
+        columns[name] = pa.array([value] * rows, _option_type(name))
+    columns["seed"] = np.repeat(np.asarray(seeds, np.int64), n_layers * 2)
+    columns["layer"] = np.tile(np.repeat(np.arange(1, n_layers + 1, dtype=np.int64), 2), c)
+    columns["param"] = pa.array(["W", "b"] * (c * n_layers), pa.string())
+    for name in PARAM_STATS:
+        columns[name] = np.asarray(stats[name]).reshape(rows)
+    for name in LAYER_STATS:
+        columns[name] = np.repeat(np.asarray(stats[name]).reshape(-1), 2)
+    columns["loss_value"] = np.repeat(np.asarray(stats["loss_value"]), n_layers * 2)
+    arrays = [_arrow(columns[f.name], f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _arrow(values: Any, type_: pa.DataType) -> pa.Array:
+    return (values if isinstance(values, pa.Array) else pa.array(values)).cast(type_)
+
+
+def summary_table(frame: pd.DataFrame) -> pa.Table:
+    """A cell's summary frame (see `gradjax.summary`) in the summary schema, no pandas metadata."""
+    schema = summary_schema()
+    arrays = [_arrow(frame[f.name].to_numpy(), f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@functools.cache
+def _git_revision() -> tuple[str, bool] | None:
+    """(commit, has uncommitted changes) of the checkout gradjax runs from, if it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head, bool(dirty)
+
+
+def run_metadata(sweep: Sweep) -> dict[str, str]:
+    """Provenance for every Parquet file of a run (the UTC time is added per file)."""
+    from gradjax import __version__
+
+    device = jax.devices()[0]
+    meta = {
+        "sweep_name": sweep.name,
+        "sweep_text": sweep.text,
+        "sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
+        "seeds": str(sweep.seeds),
+        "root_seed": str(sweep.root_seed),
+        "gradjax_version": __version__,
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": str(jax.device_count()),
+    }
+    git = _git_revision()
+    if git is not None:
+        meta["git_revision"], meta["git_dirty"] = git[0], str(git[1]).lower()
+    return meta
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a dot-prefixed temporary path beside `path`; on success fsync and rename it into
+    place, on failure remove it. Readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_parquet(table: pa.Table, path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Atomically write `table` (schema metadata replaced by `metadata` if given)."""
+    if metadata is not None:
+        table = table.replace_schema_metadata(dict(metadata))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=COMPRESSION)
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode())
+
+
+def write_checkpoint(path: Path, seeds_done: int, n: int, leaves: list[np.ndarray]) -> None:
+    """Atomically save a unit's progress: seeds done and the merged float64 moment leaves."""
+    arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, seeds_done=seeds_done, n=n, **arrays)
+
+
+def read_checkpoint(path: Path) -> tuple[int, int, list[np.ndarray]] | None:
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        leaves = [z[f"leaf{i}"] for i in range(len(z.files) - 2)]
+        return int(z["seeds_done"]), int(z["n"]), leaves
+
+
+def _fingerprint(sweep: Sweep) -> dict[str, Any]:
+    return {"sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
+            "seeds": sweep.seeds, "name": sweep.name}
+
+
+class ResultsFolder:
+    """The results folder of one sweep; `open` checks it belongs to that sweep."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def per_seed_path(self, cell: int) -> Path:
+        return self.root / "per_seed" / f"cell-{cell:05d}.parquet"
+
+    def summary_path(self, cell: int) -> Path:
+        return self.root / "summary" / f"cell-{cell:05d}.parquet"
+
+    def work_dir(self, unit: str) -> Path:
+        return self.root / WORK_DIR / unit
+
+    def done(self, cell: int) -> bool:
+        """A cell is finished once its summary file exists (written after its per-seed file)."""
+        return self.summary_path(cell).exists()
+
+    def check(self, sweep: Sweep, overwrite: bool) -> None:
+        """Refuse a folder that holds another sweep's results (unless `overwrite`) or that is
+        not a results folder at all. Writes nothing."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise ResultsError(f"{root}: exists and is not a folder")
+        run_file = root / RUN_FILE
+        if run_file.exists():
+            if overwrite:
+                return
+            recorded = json.loads(run_file.read_text())
+            if recorded != _fingerprint(sweep):
+                raise ResultsError(
+                    f"{root}: holds results of a different sweep (its {SWEEP_FILE} or seed count "
+                    f"differs from {sweep.source}); use --overwrite to replace them or --out to "
+                    "write elsewhere"
+                )
+        elif root.exists() and any(p.name not in OWN_ENTRIES for p in root.iterdir()):
+            raise ResultsError(f"{root}: exists, is not empty and is not a gradjax results "
+                               "folder; choose another --out")
+
+    @contextlib.contextmanager
+    def open(self, sweep: Sweep, overwrite: bool) -> Iterator[ResultsFolder]:
+        """Check, lock and prepare the folder (clearing it with `overwrite`) for a run."""
+        self.check(sweep, overwrite)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ResultsError(f"{self.root}: another gradjax run is writing here") from None
+            if overwrite:
+                self.clear()
+            for sub in ("per_seed", "summary", WORK_DIR):
+                (self.root / sub).mkdir(exist_ok=True)
+            self._remove_temporaries()
+            write_text(sweep.text, self.root / SWEEP_FILE)
+            write_text(json.dumps(_fingerprint(sweep), indent=1) + "\n", self.root / RUN_FILE)
+            yield self
+
+    def clear(self) -> None:
+        """Remove what a run writes (and nothing else in the folder)."""
+        for sub in ("per_seed", "summary", WORK_DIR):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+        for name in (SWEEP_FILE, RUN_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / name).unlink()
+
+    def _remove_temporaries(self) -> None:
+        """Temporary files left by a killed run (the rename never happened)."""
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink()
+
+
+def table_files(path: str | Path, table: str) -> list[Path]:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
+    folder = Path(path) / table
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no Parquet files (no finished cell yet?)")
+    return files
+
+
+def _equals(column: str, value: Any) -> pc.Expression:
+    if isinstance(value, list | tuple | set | frozenset):
+        return pc.field(column).isin(list(value))
+    return pc.field(column) == value
+
+
+def load(path: str | Path, table: str = "summary", **equals_filters: Any) -> pd.DataFrame:
+    """A results folder's `summary` or `per_seed` table as a pandas DataFrame.
+
+    Keyword filters keep rows whose column equals the value (or is in it, for a list), e.g.
+    `load("results/x", "per_seed", activation="relu", layer=1, param="W")`. Rows come sorted by
+    cell (then seed), layer, param; strings are plain strings, never categoricals.
+    """
+    dataset = ds.dataset(table_files(path, table), format="parquet")
+    unknown = sorted(set(equals_filters) - set(dataset.schema.names))
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(dataset.schema.names)}")
+    condition = None
+    for column, value in equals_filters.items():
+        term = _equals(column, value)
+        condition = term if condition is None else condition & term
+    result = dataset.to_table(filter=condition)
+    order = ["cell", "seed", "layer"] if table == "per_seed" else ["cell", "layer"]
+    result = result.sort_by([(c, "ascending") for c in order] + [("param", "ascending")])
+    return result.to_pandas()

@@ -1,0 +1,153 @@
+"""Per-cell summaries across inits (seeds), and the exact across-seed gradient variance.
+
+Two kinds of "variance across seeds" live here; neither is the within-tensor `grad_var`:
+
+  <stat>_std             the spread of a per-init statistic over the cell's inits (ddof=0)
+  grad_var_across_seeds  for each entry of a gradient tensor, its population variance over the
+                         inits (ddof=0), then the mean of that over the tensor's entries. Each
+                         chunk of seeds gives per-entry (count, mean, M2); chunks are merged on
+                         the host in float64 with Chan et al.'s parallel formula, so it is exact
+                         whatever the chunking, and no per-entry array is ever written out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from gradjax.probe import _moments_by_layer
+from gradjax.storage import AGGREGATES, STATS
+from gradjax.sweep import Cell
+from gradjax.theory import add_theory_columns
+
+PERCENTILES: dict[str, float] = {"p05": 5.0, "p50": 50.0, "p95": 95.0}
+
+
+def _is_pair(node: Any) -> bool:
+    return isinstance(node, dict) and set(node) == {"mean", "m2"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """Per-entry count n, mean and M2 (sum of squared deviations) over the seeds seen so far,
+    float64, in the structure of the probe's chunk moments ({"mean", "m2"} pairs)."""
+
+    n: int
+    tree: Any
+
+    @classmethod
+    def from_chunk(cls, moments: dict) -> Moments:
+        """The probe's moments of one chunk ({"n", "moments"}) on the host, in float64."""
+        moments = jax.device_get(moments)
+        tree = jax.tree.map(lambda a: np.asarray(a, np.float64), moments["moments"])
+        return cls(int(moments["n"]), tree)
+
+    def merge(self, other: Moments) -> Moments:
+        """Chan et al. (1979): combine two disjoint sets of seeds."""
+        if self.n == 0:
+            return other
+        if other.n == 0:
+            return self
+        n = self.n + other.n
+
+        def pair(a: dict, b: dict) -> dict:
+            delta = b["mean"] - a["mean"]
+            return {
+                "mean": a["mean"] + delta * (other.n / n),
+                "m2": a["m2"] + b["m2"] + np.square(delta) * (self.n * other.n / n),
+            }
+
+        return Moments(n, jax.tree.map(pair, self.tree, other.tree, is_leaf=_is_pair))
+
+    def leaves(self) -> list[np.ndarray]:
+        return jax.tree.leaves(self.tree)
+
+    @classmethod
+    def from_leaves(cls, n: int, leaves: list[np.ndarray], like: Any) -> Moments:
+        """Rebuild from `leaves()`; `like` is any tree of the same structure."""
+        return cls(n, jax.tree.unflatten(jax.tree.structure(like), leaves))
+
+    def var_across_seeds(self) -> np.ndarray:
+        """[P, L, 2]: per (point, layer, W/b) the mean over entries of the per-entry population
+        variance across seeds (M2 / n)."""
+        n_points = self.leaves()[0].shape[0]
+        layers = _moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
+        out = [
+            [np.mean(layer[p]["m2"].reshape(layer[p]["m2"].shape[0], -1), axis=1) / self.n
+             for p in ("W", "b")]
+            for layer in layers
+        ]
+        return np.stack([np.stack(pair, axis=-1) for pair in out], axis=1)
+
+
+def _percentile(ordered: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """numpy's default ("linear") percentile of the first `counts` entries along axis 0 of a
+    sorted array (NaNs sort last, so those are the defined values); NaN where counts is 0."""
+    pos = q / 100.0 * np.maximum(counts - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(counts - 1, 0))
+    a = np.take_along_axis(ordered, lo[None], axis=0)[0]
+    b = np.take_along_axis(ordered, hi[None], axis=0)[0]
+    t = pos - lo
+    with np.errstate(invalid="ignore"):
+        diff = b - a
+        value = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+        value = np.where(a == b, a, value)
+    return np.where(counts > 0, value, np.nan)
+
+
+def describe(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, std (ddof=0) and the 5th/50th/95th percentiles over axis 0 (the seeds).
+
+    NaN values are left out: they mark a statistic that is undefined for that init (grad_cv of
+    an all-zero gradient, the activation statistics of the output layer). NaN where no init has
+    a value. Infinite values are kept.
+    """
+    x = np.asarray(values, np.float64)
+    defined = ~np.isnan(x)
+    counts = defined.sum(axis=0)
+    safe = np.maximum(counts, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = np.where(defined, x, 0.0).sum(axis=0) / safe
+        dev = np.where(defined, x - mean[None], 0.0)
+        std = np.sqrt(np.square(dev).sum(axis=0) / safe)
+    out = {
+        "mean": np.where(counts > 0, mean, np.nan),
+        "std": np.where(counts > 0, std, np.nan),
+    }
+    ordered = np.sort(x, axis=0)
+    for name, q in PERCENTILES.items():
+        out[name] = _percentile(ordered, counts, q)
+    return out
+
+
+def cell_summary(
+    sweep_name: str, cell: Cell, per_seed: pa.Table, var_across_seeds: np.ndarray
+) -> pd.DataFrame:
+    """One row per (layer, param) of one cell, from its per-seed table (rows ordered by seed,
+    layer, param) and its [L, 2] `grad_var_across_seeds`; with `gradjax.theory`'s columns."""
+    n_layers = cell.options["depth"] + 1
+    seeds = per_seed.num_rows // (2 * n_layers)
+    frame: dict[str, Any] = {
+        "sweep": sweep_name,
+        "cell": cell.index,
+        "label": cell.label,
+        **cell.columns(),
+        "layer": np.repeat(np.arange(1, n_layers + 1), 2),
+        "param": ["W", "b"] * n_layers,
+        "seeds": seeds,
+    }
+    for stat in STATS:
+        values = per_seed.column(stat).to_numpy().reshape(seeds, n_layers * 2)
+        described = describe(values)
+        for agg in AGGREGATES:
+            frame[f"{stat}_{agg}"] = described[agg]
+    frame["grad_var_across_seeds"] = np.asarray(var_across_seeds, np.float64).reshape(-1)
+    max_abs = per_seed.column("grad_max_abs").to_numpy().reshape(seeds, n_layers * 2)
+    frame["frac_seeds_all_zero"] = np.mean(max_abs == 0, axis=0)
+    return add_theory_columns(pd.DataFrame(frame))

@@ -1,0 +1,182 @@
+"""The engine: chunk, device and unit invariance of per-seed numbers; summaries against numpy;
+skipping finished cells; refusing another sweep's folder; the memory budget."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import gradjax
+from gradjax import engine, keys, storage
+from gradjax.storage import AGGREGATES, STATS
+from gradjax.sweep import parse_sweep
+
+SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
+TEXT = f"""
+name = "tiny"
+seeds = {SEEDS}
+root_seed = 7
+
+[defaults]
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+activation = "relu"
+inputs = [[0.5, -0.7]]
+targets = [[1.0]]
+
+[grid]
+scale = [0.5, 1.0, 2.0]
+"""
+
+
+def run(tmp_path, name, text=TEXT, **kwargs):
+    kwargs.setdefault("devices", 1)
+    out = tmp_path / name
+    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), out, quiet=True, **kwargs)
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The sweep in chunks of 6 seeds on one device."""
+    out, report = run(tmp_path_factory.mktemp("ref"), "ref", chunk=6)
+    return out, report
+
+
+def test_per_seed_numbers_do_not_depend_on_chunk_size(reference, tmp_path):
+    out, report = run(tmp_path, "chunk2", chunk=2)
+    assert {u["chunk"] for u in report.units} == {2}
+    a, b = storage.load(reference[0], "per_seed"), storage.load(out, "per_seed")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    sa, sb = storage.load(reference[0]), storage.load(out)
+    exact = [c for c in sa.columns if c != "grad_var_across_seeds"]
+    pd.testing.assert_frame_equal(sa[exact], sb[exact], check_exact=True)
+    np.testing.assert_allclose(sa["grad_var_across_seeds"], sb["grad_var_across_seeds"],
+                               rtol=1e-6)
+
+
+def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
+    assert jax.device_count() == 2  # tests/conftest.py
+    out, report = run(tmp_path, "two", chunk=6, devices=2)
+    assert report.units[0]["chunk"] == 6
+    pd.testing.assert_frame_equal(storage.load(reference[0], "per_seed"),
+                                  storage.load(out, "per_seed"), check_exact=True)
+    np.testing.assert_allclose(storage.load(reference[0])["grad_var_across_seeds"],
+                               storage.load(out)["grad_var_across_seeds"], rtol=1e-6)
+
+
+def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path):
+    out, report = run(tmp_path, "tight", max_memory=engine.parse_bytes("3KB"))
+    # one cell per unit, each padded to 2 points (an axis of 1 would change the numbers)
+    assert [u["cells"] for u in report.units] == [[0], [1], [2]]
+    assert {(u["chunk"], u["points"]) for u in report.units} == {(2, 2)}
+    pd.testing.assert_frame_equal(storage.load(reference[0], "per_seed"),
+                                  storage.load(out, "per_seed"), check_exact=True)
+
+
+def test_adding_an_axis_value_changes_no_existing_cell(reference, tmp_path):
+    more = TEXT.replace("[0.5, 1.0, 2.0]", "[0.25, 0.5, 1.0, 2.0]")
+    out, _ = run(tmp_path, "more", text=more, chunk=6)
+    old, new = storage.load(reference[0], "per_seed"), storage.load(out, "per_seed")
+    new = new[new["scale"] != 0.25].drop(columns="cell").reset_index(drop=True)
+    pd.testing.assert_frame_equal(old.drop(columns="cell"), new, check_exact=True)
+
+
+def test_summary_columns_match_numpy_on_the_per_seed_table(reference):
+    per_seed, summary = storage.load(reference[0], "per_seed"), storage.load(reference[0])
+    assert (summary["seeds"] == SEEDS).all()
+    for (cell, layer, param), rows in per_seed.groupby(["cell", "layer", "param"]):
+        row = summary[(summary["cell"] == cell) & (summary["layer"] == layer)
+                      & (summary["param"] == param)].iloc[0]
+        assert len(rows) == SEEDS
+        for stat in STATS:
+            x = rows[stat].to_numpy(np.float64)
+            x = x[~np.isnan(x)]
+            if x.size == 0:
+                assert all(np.isnan(row[f"{stat}_{a}"]) for a in AGGREGATES)
+                continue
+            want = {"mean": x.mean(), "std": x.std(), "p05": np.percentile(x, 5),
+                    "p50": np.percentile(x, 50), "p95": np.percentile(x, 95)}
+            for agg, value in want.items():
+                np.testing.assert_allclose(row[f"{stat}_{agg}"], value, rtol=1e-12, atol=0,
+                                           err_msg=f"{stat}_{agg} cell {cell} {layer}{param}")
+        dead = np.mean(rows["grad_frac_zero"].to_numpy() == 1.0)
+        assert row["frac_seeds_all_zero"] == dead
+    # a 3-unit ReLU layer on one example is born dead in some inits at these seeds
+    assert summary["frac_seeds_all_zero"].max() > 0
+
+
+def test_grad_var_across_seeds_matches_numpy_over_jax_grad(reference):
+    summary = storage.load(reference[0])
+    grad = jax.jit(gradjax.loss_and_grads, static_argnames=("activation",))
+    for scale in (0.5, 1.0, 2.0):
+        grads = []
+        for seed in range(SEEDS):
+            params = gradjax.init_mlp(keys.seed_key(7, seed), (2, 3, 1), scale=scale)
+            _, g = grad(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]), activation="relu")
+            grads.append(g)
+        for layer in (1, 2):
+            for param in ("W", "b"):
+                g = np.stack([np.asarray(x[layer - 1][param], np.float64) for x in grads])
+                want = np.var(g, axis=0).mean()
+                got = summary[(summary["scale"] == scale) & (summary["layer"] == layer)
+                              & (summary["param"] == param)]["grad_var_across_seeds"].item()
+                np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_rerun_skips_finished_cells(reference):
+    out, _ = reference
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    again = engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), out, quiet=True, devices=1)
+    assert (again.cells, again.cells_skipped, again.inits) == (0, 3, 0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+
+
+def test_another_sweep_is_refused_and_overwrite_starts_over(reference, tmp_path):
+    out, _ = run(tmp_path, "x", chunk=6)
+    other = parse_sweep(TEXT.replace("root_seed = 7", "root_seed = 8"), "other.toml")
+    with pytest.raises(storage.ResultsError, match="different sweep.*--overwrite"):
+        engine.run_sweep(other, out, quiet=True, devices=1, chunk=6)
+    assert (out / "sweep.toml").read_text() == TEXT
+    report = engine.run_sweep(other, out, quiet=True, devices=1, chunk=6, overwrite=True)
+    assert report.cells == 3 and (out / "sweep.toml").read_text() == other.text
+    assert not storage.load(out, "per_seed").equals(storage.load(reference[0], "per_seed"))
+    with pytest.raises(storage.ResultsError, match="different sweep"):
+        engine.run_sweep(parse_sweep(TEXT, "tiny.toml").with_seeds(5), out, quiet=True)
+
+
+def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(storage.ResultsError, match="not a gradjax results folder"):
+        engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path, quiet=True, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_path):
+    lines = []
+    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
+                     log=lines.append)
+    assert "chunk 6 seeds x 3 points on 1 device(s); device memory" in lines[0]
+    assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
+    assert lines[-1].startswith("tiny: 3 cells run, 0 already done; 33 inits in ")
+    spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
+    per_point = engine.estimate_point_bytes(spec)
+    assert engine.initial_plan(spec, 3, 1000, 3 * 40 * per_point, 1) == engine.Plan(3, 40)
+    assert engine.initial_plan(spec, 3, 10, 2**30, 2) == engine.Plan(3, 10)
+    assert engine.initial_plan(spec, 3, 9, 2**30, 2) == engine.Plan(3, 10)
+    assert engine.initial_plan(spec, 3, 1000, 4 * per_point, 1) == engine.Plan(2, 2)
+    assert engine.initial_plan(spec, 3, 1000, 2 * per_point, 1) == engine.Plan(1, 2)
+    assert engine.initial_plan(spec, 3, 1, 2**30, 1) == engine.Plan(3, 2)
+
+
+def test_parse_bytes():
+    assert engine.parse_bytes("2GB") == 2 * 1024**3
+    assert engine.parse_bytes("512MiB") == 512 * 1024**2
+    assert engine.parse_bytes("1.5k") == 1536
+    assert engine.parse_bytes("100") == 100
+    for bad in ("", "GB", "-1GB", "2 parsecs", "0"):
+        with pytest.raises(ValueError):
+            engine.parse_bytes(bad)
