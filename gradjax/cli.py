@@ -1,0 +1,296 @@
+"""The `gradjax` command line (also `python -m gradjax`).
+
+  gradjax run SWEEP.toml [--out DIR] [--seeds N] [--max-memory 2GB] [--overwrite] [--quiet]
+                         [--no-cache]
+  gradjax validate SWEEP.toml
+  gradjax summary DIR [--by activation,scale] [--layer L]
+  gradjax findings DIR
+  gradjax bench ... / gradjax report ...   (options from `gradjax.bench` / `gradjax.report`)
+
+Exit status: 0 on success, 2 for a bad sweep file, command line or results folder (one
+`error: ...` line on stderr), 130 when interrupted. `bench` and `report` are imported only when
+chosen, so their optional dependencies (matplotlib, psutil) matter only there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradjax import engine, storage
+from gradjax.sweep import MAX_SEEDS, OPTIONS, SweepError, load_sweep
+
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "bench": ("gradjax.bench", "time gradjax against the baselines"),
+    "report": ("gradjax.report", "plots and mean-field comparison of a results folder"),
+}
+RESULTS = Path("results")
+# summary table: column -> short header
+SUMMARY_COLUMNS: dict[str, str] = {
+    "seeds": "seeds",
+    "grad_sq_norm_mean": "sq_norm",
+    "grad_frac_zero_mean": "frac_zero",
+    "frac_seeds_all_zero": "born_dead",
+    "grad_cv_p50": "cv_p50",
+    "grad_unit_cos_mean": "unit_cos",
+    "grad_var_across_seeds": "var_seeds",
+}
+SUMMARY_LEGEND = (
+    "sq_norm = grad_sq_norm_mean, frac_zero = grad_frac_zero_mean, born_dead = "
+    "frac_seeds_all_zero, cv_p50 = grad_cv_p50, unit_cos = grad_unit_cos_mean, var_seeds = "
+    "grad_var_across_seeds (W rows; load() gives every column)"
+)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _seeds(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text} is not in 1..{MAX_SEEDS}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return engine.parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        sweep = load_sweep(args.sweep)
+    except SweepError as err:
+        print(err.line(), file=sys.stderr)
+        return 2
+    if args.seeds is not None:
+        sweep = sweep.with_seeds(args.seeds)
+    out = Path(args.out) if args.out else RESULTS / sweep.name
+    if not args.no_cache:
+        engine.enable_compile_cache()
+    try:
+        engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
+                         quiet=args.quiet)
+    except storage.ResultsError as err:
+        return _error(str(err))
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume into {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        sweep = load_sweep(args.sweep)
+    except SweepError as err:
+        print(err.line(), file=sys.stderr)
+        return 2
+    buckets = sweep.buckets()
+    print(f"ok: {args.sweep}: sweep {sweep.name!r}, {len(sweep.cells)} cells in {len(buckets)} "
+          f"compiled bucket(s), {sweep.seeds:,} seeds each "
+          f"({len(sweep.cells) * sweep.seeds:,} inits); results go to {RESULTS / sweep.name}")
+    return 0
+
+
+def varying_options(frame: pd.DataFrame) -> list[str]:
+    """The option columns (and label) that differ between the cells of a summary frame."""
+    cells = frame.drop_duplicates("cell")
+    return [c for c in ("label", *OPTIONS) if cells[c].nunique(dropna=False) > 1]
+
+
+def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | None) -> str:
+    """A compact table of the W rows: per group of `by` values and layer, the mean over the
+    group's cells of a few summary columns. `layer` < 0 counts from the output layer."""
+    by = list(by) if by else (varying_options(frame) or ["cell"])
+    unknown = [c for c in by if c not in frame.columns]
+    if unknown:
+        raise ValueError(f"--by: unknown column(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(['cell', 'label', *OPTIONS])}")
+    rows = frame[frame["param"] == "W"].copy()
+    if layer is not None:
+        n_layers = rows["depth"] + 1
+        rows = rows[rows["layer"] == (layer if layer > 0 else n_layers + 1 + layer)]
+        if rows.empty:
+            raise ValueError(f"--layer {layer}: no such layer in these cells")
+    table = rows.groupby([*by, "layer"], sort=True, dropna=False).agg(
+        cells=("cell", "nunique"), **{short: (col, "mean") for col, short in
+                                      SUMMARY_COLUMNS.items()}
+    ).reset_index()
+    if (table["cells"] == 1).all():
+        table = table.drop(columns="cells")
+    table["seeds"] = table["seeds"].round().astype("int64")
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+    return f"{text}\n{SUMMARY_LEGEND}"
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    try:
+        print(summary_text(storage.load(args.dir, "summary"), by, args.layer))
+    except (FileNotFoundError, ValueError) as err:
+        return _error(str(err))
+    return 0
+
+
+def _cell_name(row: pd.Series) -> str:
+    x = row["inputs"]
+    what = (f"{row['activation']} {row['in_dim']}-{row['width']}x{row['depth']}-{row['out_dim']}"
+            f" ({row['output_activation']} output), x={x}, scale {row['scale']:g}, bias_scale "
+            f"{row['bias_scale']:g}")
+    return f"{row['label'] or 'cell ' + str(row['cell'])}: {what}"
+
+
+UNIT_COS_VALUES = np.array([1.0, -1.0 / 3.0, -1.0])  # 3 (or 2) live units, each cos = +-1
+
+
+def _find_cell(cells: pd.DataFrame, **options) -> pd.Series | None:
+    match = cells
+    for key, value in options.items():
+        same = np.isclose(match[key], value) if isinstance(value, float) else match[key] == value
+        match = match[same]
+    return None if match.empty else match.iloc[0]
+
+
+def findings_text(folder: str | Path) -> str:
+    """What a seed_examples-style folder shows, per cell and then in the seed's terms."""
+    summary = storage.load(folder, "summary")
+    first = storage.load(folder, "per_seed", layer=1, param="W")
+    w = summary[summary["param"] == "W"]
+    cells = w[w["layer"] == 1].set_index("cell", drop=False)
+    lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
+             f"random inits each ({folder})", ""]
+    cos_exact = {}
+    for cell, rows in w.groupby("cell"):
+        cos = first.loc[first["cell"] == cell, "grad_unit_cos"].to_numpy(np.float64)
+        cos = cos[~np.isnan(cos)]
+        hit = np.isclose(cos[:, None], UNIT_COS_VALUES[None], atol=1e-5).any(axis=1)
+        cos_exact[cell] = float(hit.mean()) if cos.size else math.nan
+        lines.append(_cell_name(cells.loc[cell]))
+        for _, r in rows.iterrows():
+            lines.append(
+                f"  W{r['layer']}: exact zeros {r['grad_frac_zero_mean']:.1%} of entries, "
+                f"born dead {r['frac_seeds_all_zero']:.2%} of inits, grad_cv median "
+                f"{r['grad_cv_p50']:.3g}, unit cosine mean {r['grad_unit_cos_mean']:.3f}"
+            )
+    lines += ["", "In the seed's terms:"]
+    relu = _find_cell(cells, activation="relu", depth=1)
+    if relu is not None:
+        lines.append(
+            f"* ReLU example: {relu['grad_frac_zero_mean']:.1%} of W1's gradient entries are "
+            f"exactly 0 on average (a hidden unit with z <= 0 passes no gradient back, and each "
+            f"is off with probability 1/2), and {relu['frac_seeds_all_zero']:.1%} of inits are "
+            f"born dead: all of W1's gradient is 0 (all 3 units off, 1/8 = 12.5%)."
+        )
+    tiny = _find_cell(cells, activation="sigmoid", scale=0.01)
+    ref = _find_cell(cells, activation="sigmoid", scale=1.0)
+    if tiny is not None:
+        tiny_w = w[w["cell"] == tiny["cell"]].set_index("layer")
+        text = (f"* Tiny init (x0.01): W2's gradient entries are nearly one value: their spread "
+                f"relative to their size, grad_cv (median over inits), is "
+                f"{tiny_w.loc[2, 'grad_cv_p50']:.3g}, against {tiny_w.loc[1, 'grad_cv_p50']:.3g}"
+                " for W1")
+        if ref is not None:
+            ref_w = w[w["cell"] == ref["cell"]].set_index("layer")
+            text += f" and {ref_w.loc[2, 'grad_cv_p50']:.3g} for W2 at scale 1"
+        lines.append(text + ". With tiny weights every hidden unit sits at sigmoid(~0) = 0.5, "
+                     "so dL/dW2 = delta2 * a1 ~ delta2 * (0.5, 0.5, 0.5).")
+    shares = [v for v in cos_exact.values() if not math.isnan(v)]
+    if shares and all(cells["batch"] == 1):
+        lines.append(
+            f"* With one example, dL/dW1 = x (outer) delta1: every hidden unit's gradient column "
+            f"is a multiple of x, so any two units' gradients have cosine exactly +-1 (the mean "
+            f"pairwise cosine is 1 or -1/3 with 3 live units, +-1 with 2) in "
+            f"{min(shares):.1%} of inits or more, in every cell. W1's rows are x_i times one "
+            f"shared vector: the 'same value' pattern the seed prints."
+        )
+    return "\n".join(lines)
+
+
+def _cmd_findings(args: argparse.Namespace) -> int:
+    try:
+        print(findings_text(args.dir))
+    except (FileNotFoundError, ValueError) as err:
+        return _error(str(err))
+    return 0
+
+
+def _unavailable(name: str, err: Exception):
+    def handler(args: argparse.Namespace) -> int:
+        return _error(f"gradjax {name} is unavailable here: {err}")
+
+    return handler
+
+
+def _add_external(parser: argparse.ArgumentParser, name: str) -> None:
+    """Let `gradjax.<name>` define the subcommand; an import failure is reported only when the
+    subcommand runs."""
+    try:
+        module = importlib.import_module(EXTERNAL[name][0])
+    except ImportError as err:
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        parser.set_defaults(handler=_unavailable(name, err))
+        return
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.main)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the `bench`/`report` module is imported only when `command` names it."""
+    parser = argparse.ArgumentParser(
+        prog="gradjax", description="Gradient statistics over thousands of random inits.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run (or resume) a sweep file")
+    run.add_argument("sweep", help="the sweep file (TOML)")
+    run.add_argument("--out", help="results folder (default: results/<name>)")
+    run.add_argument("--seeds", type=_seeds, help="inits per cell, instead of the file's seeds")
+    run.add_argument("--max-memory", type=_size, default=engine.DEFAULT_MAX_MEMORY,
+                     metavar="SIZE", help="device memory budget for a chunk (default: 2GB)")
+    run.add_argument("--overwrite", action="store_true", help="discard earlier results")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    run.add_argument("--no-cache", action="store_true",
+                     help=f"do not use the persistent compile cache ({engine.user_cache_dir()})")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check a sweep file, run nothing")
+    validate.add_argument("sweep")
+    validate.set_defaults(handler=_cmd_validate)
+
+    summary = sub.add_parser("summary", help="print a compact table of a results folder")
+    summary.add_argument("dir")
+    summary.add_argument("--by", help="comma-separated columns to group by "
+                         "(default: the options that vary)")
+    summary.add_argument("--layer", type=int, help="only this layer (1 = first; -1 = output)")
+    summary.set_defaults(handler=_cmd_summary)
+
+    findings = sub.add_parser("findings", help="what the seed_examples sweep found")
+    findings.add_argument("dir")
+    findings.set_defaults(handler=_cmd_findings)
+
+    for name, (_, text) in EXTERNAL.items():
+        ext = sub.add_parser(name, help=text)
+        if name == command:
+            _add_external(ext, name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        args = build_parser(command).parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error (status 2)
+        return int(exit_.code or 0)
+    return int(args.handler(args) or 0)
