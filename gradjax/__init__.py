@@ -5,6 +5,7 @@ from gradjax._xla import pin_reductions
 pin_reductions()
 
 from gradjax.activations import ACTIVATIONS, get_activation  # noqa: E402
+from gradjax.engine import run_sweep  # noqa: E402
 from gradjax.initializers import BIAS_INITS, WEIGHT_INITS  # noqa: E402
 from gradjax.losses import LOSSES  # noqa: E402
 from gradjax.network import (  # noqa: E402
@@ -15,6 +16,8 @@ from gradjax.network import (  # noqa: E402
     loss_and_grads,
 )
 from gradjax.probe import LAYER_STATS, PARAM_STATS, ProbeSpec, grad_stats  # noqa: E402
+from gradjax.storage import load  # noqa: E402
+from gradjax.sweep import load_sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -32,5 +35,8 @@ __all__ = [
     "grad_stats",
     "init_mlp",
     "layer_sizes",
+    "load",
+    "load_sweep",
     "loss_and_grads",
+    "run_sweep",
 ]
