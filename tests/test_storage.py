@@ -1,0 +1,224 @@
+"""Results on disk: schema, metadata, atomic writes, `load`, and other readers."""
+
+import json
+
+import duckdb
+import jax
+import jaxlib
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+import gradjax
+from gradjax import engine, storage
+from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.sweep import OPTIONS, parse_sweep
+
+TEXT = """
+name = "store"
+seeds = 5
+root_seed = 3
+
+[defaults]
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+activation = "relu"
+inputs = [[0.5, -0.7]]
+targets = [[1.0]]
+
+[grid]
+scale = [0.5, 1.0]
+
+[[cases]]
+label = "small_bias"
+bias_scale = 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "store"
+    engine.run_sweep(parse_sweep(TEXT, "store.toml"), out, quiet=True, devices=1, chunk=4)
+    return out
+
+
+def test_layout_and_sweep_copy(folder):
+    assert (folder / "sweep.toml").read_text() == TEXT
+    assert sorted(p.name for p in (folder / "per_seed").iterdir()) == [
+        f"cell-{i:05d}.parquet" for i in range(4)]
+    assert sorted(p.name for p in (folder / "summary").iterdir()) == [
+        f"cell-{i:05d}.parquet" for i in range(4)]
+    assert not list((folder / ".work").iterdir())
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_per_seed_schema_and_rows(folder):
+    table = pq.read_table(folder / "per_seed" / "cell-00002.parquet")
+    names = table.schema.names
+    assert names[:3] == ["sweep", "cell", "label"]
+    assert names[3 : 3 + len(OPTIONS)] == list(OPTIONS)
+    assert names[3 + len(OPTIONS) : 6 + len(OPTIONS)] == ["seed", "layer", "param"]
+    assert names[6 + len(OPTIONS) :] == [*PARAM_STATS, *LAYER_STATS, "loss_value"]
+    types = {f.name: f.type for f in table.schema}
+    assert types["cell"] == types["seed"] == types["depth"] == types["batch"] == pa.int64()
+    assert types["scale"] == types["bias_scale"] == pa.float64()
+    assert types["activation"] == types["label"] == types["inputs"] == pa.string()
+    assert types["structural_zeros"] == pa.bool_()
+    assert {types[s] for s in (*PARAM_STATS, *LAYER_STATS, "loss_value")} == {pa.float32()}
+    frame = table.to_pandas()
+    assert len(frame) == 5 * 2 * 2  # seeds x layers x (W, b)
+    assert frame[["seed", "layer", "param"]].values.tolist()[:4] == [
+        [0, 1, "W"], [0, 1, "b"], [0, 2, "W"], [0, 2, "b"]]
+    assert (frame["label"] == "small_bias").all() and (frame["bias_scale"] == 0.1).all()
+    # layer statistics repeat on W and b, the loss on every row of an init
+    for stat in LAYER_STATS:
+        w, b = frame[frame["param"] == "W"][stat], frame[frame["param"] == "b"][stat]
+        np.testing.assert_array_equal(w.to_numpy(), b.to_numpy())
+    assert frame.groupby("seed")["loss_value"].nunique().eq(1).all()
+    assert frame["grad_unit_cos"][frame["param"] == "b"].isna().all()
+
+
+def test_metadata_of_every_file(folder):
+    files = sorted(folder.glob("*/cell-*.parquet"))
+    assert len(files) == 8
+    git = storage._git_revision()
+    for path in files:
+        meta = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
+        assert meta["sweep_text"] == TEXT and meta["sweep_name"] == "store"
+        assert meta["gradjax_version"] == gradjax.__version__
+        assert meta["jax_version"] == jax.__version__
+        assert meta["jaxlib_version"] == jaxlib.__version__
+        assert meta["backend"] == jax.default_backend() == "cpu"
+        assert meta["device_kind"] == jax.devices()[0].device_kind
+        assert meta["written_utc"].endswith("+00:00")
+        assert meta["table"] == path.parent.name and meta["cell"] == str(int(path.stem[5:]))
+        assert meta["seeds"] == "5" and meta["root_seed"] == "3"
+        if git is not None:
+            assert meta["git_revision"] == git[0] and len(git[0]) == 40
+        assert "pandas" not in meta
+
+
+def test_load_gives_typed_columns_and_filters(folder):
+    per_seed = gradjax.load(folder, "per_seed")
+    assert len(per_seed) == 4 * 5 * 4
+    assert not any(isinstance(t, pd.CategoricalDtype) for t in per_seed.dtypes)
+    assert per_seed["cell"].dtype == np.int64 and per_seed["scale"].dtype == np.float64
+    assert per_seed["grad_var"].dtype == np.float32 and per_seed["structural_zeros"].dtype == bool
+    assert pd.api.types.is_string_dtype(per_seed["activation"])
+    assert per_seed[["cell", "seed"]].equals(
+        per_seed[["cell", "seed"]].sort_values(["cell", "seed"]))
+    some = gradjax.load(folder, "per_seed", label="small_bias", scale=1.0, layer=1, param="W")
+    assert len(some) == 5 and set(some["cell"]) == {3}
+    pd.testing.assert_frame_equal(
+        some.reset_index(drop=True),
+        per_seed[(per_seed["cell"] == 3) & (per_seed["layer"] == 1)
+                 & (per_seed["param"] == "W")].reset_index(drop=True))
+    summary = gradjax.load(folder)
+    assert len(summary) == 4 * 2 * 2 and (summary["seeds"] == 5).all()
+    assert len(gradjax.load(folder, cell=[0, 2])) == 8
+    with pytest.raises(ValueError, match="unknown column.*colour"):
+        gradjax.load(folder, colour="red")
+    with pytest.raises(ValueError, match="unknown table"):
+        gradjax.load(folder, "cells")
+    with pytest.raises(FileNotFoundError):
+        gradjax.load(folder / "nope")
+
+
+def test_summary_has_every_aggregate_and_the_theory_columns(folder):
+    summary = gradjax.load(folder)
+    for stat in (*PARAM_STATS, *LAYER_STATS, "loss_value"):
+        for agg in ("mean", "std", "p05", "p50", "p95"):
+            assert summary[f"{stat}_{agg}"].dtype == np.float64
+    from gradjax.theory import THEORY_COLUMNS
+
+    for column in ("grad_var_across_seeds", "frac_seeds_all_zero", *THEORY_COLUMNS):
+        assert summary[column].dtype == np.float64
+    assert summary["theory_chi1"].isna().all()  # init "normal": no mean-field prediction
+
+
+def test_duckdb_polars_and_pyarrow_read_the_same_rows(folder):
+    want = gradjax.load(folder, "per_seed")
+    pattern = str(folder / "per_seed" / "**" / "*.parquet")
+    con = duckdb.connect()
+    got = con.execute(
+        "select cell, seed, layer, param, grad_var, activation, scale "
+        f"from read_parquet('{pattern}') order by cell, seed, layer, param").df()
+    assert len(got) == len(want)
+    np.testing.assert_array_equal(got["grad_var"].to_numpy(), want["grad_var"].to_numpy())
+    assert got["cell"].dtype == np.int64 and got["scale"].dtype == np.float64
+    described = con.execute(f"describe select * from read_parquet('{pattern}')").df()
+    assert "cell" in described["column_name"].tolist()  # a real column, no hive partitions
+    summary_n = con.execute(
+        f"select count(*) from read_parquet('{folder}/summary/**/*.parquet')").fetchone()[0]
+    assert summary_n == 16
+    frame = pl.read_parquet(pattern).sort(["cell", "seed", "layer", "param"])
+    assert frame.height == len(want)
+    assert frame.schema["activation"] == pl.String and frame.schema["cell"] == pl.Int64
+    assert frame.schema["grad_var"] == pl.Float32
+    np.testing.assert_array_equal(frame["grad_var"].to_numpy(), want["grad_var"].to_numpy())
+    dataset = ds.dataset(folder / "per_seed", format="parquet")
+    assert dataset.count_rows() == len(want)
+    assert dataset.schema.names == storage.per_seed_schema(pa.float32()).names
+
+
+def test_temporary_files_are_invisible_to_readers(folder, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for sub in ("per_seed",):
+        (copy / sub).mkdir()
+        for path in (folder / sub).iterdir():
+            (copy / sub / path.name).write_bytes(path.read_bytes())
+    (copy / "per_seed" / ".cell-00009.parquet.123.tmp").write_bytes(b"PAR1 partial")
+    assert len(gradjax.load(copy, "per_seed")) == 80
+    assert ds.dataset(copy / "per_seed", format="parquet").count_rows() == 80
+    con = duckdb.connect()
+    assert con.execute(
+        f"select count(*) from read_parquet('{copy}/per_seed/**/*.parquet')").fetchone()[0] == 80
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    old = pa.table({"x": [1, 2]})
+    storage.write_parquet(old, path, {"k": "v"})
+    assert pq.read_schema(path).metadata == {b"k": b"v"}
+
+    def broken(table, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.pq, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_parquet(pa.table({"x": [3]}), path)
+    assert pq.read_table(path).equals(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    leaves = [np.arange(6.0).reshape(2, 3), np.full((2, 1), np.nan)]
+    storage.write_checkpoint(tmp_path / "state.npz", 40, 38, leaves)
+    done, n, back = storage.read_checkpoint(tmp_path / "state.npz")
+    assert (done, n) == (40, 38)
+    for a, b in zip(leaves, back, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert storage.read_checkpoint(tmp_path / "missing.npz") is None
+
+
+def test_float64_sweeps_store_float64_statistics():
+    x64 = parse_sweep(TEXT.replace('activation = "relu"', 'activation = "relu"\ndtype = "float64"'),
+                      "x.toml")
+    assert storage.stat_type(x64) == pa.float64()
+    assert storage.stat_type(parse_sweep(TEXT, "x.toml")) == pa.float32()
+
+
+def test_run_file_records_sweep_hash_and_seeds(folder):
+    record = json.loads((folder / ".run.json").read_text())
+    sweep = parse_sweep(TEXT, "store.toml")
+    assert record == storage._fingerprint(sweep)
+    assert record["seeds"] == 5
