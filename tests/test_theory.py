@@ -221,6 +221,7 @@ def test_add_theory_columns_for_relu():
     assert math.isnan(w[13]) and math.isnan(b[13])
     np.testing.assert_allclose(out["measured_chi1"], 0.9)
     assert len(out) == 26 and list(out.columns[:16]) == list(_cell().columns)
+    assert list(out.columns[16:]) == list(theory.THEORY_COLUMNS)
 
 
 def test_fixed_inputs_set_the_first_layer():
@@ -242,6 +243,30 @@ def test_add_theory_columns_transient_for_gaussian_inputs():
         1.5 * theory.moments("tanh", q1).dphi_sq / theory.moments("tanh", q1).phi_sq, rel=1e-9
     )
     assert abs(w[1] / chi1 - 1) > 0.2 and w[35] == pytest.approx(chi1, rel=1e-4)
+    # the fit window (layers 11..31) is past the transient: the predicted fit is chi1
+    assert out["theory_fit_chi1"].iloc[0] == pytest.approx(chi1, rel=1e-3)
+
+
+def test_theory_fit_chi1_holds_the_transient_and_divergence():
+    """ReLU at sigma_w^2 = 0.35, depth 10: q^l falls from 0.36 to 0.012 over the fit window,
+    so the predicted per-layer factor there exceeds chi1 = 0.175; at sigma_w^2 = 6, q^l
+    explodes and |h|^2 grows as fast as |delta|^2 shrinks: E|grad W|^2 is flat (factor 1)."""
+    ordered = theory.add_theory_columns(
+        _cell(depth=10, activation="relu", scale=math.sqrt(0.35), bias_scale=0.1))
+    assert ordered["theory_chi1"].iloc[0] == pytest.approx(0.175)
+    q = [0.35 + 0.01]  # ReLU by hand: q^{l+1} = 0.35 q^l / 2 + 0.01, |h^l|^2 = n q^l / 2
+    for _ in range(9):
+        q.append(0.175 * q[-1] + 0.01)
+    h_sq = np.array([2.0, *q]) / 2  # |h^0|^2 / n = E[x^2] = 1
+    log_grad = np.concatenate([np.cumsum(np.log(0.175 * h_sq[:-1] / h_sq[1:])[::-1])[::-1], [0]])
+    by_hand = math.exp(-np.polyfit(np.arange(3, 10), log_grad[2:9], 1)[0])  # layers 3..9
+    assert ordered["theory_fit_chi1"].iloc[0] == pytest.approx(by_hand, rel=1e-9)
+    assert by_hand > 1.2 * 0.175
+    exploding = theory.add_theory_columns(
+        _cell(depth=10, activation="relu", scale=math.sqrt(6.0), bias_scale=0.1))
+    assert exploding["theory_q_star"].iloc[0] == math.inf
+    assert exploding["theory_chi1"].iloc[0] == pytest.approx(3.0)
+    assert exploding["theory_fit_chi1"].iloc[0] == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -305,6 +330,8 @@ def test_measured_chi1_within_3_percent_of_theory(tanh_measurements, p):
     frame = tanh_measurements[p]
     measured, predicted = frame["measured_chi1"].iloc[0], frame["theory_chi1"].iloc[0]
     assert abs(measured / predicted - 1) < 0.03, (SIGMA_W2[p], measured, predicted)
+    # the fit window (layers 8..24) is past the input transient
+    assert frame["theory_fit_chi1"].iloc[0] == pytest.approx(predicted, rel=2e-3)
 
 
 @pytest.mark.parametrize("p", range(len(SIGMA_W2)))
