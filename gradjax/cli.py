@@ -18,6 +18,7 @@ import argparse
 import importlib
 import math
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -225,28 +226,9 @@ def _cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unavailable(name: str, err: Exception):
-    def handler(args: argparse.Namespace) -> int:
-        return _error(f"gradjax {name} is unavailable here: {err}")
-
-    return handler
-
-
-def _add_external(parser: argparse.ArgumentParser, name: str) -> None:
-    """Let `gradjax.<name>` define the subcommand; an import failure is reported only when the
-    subcommand runs."""
-    try:
-        module = importlib.import_module(EXTERNAL[name][0])
-    except ImportError as err:
-        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        parser.set_defaults(handler=_unavailable(name, err))
-        return
-    module.add_arguments(parser)
-    parser.set_defaults(handler=module.main)
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; the `bench`/`report` module is imported only when `command` names it."""
+def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentParser:
+    """The parser; `external` is the imported `gradjax.bench` or `gradjax.report` module when
+    that subcommand was chosen (the others get a placeholder parser)."""
     parser = argparse.ArgumentParser(
         prog="gradjax", description="Gradient statistics over thousands of random inits.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -278,10 +260,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     findings.add_argument("dir")
     findings.set_defaults(handler=_cmd_findings)
 
-    for name, (_, text) in EXTERNAL.items():
+    for name, (module_name, text) in EXTERNAL.items():
         ext = sub.add_parser(name, help=text)
-        if name == command:
-            _add_external(ext, name)
+        if external is not None and external.__name__ == module_name:
+            external.add_arguments(ext)
+            ext.set_defaults(handler=external.main)
     return parser
 
 
@@ -289,8 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    external = None
+    if command in EXTERNAL:  # imported only now, so its optional dependencies matter only here
+        try:
+            external = importlib.import_module(EXTERNAL[command][0])
+        except ImportError as err:
+            return _error(f"gradjax {command} is unavailable here: {err}")
     try:
-        args = build_parser(command).parse_args(argv)
+        args = build_parser(external).parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error (status 2)
         return int(exit_.code or 0)
     return int(args.handler(args) or 0)

@@ -1,0 +1,154 @@
+"""The command line: run/summary/findings on the seed's sweep, lazy bench/report, the compile
+cache, and refusing another sweep's folder."""
+
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradjax
+from gradjax import cli
+
+ROOT = Path(__file__).parents[1]
+SEED_SWEEP = ROOT / "sweeps" / "seed_examples.toml"
+TINY = """
+name = "tiny"
+seeds = 6
+
+[defaults]
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+activation = "relu"
+inputs = [[0.5, -0.7]]
+targets = [[1.0]]
+
+[grid]
+scale = [0.5, 1.0]
+"""
+
+
+def gradjax_cmd(*args, env=None, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "gradjax", *args], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def seed_folder(tmp_path_factory):
+    """sweeps/seed_examples.toml with 40 inits per cell, run through the CLI."""
+    out = tmp_path_factory.mktemp("seed") / "seed_examples"
+    assert cli.main(["run", str(SEED_SWEEP), "--seeds", "40", "--out", str(out), "--quiet",
+                     "--no-cache"]) == 0
+    return out
+
+
+def test_findings_speak_in_the_seed_terms_and_match_the_tables(seed_folder, capsys):
+    assert cli.main(["findings", str(seed_folder)]) == 0
+    text = capsys.readouterr().out
+    summary = gradjax.load(seed_folder, param="W", layer=1)
+    relu = summary[summary["activation"] == "relu"].iloc[0]
+    assert f"ReLU example: {relu['grad_frac_zero_mean']:.1%} of W1's gradient entries" in text
+    assert f"{relu['frac_seeds_all_zero']:.1%} of inits are born dead" in text
+    tiny = gradjax.load(seed_folder, label="tiny_init_example", param="W")
+    w2_cv, w1_cv = tiny.loc[tiny["layer"] == 2, "grad_cv_p50"].item(), \
+        tiny.loc[tiny["layer"] == 1, "grad_cv_p50"].item()
+    assert f"is {w2_cv:.3g}, against {w1_cv:.3g} for W1" in text
+    assert w2_cv < 0.05 * w1_cv  # W2's entries are nearly one value under the tiny init
+    # one example: every pair of W1 columns has cosine +-1, so the mean pairwise cosine of an
+    # init is 1 or -1/3 (3 live units) or +-1 (2 live units): checked on the per-seed rows
+    cos = gradjax.load(seed_folder, "per_seed", layer=1, param="W")["grad_unit_cos"].dropna()
+    assert np.isclose(cos.to_numpy()[:, None], [1.0, -1 / 3, -1.0], atol=1e-5).any(axis=1).all()
+    assert "in 100.0% of inits or more, in every cell" in text
+    assert "x (outer) delta1" in text
+
+
+def test_summary_table_groups_and_filters(seed_folder, capsys):
+    assert cli.main(["summary", str(seed_folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["label", "activation", "output_activation", "scale",
+                                  "bias_scale"]
+    assert len(out) == 1 + 3 * 2 + 1  # header, 3 cells x 2 layers, legend
+    assert cli.main(["summary", str(seed_folder), "--by", "activation", "--layer", "-1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["activation", "layer", "cells", "seeds"]
+    sigmoid = lines[2].split()
+    assert sigmoid[:4] == ["sigmoid", "2", "2", "40"]
+    frame = gradjax.load(seed_folder, activation="sigmoid", layer=2, param="W")
+    assert float(sigmoid[4]) == pytest.approx(frame["grad_sq_norm_mean"].mean(), rel=2e-3)
+    assert cli.main(["summary", str(seed_folder), "--by", "colour"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --by: unknown column(s) colour")
+    assert cli.main(["summary", str(seed_folder / "nope")]) == 2
+
+
+def test_run_refuses_another_sweeps_folder(seed_folder, tmp_path, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text(SEED_SWEEP.read_text().replace("root_seed = 0", "root_seed = 1"))
+    before = sorted(p.stat().st_mtime_ns for p in seed_folder.rglob("*.parquet"))
+    assert cli.main(["run", str(other), "--seeds", "40", "--out", str(seed_folder),
+                     "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds results of a different sweep" in err[0]
+    assert sorted(p.stat().st_mtime_ns for p in seed_folder.rglob("*.parquet")) == before
+
+
+def test_bench_and_report_are_delegated(monkeypatch, capsys):
+    seen = []
+    fake = types.ModuleType("gradjax.report")
+    fake.add_arguments = lambda p: (p.add_argument("dir"), p.add_argument("--fmt"))
+    fake.main = lambda args: seen.append((args.dir, args.fmt)) or 0
+    monkeypatch.setitem(sys.modules, "gradjax.report", fake)
+    assert cli.main(["report", "results/x", "--fmt", "svg"]) == 0
+    assert seen == [("results/x", "svg")]
+
+
+def test_a_missing_optional_dependency_fails_only_its_subcommand(monkeypatch, capsys, tmp_path):
+    real = cli.importlib.import_module
+
+    def import_module(name, *args):
+        if name == "gradjax.bench":
+            raise ModuleNotFoundError("No module named 'psutil'")
+        return real(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+    assert cli.main(["bench", "--workload", "all"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: gradjax bench is unavailable here: No module named 'psutil'"]
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text(TINY)
+    assert cli.main(["validate", str(sweep)]) == 0
+
+
+def test_module_entry_point_and_lazy_imports(tmp_path):
+    result = gradjax_cmd("--help")
+    assert result.returncode == 0
+    for command in ("run", "summary", "validate", "findings", "bench", "report"):
+        assert command in result.stdout
+    code = ("import sys; from gradjax.cli import main; "
+            f"rc = main(['validate', {str(SEED_SWEEP)!r}]); "
+            "print(rc, [m for m in ('gradjax.bench', 'gradjax.report', 'matplotlib') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "0 []"
+
+
+def test_a_rerun_compiles_nothing_with_the_persistent_cache(tmp_path):
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text(TINY)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    args = ("run", str(sweep), "--out", str(tmp_path / "out"), "--overwrite")
+    first, second = gradjax_cmd(*args, env=env), gradjax_cmd(*args, env=env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "compiled 1 chunk programs, loaded 0 from the persistent compile cache" in first.stdout
+    assert re.search(r"compiled 0 chunk programs, loaded 1 from the persistent compile cache, "
+                     r"0 cache misses in all", second.stdout), second.stdout
+    assert list((tmp_path / "cache" / "gradjax" / "jax").iterdir())
+    third = gradjax_cmd(*args, "--no-cache", env=env)
+    assert "compiled 1 chunk programs, persistent compile cache off" in third.stdout
