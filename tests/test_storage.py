@@ -37,6 +37,7 @@ scale = [0.5, 1.0]
 
 [[cases]]
 label = "small_bias"
+scale = 1.0
 bias_scale = 0.1
 """
 
@@ -44,16 +45,18 @@ bias_scale = 0.1
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "store"
-    engine.run_sweep(parse_sweep(TEXT, "store.toml"), out, quiet=True, devices=1, chunk=4)
+    # the shapes of tests/test_engine.py's sweep (one bucket of 3 points, chunks of 6 seeds),
+    # so that a whole-suite run compiles that program once
+    engine.run_sweep(parse_sweep(TEXT, "store.toml"), out, quiet=True, devices=1, chunk=6)
     return out
 
 
 def test_layout_and_sweep_copy(folder):
     assert (folder / "sweep.toml").read_text() == TEXT
     assert sorted(p.name for p in (folder / "per_seed").iterdir()) == [
-        f"cell-{i:05d}.parquet" for i in range(4)]
+        f"cell-{i:05d}.parquet" for i in range(3)]
     assert sorted(p.name for p in (folder / "summary").iterdir()) == [
-        f"cell-{i:05d}.parquet" for i in range(4)]
+        f"cell-{i:05d}.parquet" for i in range(3)]
     assert not list((folder / ".work").iterdir())
     assert not list(folder.rglob("*.tmp"))
 
@@ -86,7 +89,7 @@ def test_per_seed_schema_and_rows(folder):
 
 def test_metadata_of_every_file(folder):
     files = sorted(folder.glob("*/cell-*.parquet"))
-    assert len(files) == 8
+    assert len(files) == 6
     git = storage._git_revision()
     for path in files:
         meta = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
@@ -106,7 +109,7 @@ def test_metadata_of_every_file(folder):
 
 def test_load_gives_typed_columns_and_filters(folder):
     per_seed = gradjax.load(folder, "per_seed")
-    assert len(per_seed) == 4 * 5 * 4
+    assert len(per_seed) == 3 * 5 * 4
     assert not any(isinstance(t, pd.CategoricalDtype) for t in per_seed.dtypes)
     assert per_seed["cell"].dtype == np.int64 and per_seed["scale"].dtype == np.float64
     assert per_seed["grad_var"].dtype == np.float32 and per_seed["structural_zeros"].dtype == bool
@@ -114,13 +117,13 @@ def test_load_gives_typed_columns_and_filters(folder):
     assert per_seed[["cell", "seed"]].equals(
         per_seed[["cell", "seed"]].sort_values(["cell", "seed"]))
     some = gradjax.load(folder, "per_seed", label="small_bias", scale=1.0, layer=1, param="W")
-    assert len(some) == 5 and set(some["cell"]) == {3}
+    assert len(some) == 5 and set(some["cell"]) == {2}
     pd.testing.assert_frame_equal(
         some.reset_index(drop=True),
-        per_seed[(per_seed["cell"] == 3) & (per_seed["layer"] == 1)
+        per_seed[(per_seed["cell"] == 2) & (per_seed["layer"] == 1)
                  & (per_seed["param"] == "W")].reset_index(drop=True))
     summary = gradjax.load(folder)
-    assert len(summary) == 4 * 2 * 2 and (summary["seeds"] == 5).all()
+    assert len(summary) == 3 * 2 * 2 and (summary["seeds"] == 5).all()
     assert len(gradjax.load(folder, cell=[0, 2])) == 8
     with pytest.raises(ValueError, match="unknown column.*colour"):
         gradjax.load(folder, colour="red")
@@ -156,7 +159,7 @@ def test_duckdb_polars_and_pyarrow_read_the_same_rows(folder):
     assert "cell" in described["column_name"].tolist()  # a real column, no hive partitions
     summary_n = con.execute(
         f"select count(*) from read_parquet('{folder}/summary/**/*.parquet')").fetchone()[0]
-    assert summary_n == 16
+    assert summary_n == 12
     frame = pl.read_parquet(pattern).sort(["cell", "seed", "layer", "param"])
     assert frame.height == len(want)
     assert frame.schema["activation"] == pl.String and frame.schema["cell"] == pl.Int64
@@ -175,11 +178,11 @@ def test_temporary_files_are_invisible_to_readers(folder, tmp_path):
         for path in (folder / sub).iterdir():
             (copy / sub / path.name).write_bytes(path.read_bytes())
     (copy / "per_seed" / ".cell-00009.parquet.123.tmp").write_bytes(b"PAR1 partial")
-    assert len(gradjax.load(copy, "per_seed")) == 80
-    assert ds.dataset(copy / "per_seed", format="parquet").count_rows() == 80
+    assert len(gradjax.load(copy, "per_seed")) == 60
+    assert ds.dataset(copy / "per_seed", format="parquet").count_rows() == 60
     con = duckdb.connect()
     assert con.execute(
-        f"select count(*) from read_parquet('{copy}/per_seed/**/*.parquet')").fetchone()[0] == 80
+        f"select count(*) from read_parquet('{copy}/per_seed/**/*.parquet')").fetchone()[0] == 60
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
