@@ -1,0 +1,243 @@
+"""`gradjax report` on small results folders in the sweep engine's schema (synthetic statistics,
+real mean-field columns)."""
+
+import argparse
+import base64
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradjax import report
+from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.theory import add_theory_columns
+
+pytest.importorskip("matplotlib")
+
+SEEDS = 64
+DEPTH, WIDTH = 4, 16
+OPTIONS = dict(
+    in_dim=WIDTH, width=WIDTH, depth=DEPTH, out_dim=1, output_activation="linear",
+    leaky_slope=0.01, init="fan_in_normal", bias_init="normal", bias_scale=0.1, loss="mse",
+    norm="none", dtype="float32", inputs="gaussian", targets="gaussian", batch=2,
+    structural_zeros=True,
+)
+STATS = (*PARAM_STATS, *LAYER_STATS, "loss_value")
+
+
+def _fake_stats(rng, options: dict) -> dict[str, np.ndarray]:
+    """Per-seed statistics [seeds, layers(, 2)] shaped like the probe's, drawn with numpy:
+    |grad|^2 shrinks towards the input by sigma_w^2 / 2 per layer, ReLU units die, etc."""
+    n_layers, relu = options["depth"] + 1, options["activation"] == "relu"
+    decay = np.log(options["scale"] ** 2 / 2) * (n_layers - 1 - np.arange(n_layers))
+    sq_norm = np.exp(rng.normal(decay[None, :, None], 1.0, (SEEDS, n_layers, 2)))
+    dead = rng.random((SEEDS, n_layers)) < (0.5 if relu else 0.0)
+    frac_zero = np.where(dead, 1.0, rng.uniform(0, 0.6 if relu else 0, (SEEDS, n_layers)))
+    sq_norm[dead] = 0.0
+    entries = np.array([WIDTH * WIDTH, WIDTH])
+    stats = {
+        "grad_sq_norm": sq_norm,
+        "grad_var": sq_norm / entries,
+        "grad_mean": rng.normal(0, 1e-3, sq_norm.shape),
+        "grad_max_abs": np.sqrt(sq_norm),
+        "grad_mean_abs": np.sqrt(sq_norm / entries),
+        "grad_cv": np.where(sq_norm > 0, rng.uniform(0.5, 1.5, sq_norm.shape), np.nan),
+        "grad_frac_zero": np.repeat(frac_zero[..., None], 2, axis=-1),
+        "grad_frac_subnormal": np.zeros(sq_norm.shape),
+        "grad_nonfinite": np.zeros(sq_norm.shape),
+        "grad_frac_underflow": np.zeros(sq_norm.shape),
+        "grad_unit_cos": np.stack([rng.uniform(-1, 1, (SEEDS, n_layers)),
+                                   np.full((SEEDS, n_layers), np.nan)], axis=-1),
+    }
+    saturated = min(1.0, options["scale"] / 4)
+    stats.update({
+        "delta_sq_norm": sq_norm[..., 1],
+        "preact_mean": rng.normal(0, 0.1, (SEEDS, n_layers)),
+        "preact_var": np.full((SEEDS, n_layers), options["scale"] ** 2),
+        "act_frac_dead": dead.astype(float),
+        "act_frac_saturated": rng.uniform(0, saturated, (SEEDS, n_layers)),
+        "act_deriv_mean": rng.uniform(0, 1, (SEEDS, n_layers)),
+        "loss_value": rng.exponential(1.0, SEEDS),
+    })
+    for name in LAYER_STATS[1:]:
+        stats[name][:, -1] = np.nan  # no activation on the output layer
+    return stats
+
+
+def _cell_frames(sweep: str, cell: int, label: str, options: dict, rng):
+    """(per_seed, summary) frames of one cell in the results schema (the columns used here)."""
+    stats = _fake_stats(rng, options)
+    n_layers = options["depth"] + 1
+    seed, layer, param = np.meshgrid(np.arange(SEEDS), np.arange(1, n_layers + 1), ["W", "b"],
+                                     indexing="ij")
+    per_seed = pd.DataFrame({"seed": seed.ravel(), "layer": layer.ravel(), "param": param.ravel()})
+    for name in PARAM_STATS:
+        per_seed[name] = stats[name].reshape(-1)
+    for name in LAYER_STATS:
+        per_seed[name] = np.repeat(stats[name].reshape(-1), 2)
+    per_seed["loss_value"] = np.repeat(stats["loss_value"], n_layers * 2)
+    for key, value in dict(sweep=sweep, cell=cell, label=label, **options).items():
+        per_seed[key] = value
+    groups = per_seed.groupby(["layer", "param"], sort=True)
+    summary = groups[list(STATS)].agg(["mean", "median"])
+    summary.columns = [f"{s}_{'p50' if a == 'median' else a}" for s, a in summary.columns]
+    summary = summary.reset_index()
+    summary["frac_seeds_all_zero"] = groups["grad_max_abs"].agg(lambda v: np.mean(v == 0)).values
+    for key, value in dict(sweep=sweep, cell=cell, label=label, **options, seeds=SEEDS).items():
+        summary[key] = value
+    return per_seed, add_theory_columns(summary)
+
+
+def _write_folder(path, cells):
+    """A results folder (summary/ and per_seed/ Parquet files) of cells [(label, options)]."""
+    rng = np.random.default_rng(7)
+    for index, (label, options) in enumerate(cells):
+        frames = _cell_frames("test_sweep", index, label, {**OPTIONS, **options}, rng)
+        for name, frame in zip(("per_seed", "summary"), frames, strict=True):
+            (path / name).mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(path / name / f"cell-{index:05d}.parquet")
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid_folder(tmp_path_factory):
+    """tanh and relu x three scales: a complete activation x scale grid, in theory's model."""
+    cells = [("", dict(activation=a, scale=s)) for a in ("tanh", "relu") for s in (0.1, 1.0, 3.0)]
+    return _write_folder(tmp_path_factory.mktemp("grid"), cells)
+
+
+@pytest.fixture(scope="module")
+def examples_folder(tmp_path_factory):
+    """Three cells that are no grid (like the seed's examples), with plain normal inits."""
+    cells = [
+        ("", dict(activation="sigmoid", scale=1.0, init="normal")),
+        ("relu_example", dict(activation="relu", scale=1.0, init="normal")),
+        ("tiny", dict(activation="sigmoid", scale=0.01, init="normal")),
+    ]
+    return _write_folder(tmp_path_factory.mktemp("examples"), cells)
+
+
+def _run(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    return report.main(parser.parse_args([str(a) for a in argv]))
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(d) for d in re.findall(r"src='data:image/png;base64,([^']+)'", page)]
+
+
+def test_report_on_a_grid_writes_every_figure_inline(grid_folder, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _run(grid_folder, "--out", out) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted([*(f"heatmap-{s}.png" for s in report.HEATMAP_STATS),
+                            "profiles.png", "histograms.png", "examples.png"])
+    page = (out / "report.html").read_text()
+    images = _images(page)
+    assert len(images) == len(names)
+    assert all(img.startswith(b"\x89PNG\r\n\x1a\n") and len(img) > 10_000 for img in images)
+    assert {img for img in images} == {(out / n).read_bytes() for n in names}
+    assert "src='http" not in page and "<script" not in page  # self-contained, nothing fetched
+    assert "Mean-field check" in page and "Not drawn" not in page
+    assert "wrote 7 figures" in capsys.readouterr().out
+
+
+def test_default_output_folder_is_dir_report(examples_folder):
+    assert _run(examples_folder) == 0
+    assert (examples_folder / "report" / "report.html").exists()
+
+
+def test_no_grid_is_a_note_not_a_crash(examples_folder, tmp_path):
+    out = tmp_path / "r"
+    assert _run(examples_folder, "--out", out) == 0
+    assert not list(out.glob("heatmap-*.png"))
+    page = (out / "report.html").read_text()
+    assert "no complete activation x scale grid (2 activation(s), 2 scale(s), 3 of the 4" in page
+    assert "Mean-field check" not in page  # init "normal": no theory
+    assert len(_images(page)) == 3
+
+
+def test_heatmap_text_names_the_extreme_cells(grid_folder):
+    summary = _summary(grid_folder)
+    rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
+    fig = report.heatmap_figure(rows, 1, "grad_var")
+    lowest = rows.loc[rows["grad_var_p50"].idxmin()]
+    assert f"Lowest {lowest['grad_var_p50']:.3g} ({lowest['activation']}, scale " in fig.text
+    assert report._log_span(rows["grad_var_p50"].to_numpy())  # spans decades: log colours
+
+
+def test_theory_line_is_anchored_at_the_output_layer():
+    cell = pd.DataFrame({
+        "layer": [1, 2, 3, 4],
+        "theory_grad_ratio": [np.nan, 0.5, 0.25, np.nan],
+        "grad_sq_norm_mean": [9.0, 9.0, 9.0, 2.0],
+    })
+    np.testing.assert_allclose(report._theory_line(cell), [np.nan, 0.25, 0.5, 2.0])
+    assert report._theory_line(cell.assign(theory_grad_ratio=np.nan)) is None
+
+
+def test_profiles_and_table_show_theory_for_fan_in_normal(grid_folder):
+    summary = _summary(grid_folder)
+    assert "Dashed: the mean-field prediction" in report.profile_figure(summary).text
+    relu = summary[(summary["activation"] == "relu") & (summary["scale"] == 3.0)]
+    assert math.isclose(relu["theory_chi1"].iloc[0], 4.5)  # sigma_w^2 / 2
+    table = report.theory_table(summary)
+    assert table.count("<tr>") == 1 + 6 and "<td>relu</td><td>9</td>" in table
+    assert "<td>4.5</td>" in table
+
+
+def test_theory_columns_are_recomputed_for_older_folders(grid_folder):
+    summary = _summary(grid_folder)
+    older = summary.drop(columns=["theory_fit_chi1", "theory_chi1"])
+    again = report.with_theory(older)
+    pd.testing.assert_frame_equal(again[summary.columns], summary, check_like=True)
+
+
+def test_colour_scales():
+    from matplotlib.colors import LogNorm, Normalize, SymLogNorm
+
+    norm, log = report._colour_norm(np.array([1e-9, 1e-3, np.nan]), signed=False)
+    assert log and isinstance(norm, LogNorm)
+    norm, log = report._colour_norm(np.array([0.0, 1e-5, 0.2]), signed=False)
+    assert log and isinstance(norm, SymLogNorm) and norm(0.0) == 0.0  # zeros stay visible
+    norm, log = report._colour_norm(np.array([0.0, 0.3, 0.9]), signed=False)
+    assert not log and type(norm) is Normalize and (norm.vmin, norm.vmax) == (0.0, 0.9)
+    norm, _ = report._colour_norm(np.array([-1e-4, 1e-3]), signed=True)
+    assert (norm.vmin, norm.vmax) == (-1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--heatmap-stats", "grad_var,nope"], "--heatmap-stats: unknown nope"),
+        (["--hist-stat", "nope"], "--hist-stat: unknown statistic 'nope'"),
+        (["--cells", "relu_example,99"], "--cells: no cell '99'"),
+        (["--layer", "9"], "--layer 9: no cell has that layer"),
+    ],
+)
+def test_bad_options_are_one_error_line(examples_folder, tmp_path, capsys, argv, message):
+    assert _run(examples_folder, "--out", tmp_path / "x", *argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_folder_is_an_error(tmp_path, capsys):
+    assert _run(tmp_path / "nothing") == 2
+    assert "no readable summary table" in capsys.readouterr().err
+
+
+def test_chosen_cells_by_label_and_number(examples_folder, tmp_path):
+    out = tmp_path / "r"
+    assert _run(examples_folder, "--out", out, "--cells", "relu_example,0",
+                "--hist-stat", "grad_frac_zero", "--layer", "-1") == 0
+    page = (out / "report.html").read_text()
+    assert "relu_example: activation relu" in page and "cell 0: activation sigmoid" in page
+    assert "tiny: activation" not in page.split("Histograms of")[1].split("</figure>")[0]
+
+
+def _summary(folder) -> pd.DataFrame:
+    files = sorted((folder / "summary").iterdir())
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
