@@ -484,9 +484,13 @@ def run_sweep(
         cache = (f"loaded {report.from_cache} from the persistent compile cache, "
                  f"{report.cache_misses} cache misses in all")
     say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
-        f"{report.inits:,} inits in {report.wall_s:.1f} s ({report.inits_per_s:,.0f} inits/s); "
+        f"{report.inits:,} inits in {report.wall_s:.1f} s ({_rate(report.inits_per_s)} inits/s); "
         f"compiled {report.compiled} chunk programs, {cache}; results in {folder.root}")
     return report
+
+
+def _rate(per_s: float) -> str:
+    return f"{per_s:,.0f}" if per_s >= 100 else f"{per_s:.3g}"
 
 
 def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:

@@ -1,6 +1,9 @@
 """The engine: chunk, device and unit invariance of per-seed numbers; summaries against numpy;
 skipping finished cells; refusing another sweep's folder; the memory budget."""
 
+import io
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,3 +183,21 @@ def test_parse_bytes():
     for bad in ("", "GB", "-1GB", "2 parsecs", "0"):
         with pytest.raises(ValueError):
             engine.parse_bytes(bad)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    sweep = parse_sweep(TEXT, "tiny.toml")
+    engine.run_sweep(sweep, tmp_path / "bar", devices=1, chunk=6, log=lambda msg: None)
+    bar = terminal.getvalue()
+    assert "100%" in bar and "33.0/33.0" in bar and "init/s" in bar and "cells 3/3" in bar
+    terminal.seek(0)
+    terminal.truncate()
+    engine.run_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
+    assert terminal.getvalue() == ""
