@@ -196,24 +196,28 @@ def findings_text(folder: str | Path) -> str:
     tiny = _find_cell(cells, activation="sigmoid", scale=0.01)
     ref = _find_cell(cells, activation="sigmoid", scale=1.0)
     if tiny is not None:
-        tiny_w = w[w["cell"] == tiny["cell"]].set_index("layer")
-        text = (f"* Tiny init (x0.01): W2's gradient entries are nearly one value: their spread "
-                f"relative to their size, grad_cv (median over inits), is "
-                f"{tiny_w.loc[2, 'grad_cv_p50']:.3g}, against {tiny_w.loc[1, 'grad_cv_p50']:.3g}"
-                " for W1")
+        t = w[w["cell"] == tiny["cell"]].set_index("layer")
+        text = (f"* Tiny init (x0.01): W2's gradient entries are nearly one value. Their spread "
+                f"relative to their size (grad_cv, median over inits) is "
+                f"{t.loc[2, 'grad_cv_p50']:.3g}, against {t.loc[1, 'grad_cv_p50']:.3g} for W1")
         if ref is not None:
-            ref_w = w[w["cell"] == ref["cell"]].set_index("layer")
-            text += f" and {ref_w.loc[2, 'grad_cv_p50']:.3g} for W2 at scale 1"
-        lines.append(text + ". With tiny weights every hidden unit sits at sigmoid(~0) = 0.5, "
-                     "so dL/dW2 = delta2 * a1 ~ delta2 * (0.5, 0.5, 0.5).")
+            r = w[w["cell"] == ref["cell"]].set_index("layer")
+            text += (f" and {r.loc[2, 'grad_cv_p50']:.3g} for W2 at scale 1: every hidden unit "
+                     "sits at sigmoid(~0) = 0.5, so dL/dW2 = delta2 * a1 ~ delta2 * (0.5, 0.5, "
+                     f"0.5). They are not small (mean |dL/dW2|^2 "
+                     f"{t.loc[2, 'grad_sq_norm_mean']:.3g} vs {r.loc[2, 'grad_sq_norm_mean']:.3g} "
+                     "at scale 1); W1's are tiny "
+                     f"({t.loc[1, 'grad_sq_norm_mean']:.3g} vs "
+                     f"{r.loc[1, 'grad_sq_norm_mean']:.3g}), since dL/dW1 is proportional to W2")
+        lines.append(text + ".")
     shares = [v for v in cos_exact.values() if not math.isnan(v)]
     if shares and all(cells["batch"] == 1):
         lines.append(
-            f"* With one example, dL/dW1 = x (outer) delta1: every hidden unit's gradient column "
-            f"is a multiple of x, so any two units' gradients have cosine exactly +-1 (the mean "
-            f"pairwise cosine is 1 or -1/3 with 3 live units, +-1 with 2) in "
-            f"{min(shares):.1%} of inits or more, in every cell. W1's rows are x_i times one "
-            f"shared vector: the 'same value' pattern the seed prints."
+            "* One example makes dL/dW1 = outer(x, delta1): every hidden unit's column of W1's "
+            "gradient is a multiple of x, so the gradients of any two units have cosine exactly "
+            "+-1 and W1's rows are x_1 and x_2 times one shared vector, the repeated values in the "
+            "seed's printouts. Measured: the mean pairwise cosine is 1 or -1/3 (3 live units) or "
+            f"+-1 (2 live units) in {min(shares):.1%} of inits of every cell."
         )
     return "\n".join(lines)
 

@@ -59,13 +59,15 @@ def test_findings_speak_in_the_seed_terms_and_match_the_tables(seed_folder, caps
     w2_cv, w1_cv = tiny.loc[tiny["layer"] == 2, "grad_cv_p50"].item(), \
         tiny.loc[tiny["layer"] == 1, "grad_cv_p50"].item()
     assert f"is {w2_cv:.3g}, against {w1_cv:.3g} for W1" in text
+    w1_sq = tiny.loc[tiny["layer"] == 1, "grad_sq_norm_mean"].item()
+    assert f"W1's are tiny ({w1_sq:.3g} vs" in text
     assert w2_cv < 0.05 * w1_cv  # W2's entries are nearly one value under the tiny init
     # one example: every pair of W1 columns has cosine +-1, so the mean pairwise cosine of an
     # init is 1 or -1/3 (3 live units) or +-1 (2 live units): checked on the per-seed rows
     cos = gradjax.load(seed_folder, "per_seed", layer=1, param="W")["grad_unit_cos"].dropna()
     assert np.isclose(cos.to_numpy()[:, None], [1.0, -1 / 3, -1.0], atol=1e-5).any(axis=1).all()
-    assert "in 100.0% of inits or more, in every cell" in text
-    assert "x (outer) delta1" in text
+    assert "in 100.0% of inits of every cell" in text
+    assert "dL/dW1 = outer(x, delta1)" in text
 
 
 def test_summary_table_groups_and_filters(seed_folder, capsys):
