@@ -1,5 +1,6 @@
 """Results on disk: schema, metadata, atomic writes, `load`, and other readers."""
 
+import fcntl
 import json
 
 import duckdb
@@ -225,3 +226,10 @@ def test_run_file_records_sweep_hash_and_seeds(folder):
     sweep = parse_sweep(TEXT, "store.toml")
     assert record == storage._fingerprint(sweep)
     assert record["seeds"] == 5
+
+
+def test_a_folder_being_written_is_refused(folder):
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(storage.ResultsError, match="another gradjax run is writing"):
+            engine.run_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
