@@ -61,7 +61,10 @@ HEATMAP_STATS: dict[str, HeatmapStat] = {
     ),
 }
 MAX_LINES = 8  # lines per profile panel
-MAX_PANELS = 6
+MAX_FACETS = 4  # heatmap panels
+LARGEST_FIRST = ("depth", "width", "batch", "in_dim")  # _restrict keeps their largest value
+FACET_ORDER = ("depth", "init", "norm", "bias_scale", "width")  # heatmap panels, by preference
+MAX_PANELS = 8
 MAX_EXAMPLE_CELLS = 6
 MAX_HIST_CELLS = 6
 LOG_SPAN = 100.0  # use a log colour/axis scale when positive values span more than this
@@ -226,65 +229,112 @@ def _png(fig) -> bytes:
 # --------------------------------------------------------------------------- heatmaps
 
 
+def _restrict(frame: pd.DataFrame, keep: Sequence[str | None]) -> tuple[pd.DataFrame, list[str]]:
+    """Fix every varying option outside `keep` to one value: the largest depth, width or batch
+    (the most telling), else the first cell's. Returns the rows left and a note per option."""
+    notes = []
+    for column in _varying(frame, _option_columns(frame)):
+        values = frame[column].drop_duplicates()
+        if column in keep or len(values) < 2:  # (an earlier choice may have fixed it)
+            continue
+        chosen = values.max() if column in LARGEST_FIRST else frame[column].iloc[0]
+        frame = frame[frame[column] == chosen]
+        notes.append(f"{column} = {chosen} only (of {len(values)} values)")
+    return frame, notes
+
+
 def heatmap_figures(summary: pd.DataFrame, layer: int, stats: Sequence[str]) -> list[Figure | str]:
-    """One heatmap per statistic, or one note (str) when the sweep has no complete grid."""
+    """One heatmap figure per statistic (one panel per value of a third varying option, e.g.
+    depth), or one note (str) when the sweep has no complete activation x scale grid."""
     rows = _resolve_layer(summary, layer)
+    others = [c for c in _varying(rows, _option_columns(rows)) if c not in ("activation", "scale")]
+    facet = min(others, key=lambda c: FACET_ORDER.index(c) if c in FACET_ORDER else 99,
+                default=None)
+    rows, notes = _restrict(rows, ("activation", "scale", facet))
+    facets = sorted(rows[facet].unique()) if facet else [None]
+    if len(facets) > MAX_FACETS:
+        notes.append(f"{facet}: the first {MAX_FACETS} of {len(facets)} values")
+        facets = facets[:MAX_FACETS]
+        rows = rows[rows[facet].isin(facets)]
     activations = rows["activation"].nunique()
     scales = rows["scale"].nunique()
-    pairs = len(rows.drop_duplicates(["activation", "scale"]))
-    if activations < 2 or scales < 2 or pairs < activations * scales:
+    pairs = len(rows.drop_duplicates(["activation", "scale", *([facet] if facet else [])]))
+    if activations < 2 or scales < 2 or pairs < activations * scales * len(facets):
         return [f"Heatmaps ({', '.join(stats)}) skipped: the sweep has no complete activation x "
                 f"scale grid ({activations} activation(s), {scales} scale(s), {pairs} of the "
-                f"{activations * scales} pairs)."]
-    return [heatmap_figure(rows, layer, stat) for stat in stats]
+                f"{activations * scales * len(facets)} cells)."]
+    return [heatmap_figure(rows, layer, stat, facet, notes) for stat in stats]
 
 
-def heatmap_figure(rows: pd.DataFrame, layer: int, stat: str) -> Figure | str:
-    """Activation x scale of one statistic, from the W rows of one layer (a complete grid)."""
+def heatmap_figure(
+    rows: pd.DataFrame, layer: int, stat: str, facet: str | None = None,
+    notes: Sequence[str] = (),
+) -> Figure | str:
+    """Activation x scale of one statistic from the W rows of one layer (a complete grid), one
+    panel per value of `facet`, all on one colour scale."""
     info = HEATMAP_STATS[stat]
-    column = info.column
     activations = list(dict.fromkeys(rows["activation"]))
     scales = np.sort(rows["scale"].unique())
-    grid = rows.pivot_table(index="activation", columns="scale", values=column, aggfunc="mean",
-                            dropna=False).reindex(index=activations, columns=scales)
-    values = grid.to_numpy(np.float64)
-    if not np.isfinite(values).any():
-        return f"Heatmap '{stat}' skipped: {column} is undefined at layer {layer} in every cell."
-    others = [c for c in _varying(rows, _option_columns(rows)) if c not in ("activation", "scale")]
+    facets = sorted(rows[facet].unique()) if facet else [None]
+    grids = [
+        (rows if f is None else rows[rows[facet] == f]).pivot_table(
+            index="activation", columns="scale", values=info.column, aggfunc="mean",
+            dropna=False).reindex(index=activations, columns=scales).to_numpy(np.float64)
+        for f in facets
+    ]
+    every = np.stack(grids)
+    if not np.isfinite(every).any():
+        return (f"Heatmap '{stat}' skipped: {info.column} is undefined at layer {layer} in "
+                "every cell.")
     from matplotlib import colormaps
 
-    norm, log = _colour_norm(values, signed=stat == "unit_cos")
+    norm, log = _colour_norm(every, signed=stat == "unit_cos")
     cmap = colormaps["viridis"].with_extremes(bad="0.85")
-    fig = _new_figure(max(6.0, 2.2 + 0.62 * len(scales)), max(3.6, 2.0 + 0.42 * len(activations)))
-    ax = fig.add_subplot()
-    masked = np.ma.masked_invalid(values)
-    image = ax.imshow(masked, cmap=cmap, norm=norm, aspect="auto")
-    ax.set_xticks(range(len(scales)), [f"{s:.2g}" for s in scales], rotation=45)
-    ax.set_yticks(range(len(activations)), activations)
-    ax.set_xlabel(f"weight scale (multiplies the init's std; init {_inits(rows)}) [unitless]")
-    ax.set_ylabel("hidden activation")
+    panel_h = 1.0 + 0.36 * len(activations)
+    fig = _new_figure(max(6.5, 2.4 + 0.62 * len(scales)), 1.2 + panel_h * len(facets))
+    axes = fig.subplots(len(facets), 1, squeeze=False)[:, 0]
     where = "output layer" if layer == -1 else f"layer {layer}"
-    ax.set_title(f"{where}: {info.title}\n{info.look}{' (log colour scale)' if log else ''}",
+    for ax, f, values in zip(axes, facets, grids, strict=True):
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(scales)), [f"{s:.2g}" for s in scales], rotation=45)
+        ax.set_yticks(range(len(activations)), activations)
+        ax.set_ylabel("activation")
+        if f is not None:
+            ax.set_title(f"{facet} {f}", fontsize=9)
+        if values.size <= 200:
+            _annotate(ax, values, norm, log)
+    axes[-1].set_xlabel(f"weight scale (multiplies the init's std; init {_inits(rows)}) "
+                        "[unitless]")
+    fig.suptitle(f"{where}: {info.title}\n{info.look}{' (log colour scale)' if log else ''}",
                  fontsize=10)
-    bar = fig.colorbar(image, ax=ax)
+    bar = fig.colorbar(image, ax=list(axes))
     bar.set_label(info.unit, fontsize=8)
-    if values.size <= 200:
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                v = values[i, j]
-                colour = "black" if np.isfinite(v) and norm(v) > 0.6 else "white"
-                ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.1g}" if log else f"{v:.2f}",
-                        ha="center", va="center", fontsize=6.5,
-                        color="black" if not np.isfinite(v) else colour)
-    i_min, j_min = np.unravel_index(np.nanargmin(values), values.shape)
-    i_max, j_max = np.unravel_index(np.nanargmax(values), values.shape)
-    text = (f"{info.unit} at {where}, per activation and weight scale. Lowest "
-            f"{_fmt(values[i_min, j_min])} ({activations[i_min]}, scale {scales[j_min]:.3g}); "
-            f"highest {_fmt(values[i_max, j_max])} ({activations[i_max]}, scale "
-            f"{scales[j_max]:.3g}). Grey: undefined.")
-    if others:
-        text += f" Cells differing in {', '.join(others)} are averaged."
+    k_min, i_min, j_min = np.unravel_index(np.nanargmin(every), every.shape)
+    k_max, i_max, j_max = np.unravel_index(np.nanargmax(every), every.shape)
+
+    def cell(k, i, j):
+        return (f"{activations[i]}, scale {scales[j]:.3g}"
+                + (f", {facet} {facets[k]}" if facet else ""))
+
+    text = (f"{info.unit} at {where}, per activation and weight scale"
+            + (f", one panel per {facet}" if facet else "") + ". Lowest "
+            f"{_fmt(every[k_min, i_min, j_min])} ({cell(k_min, i_min, j_min)}); highest "
+            f"{_fmt(every[k_max, i_max, j_max])} ({cell(k_max, i_max, j_max)}). Grey: undefined.")
+    if notes:
+        text += " Drawn: " + "; ".join(notes) + "."
     return Figure(f"heatmap-{stat}", f"Heatmap: {stat} at {where}", text, _png(fig))
+
+
+def _annotate(ax, values: np.ndarray, norm, log: bool) -> None:
+    """Each cell's value, dark text on light colours."""
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if not np.isfinite(v):
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=6.5)
+                continue
+            ax.text(j, i, f"{v:.1g}" if log else f"{v:.2f}", ha="center", va="center",
+                    fontsize=6.5, color="black" if norm(v) > 0.6 else "white")
 
 
 def _colour_norm(values: np.ndarray, *, signed: bool):
@@ -349,19 +399,20 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
     """E|grad W_l|^2 against layer; panels per activation when something else varies too."""
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
     varying = _varying(w, ("activation", *LINE_KEYS))
-    line_keys = [c for c in LINE_KEYS if c in varying][:3]
+    line_keys = [c for c in LINE_KEYS if c in varying and c not in LARGEST_FIRST][:2]
+    line_keys = line_keys or [c for c in LINE_KEYS if c in varying][:1]
     panel_key = "activation" if "activation" in varying and line_keys else None
     if panel_key is None and "activation" in varying:
         line_keys = ["activation"]
+    w, notes = _restrict(w, ("activation", *line_keys))
     cells = w.drop_duplicates("cell")
     combos = cells[line_keys].drop_duplicates().sort_values(line_keys) if line_keys else None
-    notes = []
     if combos is not None and len(combos) > MAX_LINES:
         keep = np.unique(np.linspace(0, len(combos) - 1, MAX_LINES).round().astype(int))
         notes.append(f"{len(keep)} of {len(combos)} {'/'.join(line_keys)} values")
         combos = combos.iloc[keep]
     panels = list(dict.fromkeys(cells[panel_key])) if panel_key else [None]
-    if len(panels) > MAX_PANELS:
+    if len(panels) > MAX_PANELS:  # more activations than panels
         notes.append(f"the first {MAX_PANELS} of {len(panels)} activations")
         panels = panels[:MAX_PANELS]
     from matplotlib import colormaps
@@ -370,7 +421,7 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
 
     n_lines = 1 if combos is None else len(combos)
     colours = colormaps["viridis"](np.linspace(0, 0.92, n_lines))
-    cols = min(3, len(panels))
+    cols = min(4 if len(panels) > 6 else 3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
     fig = _new_figure(max(8.5, 3.9 * cols + 2.4), 3.2 * rows_n + 1.0)
     axes = fig.subplots(rows_n, cols, squeeze=False)

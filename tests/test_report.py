@@ -241,3 +241,23 @@ def test_chosen_cells_by_label_and_number(examples_folder, tmp_path):
 def _summary(folder) -> pd.DataFrame:
     files = sorted((folder / "summary").iterdir())
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def test_heatmaps_facet_by_a_third_option_and_fix_the_rest():
+    rng = np.random.default_rng(3)
+    frames = [
+        _cell_frames("s", k, "", {**OPTIONS, "activation": a, "scale": s, "depth": d,
+                                  "width": w}, rng)[1]
+        for k, (a, s, d, w) in enumerate(
+            (a, s, d, w) for a in ("tanh", "relu") for s in (0.5, 2.0) for d in (2, 4)
+            for w in (8, 16))
+    ]
+    summary = pd.concat(frames, ignore_index=True)
+    figures = report.heatmap_figures(summary, 1, ["grad_var", "frac_zero"])
+    assert [f.name for f in figures] == ["heatmap-grad_var", "heatmap-frac_zero"]
+    text = figures[0].text
+    assert "one panel per depth" in text and "width = 16 only (of 2 values)" in text
+    w1 = summary[(summary["param"] == "W") & (summary["layer"] == 1) & (summary["width"] == 16)]
+    highest = w1.loc[w1["grad_var_p50"].idxmax()]
+    assert (f"highest {highest['grad_var_p50']:.3g} ({highest['activation']}, scale "
+            f"{highest['scale']:.3g}, depth {highest['depth']})") in text
