@@ -280,20 +280,22 @@ def _device_peak_mb() -> float | None:
 
 
 def _fit_gradjax_chunk(spec: ProbeSpec, points, chunk: int, budget: float | None):
-    """Compile the chunk program, halving the chunk until XLA's memory analysis of it fits
-    `budget` bytes; returns (chunk, estimated bytes)."""
-    from gradjax.probe import compiled_chunk
+    """Compile the chunk program at the shapes `run_seeds` uses, halving the chunk until XLA's
+    memory analysis of it fits `budget` bytes; returns (chunk, estimated bytes)."""
+    from gradjax.probe import MIN_AXIS, compiled_chunk, pad_points
 
+    padded, _ = pad_points(points)
+    chunk = max(chunk, MIN_AXIS)
     while True:
         compiled = compiled_chunk(spec).lower(
-            np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), points
+            np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), padded
         ).compile()
         mem = compiled.memory_analysis()
         need = None
         if mem is not None:
             need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                     + mem.output_size_in_bytes + mem.generated_code_size_in_bytes)
-        if budget is None or need is None or need <= budget or chunk == 1:
+        if budget is None or need is None or need <= budget or chunk // 2 < MIN_AXIS:
             return chunk, need
         chunk //= 2
 

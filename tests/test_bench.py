@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gradjax import bench
-from gradjax.probe import ProbeSpec
+from gradjax.probe import MIN_AXIS, ProbeSpec
 
 TINY_SPEC = ProbeSpec(
     sizes=(3, 4, 2), activation="tanh", init="fan_in_normal", bias_init="zeros", batch=2,
@@ -84,7 +84,7 @@ def test_each_impl_measures_the_tiny_workload(impl):
 def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
     fields = bench.run_job(bench.Job("gradjax", TINY, reps=1, max_memory=1))
     record = bench.make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
-    assert record["chunk"] == 1
+    assert record["chunk"] == MIN_AXIS  # the smallest chunk the probe compiles
     assert record["within_memory"] is False
     assert record["pct_of_peak"] is None  # no peak measured
 
