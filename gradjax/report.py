@@ -82,7 +82,10 @@ class Figure:
 
 @dataclasses.dataclass
 class Report:
+    """Everything `render_html` puts on the page."""
+
     title: str
+    intro: str
     figures: list[Figure] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     tables: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -695,7 +698,14 @@ def build_report(
     folder = Path(folder)
     summary = with_theory(summary)
     name = str(summary["sweep"].iloc[0])
-    report = Report(title=f"gradjax report: {name}")
+    first_rows = summary.drop_duplicates("cell")
+    varying = _varying(summary, _option_columns(summary))
+    report = Report(
+        title=f"gradjax report: {name}",
+        intro=(f"{len(first_rows)} cells x {int(first_rows['seeds'].max()):,} random inits each, "
+               f"from "
+               f"{folder}. Options that vary between cells: {', '.join(varying) or 'none'}."),
+    )
     parts = heatmap_figures(summary, layer, heatmap_stats)
     parts += [
         profile_figure(summary),
@@ -721,7 +731,7 @@ def render_html(report: Report) -> str:
     """The self-contained page: every PNG inline as a data URI."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(report.title)}</title><style>{STYLE}</style></head><body>",
-           f"<h1>{html.escape(report.title)}</h1>"]
+           f"<h1>{html.escape(report.title)}</h1><p>{html.escape(report.intro)}</p>"]
     for fig in report.figures:
         data = base64.b64encode(fig.png).decode("ascii")
         out.append(f"<figure id='{fig.name}'><h2>{html.escape(fig.heading)}</h2>"
