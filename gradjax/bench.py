@@ -655,6 +655,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     measure = run_job if args.in_process else run_isolated
     env = environment()
+    if env["load_avg_1m"] is not None and env["load_avg_1m"] > env["threads"] / 2:
+        print(f"warning: the machine is busy (load average {env['load_avg_1m']:.1f} on "
+              f"{env['threads']} threads): figures will be low and noisy; see cpu/wall",
+              file=sys.stderr)
     peak = measure(Job("peak", reps=args.reps, matmul_n=args.matmul_n))
     records = []
     for w in workloads:
