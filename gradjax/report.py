@@ -563,15 +563,16 @@ def histogram_figure(
 
 
 def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
-    """One column per cell (the seed's three examples): size, spread and zeros of W grads."""
+    """One column per cell (the seed's three examples): size, spread, zeros and alignment of the
+    weight gradients of the first and last layer."""
     cells = summary.drop_duplicates("cell").sort_values("cell")
     if len(cells) > MAX_EXAMPLE_CELLS:
         return (f"Small multiples skipped: drawn for sweeps of at most {MAX_EXAMPLE_CELLS} cells "
                 f"(like the seed's three examples); this sweep has {len(cells)}.")
     per_seed = storage.load(folder, "per_seed", param="W")
     n = len(cells)
-    fig = _new_figure(3.9 * n + 0.6, 8.6)
-    axes = fig.subplots(3, n, squeeze=False)
+    fig = _new_figure(3.9 * n + 0.6, 11.0)
+    axes = fig.subplots(4, n, squeeze=False)
     from matplotlib import colormaps
 
     findings = []
@@ -592,26 +593,45 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
             offset = -0.012 if layer == 1 else 0.012
             axes[2][k].bar(levels + offset, counts / zeros.size, width=0.022, color=colour,
                            label=name)
+            cos = values["grad_unit_cos"].to_numpy(np.float64)
+            if np.isfinite(cos).any():
+                levels, counts = np.unique(np.round(cos[np.isfinite(cos)], 2), return_counts=True)
+                axes[3][k].bar(levels + offset, counts / cos.size, width=0.022, color=colour,
+                               label=name)
             findings.append(
                 f"{cell['label'] or 'cell ' + str(cell['cell'])} {name}: median mean|g| "
                 f"{_fmt(np.nanmedian(mean_abs))}, median cv {_fmt(np.nanmedian(cv))}, "
                 f"{np.mean(zeros):.1%} of entries exactly 0, "
-                f"{np.mean(values['grad_max_abs'].to_numpy() == 0):.1%} of inits all-zero")
+                f"{np.mean(values['grad_max_abs'].to_numpy() == 0):.1%} of inits all-zero"
+                + (f", unit cosine takes {_distinct(cos)}" if np.isfinite(cos).any() else ""))
         axes[0][k].set_title(_cell_title(cell), fontsize=8.5)
         axes[0][k].set_xlabel("mean |dL/dW| per tensor [loss]")
         axes[1][k].set_xlabel("std / mean |dL/dW| per tensor (grad_cv) [unitless]")
         axes[2][k].set_xlabel("fraction of the tensor's entries exactly 0")
         axes[2][k].set_xlim(-0.06, 1.06)
-        for row in range(3):
+        axes[3][k].set_xlabel("mean cosine between units' gradients [-1..1]")
+        axes[3][k].set_xlim(-1.08, 1.08)
+        axes[3][k].text(0.02, 0.97, "(one output unit: no cosine for the last layer)"
+                        if n_layers > 1 and cell["out_dim"] == 1 else "",
+                        transform=axes[3][k].transAxes, fontsize=6.5, va="top")
+        for row in range(4):
             axes[row][k].set_ylabel("fraction of inits")
             axes[row][k].legend(fontsize=7)
     fig.suptitle(
         "Why are gradients the same value? Each column is one network over "
         f"{int(cells['seeds'].iloc[0]):,} inits.\nRow 1: how big; row 2: how alike (cv near 0 = "
-        "all entries equal); row 3: how many are exactly 0", fontsize=10)
+        "all entries equal); row 3: how many are exactly 0;\nrow 4: how aligned (a few discrete "
+        "cosines such as 1, -1/3, -1 = every unit's gradient is parallel)", fontsize=10)
     text = ("Small multiples of the per-init weight-gradient statistics, one column per cell. "
             + "; ".join(findings) + ".")
     return Figure("examples", "The sweep's cells side by side", text, _png(fig))
+
+
+def _distinct(values: np.ndarray) -> str:
+    """How many distinct values (to 2 decimals) the finite entries take; the values if few."""
+    levels = np.unique(np.round(values[np.isfinite(values)], 2))
+    shown = f" ({', '.join(f'{v:g}' for v in levels)})" if len(levels) <= 4 else ""
+    return f"{len(levels)} distinct value{'s' if len(levels) != 1 else ''}{shown}"
 
 
 def _log_hist(ax, values: np.ndarray, colour, name: str) -> None:
