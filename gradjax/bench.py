@@ -288,7 +288,7 @@ def _fit_gradjax_chunk(spec: ProbeSpec, points, chunk: int, budget: float | None
     chunk = max(chunk, MIN_AXIS)
     while True:
         compiled = compiled_chunk(spec).lower(
-            np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), padded
+            np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), padded, np.int32(1)
         ).compile()
         mem = compiled.memory_analysis()
         need = None

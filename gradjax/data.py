@@ -11,7 +11,6 @@ arrays on the probe's points axis.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from gradjax import keys
 

@@ -227,6 +227,7 @@ def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) 
         fn = compiled_chunk(spec, True).lower(
             np.uint32(0), jax.device_put(np.zeros(local, np.int32), device),
             jax.device_put(np.zeros(local, bool), device), jax.device_put(points, device),
+            np.int32(n_points),
         ).compile()
         memory = fn.memory_analysis()
         # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
@@ -313,14 +314,15 @@ def _part_start(path: Path) -> int:
 
 
 def _chunks(
-    executable: Executable, root_seed: int, points: dict, first: int, total: int
+    executable: Executable, root_seed: int, points: dict, n_real: int, first: int, total: int
 ) -> Iterator[tuple[int, int, dict, Moments]]:
     """(first seed, valid count, stats as numpy [c, P, ...], moments) per chunk of seeds from
-    `first` to `total`. Each device gets a contiguous share of the chunk; the next chunk is
-    dispatched before the previous one is fetched."""
+    `first` to `total`, computing the first `n_real` points (the rest are padding). Each device
+    gets a contiguous share of the chunk; the next chunk is dispatched before the previous one
+    is fetched."""
     chunk, local = executable.chunk, executable.local
     on_device = [jax.device_put(points, d) for d in executable.devices]
-    root = np.uint32(root_seed)
+    root, n_real = np.uint32(root_seed), np.int32(n_real)
 
     def fetch(start, count, outs):
         stats = {k: np.concatenate([np.asarray(out[0][k]) for out in outs])[:count]
@@ -338,7 +340,7 @@ def _chunks(
         valid = np.arange(chunk) < count
         outs = [
             fn(root, jax.device_put(seeds[i * local : (i + 1) * local], device),
-               jax.device_put(valid[i * local : (i + 1) * local], device), pts)
+               jax.device_put(valid[i * local : (i + 1) * local], device), pts, n_real)
             for i, (fn, device, pts) in enumerate(
                 zip(executable.fns, executable.devices, on_device, strict=True))
         ]
@@ -414,7 +416,7 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     computed, since, write_s = 0, time.perf_counter(), 0.0
     points = run.unit.points()
     for start, count, stats, chunk_moments in _chunks(
-        executable, run.sweep.root_seed, points, done, run.sweep.seeds
+        executable, run.sweep.root_seed, points, n_cells, done, run.sweep.seeds
     ):
         stats = {k: v[:, :n_cells] for k, v in stats.items()}
         run.write_parts(start, stats)

@@ -1,6 +1,6 @@
 """The probe: one init -> gradient statistics, then vmapped over scale points and seeds.
 
-Written for a single init (`grad_stats`, `probe_one`) and vmapped from outside:
+Written for a single init (`grad_stats`, `probe_point`) and vmapped from outside:
 
     chunk(root_seed, seeds[C], valid[C], points[P]) -> stats[C, P, ...]
 
@@ -261,20 +261,20 @@ def grad_stats(
     return grad_stats_and_grads(stack_layers(params), x, y, spec)[0]
 
 
-def probe_one(spec: ProbeSpec, seed_key: jax.Array, points: dict[str, jax.Array]):
-    """All points (scale, bias_scale[, x, y]) of one init: stats and gradients with a [P] axis."""
+def draw_init(spec: ProbeSpec, seed_key: jax.Array):
+    """What one init draws: unit-scale segmented params and, if not fixed, its data batch."""
     unit = draw_unit_stacked(
         seed_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=spec.jnp_dtype
     )
-    drawn_x, drawn_y = data.draw_batch(spec, seed_key)
+    return unit, data.draw_batch(spec, seed_key)
 
-    def at_point(point):
-        params = scale_params(unit, point["scale"], point["bias_scale"])
-        x = point["x"] if spec.inputs == "fixed" else drawn_x
-        y = point["y"] if spec.targets == "fixed" else drawn_y
-        return grad_stats_and_grads(params, x, y, spec)
 
-    return jax.vmap(at_point)(points)
+def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]):
+    """One init at one point (scale, bias_scale[, fixed x, y]): stats and raw gradients."""
+    params = scale_params(unit, point["scale"], point["bias_scale"])
+    x = point["x"] if spec.inputs == "fixed" else drawn[0]
+    y = point["y"] if spec.targets == "fixed" else drawn[1]
+    return grad_stats_and_grads(params, x, y, spec)
 
 
 def _chunk_moments(grads, valid: jax.Array) -> dict:
@@ -290,18 +290,46 @@ def _chunk_moments(grads, valid: jax.Array) -> dict:
     return {"n": n, "moments": jax.tree.map(one, grads)}
 
 
-def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points):
+def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points, n_points):
+    """Draw once per seed; then, point by point (`lax.map`), vmap `probe_point` over seeds.
+
+    Looping over points rather than vmapping them keeps every compiled shape independent of
+    how many points share the bucket, so a cell's numbers do not change when a value is added
+    to a grid axis (and a lone point costs one evaluation, not a padded two).
+    """
     TRACE_COUNTS[spec] += 1
-    seed_keys = jax.vmap(lambda s: keys.seed_key(root_seed, s))(seeds)
-    stats, grads = jax.vmap(lambda k: probe_one(spec, k, points))(seed_keys)
-    if not with_moments:
-        return stats, None
-    return stats, _chunk_moments(grads, valid)
+    unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.seed_key(root_seed, s)))(seeds)
+
+    def at_point(point):
+        stats, grads = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
+        return stats, _chunk_moments(grads, valid) if with_moments else None
+
+    stats, moments = _loop_over_points(at_point, points, n_points)
+    if moments is not None:
+        moments = {"n": jnp.sum(valid), "moments": moments["moments"]}
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), stats), moments
+
+
+def _loop_over_points(fn, points, n_points):
+    """[fn(point) for point in points], stacked, as a loop whose trip count is a runtime value.
+
+    XLA would inline a loop of known length 1 and fuse its body differently; with `n_points`
+    traced, one point runs exactly the code that many points do.
+    """
+    p = jax.tree.leaves(points)[0].shape[0]
+    shapes = jax.eval_shape(fn, jax.tree.map(lambda a: a[0], points))
+    init = jax.tree.map(lambda s: jnp.zeros((p, *s.shape), s.dtype), shapes)
+
+    def body(i, acc):
+        out = fn(jax.tree.map(lambda a: a[i], points))
+        return jax.tree.map(lambda a, o: a.at[i].set(o), acc, out)
+
+    return jax.lax.fori_loop(0, n_points, body, init)
 
 
 @functools.cache
 def compiled_chunk(spec: ProbeSpec, with_moments: bool = False):
-    """The jitted chunk function of a bucket: (root_seed, seeds[C], valid[C], points) ->
+    """The jitted chunk function of a bucket: (root_seed, seeds[C], valid[C], points, P) ->
     (stats [C, P, ...], moments or None). jit re-traces only for a new chunk or point count."""
     return jax.jit(functools.partial(_chunk, spec, with_moments))
 
@@ -323,14 +351,15 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[
     return points
 
 
-MIN_AXIS = 2
+MIN_AXIS = 2  # XLA drops an axis of size 1 and then may reduce in another order
 
 
 def pad_points(points: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], int]:
-    """Points padded to at least MIN_AXIS by repeating the last one; returns (padded, real P).
+    """Points padded to at least MIN_AXIS slots by repeating the last; returns (padded, real P).
 
-    XLA drops an axis of size 1 and may then vectorize reductions differently, so a lone point
-    (or a chunk of one seed) would not give bit-identical numbers; axes of 2 or more do.
+    The padding is never computed (the point loop runs over the real points only); it keeps
+    the points axis from having size 1, which XLA would simplify away, compiling the per-point
+    code differently.
     """
     n = jax.tree.leaves(points)[0].shape[0]
     if n >= MIN_AXIS:
@@ -366,7 +395,7 @@ def run_seeds(
         valid[: len(part)] = True
         padded = np.zeros(chunk, np.int32)
         padded[: len(part)] = part
-        stats, moments = fn(np.uint32(root_seed), padded, valid, points)
+        stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
         n = len(part)
         stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n, :n_points], stats)
         yield slice(start, start + n), stats, _moments_by_layer(moments, n_points)
