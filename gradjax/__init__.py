@@ -1,8 +1,9 @@
 """gradjax: why are my gradients all the same value? Measured over thousands of inits."""
 
-from gradjax._xla import pin_reductions
+from gradjax._xla import pin_reductions, unroll_threefry_on_cpu
 
 pin_reductions()
+UNROLLED_THREEFRY = unroll_threefry_on_cpu()
 
 from gradjax.activations import ACTIVATIONS, get_activation  # noqa: E402
 from gradjax.engine import run_sweep  # noqa: E402

@@ -56,17 +56,17 @@ def unit_cosine(g_w: jax.Array) -> jax.Array:
     """Mean pairwise cosine similarity between the gradient vectors of a layer's output units.
 
     g_w is [fan_in, fan_out]; unit j's gradient vector is column j. With unit vectors u_j,
-    sum_{j != k} u_j . u_k = |sum_j u_j|^2 - sum_j |u_j|^2, so the mean over the m(m-1) ordered
-    pairs costs O(fan_in * fan_out), not a Gram matrix. Units whose gradient is exactly zero
-    have no direction and are left out; NaN when fewer than two units remain. 1.0 means every
-    unit receives the same gradient (the symmetric, `constant` init).
+    sum_{j != k} u_j . u_k = |sum_j u_j|^2 - m, where sum_j u_j = g_w @ (1 / norms) and m is the
+    number of units with a nonzero gradient, so the mean over the m(m-1) ordered pairs costs
+    one mat-vec, not a Gram matrix. Units whose gradient is exactly zero have no direction and
+    are left out; NaN when fewer than two units remain. 1.0 means every unit receives the same
+    gradient (the symmetric, `constant` init).
     """
     norms = jnp.sqrt(jnp.sum(jnp.square(g_w), axis=0))
     alive = norms > 0
-    u = g_w / jnp.where(alive, norms, 1)[None, :]
     m = jnp.sum(alive, dtype=g_w.dtype)
-    total = jnp.sum(u, axis=1)
-    pairs = jnp.sum(jnp.square(total)) - jnp.sum(jnp.square(u))
+    total = g_w @ jnp.where(alive, 1 / jnp.where(alive, norms, 1), 0)
+    pairs = jnp.sum(jnp.square(total)) - m
     return jnp.where(m >= 2, pairs / jnp.where(m >= 2, m * (m - 1), 1), jnp.nan)
 
 
