@@ -322,7 +322,8 @@ def heatmap_figure(
     text = (f"{info.unit} at {where}, per activation and weight scale"
             + (f", one panel per {facet}" if facet else "") + ". Lowest "
             f"{_fmt(every[k_min, i_min, j_min])} ({cell(k_min, i_min, j_min)}); highest "
-            f"{_fmt(every[k_max, i_max, j_max])} ({cell(k_max, i_max, j_max)}). Grey: undefined.")
+            f"{_fmt(every[k_max, i_max, j_max])} ({cell(k_max, i_max, j_max)}). Grey (n/a): no "
+            "value, e.g. overflow to inf or NaN in every init.")
     if notes:
         text += " Drawn: " + "; ".join(notes) + "."
     return Figure(f"heatmap-{stat}", f"Heatmap: {stat} at {where}", text, _png(fig))
@@ -429,6 +430,7 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
     fig = _new_figure(max(8.5, 3.9 * cols + 2.4), 3.2 * rows_n + 1.0)
     axes = fig.subplots(rows_n, cols, squeeze=False)
     handles: dict[str, Line2D] = {}
+    edges: dict[str, bool] = {}
     any_theory = False
     for k, panel in enumerate(panels):
         ax = axes[k // cols][k % cols]
@@ -442,9 +444,14 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
                     continue
                 colour, name = colours[match[0]], _legend_name(cell, line_keys)
             rows = sub[sub["cell"] == cell["cell"]]
-            y = rows["grad_sq_norm_mean"].to_numpy(np.float64)
-            handles[name], = ax.plot(rows["layer"], np.where(y > 0, y, np.nan), "-o",
+            x, y = rows["layer"].to_numpy(), rows["grad_sq_norm_mean"].to_numpy(np.float64)
+            handles[name], = ax.plot(x, np.where(y > 0, y, np.nan), "-o",
                                      color=colour, ms=3, lw=2.0, alpha=0.85, label=name)
+            for mask, edge, marker in ((y == 0, 0.0, "v"), (~np.isfinite(y), 1.0, "^")):
+                if mask.any():  # off a log axis: mark them on its edge
+                    edges[marker] = True
+                    ax.plot(x[mask], np.full(mask.sum(), edge), marker, color=colour, ms=5,
+                            transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
             line = _theory_line(rows)
             if line is not None:
                 any_theory = True
@@ -460,12 +467,18 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
     legend = list(handles.items())
     if any_theory:
         legend.append(("mean-field theory", Line2D([], [], ls="--", color="black", lw=0.9)))
+    for marker, what in (("v", "mean exactly 0 (underflow)"), ("^", "mean inf or NaN (overflow)")):
+        if marker in edges:
+            legend.append((what, Line2D([], [], marker=marker, ls="none", color="0.3")))
     fig.legend([h for _, h in legend], [n for n, _ in legend], loc="outside right center",
                fontsize=8, title=", ".join(line_keys) if line_keys else None)
     fig.suptitle("Gradient size by layer\nfalling toward layer 1 = vanishing, rising = exploding"
                  + ("; dashed = mean-field theory" if any_theory else ""), fontsize=11)
     text = ("Mean squared gradient norm of each layer's weights, averaged over inits; a straight "
             "stretch on this log axis is a constant factor per layer (chi1 in mean-field theory).")
+    if edges:
+        text += (" Triangles on the bottom (top) edge: layers whose mean is exactly 0 (inf or "
+                 "NaN), the float32 underflow (overflow) of vanishing (exploding) gradients.")
     if any_theory:
         text += (" Dashed: the mean-field prediction (gradjax.theory), the product of the "
                  "predicted per-layer ratios from the output layer down; the table below "

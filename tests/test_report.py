@@ -261,3 +261,12 @@ def test_heatmaps_facet_by_a_third_option_and_fix_the_rest():
     highest = w1.loc[w1["grad_var_p50"].idxmax()]
     assert (f"highest {highest['grad_var_p50']:.3g} ({highest['activation']}, scale "
             f"{highest['scale']:.3g}, depth {highest['depth']})") in text
+
+
+def test_profiles_mark_underflow_and_overflow_on_the_axis_edges(grid_folder):
+    summary = _summary(grid_folder)
+    assert "Triangles" not in report.profile_figure(summary).text
+    w = summary["param"] == "W"
+    summary.loc[w & (summary["cell"] == 0) & (summary["layer"] == 1), "grad_sq_norm_mean"] = 0.0
+    summary.loc[w & (summary["cell"] == 5) & (summary["layer"] == 1), "grad_sq_norm_mean"] = np.inf
+    assert "Triangles on the bottom (top) edge" in report.profile_figure(summary).text
