@@ -147,9 +147,11 @@ def _negative_slope(activation: str, leaky_slope: float) -> float | None:
     return float(leaky_slope) if slope is None else slope
 
 
-def _stacked_rules(stds: np.ndarray, kinks: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Rules for N(0, std_k^2), zero-padded into [K, n] arrays."""
-    rules = [gaussian_rule(0.0, float(s), kinks) for s in stds]
+def _stacked_rules(
+    means: np.ndarray, stds: np.ndarray, kinks: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rules for N(mean_k, std_k^2), zero-padded (weight 0) into [K, n] arrays."""
+    rules = [gaussian_rule(float(m), float(s), kinks) for m, s in zip(means, stds, strict=True)]
     n = max(len(u) for u, _ in rules)
     u_all, w_all = np.zeros((len(rules), n)), np.zeros((len(rules), n))
     for k, (u, w) in enumerate(rules):
@@ -163,7 +165,7 @@ class Moments:
 
     phi_sq: np.ndarray  # E[phi(sqrt(q) z)^2]
     dphi_sq: np.ndarray  # E[phi'(sqrt(q) z)^2]
-    slope: np.ndarray  # d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)  (phi'(0)^2 at q = 0)
+    slope: np.ndarray  # d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)
 
 
 def moments(activation: str, q, *, leaky_slope: float = 0.01) -> Moments:
@@ -174,13 +176,15 @@ def moments(activation: str, q, *, leaky_slope: float = 0.01) -> Moments:
         m2 = (1 + a * a) / 2
         return Moments(m2 * q, np.full_like(q, m2), np.full_like(q, m2))
     flat = q.reshape(-1)
-    u, w = _stacked_rules(np.sqrt(flat), KINKS.get(activation, ()))
+    u, w = _stacked_rules(np.zeros_like(flat), np.sqrt(flat), KINKS.get(activation, ()))
     phi, dphi = _evaluate(activation, leaky_slope, u)
     std = np.sqrt(flat)[:, None]
     z = np.divide(u, std, out=np.zeros_like(u), where=std > 0)
     slope = np.sum(w * z * phi * dphi, axis=1) / np.where(flat > 0, np.sqrt(flat), 1.0)
     dphi_sq = np.sum(w * dphi**2, axis=1)
-    slope = np.where(flat > 0, slope, dphi_sq)  # q -> 0: (phi^2)''(0) / 2 = phi'(0)^2 + phi phi''
+    # At q = 0 the slope is phi'(0)^2 + phi(0) phi''(0); phi'(0)^2 is exact where phi(0) = 0,
+    # the only case in which q* = 0 can be a fixed point (then sigma_w^2 phi(0)^2 = 0).
+    slope = np.where(flat > 0, slope, dphi_sq)
     phi_sq = np.sum(w * phi**2, axis=1)
     return Moments(phi_sq.reshape(q.shape), dphi_sq.reshape(q.shape), slope.reshape(q.shape))
 
@@ -206,11 +210,7 @@ def pair_moments(
     kinks = KINKS.get(activation, ())
     u1, w1 = gaussian_rule(0.0, math.sqrt(q), kinks)
     cond_std = math.sqrt(q * max(0.0, 1 - c * c))
-    inner = [gaussian_rule(c * x, cond_std, kinks) for x in u1]
-    n = max(len(u) for u, _ in inner)
-    u2, w2 = np.zeros((len(u1), n)), np.zeros((len(u1), n))
-    for k, (u, w) in enumerate(inner):
-        u2[k, : len(u)], w2[k, : len(w)] = u, w
+    u2, w2 = _stacked_rules(c * u1, np.full_like(u1, cond_std), kinks)
     phi1, dphi1 = _evaluate(activation, leaky_slope, u1)
     phi2, dphi2 = _evaluate(activation, leaky_slope, u2)
     phi_pair = float(np.sum(w1 * phi1 * np.sum(w2 * phi2, axis=1)))
