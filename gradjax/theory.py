@@ -71,7 +71,8 @@ _GL_X, _GL_W = leggauss(8)
 KINKS: dict[str, tuple[float, ...]] = {"hard_tanh": (-1.0, 1.0)}  # u = 0 is always a breakpoint
 HOMOGENEOUS: dict[str, float | None] = {"relu": 0.0, "leaky_relu": None, "linear": 1.0}
 Q_MAX = 1e12  # beyond this the length map counts as diverging
-FIXED_RTOL = 1e-9  # a map moving q (or c) by less than this, relatively, leaves it fixed
+FIXED_RTOL = 1e-9  # a map moving q by less than this, relatively, leaves it fixed
+C_TOL = 1e-7  # Newton steps for c* stop here, the float32 precision of the activations
 
 THEORY_COLUMNS: tuple[str, ...] = (
     "theory_q_star",
@@ -323,7 +324,7 @@ def fixed_point_c(
             break
         step = (value - c) / (1 - slope)
         c = min(c + step, 1.0)
-        if abs(step) <= FIXED_RTOL:
+        if abs(step) <= C_TOL:
             break
     return c, correlation_map(c, q_star, activation, sigma_w2, sigma_b2, leaky_slope=leaky_slope)[1]
 
