@@ -62,7 +62,9 @@ class Moments:
                 "m2": a["m2"] + b["m2"] + np.square(delta) * (self.n * other.n / n),
             }
 
-        return Moments(n, jax.tree.map(pair, self.tree, other.tree, is_leaf=_is_pair))
+        # an exploding cell has inf gradients: its moments become inf/NaN, as they should
+        with np.errstate(invalid="ignore", over="ignore"):
+            return Moments(n, jax.tree.map(pair, self.tree, other.tree, is_leaf=_is_pair))
 
     def leaves(self) -> list[np.ndarray]:
         return jax.tree.leaves(self.tree)
@@ -77,11 +79,12 @@ class Moments:
         variance across seeds (M2 / n)."""
         n_points = self.leaves()[0].shape[0]
         layers = _moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
-        out = [
-            [np.mean(layer[p]["m2"].reshape(layer[p]["m2"].shape[0], -1), axis=1) / self.n
-             for p in ("W", "b")]
-            for layer in layers
-        ]
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = [
+                [np.mean(layer[p]["m2"].reshape(layer[p]["m2"].shape[0], -1), axis=1) / self.n
+                 for p in ("W", "b")]
+                for layer in layers
+            ]
         return np.stack([np.stack(pair, axis=-1) for pair in out], axis=1)
 
 

@@ -201,3 +201,35 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
     terminal.truncate()
     engine.run_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
     assert terminal.getvalue() == ""
+
+
+def test_overflowing_cells_give_inf_and_nan_without_warnings(tmp_path):
+    huge = TEXT.replace("[0.5, 1.0, 2.0]", "[1.0, 1e20, 1e30]")  # same program as `reference`
+    out, _ = run(tmp_path, "huge", text=huge, chunk=6)
+    per_seed, summary = storage.load(out, "per_seed"), storage.load(out)
+    blown = per_seed[per_seed["scale"] == 1e30]
+    assert np.isinf(blown["loss_value"]).any()  # (inits with every ReLU dead stay finite)
+    assert (blown["grad_nonfinite"] > 0).any()
+    fine = summary[summary["scale"] == 1.0]
+    assert np.isfinite(fine["grad_var_across_seeds"]).all()
+    assert not np.isfinite(summary[summary["scale"] == 1e30]["grad_var_across_seeds"]).all()
+
+
+def test_chan_merge_matches_numpy_and_tolerates_inf():
+    from gradjax.summary import Moments, describe
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 2, 3))
+    parts = [x[:3], x[3:4], x[4:]]
+    total = Moments(0, None)
+    for part in parts:
+        chunk = [{"mean": part.mean(0), "m2": part.var(0) * len(part)}]
+        total = total.merge(Moments(len(part), chunk))
+    np.testing.assert_allclose(total.tree[0]["mean"], x.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(total.tree[0]["m2"] / total.n, x.var(0), rtol=1e-13)
+    blown = Moments(2, [{"mean": np.array([np.inf, 1.0]), "m2": np.array([np.inf, 0.0])}])
+    merged = blown.merge(blown)
+    assert np.isnan(merged.tree[0]["mean"][0]) and merged.tree[0]["mean"][1] == 1.0
+    stats = describe(np.array([[np.inf, np.nan], [np.inf, np.nan], [1.0, np.nan]]))
+    assert stats["mean"][0] == np.inf and np.isnan(stats["mean"][1])
+    assert stats["p50"][0] == np.inf and np.isnan(stats["p05"][1])
