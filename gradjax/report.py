@@ -411,8 +411,9 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
     w, notes = _restrict(w, ("activation", *line_keys))
     cells = w.drop_duplicates("cell")
     combos = cells[line_keys].drop_duplicates().sort_values(line_keys) if line_keys else None
-    if combos is not None and len(combos) > MAX_LINES:
-        keep = np.unique(np.linspace(0, len(combos) - 1, MAX_LINES).round().astype(int))
+    max_lines = MAX_LINES * len(line_keys)
+    if combos is not None and len(combos) > max_lines:
+        keep = np.unique(np.linspace(0, len(combos) - 1, max_lines).round().astype(int))
         notes.append(f"{len(keep)} of {len(combos)} {'/'.join(line_keys)} values")
         combos = combos.iloc[keep]
     panels = list(dict.fromkeys(cells[panel_key])) if panel_key else [None]
@@ -423,8 +424,13 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    n_lines = 1 if combos is None else len(combos)
-    colours = colormaps["viridis"](np.linspace(0, 0.92, n_lines))
+    # colour by the first line key, marker by the second
+    firsts = [None] if combos is None else list(dict.fromkeys(combos[line_keys[0]]))
+    colours = dict(zip(firsts, colormaps["viridis"](np.linspace(0, 0.92, len(firsts))),
+                       strict=True))
+    seconds = [None] if combos is None or len(line_keys) < 2 else list(
+        dict.fromkeys(combos[line_keys[1]]))
+    markers = dict(zip(seconds, "osD^vP*X" * 2, strict=False))
     cols = min(4 if len(panels) > 6 else 3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
     fig = _new_figure(max(8.5, 3.9 * cols + 2.4), 3.2 * rows_n + 1.0)
@@ -436,17 +442,18 @@ def profile_figure(summary: pd.DataFrame) -> Figure:
         ax = axes[k // cols][k % cols]
         sub = w if panel is None else w[w[panel_key] == panel]
         for _, cell in sub.drop_duplicates("cell").iterrows():
+            marker = "o"
             if combos is None:
-                colour, name = colours[0], cell["label"] or f"cell {cell['cell']}"
+                colour, name = colours[None], cell["label"] or f"cell {cell['cell']}"
             else:
-                match = np.flatnonzero((combos == cell[line_keys].to_numpy()).all(axis=1))
-                if match.size == 0:
+                if not (combos == cell[line_keys].to_numpy()).all(axis=1).any():
                     continue
-                colour, name = colours[match[0]], _legend_name(cell, line_keys)
+                colour, name = colours[cell[line_keys[0]]], _legend_name(cell, line_keys)
+                marker = markers.get(cell[line_keys[1]], "o") if len(line_keys) > 1 else "o"
             rows = sub[sub["cell"] == cell["cell"]]
             x, y = rows["layer"].to_numpy(), rows["grad_sq_norm_mean"].to_numpy(np.float64)
-            handles[name], = ax.plot(x, np.where(y > 0, y, np.nan), "-o",
-                                     color=colour, ms=3, lw=2.0, alpha=0.85, label=name)
+            handles[name], = ax.plot(x, np.where(y > 0, y, np.nan), "-", marker=marker,
+                                     color=colour, ms=3.5, lw=2.0, alpha=0.85, label=name)
             for mask, edge, marker in ((y == 0, 0.0, "v"), (~np.isfinite(y), 1.0, "^")):
                 if mask.any():  # off a log axis: mark them on its edge
                     edges[marker] = True
