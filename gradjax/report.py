@@ -20,6 +20,7 @@ import argparse
 import base64
 import dataclasses
 import html
+import io
 import math
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from gradjax import storage
+from gradjax.sweep import OPTIONS
 from gradjax.theory import THEORY_COLUMNS, add_theory_columns
 
 
@@ -171,8 +173,6 @@ def _varying(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
 
 
 def _option_columns(frame: pd.DataFrame) -> list[str]:
-    from gradjax.sweep import OPTIONS
-
     return [c for c in OPTIONS if c in frame.columns]
 
 
@@ -222,8 +222,6 @@ def _new_figure(width: float, height: float):
 
 
 def _png(fig) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
