@@ -201,6 +201,12 @@ def _cell_text(row: pd.Series, keys: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
+def _short_text(row: pd.Series, keys: Sequence[str]) -> str:
+    """Like `_cell_text`, but names (activation, init, ...) stand alone."""
+    return ", ".join(str(row[k]) if isinstance(row[k], str) else _cell_text(row, [k])
+                     for k in keys)
+
+
 def _cell_title(row: pd.Series) -> str:
     name = row["label"] or f"cell {row['cell']}"
     return (f"{name}: {row['activation']}, {row['in_dim']}-{row['width']}x{row['depth']}-"
@@ -529,9 +535,12 @@ def histogram_figure(
     chosen = [c for c in chosen if c in set(rows["cell"])]
     if not chosen:
         return f"Histograms skipped: {stat} is undefined at layer {layer} in every cell."
+    picked = rows[rows["cell"].isin(chosen)]
+    keys = [c for c in ("activation", *LINE_KEYS) if c in _varying(picked, _option_columns(picked))]
+    keys = keys[:4] or ["activation", "scale"]
     cols = min(3, len(chosen))
     n_rows = math.ceil(len(chosen) / cols)
-    fig = _new_figure(3.6 * cols + 0.4, 2.9 * n_rows + 0.9)
+    fig = _new_figure(4.0 * cols + 0.4, 2.9 * n_rows + 0.9)
     axes = fig.subplots(n_rows, cols, squeeze=False)
     where = f"W_{layer}" if layer > 0 else "the output layer's W" if layer == -1 else f"W_{layer}"
     lines = []
@@ -540,7 +549,7 @@ def histogram_figure(
         row = rows[rows["cell"] == cell].iloc[0]
         values = storage.load(folder, "per_seed", cell=cell, layer=int(row["layer"]),
                               param="W")[stat].to_numpy(np.float64)
-        name = f"{row['label'] or 'cell ' + str(cell)}: {_cell_text(row, ['activation', 'scale'])}"
+        name = f"{row['label'] or 'cell ' + str(cell)}: {_short_text(row, keys)}"
         finite = values[np.isfinite(values)]
         log = _log_span(finite) and finite.min() >= 0
         shown = finite[finite > 0] if log else finite

@@ -234,8 +234,8 @@ def test_chosen_cells_by_label_and_number(examples_folder, tmp_path):
     assert _run(examples_folder, "--out", out, "--cells", "relu_example,0",
                 "--hist-stat", "grad_frac_zero", "--layer", "-1") == 0
     page = (out / "report.html").read_text()
-    assert "relu_example: activation relu" in page and "cell 0: activation sigmoid" in page
-    assert "tiny: activation" not in page.split("Histograms of")[1].split("</figure>")[0]
+    assert "relu_example: relu" in page and "cell 0: sigmoid" in page
+    assert "tiny: " not in page.split("Histograms of")[1].split("</figure>")[0]
 
 
 def _summary(folder) -> pd.DataFrame:
