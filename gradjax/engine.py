@@ -50,11 +50,11 @@ from gradjax.sweep import Bucket, Cell, Sweep
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 CHECKPOINT_RATIO = 10.0
-# Device bytes per (seed, point), in units of the parameter count and of batch x sum(sizes):
-# the scaled params, their gradients, liveness masks and moment temporaries; the forward and
-# backward activations. Fitted to XLA's memory analysis with some margin; XLA's own figure is
-# what the budget is finally checked against.
-PARAM_COPIES, ACTIVATION_COPIES = 12, 24
+GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 80% of budget
+# Device bytes per seed, in units of the parameter count and of batch x sum(sizes), and per
+# (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
+# some margin; XLA's own figure is what the budget is finally checked against.
+PARAM_COPIES, ACTIVATION_COPIES, STAT_BYTES = 12, 24, 256
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
 
 
@@ -80,11 +80,20 @@ def param_count(spec: ProbeSpec) -> int:
     return sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
 
 
-def estimate_point_bytes(spec: ProbeSpec) -> int:
-    """Estimated device bytes per (seed, point) of a chunk (see PARAM_COPIES)."""
+def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
+    """Estimated device bytes of a chunk of `chunk` seeds by `points` points.
+
+    The probe handles one point at a time for all of the chunk's seeds, so per seed it holds one
+    point's params, gradients, liveness masks and moment temporaries (PARAM_COPIES x the
+    parameter count) and its activations; per point it returns the chunk's moments (mean and
+    M2 of every parameter, twice over with one chunk in flight); per (seed, point) the stats.
+    """
     itemsize = max(jnp.dtype(spec.dtype).itemsize, 4)
-    activations = spec.batch * sum(spec.sizes)
-    return itemsize * (PARAM_COPIES * param_count(spec) + ACTIVATION_COPIES * activations) + 512
+    n_params = param_count(spec)
+    per_seed = itemsize * (PARAM_COPIES * n_params
+                           + ACTIVATION_COPIES * spec.batch * sum(spec.sizes)) + 512
+    per_point = 4 * itemsize * n_params
+    return chunk * per_seed + points * per_point + chunk * points * STAT_BYTES
 
 
 def moment_bytes(spec: ProbeSpec, points: int) -> int:
@@ -106,13 +115,13 @@ class Plan:
 
 def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int) -> Plan:
     """The largest chunk (and, only if needed, fewest points per unit) the estimate allows."""
-    per_point = estimate_point_bytes(spec)
     smallest = MIN_AXIS * n_devices
-    points = n_cells
-    if smallest * points * per_point > budget:
-        points = max(1, budget // (smallest * per_point))
-    chunk = budget // (points * per_point) // n_devices * n_devices
     largest = max(smallest, _round_up(seeds, n_devices))
+    points = n_cells
+    while points > 1 and estimate_bytes(spec, smallest, points) > budget:
+        points = max(1, points // 2)
+    per_seed = estimate_bytes(spec, 1, points) - estimate_bytes(spec, 0, points)
+    chunk = (budget - estimate_bytes(spec, 0, points)) // per_seed // n_devices * n_devices
     return Plan(points, int(min(max(chunk, smallest), largest)))
 
 
@@ -250,7 +259,8 @@ def plan_bucket(
     built on the way (the last one is used).
 
     Starts from the estimate, then shrinks the chunk (then the points per unit) while XLA's
-    memory analysis says the budget is exceeded; a given `chunk` is used as is.
+    memory analysis says the budget is exceeded, or grows the chunk once if it says the
+    estimate was too cautious by GROW_IF or more; a given `chunk` is used as is.
     """
     n_dev = len(devices)
     plan = initial_plan(bucket.spec, len(cells), seeds, budget, n_dev)
@@ -258,14 +268,20 @@ def plan_bucket(
     if chunk is not None:
         plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
     built = []
+    largest = max(smallest, _round_up(seeds, n_dev))
     while True:
         units = units_of(bucket, cells, plan.points)
         executable = compile_chunk(bucket.spec, units[0].points(), plan.chunk, devices)
         built.append(executable)
-        if chunk is not None or executable.peak_bytes <= budget:
+        if chunk is not None:
             return units, built
         scale = budget / executable.peak_bytes
-        if plan.chunk > smallest:
+        grown = min(largest, int(plan.chunk * GROW_TO * scale) // n_dev * n_dev)
+        if scale >= 1 and len(built) == 1 and grown >= GROW_IF * plan.chunk:
+            plan = Plan(plan.points, grown)  # the estimate was far too cautious: grow once
+        elif scale >= 1:
+            return units, built
+        elif plan.chunk > smallest:
             plan = Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev))
         elif plan.points > 1:
             plan = Plan(max(1, int(plan.points * scale)), plan.chunk)

@@ -166,13 +166,14 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
     assert lines[-1].startswith("tiny: 3 cells run, 0 already done; 33 inits in ")
     spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
-    per_point = engine.estimate_point_bytes(spec)
-    assert engine.initial_plan(spec, 3, 1000, 3 * 40 * per_point, 1) == engine.Plan(3, 40)
+    need = engine.estimate_bytes
+    assert need(spec, 40, 3) > need(spec, 39, 3) > need(spec, 39, 2)
+    assert engine.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == engine.Plan(3, 40)
     assert engine.initial_plan(spec, 3, 10, 2**30, 2) == engine.Plan(3, 10)
     assert engine.initial_plan(spec, 3, 9, 2**30, 2) == engine.Plan(3, 10)
-    assert engine.initial_plan(spec, 3, 1000, 4 * per_point, 1) == engine.Plan(2, 2)
-    assert engine.initial_plan(spec, 3, 1000, 2 * per_point, 1) == engine.Plan(1, 2)
     assert engine.initial_plan(spec, 3, 1, 2**30, 1) == engine.Plan(3, 2)
+    # not even 2 seeds of 3 points fit: fewer points per unit, then the smallest chunk
+    assert engine.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == engine.Plan(1, 2)
 
 
 def test_parse_bytes():
