@@ -1,9 +1,9 @@
 """Running a sweep: units of cells, chunks of seeds, a memory budget, resume and progress.
 
-A bucket (cells with one `ProbeSpec`) compiles once. Its cells run together as one unit, with
-scale, bias_scale and fixed data on the vmapped points axis, unless the budget cannot hold even
-the smallest chunk of seeds for all of them; then it is split into units of equal point count
-(the last one padded), which share the same executable.
+A bucket (cells with one `ProbeSpec`) compiles once. Its cells run together as one unit, their
+scale, bias_scale and fixed data being traced inputs of the program (one "point" per cell),
+unless the budget cannot hold even the smallest chunk of seeds for all of them; then it is split
+into units of equal point count (the last one padded), which share the same executable.
 
 Seeds run in chunks of C, C chosen from `max_memory` and checked against XLA's own memory
 analysis of the compiled chunk. With more than one device the seeds of a chunk are split
