@@ -3,23 +3,33 @@
 XLA:CPU sends reductions of >= 4096 elements to a YNNPACK fusion that sums in a different
 order, and whether a reduction qualifies depends on the vmapped chunk shape; per-seed numbers
 would then depend on the chunk size. Turning that fusion type off makes every reduction use the
-same kernel whatever the chunk (tested in tests/test_probe.py). Set GRADJAX_KEEP_XLA_FLAGS=1 to
-leave XLA_FLAGS alone.
+same kernel whatever the chunk (tested in tests/test_probe.py).
+
+XLA:CPU's concurrency-optimized scheduler runs independent ops at once; jaxlib's LAPACK QR
+kernel (behind the `orthogonal` init) then waits on XLA's intra-op thread pool from inside that
+pool and can deadlock (seen with jaxlib 0.10.2: every thread in futex wait). The plain scheduler
+avoids it and gives the same numbers. Set GRADJAX_KEEP_XLA_FLAGS=1 to leave XLA_FLAGS alone.
 """
 
 from __future__ import annotations
 
 import os
 
-_YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+_FLAGS = {
+    "xla_cpu_experimental_ynn_fusion_type": "--xla_cpu_experimental_ynn_fusion_type=",
+    "xla_cpu_enable_concurrency_optimized_scheduler":
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+}
 
 
 def pin_reductions() -> None:
     if os.environ.get("GRADJAX_KEEP_XLA_FLAGS"):
         return
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {_YNN_OFF}".strip()
+    for name, flag in _FLAGS.items():
+        if name not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
 
 
 def unroll_threefry_on_cpu() -> bool:

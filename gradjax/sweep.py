@@ -24,12 +24,12 @@ import itertools
 import json
 import math
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from gradjax.activations import ACTIVATIONS
 from gradjax.data import INPUT_KINDS, TARGET_KINDS

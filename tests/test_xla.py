@@ -31,5 +31,6 @@ def test_unrolled_threefry_draws_the_same_bits_as_jax_default():
     assert fast["draws"] == default["draws"]
 
 
-def test_reduction_pinning_flag_is_set():
+def test_reduction_pinning_and_scheduler_flags_are_set():
     assert "--xla_cpu_experimental_ynn_fusion_type=" in os.environ["XLA_FLAGS"]
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler=false" in os.environ["XLA_FLAGS"]
