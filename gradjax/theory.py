@@ -153,7 +153,7 @@ def _stacked_rules(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rules for N(mean_k, std_k^2), zero-padded (weight 0) into [K, n] arrays."""
     rules = [gaussian_rule(float(m), float(s), kinks) for m, s in zip(means, stds, strict=True)]
-    n = max(len(u) for u, _ in rules)
+    n = max((len(u) for u, _ in rules), default=0)
     u_all, w_all = np.zeros((len(rules), n)), np.zeros((len(rules), n))
     for k, (u, w) in enumerate(rules):
         u_all[k, : len(u)], w_all[k, : len(w)] = u, w
@@ -419,9 +419,13 @@ def layer_profile(
     `inputs = "gaussian"`; for a fixed batch, its mean square, which treats the examples as one
     of average norm), then the length map layer by layer, so the transient from q^1 to q* is
     in the prediction. With input_sq_mean None every hidden layer is put at q* and the first
-    layer's weight ratio, which needs |x|^2, is NaN.
+    layer's weight ratio, which needs |x|^2, is NaN. Depth 0 (sizes (n_0, n_out), the output
+    layer only) has no hidden layer, so no q^l and no ratio: one NaN entry in each array.
     """
     depth = len(sizes) - 2
+    if depth < 1:
+        nan = np.full(1, math.nan)
+        return LayerProfile(nan, nan.copy(), nan.copy())
     if input_sq_mean is None:
         q_star = fixed_point_q(activation, sigma_w2, sigma_b2, leaky_slope=leaky_slope)
         q = np.full(depth, q_star if math.isfinite(q_star) else math.nan)
@@ -533,6 +537,10 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
     The theory columns are NaN unless init is "fan_in_normal", norm is "none" and the bias is
     Gaussian or zero: mean-field theory here is for exactly that model. measured_chi1 is a
     measurement and is filled for every cell that has grad_sq_norm_mean.
+    Depth 0 (the output layer only): q*, chi_1 and the depth scales are properties of
+    (activation, sigma_w, sigma_b), not of the depth, so they are filled as for any depth;
+    theory_grad_ratio (the output layer's, NaN at every depth) and theory_fit_chi1 (fewer than 3
+    layers, NaN already below depth 2) are NaN.
 
     The ratios are per example: with batch > 1 the batch-mean gradient also has cross-example
     terms (h_a . h_b)(delta_a . delta_b), which the prediction leaves out. They change the

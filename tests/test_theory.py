@@ -10,6 +10,7 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
 from gradjax import theory
+from gradjax.initializers import WEIGHT_INITS
 from gradjax.probe import ProbeSpec, make_points, run_seeds
 
 RNG = np.random.default_rng(20170401)
@@ -278,6 +279,54 @@ def test_theory_is_nan_outside_the_mean_field_model(options):
     for column in theory.THEORY_COLUMNS[:-1]:
         assert out[column].isna().all(), column
     np.testing.assert_allclose(out["measured_chi1"], 0.9)  # a measurement is still a measurement
+
+
+@pytest.mark.parametrize("inputs", ["gaussian", None, json.dumps([[0.5, -0.7] * 32])])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_depth_zero_has_the_cell_values_and_no_layer_ratio(activation, inputs):
+    """Depth 0 (the output layer only; an IndexError before): q*, chi1 and the depth scales
+    depend on (activation, sigma_w, sigma_b, q^1), not on depth, so they read as at depth 1;
+    the one layer is the output layer, whose ratio is NaN, and there is nothing to fit."""
+    shallow = theory.add_theory_columns(_cell(depth=0, activation=activation, inputs=inputs))
+    deeper = theory.add_theory_columns(_cell(depth=1, activation=activation, inputs=inputs))
+    assert len(shallow) == 2 and list(shallow.columns) == list(deeper.columns)
+    for column in theory.THEORY_COLUMNS[:5]:
+        assert shallow[column].nunique() == 1, column
+        assert shallow[column].iloc[0] == deeper[column].iloc[0], column
+        assert math.isfinite(shallow[column].iloc[0]), column
+    for column in ("theory_grad_ratio", "theory_fit_chi1", "measured_chi1"):
+        assert shallow[column].isna().all(), column
+    profile = theory.layer_profile(activation, 1.5, 0.05, (64, 1), input_sq_mean=1.0)
+    for values in (profile.q, profile.weight_ratio, profile.bias_ratio):
+        assert values.shape == (1,) and np.isnan(values).all()
+    assert theory.moments(activation, []).phi_sq.shape == (0,)
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+@pytest.mark.parametrize("init", sorted(set(WEIGHT_INITS) - {"fan_in_normal"}))
+def test_shallow_cells_outside_the_model_are_nan(init, depth):
+    out = theory.add_theory_columns(_cell(depth=depth, init=init))
+    assert len(out) == 2 * (depth + 1)
+    assert out[list(theory.THEORY_COLUMNS)].isna().all().all()  # too shallow to fit, too
+
+
+def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
+    """End to end: the engine writes the summary (with the theory columns) of a depth-0
+    fan_in_normal cell, which raised IndexError before."""
+    from conftest import tiny_sweep_text
+
+    from gradjax import engine, storage
+    from gradjax.sweep import parse_sweep
+
+    text = tiny_sweep_text(
+        defaults={"depth": 0, "init": "fan_in_normal", "bias_scale": 0.1}, grid={"scale": [1.0]}
+    )
+    engine.run_sweep(parse_sweep(text, "depth0.toml"), tmp_path / "out", quiet=True, devices=1)
+    summary = storage.load(tmp_path / "out")
+    assert set(summary["layer"]) == {1} and set(summary["param"]) == {"W", "b"}
+    assert summary["theory_chi1"].iloc[0] == pytest.approx(0.5)  # relu: sigma_w^2 / 2
+    assert summary["theory_q_star"].iloc[0] == pytest.approx(0.02)  # 0.01 / (1 - 1/2)
+    assert summary["theory_grad_ratio"].isna().all()
 
 
 def test_add_theory_columns_wants_one_cell():
