@@ -1,5 +1,8 @@
 """Strict JAX hygiene for every test: rank promotion raises, warnings are errors (pyproject),
-and the CPU shows two devices so sharded code paths run in CI."""
+and the CPU shows two devices so sharded code paths run in CI; `tiny_sweep_text`, the small
+sweep that test_cli, test_engine and test_storage run."""
+
+import json
 
 import jax
 import pytest
@@ -19,3 +22,64 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+# --------------------------------------------------------------------------- tiny sweeps
+
+TINY_SWEEP: dict = {
+    "name": "tiny",
+    "seeds": 6,
+    "defaults": {
+        "in_dim": 2,
+        "width": 3,
+        "depth": 1,
+        "out_dim": 1,
+        "activation": "relu",
+        "inputs": [[0.5, -0.7]],
+        "targets": [[1.0]],
+    },
+    "grid": {"scale": [0.5, 1.0]},
+}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string, for the plain strings used here
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _table(items: dict) -> list[str]:
+    return [f"{key} = {_toml_value(value)}" for key, value in items.items()]
+
+
+def tiny_sweep_text(**overrides) -> str:
+    """TOML text of a tiny sweep (2 -> 3 -> 1 ReLU MLP on one fixed example, a grid over scale):
+    TINY_SWEEP with `overrides`. A dict is merged into the table of that name
+    (defaults={"dtype": "float64"} adds one option, grid={"scale": [...]} replaces the axis),
+    anything else replaces the key, None removes it; cases=[{...}, ...] adds [[cases]] tables.
+    The same overrides always give the same text (sweep hashes and copies compare equal)."""
+    sweep = {key: dict(value) if isinstance(value, dict) else value
+             for key, value in TINY_SWEEP.items()}
+    for key, value in overrides.items():
+        if value is None:
+            sweep.pop(key, None)
+        elif isinstance(value, dict) and isinstance(sweep.get(key), dict):
+            sweep[key].update(value)
+            for option in [k for k, v in sweep[key].items() if v is None]:
+                del sweep[key][option]
+        else:
+            sweep[key] = value
+    top = {k: v for k, v in sweep.items() if k not in ("defaults", "grid", "cases")}
+    lines = _table(top)
+    for name in ("defaults", "grid"):
+        if name in sweep:
+            lines += ["", f"[{name}]", *_table(sweep[name])]
+    for case in sweep.get("cases", ()):
+        lines += ["", "[[cases]]", *_table(case)]
+    return "\n".join(lines) + "\n"

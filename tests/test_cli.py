@@ -10,28 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import cli
 
 ROOT = Path(__file__).parents[1]
 SEED_SWEEP = ROOT / "sweeps" / "seed_examples.toml"
-TINY = """
-name = "tiny"
-seeds = 6
-
-[defaults]
-in_dim = 2
-width = 3
-depth = 1
-out_dim = 1
-activation = "relu"
-inputs = [[0.5, -0.7]]
-targets = [[1.0]]
-
-[grid]
-scale = [0.5, 1.0]
-"""
+TINY = tiny_sweep_text()  # 6 seeds, scale 0.5 and 1.0
 
 
 def gradjax_cmd(*args, env=None, cwd=ROOT):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import engine, keys, storage
@@ -16,23 +17,8 @@ from gradjax.storage import AGGREGATES, STATS
 from gradjax.sweep import parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
-TEXT = f"""
-name = "tiny"
-seeds = {SEEDS}
-root_seed = 7
-
-[defaults]
-in_dim = 2
-width = 3
-depth = 1
-out_dim = 1
-activation = "relu"
-inputs = [[0.5, -0.7]]
-targets = [[1.0]]
-
-[grid]
-scale = [0.5, 1.0, 2.0]
-"""
+SWEEP = {"seeds": SEEDS, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}
+TEXT = tiny_sweep_text(**SWEEP)
 
 
 def run(tmp_path, name, text=TEXT, **kwargs):
@@ -81,7 +67,7 @@ def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path)
 
 
 def test_adding_an_axis_value_changes_no_existing_cell(reference, tmp_path):
-    more = TEXT.replace("[0.5, 1.0, 2.0]", "[0.25, 0.5, 1.0, 2.0]")
+    more = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.25, 0.5, 1.0, 2.0]}})
     out, _ = run(tmp_path, "more", text=more, chunk=6)
     old, new = storage.load(reference[0], "per_seed"), storage.load(out, "per_seed")
     new = new[new["scale"] != 0.25].drop(columns="cell").reset_index(drop=True)
@@ -140,7 +126,7 @@ def test_a_rerun_skips_finished_cells(reference):
 
 def test_another_sweep_is_refused_and_overwrite_starts_over(reference, tmp_path):
     out, _ = run(tmp_path, "x", chunk=6)
-    other = parse_sweep(TEXT.replace("root_seed = 7", "root_seed = 8"), "other.toml")
+    other = parse_sweep(tiny_sweep_text(**SWEEP | {"root_seed": 8}), "other.toml")
     with pytest.raises(storage.ResultsError, match="different sweep.*--overwrite"):
         engine.run_sweep(other, out, quiet=True, devices=1, chunk=6)
     assert (out / "sweep.toml").read_text() == TEXT
@@ -205,7 +191,8 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
 
 
 def test_overflowing_cells_give_inf_and_nan_without_warnings(tmp_path):
-    huge = TEXT.replace("[0.5, 1.0, 2.0]", "[1.0, 1e20, 1e30]")  # same program as `reference`
+    # same program as `reference`
+    huge = tiny_sweep_text(**SWEEP | {"grid": {"scale": [1.0, 1e20, 1e30]}})
     out, _ = run(tmp_path, "huge", text=huge, chunk=6)
     per_seed, summary = storage.load(out, "per_seed"), storage.load(out)
     blown = per_seed[per_seed["scale"] == 1e30]

@@ -13,34 +13,21 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import engine, storage
 from gradjax.probe import LAYER_STATS, PARAM_STATS
 from gradjax.sweep import OPTIONS, parse_sweep
 
-TEXT = """
-name = "store"
-seeds = 5
-root_seed = 3
-
-[defaults]
-in_dim = 2
-width = 3
-depth = 1
-out_dim = 1
-activation = "relu"
-inputs = [[0.5, -0.7]]
-targets = [[1.0]]
-
-[grid]
-scale = [0.5, 1.0]
-
-[[cases]]
-label = "small_bias"
-scale = 1.0
-bias_scale = 0.1
-"""
+SWEEP = {
+    "name": "store",
+    "seeds": 5,
+    "root_seed": 3,
+    "grid": {"scale": [0.5, 1.0]},
+    "cases": [{"label": "small_bias", "scale": 1.0, "bias_scale": 0.1}],
+}
+TEXT = tiny_sweep_text(**SWEEP)
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +202,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_float64_sweeps_store_float64_statistics():
-    x64 = parse_sweep(TEXT.replace('activation = "relu"', 'activation = "relu"\ndtype = "float64"'),
-                      "x.toml")
+    x64 = parse_sweep(tiny_sweep_text(**SWEEP, defaults={"dtype": "float64"}), "x.toml")
     assert storage.stat_type(x64) == pa.float64()
     assert storage.stat_type(parse_sweep(TEXT, "x.toml")) == pa.float32()
 
