@@ -14,13 +14,15 @@ measurement's own, and a GPU run's parent never holds the device):
                  quiet machine, lower when another process holds a core
 
 Implementations: `gradjax` (the probe, `probe.run_seeds`), `numpy_vec` and `numpy_loop` (see
-`gradjax.baselines`; the loop times `loop_inits` inits and extrapolates). The peers draw their
-own random numbers and compute the same statistics (tests/test_baselines.py).
+`gradjax.baselines`; the loop times `loop_inits` inits and extrapolates), and `torch_func`
+(`torch.func.vmap(grad)`, the same draws as numpy_vec; measured only where torch is installed,
+otherwise listed as not measured). The peers draw their own random numbers and compute the
+same statistics (tests/test_baselines.py).
 
-Memory: `--max-memory` halves the chunk (of seeds per compiled program, or per numpy_vec
-step) until XLA's memory analysis (numpy: `baselines.vec_bytes_per_init`) fits the budget left
-after the process's own footprint, then checks each measured peak RSS against it. On GPU / TPU
-the analysis is of device memory, reported as `device_peak_mb`.
+Memory: `--max-memory` halves the chunk (of seeds per compiled program, or per numpy_vec /
+torch_func step) until XLA's memory analysis (peers: `baselines.vec_bytes_per_init`) fits the
+budget left after the process's own footprint, then checks each measured peak RSS against it.
+On GPU / TPU the analysis is of device memory, reported as `device_peak_mb`.
 
 The workloads are data (`WORKLOADS`, `Workload`, `Part`), so a test or a script can measure
 its own with `run_job` / `run_isolated` and `make_record`. See docs/performance.md.
@@ -50,12 +52,14 @@ from gradjax import baselines
 from gradjax.network import layer_sizes
 from gradjax.probe import ProbeSpec
 
-IMPLS: tuple[str, ...] = ("gradjax", "numpy_vec", "numpy_loop")
+IMPLS: tuple[str, ...] = ("gradjax", "numpy_vec", "numpy_loop", "torch_func")
+PEERS: tuple[str, ...] = ("numpy_vec", "numpy_loop", "torch_func")  # run with --blas-threads
 RECORD_KEYS: tuple[str, ...] = (
     "workload", "impl", "inits", "inits_timed", "extrapolated", "reps", "inits_per_s",
     "inits_per_s_min", "inits_per_s_max", "compile_s", "compiles", "recompiles", "cache_hits",
     "chunk", "peak_rss_mb", "base_rss_mb", "device_peak_mb", "memory_estimate_mb",
-    "within_memory", "gflops", "pct_of_peak", "cpu_wall", "blas_threads", "error",
+    "within_memory", "gflops", "pct_of_peak", "cpu_wall", "blas_threads", "torch_threads",
+    "error",
 )
 COMPILE_EVENTS: tuple[str, ...] = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -90,7 +94,7 @@ class Workload:
     description: str
     parts: tuple[Part, ...]
     n_inits: int
-    chunk: int  # seeds per compiled gradjax chunk, and per numpy_vec chunk
+    chunk: int  # seeds per compiled gradjax chunk, and per numpy_vec / torch_func chunk
     loop_inits: int  # seeds the numpy loop times (then extrapolated)
     root_seed: int = 0
 
@@ -176,7 +180,7 @@ class Job:
     max_memory: int | None = None  # bytes
     chunk: int | None = None  # overrides workload.chunk
     matmul_n: int = 2048
-    blas_threads: int | None = None  # BLAS threads of a numpy peer's process (isolated only)
+    blas_threads: int | None = None  # BLAS / torch threads of a peer's process
 
 
 class CompileLog:
@@ -341,21 +345,43 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     }
 
 
-def _numpy_runs(job: Job, vectorized: bool, seeds: int, chunk: int) -> Callable[[], None]:
+def _peer_runs(job: Job, seeds: int, chunk: int) -> Callable[[], None]:
     def run() -> None:
         for p in job.workload.parts:
             args = (p.spec, seeds, p.scales, p.bias_scales, p.xs, p.ys)
-            stream: Iterator = (
-                baselines.numpy_vec(*args, chunk=chunk) if vectorized
-                else baselines.numpy_loop(*args)
-            )
+            stream: Iterator
+            if job.impl == "numpy_loop":
+                stream = baselines.numpy_loop(*args)
+            elif job.impl == "torch_func":
+                stream = baselines.torch_func(*args, chunk=chunk)
+            else:
+                stream = baselines.numpy_vec(*args, chunk=chunk)
             for _ in stream:
                 pass
 
     return run
 
 
-def _measure_numpy(job: Job, vectorized: bool) -> dict[str, Any]:
+def _measure_peer(job: Job) -> dict[str, Any]:
+    """A numpy or torch peer. torch_func runs with `job.blas_threads` torch threads when set
+    (restored afterwards), and reports the count it ran with as `torch_threads`."""
+    if job.impl != "torch_func":
+        return _measure_chunks(job)
+    torch = baselines.import_torch()
+    previous = torch.get_num_threads()
+    if job.blas_threads is not None:
+        torch.set_num_threads(job.blas_threads)
+    try:
+        out = _measure_chunks(job)
+        out["torch_threads"] = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    return out
+
+
+def _measure_chunks(job: Job) -> dict[str, Any]:
+    """numpy_vec and torch_func (over chunks of inits), or numpy_loop (one init at a time)."""
+    vectorized = job.impl != "numpy_loop"
     w = job.workload
     base = peak_rss_mb()
     budget = _budget(job, base)
@@ -367,7 +393,7 @@ def _measure_numpy(job: Job, vectorized: bool) -> dict[str, Any]:
             chunk = max(1, min(chunk, 2 ** int(math.log2(max(budget // per_init, 1)))))
         estimate = per_init * chunk / 2**20
     seeds = w.n_inits if vectorized else w.loop_inits
-    run = _numpy_runs(job, vectorized, seeds, chunk)
+    run = _peer_runs(job, seeds, chunk)
     run()  # warm-up
     walls, cpu_wall = timed_reps(run, job.reps)
     inits = seeds * sum(p.n_points for p in w.parts)
@@ -384,14 +410,15 @@ def run_job(job: Job) -> dict[str, Any]:
     """Run one measurement in this process; returns its fields (peak RSS taken at the end)."""
     if job.impl == "peak":
         return measure_matmul_peak(job.matmul_n, max(job.reps, 5))
+    if job.impl == "torch_func":
+        try:
+            baselines.import_torch()
+        except ImportError as err:  # not measured; the message says how to install it
+            return {"error": str(err)}
     for part in job.workload.parts:
         if job.impl != "gradjax":
             baselines.check_supported(part.spec)
-    measure = {
-        "gradjax": _measure_gradjax,
-        "numpy_vec": lambda j: _measure_numpy(j, vectorized=True),
-        "numpy_loop": lambda j: _measure_numpy(j, vectorized=False),
-    }[job.impl]
+    measure = _measure_gradjax if job.impl == "gradjax" else _measure_peer
     out = measure(job)
     out.update(reps=job.reps, peak_rss_mb=peak_rss_mb())
     if job.impl != "gradjax":
@@ -419,13 +446,13 @@ def _child(conn, job: Job) -> None:
 def run_isolated(job: Job) -> dict[str, Any]:
     """`run_job` in a fresh spawned process (its own peak RSS; the parent never starts JAX).
 
-    A numpy peer's process gets `job.blas_threads` in the BLAS thread variables, which BLAS
-    reads when numpy loads."""
+    A peer's process gets `job.blas_threads` in the BLAS thread variables, which BLAS reads
+    when numpy loads (and torch when it loads; torch_func also calls torch.set_num_threads)."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(send, job), daemon=True)
     env = {}
-    if job.blas_threads is not None and job.impl.startswith("numpy"):
+    if job.blas_threads is not None and job.impl in PEERS:
         env = dict.fromkeys(BLAS_THREAD_VARS, str(job.blas_threads))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -605,15 +632,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inits", type=_positive,
                         help="override each workload's number of inits (seeds)")
     parser.add_argument("--chunk", type=_positive,
-                        help="seeds per gradjax / numpy_vec chunk (default: per workload)")
+                        help="seeds per gradjax / numpy_vec / torch_func chunk (default: per "
+                             "workload)")
     parser.add_argument("--max-memory", type=parse_memory, metavar="SIZE",
                         help="memory budget per measurement, e.g. 2GiB: chunks shrink to fit, "
                              "and each measured peak RSS is checked against it")
     parser.add_argument("--matmul-n", type=_positive, default=2048,
                         help="size of the square f32 matmul that measures the peak")
     parser.add_argument("--blas-threads", type=_positive, metavar="N",
-                        help="BLAS threads of the numpy peers (default: BLAS's own choice); "
-                             "1 avoids OpenBLAS's collapse when another process holds a core")
+                        help="BLAS threads of the numpy peers and torch threads of torch_func "
+                             "(default: their own choice); 1 avoids OpenBLAS's collapse when "
+                             "another process holds a core")
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process (faster; peak RSS is then the process's "
                              "peak so far, not each measurement's own)")

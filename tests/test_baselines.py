@@ -1,16 +1,24 @@
-"""The numpy peers of `gradjax bench` compute the same statistics as `gradjax.grad_stats`.
+"""The peers of `gradjax bench` compute the same statistics as `gradjax.grad_stats`.
 
-Both are fed the same parameters (a gradjax `init_mlp` draw converted to numpy), so this makes
-the benchmark's peers honest and checks gradjax against an independent, hand-written backprop.
+The numpy peers are fed the same parameters (a gradjax `init_mlp` draw converted to numpy), so
+this makes the benchmark's peers honest and checks gradjax against an independent, hand-written
+backprop. The torch peer is checked against both, where torch is installed; where it is not
+(CI), that the peer says so and `gradjax bench` lists it as not measured with the install hint.
 """
+
+import importlib.util
+import re
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 import gradjax
-from gradjax import baselines
+from gradjax import baselines, bench
 from gradjax.probe import LAYER_STATS, PARAM_STATS, ProbeSpec
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 NETS = [
     # (sizes, activation, output_activation, batch, scale, bias_scale)
@@ -144,3 +152,74 @@ def test_unsupported_network_is_refused():
     spec = ProbeSpec(sizes=(2, 3, 1), activation="gelu")
     with pytest.raises(ValueError, match="activation"):
         list(baselines.numpy_vec(spec, 1, [1.0], [1.0], [[0.0, 0.0]], [[0.0]]))
+
+
+# ----------------------------------------------------------------------------- torch_func
+
+TORCH_CASES = [
+    # (spec, scales, bias_scales, xs, ys): sigmoid / tanh / relu, depth 0-3, batch 1 and > 1
+    (SEED_SPEC, [1.0, 2.0], [1.0, 0.5], [[[0.5, 0.7]]] * 2, [[[1.0]], [[0.0]]]),
+    (ProbeSpec(sizes=(3, 1), activation="sigmoid", batch=2, inputs="gaussian",
+               targets="gaussian"), [1.0], [1.0], None, None),
+    (GAUSSIAN_SPEC, [1.0, 2.0], [0.0, 0.0], None, None),
+    (ProbeSpec(sizes=(3, 6, 6, 6, 2), activation="relu", batch=5, inputs="gaussian"),
+     [1.2], [0.5], None, [np.linspace(-1, 1, 10).reshape(5, 2)]),
+    (ProbeSpec(sizes=(2, 5, 1), activation="relu", structural_zeros=False), [1.0], [1.0],
+     [[[0.5, -0.7]]], [[[1.0]]]),
+]
+
+
+def _missing_torch_is_reported(call):
+    with pytest.raises(ImportError, match=re.escape(baselines.TORCH_MISSING)):
+        call()
+
+
+@pytest.mark.parametrize(
+    "case", TORCH_CASES, ids=lambda c: f"{c[0].activation}-{'x'.join(map(str, c[0].sizes))}"
+)
+def test_torch_func_matches_numpy_vec_on_the_same_draws(case):
+    spec, scales, bias_scales, xs, ys = case
+    args = (spec, 5, scales, bias_scales, xs, ys)
+    if not HAVE_TORCH:
+        _missing_torch_is_reported(lambda: list(baselines.torch_func(*args, chunk=2)))
+        return
+    got = list(baselines.torch_func(*args, chunk=2, seed=7))
+    want = list(baselines.numpy_vec(*args, chunk=2, seed=7))
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        _assert_stats_close(g, w)  # the tolerance of the numpy peers against gradjax
+        for k in KEYS:
+            assert g[k].shape == w[k].shape and g[k].dtype == w[k].dtype == np.float32, k
+
+
+@pytest.mark.parametrize("net", NETS, ids=lambda n: f"{n[1]}-{'x'.join(map(str, n[0]))}")
+def test_grad_stats_torch_matches_gradjax(net):
+    sizes, act, out_act, batch, scale, bias_scale = net
+    params, x, y = _draw(sizes, batch, scale, bias_scale, seed=len(sizes) + batch)
+    one = [{k: v[None] for k, v in layer.items()} for layer in _to_numpy(params)]
+
+    def run():
+        return baselines.grad_stats_torch(one, np.asarray(x), np.asarray(y), activation=act,
+                                          output_activation=out_act)
+
+    if not HAVE_TORCH:
+        _missing_torch_is_reported(run)
+        return
+    got = run()
+    want = grad_stats(params, x, y, activation=act, output_activation=out_act)
+    _assert_stats_close({k: v[0] for k, v in got.items()}, want)
+
+
+def test_bench_lists_torch_func_as_not_measured_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without it
+    workload = bench.Workload(
+        "T", "tiny", (bench.Part(GAUSSIAN_SPEC),), n_inits=2, chunk=2, loop_inits=1
+    )
+    fields = bench.run_job(bench.Job("torch_func", workload, reps=1))
+    assert fields == {"error": "torch is not installed (pip install 'gradjax[torch]')"}
+    record = bench.make_record(workload, "torch_func", fields, {}, {}, None)
+    assert record["inits_per_s"] is None
+    table = bench.format_table([record], {"error": "skipped"})
+    assert ("T torch_func: not measured: torch is not installed (pip install 'gradjax[torch]')"
+            in table.splitlines())
+    assert "torch_func" in bench.IMPLS  # so the default `--impl` (all) lists it

@@ -1,6 +1,8 @@
 """`gradjax bench` on a tiny workload: records, outputs, the FLOP count. No timing assertions."""
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 
 import jax
@@ -8,8 +10,10 @@ import jax.numpy as jnp
 import pandas as pd
 import pytest
 
-from gradjax import bench
+from gradjax import baselines, bench
 from gradjax.probe import MIN_AXIS, ProbeSpec
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 TINY_SPEC = ProbeSpec(
     sizes=(3, 4, 2), activation="tanh", init="fan_in_normal", bias_init="zeros", batch=2,
@@ -68,6 +72,9 @@ def test_each_impl_measures_the_tiny_workload(impl):
     fields = bench.run_job(bench.Job(impl, TINY, reps=2))
     record = bench.make_record(TINY, impl, fields, {"matmul_gflops": 100.0}, {}, None)
     assert set(bench.RECORD_KEYS) <= set(record)
+    if impl == "torch_func" and not HAVE_TORCH:
+        assert record["error"] == baselines.TORCH_MISSING and record["inits_per_s"] is None
+        return
     assert record["error"] is None
     assert record["inits_per_s_min"] <= record["inits_per_s"] <= record["inits_per_s_max"]
     assert record["inits_per_s"] > 0
@@ -79,6 +86,23 @@ def test_each_impl_measures_the_tiny_workload(impl):
         assert record["compiles"] >= 1 and record["compile_s"] > 0
         assert record["recompiles"] == 0
         assert record["chunk"] == 4
+    if impl == "torch_func":
+        assert record["chunk"] == 4 and record["torch_threads"] >= 1
+    else:
+        assert record["torch_threads"] is None
+
+
+def test_torch_func_runs_with_the_thread_setting():
+    job = bench.Job("torch_func", TINY, reps=1, blas_threads=1)
+    if not HAVE_TORCH:
+        assert bench.run_job(job) == {"error": baselines.TORCH_MISSING}
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    fields = bench.run_job(job)
+    assert fields["torch_threads"] == 1 and fields["inits_per_s"] > 0
+    assert torch.get_num_threads() == before  # restored for the rest of the process
 
 
 def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
@@ -118,11 +142,18 @@ def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch
     captured = capsys.readouterr()
     table = captured.out
     assert "machine is busy" in captured.err
-    for impl in bench.IMPLS:
+    measured = [i for i in bench.IMPLS if HAVE_TORCH or i != "torch_func"]
+    for impl in measured:
         assert f"T         {impl}" in table or f"T {impl}" in " ".join(table.split())
     records = json.loads(out.read_text())
     assert [r["impl"] for r in records] == list(bench.IMPLS)
     for r in records:
+        assert r["torch_version"] == (importlib.metadata.version("torch") if HAVE_TORCH
+                                      else None)
+        if r["impl"] not in measured:  # torch_func without torch: listed under the table
+            assert r["error"] == baselines.TORCH_MISSING and r["inits_per_s"] is None
+            assert f"T torch_func: not measured: {baselines.TORCH_MISSING}" in table
+            continue
         assert isinstance(r["workload"], str) and isinstance(r["inits_per_s"], float)
         for key in ("inits_per_s_min", "inits_per_s_max", "compile_s", "peak_rss_mb", "gflops",
                     "pct_of_peak"):
