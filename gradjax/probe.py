@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from gradjax import data, keys
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.network import (
     Params,
+    Trace,
     as_batch,
     batch_loss,
     draw_unit_stacked,
@@ -101,43 +103,74 @@ def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
     return reach_u
 
 
-def _live_step(reach, layer, norm):
-    """One layer of the boolean replay of backprop; reach: [batch, fan_out] of z^l."""
+def _live_step(reach, layer, norm, weight_masks, w_has_zeros):
+    """One layer of the boolean replay of backprop; reach: [batch, fan_out] of z^l.
+
+    Emits (W_live [fan_in, fan_out], b_live [fan_out]), or with `weight_masks=False`
+    (rows_live [fan_in], b_live), which bounds W_live by an outer product. With no zero weight
+    (`w_has_zeros=False`) a unit below is reached from example b as soon as any unit above
+    is, so the backward step needs no matmul.
+    """
     h_in, w, below = layer
     f = h_in.dtype
-    w_live = ((h_in != 0).astype(f).T @ reach.astype(f)) > 0
-    back = (reach.astype(f) @ (w != 0).astype(f).T) > 0
-    return _reach_into_z(back & below, norm), (w_live, jnp.any(reach, axis=0))
+    b_live = jnp.any(reach, axis=0)
+    if weight_masks:
+        first = ((h_in != 0).astype(f).T @ reach.astype(f)) > 0
+    else:
+        first = jnp.any(h_in != 0, axis=0)
+    if w_has_zeros:
+        back = (reach.astype(f) @ (w != 0).astype(f).T) > 0
+    else:
+        back = jnp.broadcast_to(jnp.any(reach, axis=1, keepdims=True), h_in.shape)
+    return _reach_into_z(back & below, norm), (first, b_live)
 
 
-def structural_liveness(stacked, trace, dphis, d_out, norm: str = "none"):
+def structural_liveness(
+    stacked, trace, dphis, d_out, norm: str = "none", *, weight_masks: bool = True,
+    w_has_zeros: bool = True,
+):
     """Per segment, (W_live [k, fan_in, fan_out], b_live [k, fan_out]): gradient entries that are
     *not* forced to 0 by structure.
 
     An entry is structurally zero when every path from it to the loss passes through a unit with
     phi'(u) == 0 (a dead ReLU, an exactly-flat saturated unit), a zero weight or a zero input.
     This replays backprop on booleans; an exact zero in a live entry is float underflow (or
-    exact cancellation), not a dead unit.
+    exact cancellation), not a dead unit. `w_has_zeros=False` is a shortcut valid only when no
+    weight is exactly 0; `weight_masks=False` returns rows_live [k, fan_in] instead of W_live:
+    W_live is then contained in the outer product of rows_live and b_live.
     """
     # below[l]: may z^{l-1}'s units pass gradient back (phi' != 0)? All True for the input.
     first = jnp.ones_like(trace.layer_inputs[0][0], dtype=bool)
     masks = [d != 0 for d in dphis]
     reach, live = d_out != 0, []
+    step = functools.partial(
+        _live_step, norm=norm, weight_masks=weight_masks, w_has_zeros=w_has_zeros
+    )
     for i in range(len(stacked) - 1, -1, -1):
         below = masks[i - 1][-1:] if i > 0 else first[None]
         if i < len(masks) and masks[i].shape[0] > 1:  # then fan_in == fan_out in the segment
             below = jnp.concatenate([below, masks[i][:-1]])
         reach, seg_live = scan_layers(
-            functools.partial(_live_step, norm=norm),
-            reach,
-            (trace.layer_inputs[i], stacked[i]["W"], below),
-            reverse=True,
+            step, reach, (trace.layer_inputs[i], stacked[i]["W"], below), reverse=True
         )
         live.append(seg_live)
     return live[::-1]
 
 
-def _grads_and_trace(stacked, x, y, spec: ProbeSpec):
+class Backprop(NamedTuple):
+    """One init's forward and backward pass, per segment (see `network.stack_layers`)."""
+
+    params: list  # the scaled, segmented parameters
+    loss: jax.Array
+    trace: Trace
+    grads: list  # dL/dparams, segmented like params
+    deltas: list  # dL/dz, [k, batch, fan_out] per segment
+    dphis: list  # phi'(u) per hidden segment
+    d_out: jax.Array  # d output / d logits (ones for losses computed from the logits)
+
+
+def backprop(stacked, x, y, spec: ProbeSpec) -> Backprop:
+    """Loss, gradients and everything the statistics need, for one init."""
     x = as_batch(jnp.asarray(x, spec.jnp_dtype))
     shifts = [jnp.zeros((seg["b"].shape[0], x.shape[0], seg["b"].shape[1]), spec.jnp_dtype)
               for seg in stacked]
@@ -151,16 +184,78 @@ def _grads_and_trace(stacked, x, y, spec: ProbeSpec):
     (loss, trace), (grads, deltas) = jax.value_and_grad(value, argnums=(0, 1), has_aux=True)(
         stacked, shifts
     )
-    return loss, trace, grads, deltas
-
-
-def _liveness(stacked, trace, spec: ProbeSpec, dphis):
+    phi = get_activation(spec.activation, leaky_slope=spec.leaky_slope)
+    dphis = [derivative(phi, u) for u in trace.phi_inputs if u is not None]
     if spec.loss in ("bce", "softmax_cross_entropy"):  # the loss sees the logits directly
         d_out = jnp.ones_like(trace.logits)
     else:
         out_fn = get_activation(spec.output_activation, leaky_slope=spec.leaky_slope)
         d_out = derivative(out_fn, trace.logits)
-    return structural_liveness(stacked, trace, dphis, d_out, spec.norm)
+    return Backprop(stacked, loss, trace, grads, deltas, dphis, d_out)
+
+
+def _frac(mask, f):
+    return jnp.mean(mask.reshape(mask.shape[0], -1), axis=1, dtype=f)
+
+
+def _underflow_exact(bp: Backprop, norm: str, f, w_has_zeros: bool = True):
+    """Per segment, (W, b) fractions of entries that are exactly 0 although live."""
+    live = structural_liveness(
+        bp.params, bp.trace, bp.dphis, bp.d_out, norm, w_has_zeros=w_has_zeros
+    )
+    return [
+        (_frac((g["W"] == 0) & w_live, f), _frac((g["b"] == 0) & b_live, f))
+        for g, (w_live, b_live) in zip(bp.grads, live, strict=True)
+    ]
+
+
+def _underflow_cheap(bp: Backprop, norm: str, f):
+    """`_underflow_exact` without the weight masks; whether that was valid for this init; and
+    whether no weight is exactly 0.
+
+    Valid when no weight is 0, every gradient is finite and each exact zero of dL/dW lies in a
+    row with no live input or a column with no live unit. Those rows and columns are then
+    exactly 0 and not live, so no live entry of W is 0.
+    """
+    live = structural_liveness(
+        bp.params, bp.trace, bp.dphis, bp.d_out, norm, weight_masks=False, w_has_zeros=False
+    )
+    out, explained = [], []
+    no_zero_weight = jnp.all(jnp.stack([jnp.all(seg["W"] != 0) for seg in bp.params]))
+    for g, (rows, cols) in zip(bp.grads, live, strict=True):
+        _, fan_in, fan_out = g["W"].shape
+        dead_rows = fan_in - jnp.sum(rows, axis=1, dtype=jnp.int32)
+        dead_cols = fan_out - jnp.sum(cols, axis=1, dtype=jnp.int32)
+        in_dead = dead_rows * fan_out + dead_cols * fan_in - dead_rows * dead_cols
+        zeros = jnp.sum((g["W"] == 0).reshape(g["W"].shape[0], -1), axis=1, dtype=jnp.int32)
+        finite = jnp.all(jnp.isfinite(g["W"])) & jnp.all(jnp.isfinite(g["b"]))
+        explained.append(jnp.all(zeros == in_dead) & finite)
+        out.append((jnp.zeros(g["W"].shape[0], f), _frac((g["b"] == 0) & cols, f)))
+    return out, jnp.all(jnp.stack(explained)) & no_zero_weight, no_zero_weight
+
+
+def underflow_fractions(bp: Backprop, norm: str, f, seed_axis: bool = True):
+    """`grad_frac_underflow` per segment as (W [k], b [k]), for a chunk of inits (a leading seed
+    axis on `bp` and on the result) or, with `seed_axis=False`, for one init.
+
+    The full boolean replay of backprop costs two boolean matmuls per layer. It is cut to what
+    the chunk needs, in three tiers decided once per chunk, outside the vmap over seeds (so the
+    choice stays a branch and the other sides are not computed); all give identical numbers:
+    no weight mask at all when every exact zero of dL/dW lies in a dead row or column (tanh,
+    sigmoid, batch-1 relu), one matmul per layer (the weight masks) when no weight is exactly
+    0, the full replay otherwise.
+    """
+
+    def over_seeds(fn):
+        return jax.vmap(fn) if seed_axis else fn
+
+    cheap, explained, no_zero_weight = over_seeds(lambda b: _underflow_cheap(b, norm, f))(bp)
+    tier = jnp.where(jnp.all(explained), 0, jnp.where(jnp.all(no_zero_weight), 1, 2))
+    return jax.lax.switch(tier, [
+        lambda: cheap,
+        lambda: over_seeds(lambda b: _underflow_exact(b, norm, f, w_has_zeros=False))(bp),
+        lambda: over_seeds(lambda b: _underflow_exact(b, norm, f))(bp),
+    ])
 
 
 def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
@@ -175,24 +270,20 @@ def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
     }
 
 
-def _param_stats(g, live, f, is_weight: bool) -> dict[str, jax.Array]:
-    g = g.astype(f)
-    out = tensor_stats(g)
-    if live is None:
-        out["grad_frac_underflow"] = jnp.asarray(jnp.nan, f)
-    else:
-        out["grad_frac_underflow"] = jnp.mean((g == 0) & live, dtype=f)
-    out["grad_unit_cos"] = unit_cosine(g) if is_weight else jnp.asarray(jnp.nan, f)
+def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
+    out = tensor_stats(g.astype(f))
+    out["grad_frac_underflow"] = underflow
+    out["grad_unit_cos"] = unit_cosine(g.astype(f)) if is_weight else jnp.asarray(jnp.nan, f)
     return out
 
 
-def _segment_stats(spec, g, live, delta, u, dphi, max_deriv):
+def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
     """Per-layer statistics of one segment, each with a leading [k] axis (vmapped over k)."""
     f = spec.stat_dtype
-    w_live, b_live = live if live is not None else (None, None)
 
-    def one(g, w_live, b_live, delta, u, dphi):
-        w, b = _param_stats(g["W"], w_live, f, True), _param_stats(g["b"], b_live, f, False)
+    def one(g, w_underflow, b_underflow, delta, u, dphi):
+        w = _param_stats(g["W"], w_underflow, f, True)
+        b = _param_stats(g["b"], b_underflow, f, False)
         out = {k: jnp.stack([w[k], b[k]]) for k in PARAM_STATS}
         out["delta_sq_norm"] = jnp.mean(jnp.sum(jnp.square(delta.astype(f)), axis=1))
         hidden = _layer_stats(u, dphi, max_deriv, f) if u is not None else {}
@@ -200,30 +291,32 @@ def _segment_stats(spec, g, live, delta, u, dphi, max_deriv):
         out.update({k: hidden.get(k, nan) for k in LAYER_STATS[1:]})
         return out
 
-    return jax.vmap(one)(g, w_live, b_live, delta, u, dphi)
+    return jax.vmap(one)(g, *underflow, delta, u, dphi)
 
 
-def grad_stats_and_grads(stacked, x, y, spec: ProbeSpec):
-    """Statistics of one init given segmented params (see `network.stack_layers`), plus the
-    raw segmented gradients (for across-seed moments)."""
-    loss, trace, grads, deltas = _grads_and_trace(stacked, x, y, spec)
-    phi = get_activation(spec.activation, leaky_slope=spec.leaky_slope)
-    dphis = [derivative(phi, u) for u in trace.phi_inputs if u is not None]
-    live = (
-        _liveness(stacked, trace, spec, dphis)
-        if spec.structural_zeros
-        else [None] * len(stacked)
-    )
+def stats_of(bp: Backprop, underflow, spec: ProbeSpec) -> dict[str, jax.Array]:
+    """The statistics of one init from its `Backprop` and `underflow_fractions` (None: NaN)."""
+    f = spec.stat_dtype
+    if underflow is None:
+        underflow = [(jnp.full(g["W"].shape[0], jnp.nan, f),) * 2 for g in bp.grads]
     max_deriv = max_abs_derivative(spec.activation, spec.leaky_slope)
     per_segment = [
-        _segment_stats(spec, g, lv, d, u, dphi, max_deriv)
-        for g, lv, d, u, dphi in zip(
-            grads, live, deltas, trace.phi_inputs, [*dphis, None], strict=True
+        _segment_stats(spec, g, uf, d, u, dphi, max_deriv)
+        for g, uf, d, u, dphi in zip(
+            bp.grads, underflow, bp.deltas, bp.trace.phi_inputs, [*bp.dphis, None], strict=True
         )
     ]
     stats = {k: jnp.concatenate([seg[k] for seg in per_segment]) for k in per_segment[0]}
-    stats["loss_value"] = loss.astype(spec.stat_dtype)
-    return stats, grads
+    stats["loss_value"] = bp.loss.astype(f)
+    return stats
+
+
+def chunk_stats(bp: Backprop, spec: ProbeSpec) -> dict[str, jax.Array]:
+    """`stats_of` for a chunk of inits: `bp` has a leading seed axis, and so do the stats."""
+    underflow = (
+        underflow_fractions(bp, spec.norm, spec.stat_dtype) if spec.structural_zeros else None
+    )
+    return jax.vmap(lambda b, uf: stats_of(b, uf, spec))(bp, underflow)
 
 
 @functools.partial(
@@ -258,7 +351,12 @@ def grad_stats(
         dtype=str(params[0]["W"].dtype), batch=1 if x.ndim == 1 else x.shape[0],
         structural_zeros=structural_zeros,
     )
-    return grad_stats_and_grads(stack_layers(params), x, y, spec)[0]
+    bp = backprop(stack_layers(params), x, y, spec)
+    underflow = (
+        underflow_fractions(bp, norm, spec.stat_dtype, seed_axis=False)
+        if structural_zeros else None
+    )
+    return stats_of(bp, underflow, spec)
 
 
 def draw_init(spec: ProbeSpec, seed_key: jax.Array):
@@ -269,12 +367,12 @@ def draw_init(spec: ProbeSpec, seed_key: jax.Array):
     return unit, data.draw_batch(spec, seed_key)
 
 
-def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]):
-    """One init at one point (scale, bias_scale[, fixed x, y]): stats and raw gradients."""
+def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]) -> Backprop:
+    """One init at one point (scale, bias_scale[, fixed x, y]): its forward and backward pass."""
     params = scale_params(unit, point["scale"], point["bias_scale"])
     x = point["x"] if spec.inputs == "fixed" else drawn[0]
     y = point["y"] if spec.targets == "fixed" else drawn[1]
-    return grad_stats_and_grads(params, x, y, spec)
+    return backprop(params, x, y, spec)
 
 
 def _chunk_moments(grads, valid: jax.Array) -> dict:
@@ -301,8 +399,8 @@ def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
     unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.seed_key(root_seed, s)))(seeds)
 
     def at_point(point):
-        stats, grads = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
-        return stats, _chunk_moments(grads, valid) if with_moments else None
+        bp = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
+        return chunk_stats(bp, spec), _chunk_moments(bp.grads, valid) if with_moments else None
 
     stats, moments = _loop_over_points(at_point, points, n_points)
     if moments is not None:
@@ -398,10 +496,10 @@ def run_seeds(
         stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
         n = len(part)
         stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n, :n_points], stats)
-        yield slice(start, start + n), stats, _moments_by_layer(moments, n_points)
+        yield slice(start, start + n), stats, moments_by_layer(moments, n_points)
 
 
-def _moments_by_layer(moments: dict | None, n_points: int) -> dict | None:
+def moments_by_layer(moments: dict | None, n_points: int) -> dict | None:
     """Device moments per segment [P, k, ...] -> host numpy, a list with one entry per layer."""
     if moments is None:
         return None

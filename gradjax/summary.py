@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from gradjax.probe import _moments_by_layer
+from gradjax.probe import moments_by_layer
 from gradjax.storage import AGGREGATES, STATS
 from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
@@ -78,7 +78,7 @@ class Moments:
         """[P, L, 2]: per (point, layer, W/b) the mean over entries of the per-entry population
         variance across seeds (M2 / n)."""
         n_points = self.leaves()[0].shape[0]
-        layers = _moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
+        layers = moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
         with np.errstate(invalid="ignore", over="ignore"):
             out = [
                 [np.mean(layer[p]["m2"].reshape(layer[p]["m2"].shape[0], -1), axis=1) / self.n

@@ -7,6 +7,7 @@ import pytest
 from reference import mean_pairwise_cosine, mlp_backprop
 
 import gradjax
+from gradjax import network, probe
 from gradjax.stats import tensor_stats, unit_cosine
 
 
@@ -92,3 +93,67 @@ def test_zeros_from_dead_units_are_not_underflow_but_tiny_products_are():
     assert float(s["grad_frac_zero"][0, 0]) == 1
     assert float(s["grad_frac_underflow"][0, 0]) == 1
     assert float(s["act_frac_dead"][0]) == 0
+
+
+def _relu_backprop(key, sizes, batch, norm="none", zero_weight=False):
+    spec = gradjax.ProbeSpec(sizes=sizes, activation="relu", norm=norm, batch=batch)
+    params = gradjax.init_mlp(key, sizes, bias_init="normal")
+    if zero_weight:
+        params[0]["W"] = params[0]["W"].at[0, 0].set(0.0)
+    x = jax.random.normal(jax.random.fold_in(key, 7), (batch, sizes[0]))
+    y = jnp.zeros((batch, sizes[-1]))
+    return probe.backprop(network.stack_layers(params), x, y, spec)
+
+
+@pytest.mark.parametrize("norm", ["none", "layernorm", "batchnorm"])
+def test_shortcut_liveness_agrees_with_the_boolean_replay(norm):
+    """Without zero weights, the replay's backward step needs no matmul; and a zero of dL/dW
+    outside dead rows and columns is what forces the weight masks: when none occurs, the
+    shortcut's underflow fractions are the replay's."""
+    valid_cases = 0
+    for i in range(6):
+        bp = _relu_backprop(jax.random.key(i), (3, 6, 6, 6, 2), batch=1 + i % 3, norm=norm)
+        cheap, valid, _ = probe._underflow_cheap(bp, norm, jnp.float32)
+        exact = probe._underflow_exact(bp, norm, jnp.float32)
+        no_matmul_back = probe._underflow_exact(bp, norm, jnp.float32, w_has_zeros=False)
+        for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(no_matmul_back), strict=True):
+            np.testing.assert_array_equal(a, b)
+        if bool(valid):
+            valid_cases += 1
+            for (cw, cb), (ew, eb) in zip(cheap, exact, strict=True):
+                np.testing.assert_array_equal(cw, ew)
+                np.testing.assert_array_equal(cb, eb)
+    assert valid_cases >= 3
+    bp = _relu_backprop(jax.random.key(0), (3, 6, 6, 6, 2), batch=2, norm=norm, zero_weight=True)
+    assert not bool(probe._underflow_cheap(bp, norm, jnp.float32)[1])
+
+
+def test_a_chunk_that_needs_the_replay_gives_each_init_its_own_numbers():
+    """The replay-or-shortcut choice is one branch per chunk; both sides agree per init."""
+    sizes = (3, 6, 6, 2)
+    plain = _relu_backprop(jax.random.key(3), sizes, batch=1)
+    zeroed = _relu_backprop(jax.random.key(4), sizes, batch=1, zero_weight=True)
+    assert bool(probe._underflow_cheap(plain, "none", jnp.float32)[1])
+    chunk = jax.tree.map(lambda a, b: jnp.stack([a, b]), plain, zeroed)
+    together = probe.underflow_fractions(chunk, "none", jnp.float32)
+    for j, bp in enumerate((plain, zeroed)):
+        alone = probe.underflow_fractions(bp, "none", jnp.float32, seed_axis=False)
+        for t, a in zip(jax.tree.leaves(together), jax.tree.leaves(alone), strict=True):
+            np.testing.assert_array_equal(t[j], a)
+
+
+def test_a_zero_in_a_live_row_and_column_is_resolved_by_the_replay():
+    """x[:, 0] feeds example 0 only and hidden unit 0 is alive in example 1 only, so dL/dW[0, 0]
+    is a structural 0 although row 0 and column 0 each carry gradient elsewhere."""
+    params = [
+        {"W": jnp.array([[-1.0, 1.0], [1.0, 1.0]]), "b": jnp.zeros(2)},
+        {"W": jnp.array([[1.0], [1.0]]), "b": jnp.zeros(1)},
+    ]
+    x, y = jnp.eye(2), jnp.full((2, 1), 5.0)
+    spec = gradjax.ProbeSpec(sizes=(2, 2, 1), activation="relu", batch=2)
+    bp = probe.backprop(network.stack_layers(params), x, y, spec)
+    assert float(bp.grads[0]["W"][0, 0, 0]) == 0
+    assert not bool(probe._underflow_cheap(bp, "none", jnp.float32)[1])
+    s = gradjax.grad_stats(params, x, y, activation="relu")
+    assert float(s["grad_frac_zero"][0, 0]) == 0.25
+    assert float(s["grad_frac_underflow"][0, 0]) == 0
