@@ -46,7 +46,7 @@ import numpy as np
 
 import gradjax
 from gradjax import bench, data, keys
-from gradjax.probe import compiled_chunk, make_points
+from gradjax.probe import compiled_chunk, make_points, pad_points
 
 
 def hashed_params(seed, sizes):
@@ -98,8 +98,10 @@ def ablations(part: bench.Part, root_seed: int):
 
     def probe(structural_zeros: bool):
         fn = compiled_chunk(dataclasses.replace(spec, structural_zeros=structural_zeros))
-        return lambda seeds: fn(np.uint32(root_seed), seeds, np.ones(len(seeds), bool), points)
+        return lambda seeds: fn(np.uint32(root_seed), seeds, np.ones(len(seeds), bool), *points)
 
+    padded, n_points = pad_points(points)
+    points = (padded, np.int32(n_points))  # what `compiled_chunk` takes after seeds and valid
     vmapped = {name: jax.jit(jax.vmap(f)) for name, f in
                (("rng", rng), ("fwd+bwd, no rng", no_rng), ("rng + fwd+bwd", with_rng))}
     return {**vmapped, "probe, no liveness": probe(False), "probe": probe(True)}, points
@@ -126,7 +128,7 @@ def time_rows(fns, n_inits: int, chunk: int, reps: int) -> dict[str, tuple[float
 
 def cost_per_init(part: bench.Part, points, chunk: int) -> dict[str, float]:
     compiled = compiled_chunk(part.spec).lower(
-        np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), points
+        np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), *points
     ).compile()
     cost, mem = compiled.cost_analysis(), compiled.memory_analysis()
     if isinstance(cost, list):  # older jax returned one dict per computation
@@ -157,17 +159,17 @@ def profile(part: bench.Part, points, n_inits: int, chunk: int, top: int = 14) -
     fn = compiled_chunk(part.spec)
     valid = np.ones(chunk, bool)
     chunks = [np.arange(s, s + chunk, dtype=np.int32) for s in range(0, n_inits, chunk)]
-    compiled = fn.lower(np.uint32(0), chunks[0], valid, points).compile()
+    compiled = fn.lower(np.uint32(0), chunks[0], valid, *points).compile()
     names = {}
     for line in compiled.as_text().splitlines():
         found = re.match(r"\s*(?:ROOT )?%([\w.-]+) = ", line)
         if found:
             op_name = re.search(r"metadata=\{op_name=\"([^\"]*)\"", line)
             names[found.group(1)] = op_name.group(1) if op_name else None
-    jax.block_until_ready(fn(np.uint32(0), chunks[0], valid, points))
+    jax.block_until_ready(fn(np.uint32(0), chunks[0], valid, *points))
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
-            jax.block_until_ready([fn(np.uint32(0), c, valid, points) for c in chunks])
+            jax.block_until_ready([fn(np.uint32(0), c, valid, *points) for c in chunks])
         with gzip.open(next(Path(tmp).rglob("*.trace.json.gz"))) as f:
             trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
