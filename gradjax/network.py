@@ -152,10 +152,10 @@ def as_batch(x: jax.Array) -> jax.Array:
     return x[None, :] if x.ndim == 1 else x
 
 
-# Vmapped over seeds, a scan slices its stacked layers along a non-leading axis every step;
-# unrolled, M-sized nets (10 x 128) ran fwd+bwd 2.3x faster and L-sized (20 x 512) 1.45x
-# (docs/performance.md), for 1-2 s more compile time.
-UNROLL_UP_TO = 24
+# Unrolled, the bench's M net (10 x 128) ran fwd+bwd alone 2.3x faster and L (20 x 512) 1.45x,
+# but the whole probe only 0-8% (within noise), for 1-6 s more compile time per bucket
+# (docs/performance.md): compile time wins for sweeps of many buckets.
+UNROLL_UP_TO = 4
 
 
 def scan_layers(step, carry, layers, *, reverse: bool = False):
