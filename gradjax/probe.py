@@ -375,11 +375,13 @@ def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]) -> Ba
     return backprop(params, x, y, spec)
 
 
-def _chunk_moments(grads, valid: jax.Array) -> dict:
-    """Per-entry count, mean and sum of squared deviations across the chunk's valid seeds."""
+def _chunk_moments(grads, valid: jax.Array, dtype) -> dict:
+    """Per-entry count, mean and sum of squared deviations across the chunk's valid seeds, in
+    `dtype` (float32 for bfloat16 gradients: a bfloat16 sum of squares keeps 3 digits)."""
     n = jnp.sum(valid)
 
     def one(g):
+        g = g.astype(dtype)
         w = valid.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
         mean = jnp.sum(w * g, axis=0) / n.astype(g.dtype)
         m2 = jnp.sum(w * jnp.square(g - mean[None]), axis=0)
@@ -400,7 +402,8 @@ def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
 
     def at_point(point):
         bp = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
-        return chunk_stats(bp, spec), _chunk_moments(bp.grads, valid) if with_moments else None
+        moments = _chunk_moments(bp.grads, valid, spec.stat_dtype) if with_moments else None
+        return chunk_stats(bp, spec), moments
 
     stats, moments = _loop_over_points(at_point, points, n_points)
     if moments is not None:

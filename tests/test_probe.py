@@ -154,3 +154,27 @@ def test_float64_and_bfloat16_probes(x64):
         loss, _ = gradjax.loss_and_grads(params, x.astype(jnp.float64), y.astype(jnp.float64),
                                          activation="tanh")
         assert stats["loss_value"][1, 0] == pytest.approx(float(loss), rel=tol)
+
+
+def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
+    """A bfloat16 probe's per-entry moments across seeds match numpy's float32 mean and sum of
+    squared deviations of the same bfloat16 gradients."""
+    spec = probe.ProbeSpec(sizes=(3, 5, 1), activation="tanh", dtype="bfloat16",
+                           inputs="gaussian", targets="gaussian", batch=2)
+    points = probe.make_points(spec, [1.0], [1.0])
+    seeds = np.arange(6)
+    [(_, _, moments)] = list(probe.run_seeds(spec, points, seeds, chunk=6, with_moments=True))
+    grads = []
+    for seed in seeds:
+        key = keys.seed_key(0, int(seed))
+        params = network.init_mlp(key, spec.sizes, dtype=jnp.bfloat16)
+        x = jax.random.normal(keys.data_key(key, keys.INPUTS), (2, 3), jnp.bfloat16)
+        y = jax.random.normal(keys.data_key(key, keys.TARGETS), (2, 1), jnp.bfloat16)
+        _, g = gradjax.loss_and_grads(params, x, y, activation="tanh")
+        grads.append(np.asarray(g[0]["W"], np.float32))
+    grads = np.stack(grads)
+    first = moments["moments"][0]["W"]
+    assert first["mean"].dtype == np.float32 and first["m2"].dtype == np.float32
+    np.testing.assert_allclose(first["mean"][0], grads.mean(0), rtol=0.05, atol=1e-3)
+    m2 = ((grads - grads.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(first["m2"][0], m2, rtol=0.1, atol=1e-3)
