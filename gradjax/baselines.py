@@ -194,6 +194,23 @@ def _layer_stats(z: np.ndarray, dphi: np.ndarray, max_deriv: float) -> Stats:
     }
 
 
+def _per_layer_lists(grads, live, delta_sq_norms, param_stats, layer_stats, n_hidden, nan):
+    """{stat: [value per layer and param]} and {stat: [value per layer]}, for either peer's
+    arrays (numpy or torch): `param_stats(g, live, is_weight)`, `layer_stats(l)` for the
+    hidden layers l < n_hidden; `nan` fills the output layer's activation statistics."""
+    per_param: dict[str, list] = {k: [] for k in PARAM_STATS}
+    per_layer: dict[str, list] = {k: [] for k in LAYER_STATS}
+    for l, (g, (w_live, b_live)) in enumerate(zip(grads, live, strict=True)):
+        for name, lv in (("W", w_live), ("b", b_live)):
+            for k, v in param_stats(g[name], lv, name == "W").items():
+                per_param[k].append(v)
+        per_layer["delta_sq_norm"].append(delta_sq_norms[l])
+        hidden = layer_stats(l) if l < n_hidden else {}
+        for k in LAYER_STATS[1:]:
+            per_layer[k].append(hidden.get(k, nan))
+    return per_param, per_layer
+
+
 def grad_stats_np(
     params: NpParams,
     x: np.ndarray,
@@ -220,21 +237,12 @@ def grad_stats_np(
         else [(None, None)] * len(params)
     )
     lead = loss.shape
-    nan = np.full(lead, np.nan, F32)
-    per_param: dict[str, list] = {k: [] for k in PARAM_STATS}
-    per_layer: dict[str, list] = {k: [] for k in LAYER_STATS}
-    for l, (g, (w_live, b_live)) in enumerate(zip(grads, live, strict=True)):
-        for name, lv in (("W", w_live), ("b", b_live)):
-            for k, v in _param_stats(g[name], lv, name == "W").items():
-                per_param[k].append(v)
-        per_layer["delta_sq_norm"].append(_mean(np.sum(np.square(deltas[l]), axis=-1), 1))
-        hidden = (
-            _layer_stats(preacts[l], dphis[l], MAX_DERIVATIVE[activation])
-            if l < len(preacts)
-            else {}
-        )
-        for k in LAYER_STATS[1:]:
-            per_layer[k].append(hidden.get(k, nan))
+    per_param, per_layer = _per_layer_lists(
+        grads, live, [_mean(np.sum(np.square(d), axis=-1), 1) for d in deltas],
+        lambda g, lv, is_weight: _param_stats(g, lv, is_weight),
+        lambda l: _layer_stats(preacts[l], dphis[l], MAX_DERIVATIVE[activation]),
+        len(preacts), np.full(lead, np.nan, F32),
+    )
     n_layers = len(params)
     stats = {
         k: np.stack(v, axis=-1).reshape(*lead, n_layers, 2) for k, v in per_param.items()
@@ -537,21 +545,12 @@ def grad_stats_torch(
         else [(None, None)] * len(params)
     )
     lead = loss.shape
-    nan = loss.new_full(lead, float("nan"))
-    per_param: dict[str, list] = {k: [] for k in PARAM_STATS}
-    per_layer: dict[str, list] = {k: [] for k in LAYER_STATS}
-    for l, (g, (w_live, b_live)) in enumerate(zip(grads, live, strict=True)):
-        for name, lv in (("W", w_live), ("b", b_live)):
-            for k, v in _param_stats_torch(torch, g[name], lv, name == "W").items():
-                per_param[k].append(v)
-        per_layer["delta_sq_norm"].append(deltas[l].square().sum(dim=-1).mean(dim=-1))
-        hidden_stats = (
-            _layer_stats_torch(preacts[l], dphis[l], MAX_DERIVATIVE[activation])
-            if l < len(preacts)
-            else {}
-        )
-        for k in LAYER_STATS[1:]:
-            per_layer[k].append(hidden_stats.get(k, nan))
+    per_param, per_layer = _per_layer_lists(
+        grads, live, [d.square().sum(dim=-1).mean(dim=-1) for d in deltas],
+        lambda g, lv, is_weight: _param_stats_torch(torch, g, lv, is_weight),
+        lambda l: _layer_stats_torch(preacts[l], dphis[l], MAX_DERIVATIVE[activation]),
+        len(preacts), loss.new_full(lead, float("nan")),
+    )
     n_layers = len(params)
     stats = {
         k: torch.stack(v, dim=-1).reshape(*lead, n_layers, 2) for k, v in per_param.items()
