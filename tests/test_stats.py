@@ -95,6 +95,11 @@ def test_zeros_from_dead_units_are_not_underflow_but_tiny_products_are():
     assert float(s["act_frac_dead"][0]) == 0
 
 
+_backprop = jax.jit(probe.backprop, static_argnums=3)
+_cheap = jax.jit(probe._underflow_cheap, static_argnums=(1, 2))
+_exact = jax.jit(probe._underflow_exact, static_argnums=(1, 2, 3))
+
+
 def _relu_backprop(key, sizes, batch, norm="none", zero_weight=False):
     spec = gradjax.ProbeSpec(sizes=sizes, activation="relu", norm=norm, batch=batch)
     params = gradjax.init_mlp(key, sizes, bias_init="normal")
@@ -102,7 +107,7 @@ def _relu_backprop(key, sizes, batch, norm="none", zero_weight=False):
         params[0]["W"] = params[0]["W"].at[0, 0].set(0.0)
     x = jax.random.normal(jax.random.fold_in(key, 7), (batch, sizes[0]))
     y = jnp.zeros((batch, sizes[-1]))
-    return probe.backprop(network.stack_layers(params), x, y, spec)
+    return _backprop(network.stack_layers(params), x, y, spec)
 
 
 @pytest.mark.parametrize("norm", ["none", "layernorm", "batchnorm"])
@@ -113,9 +118,9 @@ def test_shortcut_liveness_agrees_with_the_boolean_replay(norm):
     valid_cases = 0
     for i in range(6):
         bp = _relu_backprop(jax.random.key(i), (3, 6, 6, 6, 2), batch=1 + i % 3, norm=norm)
-        cheap, valid, _ = probe._underflow_cheap(bp, norm, jnp.float32)
-        exact = probe._underflow_exact(bp, norm, jnp.float32)
-        no_matmul_back = probe._underflow_exact(bp, norm, jnp.float32, w_has_zeros=False)
+        cheap, valid, _ = _cheap(bp, norm, jnp.float32)
+        exact = _exact(bp, norm, jnp.float32, True)
+        no_matmul_back = _exact(bp, norm, jnp.float32, False)
         for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(no_matmul_back), strict=True):
             np.testing.assert_array_equal(a, b)
         if bool(valid):
@@ -125,7 +130,7 @@ def test_shortcut_liveness_agrees_with_the_boolean_replay(norm):
                 np.testing.assert_array_equal(cb, eb)
     assert valid_cases >= 3
     bp = _relu_backprop(jax.random.key(0), (3, 6, 6, 6, 2), batch=2, norm=norm, zero_weight=True)
-    assert not bool(probe._underflow_cheap(bp, norm, jnp.float32)[1])
+    assert not bool(_cheap(bp, norm, jnp.float32)[1])
 
 
 def test_a_chunk_that_needs_the_replay_gives_each_init_its_own_numbers():
@@ -133,7 +138,7 @@ def test_a_chunk_that_needs_the_replay_gives_each_init_its_own_numbers():
     sizes = (3, 6, 6, 2)
     plain = _relu_backprop(jax.random.key(3), sizes, batch=1)
     zeroed = _relu_backprop(jax.random.key(4), sizes, batch=1, zero_weight=True)
-    assert bool(probe._underflow_cheap(plain, "none", jnp.float32)[1])
+    assert bool(_cheap(plain, "none", jnp.float32)[1])
     chunk = jax.tree.map(lambda a, b: jnp.stack([a, b]), plain, zeroed)
     together = probe.underflow_fractions(chunk, "none", jnp.float32)
     for j, bp in enumerate((plain, zeroed)):
