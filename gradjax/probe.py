@@ -9,6 +9,10 @@ data are traced values on the points axis, so a grid of 50 scales compiles once.
 an init are drawn once per seed at unit scale and reused for every point (common random
 numbers). The seed axis is a plain leading axis, so it can be chunked or sharded freely, and
 per-seed numbers do not depend on the chunk size (see `gradjax._xla` for the flag this needs).
+
+Per init: `backprop` (forward and backward pass) -> `stats_of`. One decision is taken per chunk
+rather than per init: how much of the boolean replay of backprop the chunk needs to tell dead
+zeros from underflow (`underflow_fractions`); every choice gives the same numbers.
 """
 
 from __future__ import annotations
@@ -271,9 +275,10 @@ def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
 
 
 def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
-    out = tensor_stats(g.astype(f))
+    g = g.astype(f)
+    out = tensor_stats(g)
     out["grad_frac_underflow"] = underflow
-    out["grad_unit_cos"] = unit_cosine(g.astype(f)) if is_weight else jnp.asarray(jnp.nan, f)
+    out["grad_unit_cos"] = unit_cosine(g) if is_weight else jnp.asarray(jnp.nan, f)
     return out
 
 
