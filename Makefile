@@ -1,4 +1,4 @@
-# Two entry points that work on a fresh machine with Python >= 3.10 and make.
+# Two entry points that work on a fresh machine with Python >= 3.11 and make.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -17,7 +17,7 @@ from gradjax.network import (  # noqa: E402
     loss_and_grads,
 )
 from gradjax.probe import LAYER_STATS, PARAM_STATS, ProbeSpec, grad_stats  # noqa: E402
-from gradjax.storage import load  # noqa: E402
+from gradjax.storage import load, stats_frame  # noqa: E402
 from gradjax.sweep import load_sweep  # noqa: E402
 
 __version__ = "0.1.0"
@@ -40,4 +40,5 @@ __all__ = [
     "load_sweep",
     "loss_and_grads",
     "run_sweep",
+    "stats_frame",
 ]

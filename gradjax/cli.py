@@ -33,21 +33,16 @@ EXTERNAL: dict[str, tuple[str, str]] = {
     "report": ("gradjax.report", "plots and mean-field comparison of a results folder"),
 }
 RESULTS = Path("results")
-# summary table: column -> short header
+# the default columns of `gradjax summary`: summary column -> short header
 SUMMARY_COLUMNS: dict[str, str] = {
-    "seeds": "seeds",
-    "grad_sq_norm_mean": "sq_norm",
+    "grad_sq_norm_p50": "sq_norm",
+    "delta_sq_norm_p50": "dz_sq_norm",
     "grad_frac_zero_mean": "frac_zero",
     "frac_seeds_all_zero": "born_dead",
-    "grad_cv_p50": "cv_p50",
+    "grad_cv_p50": "cv",
     "grad_unit_cos_mean": "unit_cos",
     "grad_var_across_seeds": "var_seeds",
 }
-SUMMARY_LEGEND = (
-    "sq_norm = grad_sq_norm_mean, frac_zero = grad_frac_zero_mean, born_dead = "
-    "frac_seeds_all_zero, cv_p50 = grad_cv_p50, unit_cos = grad_unit_cos_mean, var_seeds = "
-    "grad_var_across_seeds (W rows; load() gives every column)"
-)
 
 
 def _error(message: str) -> int:
@@ -83,6 +78,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
                          quiet=args.quiet)
+    except SweepError as err:
+        print(err.line(), file=sys.stderr)
+        return 2
     except storage.ResultsError as err:
         return _error(str(err))
     except KeyboardInterrupt:
@@ -94,6 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
+        engine.check_budget(sweep, args.max_memory)
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
@@ -101,6 +100,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"ok: {args.sweep}: sweep {sweep.name!r}, {len(sweep.cells)} cells in {len(buckets)} "
           f"compiled bucket(s), {sweep.seeds:,} seeds each "
           f"({len(sweep.cells) * sweep.seeds:,} inits); results go to {RESULTS / sweep.name}")
+    if not args.estimate:
+        print("time and peak memory: run `gradjax validate --estimate` to measure them (it "
+              "compiles each bucket and times one chunk)")
+        return 0
+    if not args.no_cache:
+        engine.enable_compile_cache()
+    guess = engine.estimate_run(sweep, args.max_memory)
+    total = guess.compile_s + guess.compute_s
+    print(f"estimate (one chunk per bucket, measured here): about {total:.0f} s in all: "
+          f"{guess.compile_s:.1f} s compiling {guess.buckets} program(s) (now in the compile "
+          f"cache), {guess.compute_s:.1f} s computing, Parquet writes not included; peak "
+          f"device memory {engine.format_bytes(guess.device_bytes)} (XLA's analysis, budget "
+          f"{engine.format_bytes(args.max_memory)}), across-seed moments "
+          f"{engine.format_bytes(guess.host_bytes)} on the host")
     return 0
 
 
@@ -110,49 +123,85 @@ def varying_options(frame: pd.DataFrame) -> list[str]:
     return [c for c in ("label", *OPTIONS) if cells[c].nunique(dropna=False) > 1]
 
 
-def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | None) -> str:
-    """A compact table of the W rows: per group of `by` values and layer, the mean over the
+def summary_columns(frame: pd.DataFrame, stats: Sequence[str] | None) -> dict[str, str]:
+    """Summary column -> header: SUMMARY_COLUMNS, or the chosen columns (a statistic's bare name
+    means its median over inits, `<stat>_p50`)."""
+    if not stats:
+        return dict(SUMMARY_COLUMNS)
+    chosen = {}
+    for name in stats:
+        column = name if name in frame.columns else f"{name}_p50"
+        if column not in frame.columns or column in OPTIONS or frame[column].dtype == object:
+            allowed = ", ".join(c for c in frame.columns
+                                if c.endswith(("_p50", "_mean")) or c in SUMMARY_COLUMNS)
+            raise ValueError(f"--stat: unknown statistic {name!r}; allowed: {allowed}")
+        chosen[column] = column
+    return chosen
+
+
+def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | None,
+                 stats: Sequence[str] | None = None) -> str:
+    """A compact table of the W rows: per group of `by` values and layer, the median over the
     group's cells of a few summary columns. `layer` < 0 counts from the output layer."""
     by = list(by) if by else (varying_options(frame) or ["cell"])
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(f"--by: unknown column(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(['cell', 'label', *OPTIONS])}")
-    rows = frame[frame["param"] == "W"].copy()
+    columns = summary_columns(frame, stats)
+    rows = frame[frame["param"] == "W"]
     if layer is not None:
-        n_layers = rows["depth"] + 1
-        rows = rows[rows["layer"] == (layer if layer > 0 else n_layers + 1 + layer)]
+        rows = rows[rows["layer" if layer > 0 else "layer_from_output"] == layer]
         if rows.empty:
             raise ValueError(f"--layer {layer}: no such layer in these cells")
     table = rows.groupby([*by, "layer"], sort=True, dropna=False).agg(
-        cells=("cell", "nunique"), **{short: (col, "mean") for col, short in
-                                      SUMMARY_COLUMNS.items()}
+        cells=("cell", "nunique"), seeds=("seeds", "median"),
+        **{short: (col, "median") for col, short in columns.items()},
     ).reset_index()
+    table["seeds"] = table["seeds"].round().astype("int64")
+    others = [c for c in varying_options(frame) if c not in by]
     if (table["cells"] == 1).all():
         table = table.drop(columns="cells")
-    table["seeds"] = table["seeds"].round().astype("int64")
+        how = "one cell per row"
+    else:
+        how = (f"each row is the median over its `cells` (the other options vary: "
+               f"{', '.join(others) or 'none'})")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.3g}")
-    return f"{text}\n{SUMMARY_LEGEND}"
+    legend = ", ".join(f"{short} = {col}" for col, short in columns.items() if short != col)
+    return (f"W rows by {', '.join(by)} and layer; {how}.\n{text}\n"
+            + (f"{legend}. " if legend else "")
+            + "_p50: median over inits; load() gives every column.")
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     try:
-        print(summary_text(storage.load(args.dir, "summary"), by, args.layer))
+        stats = [c.strip() for c in args.stat.split(",") if c.strip()] if args.stat else None
+        print(summary_text(storage.load(args.dir, "summary"), by, args.layer, stats))
     except (FileNotFoundError, ValueError) as err:
         return _error(str(err))
     return 0
 
 
-def _cell_name(row: pd.Series) -> str:
-    x = row["inputs"]
-    what = (f"{row['activation']} {row['in_dim']}-{row['width']}x{row['depth']}-{row['out_dim']}"
-            f" ({row['output_activation']} output), x={x}, scale {row['scale']:g}, bias_scale "
-            f"{row['bias_scale']:g}")
-    return f"{row['label'] or 'cell ' + str(row['cell'])}: {what}"
-
-
+SHAPE_OPTIONS = ("in_dim", "width", "depth", "out_dim")
+BIAS_SCALED = ("normal", "constant")  # the bias inits that use bias_scale
 UNIT_COS_VALUES = np.array([1.0, -1.0 / 3.0, -1.0])  # 3 (or 2) live units, each cos = +-1
+PROFILE_ROWS = 4  # deeper cells show their first and last two layers
+
+
+def _option_text(row: pd.Series, names: Sequence[str]) -> str:
+    """`name value` for each option, bias_scale only where the bias init uses it."""
+    shown = [n for n in names if n != "bias_scale" or row["bias_init"] in BIAS_SCALED]
+    return ", ".join(f"{n} {row[n]:g}" if isinstance(row[n], float) else f"{n} {row[n]}"
+                     for n in shown)
+
+
+def _cell_name(row: pd.Series, varying: Sequence[str]) -> str:
+    """A cell's label (if any) and the options that vary between the sweep's cells."""
+    options = _option_text(row, varying)
+    if row["label"]:
+        return f"{row['label']}" + (f" ({options})" if options else "")
+    return options or f"cell {row['cell']}"
 
 
 def _find_cell(cells: pd.DataFrame, **options) -> pd.Series | None:
@@ -163,29 +212,41 @@ def _find_cell(cells: pd.DataFrame, **options) -> pd.Series | None:
     return None if match.empty else match.iloc[0]
 
 
-def findings_text(folder: str | Path) -> str:
-    """What a seed_examples-style folder shows, per cell and then in the seed's terms."""
-    summary = storage.load(folder, "summary")
-    first = storage.load(folder, "per_seed", layer=1, param="W")
-    w = summary[summary["param"] == "W"]
-    cells = w[w["layer"] == 1].set_index("cell", drop=False)
-    lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
-             f"random inits each ({folder})", ""]
-    cos_exact = {}
-    for cell, rows in w.groupby("cell"):
-        cos = first.loc[first["cell"] == cell, "grad_unit_cos"].to_numpy(np.float64)
-        cos = cos[~np.isnan(cos)]
-        hit = np.isclose(cos[:, None], UNIT_COS_VALUES[None], atol=1e-5).any(axis=1)
-        cos_exact[cell] = float(hit.mean()) if cos.size else math.nan
-        lines.append(_cell_name(cells.loc[cell]))
-        for _, r in rows.iterrows():
-            lines.append(
-                f"  W{r['layer']}: exact zeros {r['grad_frac_zero_mean']:.1%} of entries, "
-                f"born dead {r['frac_seeds_all_zero']:.2%} of inits, grad_cv median "
-                f"{r['grad_cv_p50']:.3g}, unit cosine mean {r['grad_unit_cos_mean']:.3f}"
-            )
-    lines += ["", "In the seed's terms:"]
-    relu = _find_cell(cells, activation="relu", depth=1)
+def _profile_lines(rows: pd.DataFrame) -> list[str]:
+    """W rows of one cell: every layer, or the first and last two of a deep cell, then how
+    |dL/dz|^2 changes from the output layer down to layer 1."""
+    shown = rows if len(rows) <= PROFILE_ROWS else pd.concat([rows.iloc[:2], rows.iloc[-2:]])
+    lines = []
+    for i, (_, r) in enumerate(shown.iterrows()):
+        if i == 2 and len(rows) > PROFILE_ROWS:
+            lines.append(f"  ... {len(rows) - PROFILE_ROWS} more layers "
+                         "(gradjax summary DIR --layer L shows any layer)")
+        lines.append(
+            f"  W{r['layer']}: exact zeros {r['grad_frac_zero_mean']:.1%} of entries, "
+            f"born dead {r['frac_seeds_all_zero']:.2%} of inits, grad_cv median "
+            f"{r['grad_cv_p50']:.3g}, unit cosine mean {r['grad_unit_cos_mean']:.3f}"
+        )
+    first, last = rows.iloc[0]["delta_sq_norm_p50"], rows.iloc[-1]["delta_sq_norm_p50"]
+    if len(rows) > 1 and last > 0 and np.isfinite(first / last):
+        lines.append(f"  |dL/dz|^2 (median over inits) at layer 1 is {first / last:.3g} x the "
+                     "output layer's" + _trend(first / last))
+    return lines
+
+
+def _trend(ratio: float) -> str:
+    if ratio < 1e-3:
+        return ": vanishing"
+    if ratio > 1e3:
+        return ": exploding"
+    return ""
+
+
+def _seed_lines(w: pd.DataFrame, cells: pd.DataFrame, cos_exact: dict) -> list[str]:
+    """What the seed's three examples show, for cells shaped like them (2-3-1, batch 1)."""
+    seed_like = cells[(cells["in_dim"] == 2) & (cells["width"] == 3) & (cells["depth"] == 1)
+                      & (cells["out_dim"] == 1) & (cells["batch"] == 1)]
+    lines = []
+    relu = _find_cell(seed_like, activation="relu")
     if relu is not None:
         lines.append(
             f"* ReLU example: {relu['grad_frac_zero_mean']:.1%} of W1's gradient entries are "
@@ -193,32 +254,67 @@ def findings_text(folder: str | Path) -> str:
             f"is off with probability 1/2), and {relu['frac_seeds_all_zero']:.1%} of inits are "
             f"born dead: all of W1's gradient is 0 (all 3 units off, 1/8 = 12.5%)."
         )
-    tiny = _find_cell(cells, activation="sigmoid", scale=0.01)
-    ref = _find_cell(cells, activation="sigmoid", scale=1.0)
+    tiny = _find_cell(seed_like, activation="sigmoid", scale=0.01)
+    ref = _find_cell(seed_like, activation="sigmoid", scale=1.0)
     if tiny is not None:
-        t = w[w["cell"] == tiny["cell"]].set_index("layer")
-        text = (f"* Tiny init (x0.01): W2's gradient entries are nearly one value. Their spread "
-                f"relative to their size (grad_cv, median over inits) is "
-                f"{t.loc[2, 'grad_cv_p50']:.3g}, against {t.loc[1, 'grad_cv_p50']:.3g} for W1")
-        if ref is not None:
-            r = w[w["cell"] == ref["cell"]].set_index("layer")
-            text += (f" and {r.loc[2, 'grad_cv_p50']:.3g} for W2 at scale 1: every hidden unit "
-                     "sits at sigmoid(~0) = 0.5, so dL/dW2 = delta2 * a1 ~ delta2 * (0.5, 0.5, "
-                     f"0.5). They are not small (mean |dL/dW2|^2 "
-                     f"{t.loc[2, 'grad_sq_norm_mean']:.3g} vs {r.loc[2, 'grad_sq_norm_mean']:.3g} "
-                     "at scale 1); W1's are tiny "
-                     f"({t.loc[1, 'grad_sq_norm_mean']:.3g} vs "
-                     f"{r.loc[1, 'grad_sq_norm_mean']:.3g}), since dL/dW1 is proportional to W2")
-        lines.append(text + ".")
-    shares = [v for v in cos_exact.values() if not math.isnan(v)]
-    if shares and all(cells["batch"] == 1):
+        lines.append(_tiny_init_line(w, tiny, ref))
+    shares = [cos_exact[c] for c in seed_like["cell"] if not math.isnan(cos_exact[c])]
+    if shares:
         lines.append(
             "* One example makes dL/dW1 = outer(x, delta1): every hidden unit's column of W1's "
             "gradient is a multiple of x, so the gradients of any two units have cosine exactly "
             "+-1 and W1's rows are x_1 and x_2 times one shared vector, the repeated values in the "
             "seed's printouts. Measured: the mean pairwise cosine is 1 or -1/3 (3 live units) or "
-            f"+-1 (2 live units) in {min(shares):.1%} of inits of every cell."
+            f"+-1 (2 live units) in {min(shares):.1%} of inits of every such cell."
         )
+    return lines
+
+
+def _tiny_init_line(w: pd.DataFrame, tiny: pd.Series, ref: pd.Series | None) -> str:
+    t = w[w["cell"] == tiny["cell"]].set_index("layer")
+    text = (f"* Tiny init (x0.01): W2's gradient entries are nearly one value. Their spread "
+            f"relative to their size (grad_cv, median over inits) is "
+            f"{t.loc[2, 'grad_cv_p50']:.3g}, against {t.loc[1, 'grad_cv_p50']:.3g} for W1 "
+            "under the same tiny init")
+    if ref is not None:
+        r = w[w["cell"] == ref["cell"]].set_index("layer")
+        text += (f", and against {r.loc[2, 'grad_cv_p50']:.3g} for W2 at scale 1. Every hidden "
+                 "unit sits at sigmoid(~0) = 0.5, so dL/dW2 = delta2 * a1 ~ delta2 * (0.5, 0.5, "
+                 f"0.5). They are not small (mean |dL/dW2|^2 "
+                 f"{t.loc[2, 'grad_sq_norm_mean']:.3g} vs {r.loc[2, 'grad_sq_norm_mean']:.3g} "
+                 "at scale 1); W1's are tiny "
+                 f"({t.loc[1, 'grad_sq_norm_mean']:.3g} vs "
+                 f"{r.loc[1, 'grad_sq_norm_mean']:.3g}), since dL/dW1 is proportional to W2")
+    return text + "."
+
+
+def findings_text(folder: str | Path) -> str:
+    """What a results folder shows, cell by cell; then, for cells shaped like the seed's
+    examples (2-3-1, one example), what they show in the seed's terms."""
+    summary = storage.load(folder, "summary")
+    first = storage.load(folder, "per_seed", layer=1, param="W")
+    w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
+    cells = w[w["layer"] == 1].set_index("cell", drop=False)
+    varying = [c for c in varying_options(cells) if c != "label"]
+    fixed = [c for c in OPTIONS if c not in varying]
+    lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
+             f"random inits each ({folder})",
+             f"Every cell: {_option_text(cells.iloc[0], fixed)}", ""]
+    cos_exact = {}
+    for cell, rows in w.groupby("cell"):
+        cos = first.loc[first["cell"] == cell, "grad_unit_cos"].to_numpy(np.float64)
+        cos = cos[~np.isnan(cos)]
+        hit = np.isclose(cos[:, None], UNIT_COS_VALUES[None], atol=1e-5).any(axis=1)
+        cos_exact[cell] = float(hit.mean()) if cos.size else math.nan
+        lines.append(_cell_name(cells.loc[cell], varying))
+        lines += _profile_lines(rows)
+    seed = _seed_lines(w, cells, cos_exact)
+    if seed:
+        lines += ["", "In the seed's terms:", *seed]
+    else:
+        lines += ["", "(The seed's own findings, the ReLU example, the tiny init and one example, "
+                  "are drawn only from cells shaped like sweeps/seed_examples.toml: 2-3-1 "
+                  "networks on one example. This sweep has none.)"]
     return "\n".join(lines)
 
 
@@ -251,6 +347,13 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
 
     validate = sub.add_parser("validate", help="check a sweep file, run nothing")
     validate.add_argument("sweep")
+    validate.add_argument("--max-memory", type=_size, default=engine.DEFAULT_MAX_MEMORY,
+                          metavar="SIZE", help="the device memory budget run will use")
+    validate.add_argument("--estimate", action="store_true",
+                          help="estimate the run's time and peak memory: compile each bucket "
+                          "and time one chunk (writes no results)")
+    validate.add_argument("--no-cache", action="store_true",
+                          help="with --estimate, do not use the persistent compile cache")
     validate.set_defaults(handler=_cmd_validate)
 
     summary = sub.add_parser("summary", help="print a compact table of a results folder")
@@ -258,9 +361,12 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     summary.add_argument("--by", help="comma-separated columns to group by "
                          "(default: the options that vary)")
     summary.add_argument("--layer", type=int, help="only this layer (1 = first; -1 = output)")
+    summary.add_argument("--stat", help="comma-separated summary columns to print, e.g. "
+                         "grad_var_p50,delta_sq_norm_mean (a bare statistic means its _p50)")
     summary.set_defaults(handler=_cmd_summary)
 
-    findings = sub.add_parser("findings", help="what the seed_examples sweep found")
+    findings = sub.add_parser("findings", help="what a results folder shows, cell by cell, "
+                              "and in the seed's terms for cells shaped like its examples")
     findings.add_argument("dir")
     findings.set_defaults(handler=_cmd_findings)
 

@@ -24,6 +24,7 @@ file exists.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -45,8 +46,9 @@ from tqdm import tqdm
 
 from gradjax import storage
 from gradjax.probe import MIN_AXIS, ProbeSpec, compiled_chunk
+from gradjax.stats import to_host
 from gradjax.summary import Moments, cell_summary
-from gradjax.sweep import Bucket, Cell, Sweep
+from gradjax.sweep import Bucket, Cell, Sweep, SweepError
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 CHECKPOINT_RATIO = 10.0
@@ -55,6 +57,7 @@ GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 8
 # (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
 # some margin; XLA's own figure is what the budget is finally checked against.
 PARAM_COPIES, ACTIVATION_COPIES, STAT_BYTES = 12, 24, 256
+SIZE_OPTIONS = ("in_dim", "width", "depth", "out_dim", "batch")
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
 
 
@@ -69,8 +72,8 @@ def parse_bytes(text: str) -> int:
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
@@ -94,6 +97,24 @@ def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
                            + ACTIVATION_COPIES * spec.batch * sum(spec.sizes)) + 512
     per_point = 4 * itemsize * n_params
     return chunk * per_seed + points * per_point + chunk * points * STAT_BYTES
+
+
+def check_budget(sweep: Sweep, budget: int) -> None:
+    """Raise `SweepError` for the first bucket whose smallest chunk (MIN_AXIS seeds, one point)
+    the estimate puts over `budget` bytes: its run could not start. Writes nothing."""
+    for bucket in sweep.buckets():
+        need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
+        if need > budget:
+            cell = bucket.cells[0]
+            sizes = {k: cell.options[k] for k in SIZE_OPTIONS}
+            largest = max(("width", "in_dim", "out_dim", "batch"), key=lambda k: sizes[k])
+            shown = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+            raise SweepError(
+                sweep.source, cell.field(largest),
+                f"cell {cell.index} ({shown}) needs about {format_bytes(need)} of device memory "
+                f"for its smallest chunk ({MIN_AXIS} seeds), over the budget of "
+                f"{format_bytes(budget)}",
+                "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
 
 
 def moment_bytes(spec: ProbeSpec, points: int) -> int:
@@ -157,10 +178,13 @@ def bucket_dir_name(bucket: Bucket) -> str:
 
 
 def describe_spec(spec: ProbeSpec) -> str:
+    """Every option that fixes a bucket's compiled program, by its sweep-file name."""
     sizes = spec.sizes
-    hidden = f"{sizes[1]}x{len(sizes) - 2}-" if len(sizes) > 2 else ""
-    return (f"{spec.activation} {sizes[0]}-{hidden}{sizes[-1]} {spec.init} batch {spec.batch}"
-            + ("" if spec.dtype == "float32" else f" {spec.dtype}"))
+    shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",
+             "depth": spec.depth, "out_dim": sizes[-1]}
+    options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+               if f.name != "sizes"}
+    return ", ".join(f"{k} {v}" for k, v in {**shape, **options}.items())
 
 
 class _CacheEvents:
@@ -307,18 +331,62 @@ class Report:
         return self.inits / self.wall_s if self.wall_s > 0 else math.nan
 
 
-@dataclasses.dataclass
+PROGRESS_EVERY_S = 30.0  # without a terminal, a progress line at most this often
+
+
 class _Progress:
-    bar: Any
-    cells_total: int
-    cells_done: int
+    """A tqdm bar on a terminal; elsewhere (a log file, a pipe) a line at most every
+    PROGRESS_EVERY_S seconds: cells done, inits done, the rate and the time left."""
+
+    def __init__(self, sweep: Sweep, cells_done: int, quiet: bool, say: Callable[[str], None]):
+        self.name, self.cells_total, self.cells_done = sweep.name, len(sweep.cells), cells_done
+        self.total, self.done = len(sweep.cells) * sweep.seeds, cells_done * sweep.seeds
+        terminal = sys.stderr.isatty()
+        self.bar = tqdm(total=self.total, initial=self.done, unit="init", unit_scale=True,
+                        desc=sweep.name, dynamic_ncols=True, disable=quiet or not terminal,
+                        file=sys.stderr)
+        self.say = None if quiet or terminal else say
+        self.computed, self.started = 0, time.perf_counter()
+        self.last_line = self.started
+        self.finish_cells(0)
+
+    def resumed(self, inits: int) -> None:
+        """Inits found done in a unit's checkpoint (not computed by this process)."""
+        self.done += inits
+        self.bar.update(inits)
 
     def advance(self, inits: int) -> None:
+        self.done += inits
+        self.computed += inits
         self.bar.update(inits)
+        self._line()
 
     def finish_cells(self, n: int) -> None:
         self.cells_done += n
-        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}", refresh=False)
+        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}")
+
+    def _line(self) -> None:
+        now = time.perf_counter()
+        if self.say is None or now - self.last_line < PROGRESS_EVERY_S:
+            return
+        self.last_line = now
+        rate = self.computed / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        self.say(f"{self.name}: cells {self.cells_done}/{self.cells_total} done, "
+                 f"{self.done:,}/{self.total:,} inits, {_rate(rate)} inits/s, "
+                 f"about {_duration(left)} left")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "? s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else (
+        f"{secs}s")
 
 
 def _part_name(cell: Cell, first_seed: int) -> str:
@@ -341,8 +409,8 @@ def _chunks(
     root, n_real = np.uint32(root_seed), np.int32(n_real)
 
     def fetch(start, count, outs):
-        stats = {k: np.concatenate([np.asarray(out[0][k]) for out in outs])[:count]
-                 for k in outs[0][0]}
+        stats = to_host({k: np.concatenate([np.asarray(out[0][k]) for out in outs])[:count]
+                         for k in outs[0][0]})
         moments = Moments(0, None)
         for out in outs:
             moments = moments.merge(Moments.from_chunk(out[1]))
@@ -428,7 +496,7 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     like = executable.fns[0].out_info[1]["moments"]
     done, moments = run.resume(like)
     n_cells = len(run.unit.cells)
-    progress.advance(done * n_cells)
+    progress.resumed(done * n_cells)
     computed, since, write_s = 0, time.perf_counter(), 0.0
     points = run.unit.points()
     for start, count, stats, chunk_moments in _chunks(
@@ -480,21 +548,14 @@ def run_sweep(
     devices the seeds are sharded over (default: all of `jax.devices()`).
     """
     started = time.perf_counter()
+    check_budget(sweep, max_memory)
     folder = storage.ResultsFolder(Path(out))
     use = jax.devices()[: devices or jax.device_count()]
-    x64 = any(c.options["dtype"] == "float64" for c in sweep.cells)
-    previous_x64 = jax.config.jax_enable_x64
-    if x64:
-        jax.config.update("jax_enable_x64", True)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = _CACHE_EVENTS.misses
-    try:
-        with folder.open(sweep, overwrite):
-            _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
-    finally:
-        if x64:
-            jax.config.update("jax_enable_x64", previous_x64)
+    with _x64_if_needed(sweep), folder.open(sweep, overwrite):
+        _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
     report.wall_s = time.perf_counter() - started
     cache = "persistent compile cache off"
     if jax.config.jax_compilation_cache_dir:
@@ -507,6 +568,56 @@ def run_sweep(
     return report
 
 
+@contextlib.contextmanager
+def _x64_if_needed(sweep: Sweep) -> Iterator[None]:
+    """float64 enabled while a sweep with float64 cells runs, restored afterwards."""
+    if not any(c.options["dtype"] == "float64" for c in sweep.cells):
+        yield
+        return
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What `estimate_run` measured and extrapolated for a whole sweep."""
+
+    compile_s: float  # every bucket's program (0 for programs already in the compile cache)
+    compute_s: float  # one timed chunk per bucket, times the bucket's chunks
+    device_bytes: int  # XLA's peak of the largest chunk program
+    host_bytes: int  # the largest unit's across-seed moments
+    buckets: int
+
+
+def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estimate:
+    """Plan and compile every bucket as `run_sweep` would (so a persistent compile cache
+    serves the run afterwards), time one chunk of each, and extrapolate to all seeds. Writes
+    no results; Parquet writing is not included in the time."""
+    check_budget(sweep, budget)
+    use = jax.devices()[: devices or jax.device_count()]
+    compile_s = compute_s = 0.0
+    device_bytes = host_bytes = 0
+    with _x64_if_needed(sweep):
+        for bucket in sweep.buckets():
+            units, built = plan_bucket(bucket, bucket.cells, sweep.seeds, budget, use)
+            executable = built[-1]
+            compile_s += sum(e.compile_s for e in built)
+            first = min(executable.chunk, sweep.seeds)
+            start = time.perf_counter()
+            for _ in _chunks(executable, sweep.root_seed, units[0].points(),
+                             len(units[0].cells), 0, first):
+                pass
+            chunks = math.ceil(sweep.seeds / executable.chunk) * len(units)
+            compute_s += (time.perf_counter() - start) * chunks
+            device_bytes = max(device_bytes, executable.peak_bytes)
+            host_bytes = max(host_bytes, moment_bytes(bucket.spec, len(units[0].cells)))
+    return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(sweep.buckets()))
+
+
 def _rate(per_s: float) -> str:
     return f"{per_s:,.0f}" if per_s >= 100 else f"{per_s:.3g}"
 
@@ -517,12 +628,8 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
     buckets = sweep.buckets()
     done = [c for c in sweep.cells if folder.done(c.index)]
     report.cells_skipped = len(done)
-    bar = tqdm(total=len(sweep.cells) * sweep.seeds, initial=len(done) * sweep.seeds,
-               unit="init", unit_scale=True, desc=sweep.name, dynamic_ncols=True,
-               disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
-    progress = _Progress(bar, len(sweep.cells), len(done))
-    progress.finish_cells(0)
-    with bar:
+    progress = _Progress(sweep, len(done), quiet, say)
+    try:
         for b, bucket in enumerate(buckets, 1):
             todo = [c for c in bucket.cells if not folder.done(c.index)]
             if not todo:
@@ -550,3 +657,5 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
                                      "chunk": executable.chunk, "points": executable.points,
                                      "peak_bytes": executable.peak_bytes})
             shutil.rmtree(folder.work_dir(bucket_dir_name(bucket)), ignore_errors=True)
+    finally:
+        progress.close()

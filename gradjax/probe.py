@@ -20,13 +20,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradjax import data, keys
+from gradjax import data, keys, pow2
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.network import (
     Params,
@@ -38,7 +38,15 @@ from gradjax.network import (
     scan_layers,
     stack_layers,
 )
-from gradjax.stats import TENSOR_STATS, batch_moments, tensor_stats, unit_cosine
+from gradjax.stats import (
+    TENSOR_STATS,
+    batch_moments,
+    mean_sq_norm,
+    scaled,
+    tensor_stats,
+    to_host,
+    unit_cosine,
+)
 
 PARAM_NAMES: tuple[str, ...] = ("W", "b")
 PARAM_STATS: tuple[str, ...] = (*TENSOR_STATS, "grad_frac_underflow", "grad_unit_cos")
@@ -263,11 +271,12 @@ def underflow_fractions(bp: Backprop, norm: str, f, seed_axis: bool = True):
 
 
 def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
-    mean, var = batch_moments(u.astype(f))
+    mean, var, k = batch_moments(u.astype(f))
     absd = jnp.abs(dphi).astype(f)
     return {
         "preact_mean": mean,
         "preact_var": var,
+        "preact_log2_scale": k,
         "act_frac_dead": jnp.mean(jnp.all(dphi == 0, axis=0), dtype=f),
         "act_frac_saturated": jnp.mean(jnp.all(absd < SATURATION * max_deriv, axis=0), dtype=f),
         "act_deriv_mean": jnp.mean(dphi.astype(f)),
@@ -282,6 +291,12 @@ def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
     return out
 
 
+def _no_hidden_stats(f) -> dict[str, jax.Array]:
+    """The activation statistics of the output layer, which has no activation: NaN."""
+    nan = jnp.asarray(jnp.nan, f)
+    return {**{k: nan for k in LAYER_STATS[1:]}, "preact_log2_scale": jnp.int32(0)}
+
+
 def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
     """Per-layer statistics of one segment, each with a leading [k] axis (vmapped over k)."""
     f = spec.stat_dtype
@@ -289,11 +304,9 @@ def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
     def one(g, w_underflow, b_underflow, delta, u, dphi):
         w = _param_stats(g["W"], w_underflow, f, True)
         b = _param_stats(g["b"], b_underflow, f, False)
-        out = {k: jnp.stack([w[k], b[k]]) for k in PARAM_STATS}
-        out["delta_sq_norm"] = jnp.mean(jnp.sum(jnp.square(delta.astype(f)), axis=1))
-        hidden = _layer_stats(u, dphi, max_deriv, f) if u is not None else {}
-        nan = jnp.asarray(jnp.nan, f)
-        out.update({k: hidden.get(k, nan) for k in LAYER_STATS[1:]})
+        out = {k: jnp.stack([w[k], b[k]]) for k in w}
+        out["delta_sq_norm"], out["delta_log2_scale"] = mean_sq_norm(delta.astype(f))
+        out.update(_layer_stats(u, dphi, max_deriv, f) if u is not None else _no_hidden_stats(f))
         return out
 
     return jax.vmap(one)(g, *underflow, delta, u, dphi)
@@ -329,7 +342,7 @@ def chunk_stats(bp: Backprop, spec: ProbeSpec) -> dict[str, jax.Array]:
     static_argnames=("activation", "output_activation", "loss", "norm", "leaky_slope",
                      "structural_zeros"),
 )
-def grad_stats(
+def grad_stats_on_device(
     params: Params,
     x,
     y,
@@ -341,13 +354,8 @@ def grad_stats(
     leaky_slope: float = 0.01,
     structural_zeros: bool = True,
 ) -> dict[str, jax.Array]:
-    """Gradient statistics of one init on one batch.
-
-    Returns `loss_value` (scalar); for each of PARAM_STATS an array [layers, 2] (columns W, b);
-    for each of LAYER_STATS an array [layers]. Layer 1 is the first weight layer, the last is
-    the output layer (its activation statistics are NaN). `delta_sq_norm` is the mean over the
-    batch of |dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations.
-    """
+    """`grad_stats` as device arrays, its magnitudes scaled (see `gradjax.stats`): what to
+    vmap or call inside other jitted code; `gradjax.stats.to_host` finishes it."""
     sizes = (params[0]["W"].shape[0], *(layer["W"].shape[1] for layer in params))
     x = jnp.asarray(x)
     spec = ProbeSpec(
@@ -362,6 +370,20 @@ def grad_stats(
         if structural_zeros else None
     )
     return stats_of(bp, underflow, spec)
+
+
+def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str, np.ndarray]:
+    """Gradient statistics of one init on one batch, as host numpy arrays.
+
+    Options: output_activation ("linear"), loss ("mse"), norm ("none"), leaky_slope (0.01),
+    structural_zeros (True). Returns `loss_value` (scalar); for each of PARAM_STATS an array
+    [layers, 2] (columns W, b); for each of LAYER_STATS an array [layers]. Layer 1 is the first
+    weight layer, the last is the output layer (its activation statistics are NaN).
+    `delta_sq_norm` is the mean over the batch of |dL/dz^l|^2, the gradient w.r.t. the layer's
+    pre-activations. Magnitudes (`gradjax.stats.SCALED`) are float64, exact to rounding
+    whatever the size of the gradient's entries. `stats_frame` makes it a tidy DataFrame.
+    """
+    return to_host(grad_stats_on_device(params, x, y, activation=activation, **options))
 
 
 def draw_init(spec: ProbeSpec, seed_key: jax.Array):
@@ -380,17 +402,21 @@ def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]) -> Ba
     return backprop(params, x, y, spec)
 
 
-def _chunk_moments(grads, valid: jax.Array, dtype) -> dict:
-    """Per-entry count, mean and sum of squared deviations across the chunk's valid seeds, in
-    `dtype` (float32 for bfloat16 gradients: a bfloat16 sum of squares keeps 3 digits)."""
+def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
+    """Per entry across the chunk's valid seeds: count, mean and sum of squared deviations,
+    computed in `dtype` (float32 for bfloat16 gradients: a bfloat16 sum of squares keeps 3
+    digits) on the entry rescaled by 2**-k, k its `log2_scale` (see `gradjax.stats.scaled`), so
+    that no square underflows; `gradjax.summary.Moments.from_chunk` unscales on the host."""
     n = jnp.sum(valid)
 
     def one(g):
-        g = g.astype(dtype)
-        w = valid.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
-        mean = jnp.sum(w * g, axis=0) / n.astype(g.dtype)
-        m2 = jnp.sum(w * jnp.square(g - mean[None]), axis=0)
-        return {"mean": mean, "m2": m2}
+        w = valid.reshape((-1,) + (1,) * (g.ndim - 1))
+        s, k = scaled(jnp.where(w, g.astype(dtype), 0), axis=0)
+        w = w.astype(s.dtype)
+        shifted = s - s[:1]  # seed 0 of a chunk is always valid; an entry equal in every seed
+        shift = jnp.sum(w * shifted, axis=0) / n.astype(s.dtype)  # gets m2 exactly 0
+        m2 = jnp.sum(w * jnp.square(shifted - shift[None]), axis=0)
+        return {"mean": s[0] + shift, "m2": m2, "log2_scale": k}
 
     return {"n": n, "moments": jax.tree.map(one, grads)}
 
@@ -407,7 +433,7 @@ def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
 
     def at_point(point):
         bp = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
-        moments = _chunk_moments(bp.grads, valid, spec.stat_dtype) if with_moments else None
+        moments = chunk_moments(bp.grads, valid, spec.stat_dtype) if with_moments else None
         return chunk_stats(bp, spec), moments
 
     stats, moments = _loop_over_points(at_point, points, n_points)
@@ -503,15 +529,34 @@ def run_seeds(
         padded[: len(part)] = part
         stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
         n = len(part)
-        stats = jax.tree.map(lambda a, n=n: np.asarray(a)[:n, :n_points], stats)
-        yield slice(start, start + n), stats, moments_by_layer(moments, n_points)
+        stats = {k: v[:n, :n_points] for k, v in to_host(stats).items()}
+        yield slice(start, start + n), stats, moments_by_layer(moments_to_host(moments), n_points)
 
 
-def moments_by_layer(moments: dict | None, n_points: int) -> dict | None:
-    """Device moments per segment [P, k, ...] -> host numpy, a list with one entry per layer."""
+def moments_to_host(moments: dict | None) -> dict | None:
+    """A chunk's device moments ({"n", "moments"}) on the host: each entry's {"mean", "m2"}
+    unscaled into float64 (their `log2_scale` applied and dropped)."""
     if moments is None:
         return None
     moments = jax.device_get(moments)
+
+    def unscaled(node: dict) -> dict:
+        k = node["log2_scale"]
+        return {"mean": pow2.unscale(node["mean"], k, 1), "m2": pow2.unscale(node["m2"], k, 2)}
+
+    tree = jax.tree.map(unscaled, moments["moments"], is_leaf=is_scaled_moments)
+    return {"n": int(moments["n"]), "moments": tree}
+
+
+def is_scaled_moments(node: Any) -> bool:
+    """A node of the probe's chunk moments: one tensor's {"mean", "m2", "log2_scale"}."""
+    return isinstance(node, dict) and "log2_scale" in node
+
+
+def moments_by_layer(moments: dict | None, n_points: int) -> dict | None:
+    """Host moments per segment [P, k, ...] -> a list with one entry per layer."""
+    if moments is None:
+        return None
     layers = []
     for seg in moments["moments"]:
         k = seg["W"]["mean"].shape[1]

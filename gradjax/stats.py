@@ -3,12 +3,25 @@
 Every statistic here is taken over the *entries of one tensor for one init*; statistics across
 inits (seeds) are computed later, in `gradjax.summary`. All functions are written for a single
 init and are vmapped from outside.
+
+Magnitudes never underflow or overflow. A statistic with a unit (a mean, a variance, a squared
+norm) is computed on the tensor rescaled by an exact power of two, 2**-k with k the exponent of
+its largest |entry| (`gradjax.pow2`), and returned in those scaled units beside k (the
+`*_log2_scale` outputs named in `SCALED`); `to_host` undoes the scaling in float64. A float32
+gradient whose entries are ~1e-23 has squares below float32's range, yet its variance comes out
+right to rounding, and `grad_cv` is 0 only when every entry really is the same value. Statistics
+without a unit (cv, fractions, cosines) are computed on the scaled tensor and need nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from gradjax import pow2
 
 TENSOR_STATS: tuple[str, ...] = (
     "grad_mean",
@@ -21,47 +34,79 @@ TENSOR_STATS: tuple[str, ...] = (
     "grad_frac_subnormal",
     "grad_nonfinite",
 )
+# statistic -> (the output holding its log2 scale k, power p): its value is scaled * 2**(p k)
+SCALED: dict[str, tuple[str, int]] = {
+    "grad_mean": ("grad_log2_scale", 1),
+    "grad_var": ("grad_log2_scale", 2),
+    "grad_sq_norm": ("grad_log2_scale", 2),
+    "grad_max_abs": ("grad_log2_scale", 1),
+    "grad_mean_abs": ("grad_log2_scale", 1),
+    "delta_sq_norm": ("delta_log2_scale", 2),
+    "preact_mean": ("preact_log2_scale", 1),
+    "preact_var": ("preact_log2_scale", 2),
+}
+LOG2_SCALES: tuple[str, ...] = tuple(dict.fromkeys(k for k, _ in SCALED.values()))
+
+
+def scaled(x: jax.Array, axis=None) -> tuple[jax.Array, jax.Array]:
+    """(x * 2**-k, k) with k = floor(log2 max|x|) over `axis` (kept as a broadcastable axis):
+    the largest finite |entry| scales into [1, 2)."""
+    k = pow2.max_exponent(x, axis=axis)
+    k_b = k if axis is None else jnp.expand_dims(k, axis)
+    return pow2.scale(x, -k_b), k
+
+
+def _mean_var(s: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and population variance of a flat array, its deviations taken from its first entry
+    (shifted data): equal entries give a variance of exactly 0, whatever the rounding of the
+    mean."""
+    shifted = s - s[0]
+    shift = jnp.mean(shifted)
+    return s[0] + shift, jnp.mean(jnp.square(shifted - shift))
 
 
 def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
     """Statistics over the entries of one gradient tensor g (population variance, ddof=0).
 
-    grad_cv = std / mean|g| (NaN when every entry is 0). grad_frac_subnormal counts nonzero
-    entries below the dtype's smallest normal number; note that XLA on CPU flushes subnormals
-    to zero, so there underflow shows up as exact zeros (see `grad_frac_underflow`).
+    Returns the TENSOR_STATS (the magnitudes scaled, see the module docstring) and
+    `grad_log2_scale`. grad_cv = std / mean|g| (NaN when every entry is 0). grad_frac_subnormal
+    counts nonzero entries below the dtype's smallest normal number; XLA on CPU flushes
+    subnormals to zero, so there underflow shows up as exact zeros (see `grad_frac_underflow`).
     """
     g = g.reshape(-1)
     n = g.size
-    absg = jnp.abs(g)
-    mean = jnp.mean(g)
-    var = jnp.mean(jnp.square(g - mean))
-    mean_abs = jnp.mean(absg)
-    zero = g == 0
+    s, k = scaled(g)
+    abs_s = jnp.abs(s)
+    mean, var = _mean_var(s)
+    mean_abs = jnp.mean(abs_s)
+    zero = pow2.is_zero(g)
     safe_mean_abs = jnp.where(mean_abs > 0, mean_abs, 1)
-    tiny = jnp.finfo(g.dtype).tiny
     return {
         "grad_mean": mean,
         "grad_var": var,
-        "grad_sq_norm": jnp.sum(jnp.square(g)),
-        "grad_max_abs": jnp.max(absg),
+        "grad_sq_norm": jnp.sum(jnp.square(s)),
+        "grad_max_abs": jnp.max(abs_s),
         "grad_mean_abs": mean_abs,
         "grad_cv": jnp.where(mean_abs > 0, jnp.sqrt(var) / safe_mean_abs, jnp.nan),
         "grad_frac_zero": jnp.sum(zero, dtype=g.dtype) / n,
-        "grad_frac_subnormal": jnp.sum((~zero) & (absg < tiny), dtype=g.dtype) / n,
+        "grad_frac_subnormal": jnp.sum(pow2.is_subnormal(g), dtype=g.dtype) / n,
         "grad_nonfinite": jnp.sum(~jnp.isfinite(g), dtype=g.dtype),
+        "grad_log2_scale": k,
     }
 
 
 def unit_cosine(g_w: jax.Array) -> jax.Array:
     """Mean pairwise cosine similarity between the gradient vectors of a layer's output units.
 
-    g_w is [fan_in, fan_out]; unit j's gradient vector is column j. With unit vectors u_j,
+    g_w is [fan_in, fan_out]; unit j's gradient vector is column j, rescaled by its own power of
+    two (a cosine has no unit) so that no column's norm underflows. With unit vectors u_j,
     sum_{j != k} u_j . u_k = |sum_j u_j|^2 - m, where sum_j u_j = g_w @ (1 / norms) and m is the
     number of units with a nonzero gradient, so the mean over the m(m-1) ordered pairs costs
     one mat-vec, not a Gram matrix. Units whose gradient is exactly zero have no direction and
     are left out; NaN when fewer than two units remain. 1.0 means every unit receives the same
     gradient (the symmetric, `constant` init).
     """
+    g_w, _ = scaled(g_w, axis=0)
     norms = jnp.sqrt(jnp.sum(jnp.square(g_w), axis=0))
     alive = norms > 0
     m = jnp.sum(alive, dtype=g_w.dtype)
@@ -70,7 +115,30 @@ def unit_cosine(g_w: jax.Array) -> jax.Array:
     return jnp.where(m >= 2, pairs / jnp.where(m >= 2, m * (m - 1), 1), jnp.nan)
 
 
-def batch_moments(u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and population variance over all entries of a [batch, units] array."""
-    mean = jnp.mean(u)
-    return mean, jnp.mean(jnp.square(u - mean))
+def batch_moments(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Mean and population variance over all entries of a [batch, units] array, scaled by
+    2**-k, and k (see `scaled`)."""
+    s, k = scaled(u)
+    return (*_mean_var(s.reshape(-1)), k)
+
+
+def mean_sq_norm(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean over the batch of |delta_b|^2 for a [batch, units] array, scaled by 2**-2k,
+    and k."""
+    s, k = scaled(delta)
+    return jnp.mean(jnp.sum(jnp.square(s), axis=-1)), k
+
+
+def to_host(stats: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
+    """Statistics as host numpy arrays, the `SCALED` ones unscaled in float64 and the
+    `*_log2_scale` outputs dropped; every other statistic keeps its dtype."""
+    out = {}
+    for name, value in stats.items():
+        if name in LOG2_SCALES:
+            continue
+        if name in SCALED:
+            scale_name, power = SCALED[name]
+            out[name] = pow2.unscale(np.asarray(value), np.asarray(stats[scale_name]), power)
+        else:
+            out[name] = np.asarray(value)
+    return out

@@ -39,6 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.stats import SCALED
 from gradjax.sweep import INT_OPTIONS, OPTIONS, Cell, Sweep
 from gradjax.theory import THEORY_COLUMNS
 
@@ -67,14 +68,19 @@ def _option_type(name: str) -> pa.DataType:
 IDENTITY = [pa.field("sweep", pa.string()), pa.field("cell", pa.int64()),
             pa.field("label", pa.string())]
 OPTION_FIELDS = [pa.field(name, _option_type(name)) for name in OPTIONS]
-POSITION = [pa.field("layer", pa.int64()), pa.field("param", pa.string())]
+# layer_from_output: -1 for the output layer (layer = depth + 1), -2 below it, ...; n: entries
+# of the tensor
+POSITION = [pa.field("layer", pa.int64()), pa.field("layer_from_output", pa.int64()),
+            pa.field("param", pa.string()), pa.field("n", pa.int64())]
 
 
 def per_seed_schema(stat_type: pa.DataType) -> pa.Schema:
-    """identity, options, seed, layer, param, then every per-seed statistic as `stat_type`."""
+    """identity, options, seed, position, then every per-seed statistic: the magnitudes
+    (`gradjax.stats.SCALED`, whose squares need float64's range) as float64, the others as
+    `stat_type`."""
     return pa.schema([
         *IDENTITY, *OPTION_FIELDS, pa.field("seed", pa.int64()), *POSITION,
-        *(pa.field(s, stat_type) for s in STATS),
+        *(pa.field(s, pa.float64() if s in SCALED else stat_type) for s in STATS),
     ])
 
 
@@ -112,8 +118,8 @@ def per_seed_table(
     for name, value in cell.columns().items():
         columns[name] = pa.array([value] * rows, _option_type(name))
     columns["seed"] = np.repeat(np.asarray(seeds, np.int64), n_layers * 2)
-    columns["layer"] = np.tile(np.repeat(np.arange(1, n_layers + 1, dtype=np.int64), 2), c)
-    columns["param"] = pa.array(["W", "b"] * (c * n_layers), pa.string())
+    for name, values in position_columns(cell).items():
+        columns[name] = np.tile(values, c) if name != "param" else pa.array(values * c)
     for name in PARAM_STATS:
         columns[name] = np.asarray(stats[name]).reshape(rows)
     for name in LAYER_STATS:
@@ -121,6 +127,33 @@ def per_seed_table(
     columns["loss_value"] = np.repeat(np.asarray(stats["loss_value"]), n_layers * 2)
     arrays = [_arrow(columns[f.name], f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def position_columns(cell: Cell) -> dict[str, Any]:
+    """layer, layer_from_output, param and n of one init's rows: (layer, W), (layer, b) for
+    layer 1 .. depth + 1."""
+    sizes = cell.spec.sizes
+    n_layers = len(sizes) - 1
+    layer = np.repeat(np.arange(1, n_layers + 1, dtype=np.int64), 2)
+    n = [count for a, b in zip(sizes[:-1], sizes[1:], strict=True) for count in (a * b, b)]
+    return {"layer": layer, "layer_from_output": layer - (n_layers + 1),
+            "param": ["W", "b"] * n_layers, "n": np.asarray(n, np.int64)}
+
+
+def stats_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
+    """`gradjax.grad_stats`' result as a tidy DataFrame: one row per (layer, param), with the
+    columns layer, layer_from_output, param and every statistic (a layer statistic repeated on
+    the W and b rows, loss_value on every row), as in the per-seed table."""
+    n_layers = np.asarray(stats["grad_var"]).shape[0]
+    layer = np.repeat(np.arange(1, n_layers + 1), 2)
+    frame = {"layer": layer, "layer_from_output": layer - (n_layers + 1),
+             "param": ["W", "b"] * n_layers}
+    for name in PARAM_STATS:
+        frame[name] = np.asarray(stats[name]).reshape(-1)
+    for name in LAYER_STATS:
+        frame[name] = np.repeat(np.asarray(stats[name]), 2)
+    frame["loss_value"] = float(stats["loss_value"])
+    return pd.DataFrame(frame)
 
 
 def _arrow(values: Any, type_: pa.DataType) -> pa.Array:
@@ -299,13 +332,24 @@ class ResultsFolder:
 
 
 def table_files(path: str | Path, table: str) -> list[Path]:
+    """The Parquet files of `table` in a results folder, or in `path` itself when it is that
+    table's folder (results/x/per_seed)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
-    folder = Path(path) / table
+    path = Path(path)
+    folder = path if path.name == table and not (path / table).is_dir() else path / table
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"{folder}: no Parquet files (no finished cell yet?)")
     return files
+
+
+def _table_of(path: str | Path, table: str | None) -> str:
+    """`table`, or the one `path` names when it is a per_seed/ or summary/ folder."""
+    name = Path(path).name
+    if table is None:
+        return name if name in TABLES and not (Path(path) / name).is_dir() else "summary"
+    return table
 
 
 def _equals(column: str, value: Any) -> pc.Expression:
@@ -314,21 +358,48 @@ def _equals(column: str, value: Any) -> pc.Expression:
     return pc.field(column) == value
 
 
-def load(path: str | Path, table: str = "summary", **equals_filters: Any) -> pd.DataFrame:
-    """A results folder's `summary` or `per_seed` table as a pandas DataFrame.
+def _layer_condition(value: Any) -> pc.Expression:
+    """layer = L, where L < 0 counts from the output layer (-1 is the output layer)."""
+    values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+    counted = [v for v in values if v < 0]
+    condition = pc.field("layer").isin([v for v in values if v > 0])
+    if counted:
+        condition = condition | pc.field("layer_from_output").isin(counted)
+    return condition
 
-    Keyword filters keep rows whose column equals the value (or is in it, for a list), e.g.
-    `load("results/x", "per_seed", activation="relu", layer=1, param="W")`. Rows come sorted by
-    cell (then seed), layer, param; strings are plain strings, never categoricals.
+
+def _check_matches(dataset: ds.Dataset, filters: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the values present for a filter that matches no row."""
+    for column, value in filters.items():
+        condition = _layer_condition(value) if column == "layer" else _equals(column, value)
+        if dataset.count_rows(filter=condition) == 0:
+            present = pc.unique(dataset.to_table(columns=[column]).column(column)).to_pylist()
+            shown = ", ".join(repr(v) for v in sorted(present))
+            if column == "layer":
+                shown += " (or -1 for the output layer, -2 below it, ...)"
+            raise ValueError(f"{column}={value!r} matches no row; values present: {shown}")
+
+
+def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> pd.DataFrame:
+    """A results folder's `summary` (default) or `per_seed` table as a pandas DataFrame.
+
+    `path` may also be the table's own folder (results/x/per_seed). Keyword filters keep rows
+    whose column equals the value (or is in it, for a list), e.g.
+    `load("results/x", "per_seed", activation="relu", layer=1, param="W")`; `layer=-1` is each
+    cell's output layer, -2 the layer below it. A filter that matches no row raises ValueError
+    listing the values present. Rows come sorted by cell (then seed), layer, param; strings are
+    plain strings, never categoricals.
     """
+    table = _table_of(path, table)
     dataset = ds.dataset(table_files(path, table), format="parquet")
     unknown = sorted(set(equals_filters) - set(dataset.schema.names))
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(unknown)}; "
                          f"allowed: {', '.join(dataset.schema.names)}")
+    _check_matches(dataset, equals_filters)
     condition = None
     for column, value in equals_filters.items():
-        term = _equals(column, value)
+        term = _layer_condition(value) if column == "layer" else _equals(column, value)
         condition = term if condition is None else condition & term
     result = dataset.to_table(filter=condition)
     order = ["cell", "seed", "layer"] if table == "per_seed" else ["cell", "layer"]

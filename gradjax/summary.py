@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from gradjax.probe import moments_by_layer
-from gradjax.storage import AGGREGATES, STATS
+from gradjax.probe import is_scaled_moments, moments_by_layer, moments_to_host
+from gradjax.storage import AGGREGATES, STATS, position_columns
 from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
 
@@ -42,10 +42,9 @@ class Moments:
 
     @classmethod
     def from_chunk(cls, moments: dict) -> Moments:
-        """The probe's moments of one chunk ({"n", "moments"}) on the host, in float64."""
-        moments = jax.device_get(moments)
-        tree = jax.tree.map(lambda a: np.asarray(a, np.float64), moments["moments"])
-        return cls(int(moments["n"]), tree)
+        """The probe's moments of one chunk ({"n", "moments"}) on the host, unscaled in float64."""
+        host = moments_to_host(moments)
+        return cls(host["n"], host["moments"])
 
     def merge(self, other: Moments) -> Moments:
         """Chan et al. (1979): combine two disjoint sets of seeds."""
@@ -71,8 +70,9 @@ class Moments:
 
     @classmethod
     def from_leaves(cls, n: int, leaves: list[np.ndarray], like: Any) -> Moments:
-        """Rebuild from `leaves()`; `like` is any tree of the same structure."""
-        return cls(n, jax.tree.unflatten(jax.tree.structure(like), leaves))
+        """Rebuild from `leaves()`; `like` is the probe's chunk moments (or their shapes)."""
+        pairs = jax.tree.map(lambda _: {"mean": 0, "m2": 0}, like, is_leaf=is_scaled_moments)
+        return cls(n, jax.tree.unflatten(jax.tree.structure(pairs), leaves))
 
     def var_across_seeds(self) -> np.ndarray:
         """[P, L, 2]: per (point, layer, W/b) the mean over entries of the per-entry population
@@ -141,8 +141,7 @@ def cell_summary(
         "cell": cell.index,
         "label": cell.label,
         **cell.columns(),
-        "layer": np.repeat(np.arange(1, n_layers + 1), 2),
-        "param": ["W", "b"] * n_layers,
+        **position_columns(cell),
         "seeds": seeds,
     }
     for stat in STATS:

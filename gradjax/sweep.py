@@ -183,6 +183,12 @@ class Cell:
     index: int
     label: str
     options: Mapping[str, Any]
+    # option -> the field that set it ("grid.width", "cases[0].width", ...), for error lines
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def field(self, option: str) -> str:
+        """Where `option` was set for this cell (the option's name if it is a default)."""
+        return self.fields.get(option, option)
 
     @property
     def spec(self) -> ProbeSpec:
@@ -393,9 +399,13 @@ def _finish_cell(source: str, index: int, label: str, opts: dict, where: dict) -
     if opts["loss"] == "bce" and opts["output_activation"] != "sigmoid":
         fail("loss", f"bce with output_activation {_show(opts['output_activation'])}",
              'loss "bce" only with output_activation "sigmoid"')
+    if opts["loss"] == "softmax_cross_entropy" and opts["out_dim"] < 2:
+        fail("loss", f"softmax_cross_entropy with out_dim = {opts['out_dim']} (the softmax of "
+             "one logit is 1, so every gradient is exactly 0)",
+             'loss "softmax_cross_entropy" only with out_dim >= 2')
     if opts["norm"] == "batchnorm" and opts["batch"] < 2:
         fail("norm", f"batchnorm with batch = {opts['batch']}", "batchnorm only with batch >= 2")
-    return Cell(index, label, {k: opts[k] for k in OPTIONS})
+    return Cell(index, label, {k: opts[k] for k in OPTIONS}, dict(where))
 
 
 def expand(

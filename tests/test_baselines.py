@@ -28,9 +28,7 @@ NETS = [
     ((3, 8, 8, 8, 2), "tanh", "sigmoid", 4, 0.7, 0.0),
 ]
 KEYS = (*PARAM_STATS, *LAYER_STATS, "loss_value")
-grad_stats = jax.jit(
-    gradjax.grad_stats, static_argnames=("activation", "output_activation", "structural_zeros")
-)
+grad_stats = gradjax.grad_stats
 
 
 def _draw(sizes, batch, scale, bias_scale, seed):

@@ -52,27 +52,80 @@ def test_findings_speak_in_the_seed_terms_and_match_the_tables(seed_folder, caps
     # init is 1 or -1/3 (3 live units) or +-1 (2 live units): checked on the per-seed rows
     cos = gradjax.load(seed_folder, "per_seed", layer=1, param="W")["grad_unit_cos"].dropna()
     assert np.isclose(cos.to_numpy()[:, None], [1.0, -1 / 3, -1.0], atol=1e-5).any(axis=1).all()
-    assert "in 100.0% of inits of every cell" in text
+    assert "in 100.0% of inits of every such cell" in text
     assert "dL/dW1 = outer(x, delta1)" in text
 
 
 def test_summary_table_groups_and_filters(seed_folder, capsys):
     assert cli.main(["summary", str(seed_folder)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:5] == ["label", "activation", "output_activation", "scale",
+    assert out[0].startswith("W rows by label, activation, output_activation, scale")
+    assert out[0].endswith("and layer; one cell per row.")
+    assert out[1].split()[:5] == ["label", "activation", "output_activation", "scale",
                                   "bias_scale"]
-    assert len(out) == 1 + 3 * 2 + 1  # header, 3 cells x 2 layers, legend
+    assert len(out) == 2 + 3 * 2 + 1  # what the rows are, header, 3 cells x 2 layers, legend
     assert cli.main(["summary", str(seed_folder), "--by", "activation", "--layer", "-1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["activation", "layer", "cells", "seeds"]
-    sigmoid = lines[2].split()
+    assert "median over its `cells` (the other options vary: label, " in lines[0]
+    assert lines[1].split()[:4] == ["activation", "layer", "cells", "seeds"]
+    sigmoid = lines[3].split()
     assert sigmoid[:4] == ["sigmoid", "2", "2", "40"]
     frame = gradjax.load(seed_folder, activation="sigmoid", layer=2, param="W")
-    assert float(sigmoid[4]) == pytest.approx(frame["grad_sq_norm_mean"].mean(), rel=2e-3)
+    assert float(sigmoid[4]) == pytest.approx(frame["grad_sq_norm_p50"].median(), rel=2e-3)
     assert cli.main(["summary", str(seed_folder), "--by", "colour"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --by: unknown column(s) colour")
     assert cli.main(["summary", str(seed_folder / "nope")]) == 2
+
+
+def test_summary_prints_the_chosen_statistics(seed_folder, capsys):
+    assert cli.main(["summary", str(seed_folder), "--by", "label", "--layer", "1",
+                     "--stat", "grad_var,delta_sq_norm_mean"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["label", "layer", "seeds", "grad_var_p50", "delta_sq_norm_mean"]
+    relu = next(line.split() for line in lines if line.split()[0] == "relu_example")
+    row = gradjax.load(seed_folder, label="relu_example", layer=1, param="W").iloc[0]
+    assert float(relu[3]) == pytest.approx(row["grad_var_p50"], rel=2e-3)
+    assert float(relu[4]) == pytest.approx(row["delta_sq_norm_mean"], rel=2e-3)
+    assert cli.main(["summary", str(seed_folder), "--stat", "grad_colour"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --stat: unknown statistic 'grad_colour'")
+
+
+def test_findings_on_another_sweep_name_what_varies(tmp_path, capsys):
+    text = tiny_sweep_text(defaults={"width": 4, "bias_init": "zeros"},
+                           grid={"scale": None, "norm": ["none", "layernorm"]})
+    sweep = tmp_path / "norms.toml"
+    sweep.write_text(text)
+    out = tmp_path / "norms"
+    assert cli.main(["run", str(sweep), "--out", str(out), "--quiet", "--no-cache"]) == 0
+    assert cli.main(["findings", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "norm none" in lines and "norm layernorm" in lines  # the cells' names
+    assert lines[1].startswith("Every cell: in_dim 2, width 4, depth 1, out_dim 1, activation relu")
+    assert "bias_scale" not in "\n".join(lines)  # bias_init zeros does not use it
+    assert "In the seed's terms:" not in lines
+    assert lines[-1].startswith("(The seed's own findings") and "has none" in lines[-1]
+    w = gradjax.load(out, param="W", norm="layernorm")
+    ratio = w["delta_sq_norm_p50"].iloc[0] / w["delta_sq_norm_p50"].iloc[-1]
+    assert f"  |dL/dz|^2 (median over inits) at layer 1 is {ratio:.3g} x the output layer's" in (
+        lines)
+
+
+def test_validate_estimates_time_and_memory_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    sweep = tmp_path / "tiny.toml"
+    sweep.write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", str(sweep)]) == 0
+    assert "--estimate" in capsys.readouterr().out
+    assert cli.main(["validate", str(sweep), "--estimate", "--no-cache"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    match = re.fullmatch(r"estimate \(one chunk per bucket, measured here\): about (\d+) s in "
+                         r"all: ([\d.]+) s compiling 1 program\(s\).*, ([\d.]+) s computing, "
+                         r"Parquet writes not included; peak device memory ([\d.]+) KB .*", line)
+    assert match, line
+    assert float(match.group(2)) > 0 and float(match.group(4)) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 
 def test_run_refuses_another_sweeps_folder(seed_folder, tmp_path, capsys):

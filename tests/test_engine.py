@@ -58,7 +58,7 @@ def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
 
 
 def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path):
-    out, report = run(tmp_path, "tight", max_memory=engine.parse_bytes("3KB"))
+    out, report = run(tmp_path, "tight", max_memory=engine.parse_bytes("4.5KB"))
     # one cell per unit, each padded to 2 points (an axis of 1 would change the numbers)
     assert [u["cells"] for u in report.units] == [[0], [1], [2]]
     assert {(u["chunk"], u["points"]) for u in report.units} == {(2, 2)}
@@ -183,11 +183,39 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
     sweep = parse_sweep(TEXT, "tiny.toml")
     engine.run_sweep(sweep, tmp_path / "bar", devices=1, chunk=6, log=lambda msg: None)
     bar = terminal.getvalue()
-    assert "100%" in bar and "33.0/33.0" in bar and "init/s" in bar and "cells 3/3" in bar
+    assert "100%" in bar and "33.0/33.0" in bar and "init/s" in bar
+    assert bar.rstrip().endswith("cells 3/3]")  # the last state drawn counts every cell
     terminal.seek(0)
     terminal.truncate()
     engine.run_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
     assert terminal.getvalue() == ""
+
+
+def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
+    """Not a terminal (a log file): no bar, but a line per PROGRESS_EVERY_S (0 here: every
+    chunk) with cells done, inits, the rate and the time left."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
+    lines = []
+    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
+                     log=lines.append)
+    assert sys.stderr.getvalue() == ""
+    progress = [line for line in lines if " inits, " in line and " left" in line]
+    assert len(progress) == 2  # one unit of 3 cells, 11 seeds in chunks of 6
+    assert progress[0].startswith("tiny: cells 0/3 done, 18/33 inits, ")
+    assert progress[-1].startswith("tiny: cells 0/3 done, 33/33 inits, ")
+    assert progress[-1].endswith(" inits/s, about 0s left")
+
+
+def test_the_bucket_line_names_every_option_that_fixes_the_program(reference, tmp_path):
+    lines = []
+    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "b", devices=1, chunk=6,
+                     log=lines.append)
+    bucket = next(line for line in lines if line.startswith("bucket 1/1 "))
+    for option in ("in_dim 2", "width 3", "depth 1", "out_dim 1", "activation relu",
+                   "output_activation linear", "loss mse", "norm none", "leaky_slope 0.01",
+                   "init normal", "bias_init normal", "dtype float32", "batch 1"):
+        assert option in bucket, option
 
 
 def test_overflowing_cells_give_inf_and_nan_without_warnings(tmp_path):

@@ -174,7 +174,10 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
         grads.append(np.asarray(g[0]["W"], np.float32))
     grads = np.stack(grads)
     first = moments["moments"][0]["W"]
-    assert first["mean"].dtype == np.float32 and first["m2"].dtype == np.float32
+    on_device = jax.eval_shape(lambda g, v: probe.chunk_moments(g, v, spec.stat_dtype),
+                               {"W": jax.ShapeDtypeStruct((6, 3, 5), jnp.bfloat16)},
+                               jax.ShapeDtypeStruct((6,), bool))["moments"]["W"]
+    assert on_device["mean"].dtype == on_device["m2"].dtype == jnp.float32
     np.testing.assert_allclose(first["mean"][0], grads.mean(0), rtol=0.05, atol=1e-3)
     m2 = ((grads - grads.mean(0)) ** 2).sum(0)
     np.testing.assert_allclose(first["m2"][0], m2, rtol=0.1, atol=1e-3)

@@ -8,14 +8,14 @@ from reference import mean_pairwise_cosine, mlp_backprop
 
 import gradjax
 from gradjax import network, probe
-from gradjax.stats import tensor_stats, unit_cosine
+from gradjax.stats import tensor_stats, to_host, unit_cosine
 
 
 def test_tensor_stats_match_numpy():
     rng = np.random.default_rng(0)
     g = rng.standard_normal((7, 5)).astype(np.float32)
     g[rng.random(g.shape) < 0.3] = 0
-    got = {k: float(v) for k, v in tensor_stats(jnp.asarray(g)).items()}
+    got = {k: float(v) for k, v in to_host(tensor_stats(jnp.asarray(g))).items()}
     d = g.astype(np.float64).ravel()
     assert got["grad_mean"] == pytest.approx(d.mean(), abs=1e-6)
     assert got["grad_var"] == pytest.approx(d.var(), rel=1e-5)

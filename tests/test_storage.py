@@ -54,18 +54,25 @@ def test_per_seed_schema_and_rows(folder):
     names = table.schema.names
     assert names[:3] == ["sweep", "cell", "label"]
     assert names[3 : 3 + len(OPTIONS)] == list(OPTIONS)
-    assert names[3 + len(OPTIONS) : 6 + len(OPTIONS)] == ["seed", "layer", "param"]
-    assert names[6 + len(OPTIONS) :] == [*PARAM_STATS, *LAYER_STATS, "loss_value"]
+    position = ["seed", "layer", "layer_from_output", "param", "n"]
+    assert names[3 + len(OPTIONS) : 3 + len(OPTIONS) + len(position)] == position
+    assert names[3 + len(OPTIONS) + len(position) :] == [*PARAM_STATS, *LAYER_STATS, "loss_value"]
     types = {f.name: f.type for f in table.schema}
     assert types["cell"] == types["seed"] == types["depth"] == types["batch"] == pa.int64()
     assert types["scale"] == types["bias_scale"] == pa.float64()
     assert types["activation"] == types["label"] == types["inputs"] == pa.string()
     assert types["structural_zeros"] == pa.bool_()
-    assert {types[s] for s in (*PARAM_STATS, *LAYER_STATS, "loss_value")} == {pa.float32()}
+    # magnitudes (whose squares leave float32's range) are float64, the rest float32
+    magnitudes = {"grad_mean", "grad_var", "grad_sq_norm", "grad_max_abs", "grad_mean_abs",
+                  "delta_sq_norm", "preact_mean", "preact_var"}
+    assert {types[s] for s in magnitudes} == {pa.float64()}
+    others = {*PARAM_STATS, *LAYER_STATS, "loss_value"} - magnitudes
+    assert {types[s] for s in others} == {pa.float32()}
     frame = table.to_pandas()
     assert len(frame) == 5 * 2 * 2  # seeds x layers x (W, b)
-    assert frame[["seed", "layer", "param"]].values.tolist()[:4] == [
-        [0, 1, "W"], [0, 1, "b"], [0, 2, "W"], [0, 2, "b"]]
+    # the 2-3-1 net: W1 has 2 x 3 entries, b1 3, W2 3 x 1, b2 1; layer 2 is the output layer
+    assert frame[["seed", "layer", "layer_from_output", "param", "n"]].values.tolist()[:4] == [
+        [0, 1, -2, "W", 6], [0, 1, -2, "b", 3], [0, 2, -1, "W", 3], [0, 2, -1, "b", 1]]
     assert (frame["label"] == "small_bias").all() and (frame["bias_scale"] == 0.1).all()
     # layer statistics repeat on W and b, the loss on every row of an init
     for stat in LAYER_STATS:
@@ -100,7 +107,8 @@ def test_load_gives_typed_columns_and_filters(folder):
     assert len(per_seed) == 3 * 5 * 4
     assert not any(isinstance(t, pd.CategoricalDtype) for t in per_seed.dtypes)
     assert per_seed["cell"].dtype == np.int64 and per_seed["scale"].dtype == np.float64
-    assert per_seed["grad_var"].dtype == np.float32 and per_seed["structural_zeros"].dtype == bool
+    assert per_seed["grad_var"].dtype == np.float64 and per_seed["grad_cv"].dtype == np.float32
+    assert per_seed["structural_zeros"].dtype == bool
     assert pd.api.types.is_string_dtype(per_seed["activation"])
     assert per_seed[["cell", "seed"]].equals(
         per_seed[["cell", "seed"]].sort_values(["cell", "seed"]))
@@ -119,6 +127,42 @@ def test_load_gives_typed_columns_and_filters(folder):
         gradjax.load(folder, "cells")
     with pytest.raises(FileNotFoundError):
         gradjax.load(folder / "nope")
+
+
+def test_load_counts_layers_from_the_output_and_reads_table_folders(folder):
+    summary = gradjax.load(folder)
+    output = gradjax.load(folder, layer=-1)
+    assert len(output) == 3 * 2 and set(output["layer"]) == {2}  # depth 1: layer 2 is the output
+    assert (output["layer_from_output"] == -1).all()
+    below = gradjax.load(folder, "per_seed", layer=[-2, 2], param="W")
+    assert set(below["layer"]) == {1, 2} and len(below) == 3 * 5 * 2
+    pd.testing.assert_frame_equal(gradjax.load(folder / "summary"), summary)
+    pd.testing.assert_frame_equal(gradjax.load(folder / "per_seed", cell=1),
+                                  gradjax.load(folder, "per_seed", cell=1))
+    assert (summary["n"] == np.where(summary["layer"] == 1, [6, 3] * 6, [3, 1] * 6)).all()
+
+
+def test_a_filter_that_matches_nothing_lists_the_values_present(folder):
+    with pytest.raises(ValueError, match=r"activation='Relu' matches no row; values present: "
+                                         r"'relu'$"):
+        gradjax.load(folder, activation="Relu")
+    with pytest.raises(ValueError, match=r"layer=5 matches no row; values present: 1, 2 \(or -1"):
+        gradjax.load(folder, layer=5)
+    with pytest.raises(ValueError, match=r"scale=\[3.0\] matches no row; values present: "
+                                         r"0.5, 1.0"):
+        gradjax.load(folder, scale=[3.0])
+
+
+def test_stats_frame_is_tidy_and_matches_grad_stats():
+    params = gradjax.init_mlp(jax.random.key(0), (2, 3, 4, 1))
+    x, y = jax.numpy.ones((2, 2)), jax.numpy.zeros((2, 1))
+    stats = gradjax.grad_stats(params, x, y, activation="tanh")
+    frame = gradjax.stats_frame(stats)
+    assert frame[["layer", "layer_from_output", "param"]].values.tolist() == [
+        [1, -3, "W"], [1, -3, "b"], [2, -2, "W"], [2, -2, "b"], [3, -1, "W"], [3, -1, "b"]]
+    assert frame.loc[4, "grad_var"] == stats["grad_var"][2, 0]
+    assert frame.loc[3, "preact_var"] == stats["preact_var"][1]
+    assert (frame["loss_value"] == float(stats["loss_value"])).all()
 
 
 def test_summary_has_every_aggregate_and_the_theory_columns(folder):
@@ -151,7 +195,7 @@ def test_duckdb_polars_and_pyarrow_read_the_same_rows(folder):
     frame = pl.read_parquet(pattern).sort(["cell", "seed", "layer", "param"])
     assert frame.height == len(want)
     assert frame.schema["activation"] == pl.String and frame.schema["cell"] == pl.Int64
-    assert frame.schema["grad_var"] == pl.Float32
+    assert frame.schema["grad_var"] == pl.Float64 and frame.schema["grad_cv"] == pl.Float32
     np.testing.assert_array_equal(frame["grad_var"].to_numpy(), want["grad_var"].to_numpy())
     dataset = ds.dataset(folder / "per_seed", format="parquet")
     assert dataset.count_rows() == len(want)

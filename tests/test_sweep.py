@@ -112,7 +112,7 @@ targets = ["zeros", 3.0]
 
 
 def test_shape_options_make_separate_buckets():
-    text = sweep_text(rest='[grid]\ndepth = [1, 2]\nloss = ["mse", "softmax_cross_entropy"]\n')
+    text = sweep_text(rest='[grid]\ndepth = [1, 2]\nnorm = ["none", "layernorm"]\n')
     assert len(parse_sweep(text, "x.toml").buckets()) == 4
 
 
@@ -172,6 +172,14 @@ MALFORMED = [
      "defaults.loss"),
     ("batchnorm on one example", sweep_text(defaults=DEFAULTS + 'norm = "batchnorm"\n'),
      "defaults.norm"),
+    ("softmax of one logit", sweep_text(defaults=DEFAULTS + 'loss = "softmax_cross_entropy"\n'),
+     "defaults.loss"),
+    ("a width no memory holds",
+     sweep_text(defaults=DEFAULTS.replace("width = 3", "width = 100000000000")), "defaults.width"),
+    ("a grid batch over the budget", sweep_text(
+        defaults=DEFAULTS.replace("inputs = [[0.5, 0.7]]\n", 'inputs = "gaussian"\n')
+        .replace("targets = [[1.0]]\n", ""), rest="[grid]\nbatch = [1, 10000000000]\n"),
+     "grid.batch"),
     ("case without label", sweep_text(rest='[[cases]]\nactivation = "relu"\n'), "cases[0].label"),
     ("duplicate labels", sweep_text(rest='[[cases]]\nlabel = "a"\n[[cases]]\nlabel = "a"\n'),
      "cases[1].label"),
