@@ -201,7 +201,7 @@ def _cell_name(row: pd.Series, varying: Sequence[str]) -> str:
     options = _option_text(row, varying)
     if row["label"]:
         return f"{row['label']}" + (f" ({options})" if options else "")
-    return options or f"cell {row['cell']}"
+    return options or "The sweep's only cell"
 
 
 def _find_cell(cells: pd.DataFrame, **options) -> pd.Series | None:

@@ -1,0 +1,29 @@
+"""The project's own files agree with each other: packaging metadata, the Makefile, the README."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_license_is_an_spdx_string():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert isinstance(project["license"], str) and re.fullmatch(r"[A-Za-z0-9.\-]+",
+                                                                project["license"])
+
+
+def test_makefile_and_readme_state_the_python_pyproject_requires():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    version = re.fullmatch(r">=\s*(3\.\d+)", project["requires-python"].split("#")[0].strip())
+    assert version
+    for name in ("Makefile", "README.md"):
+        stated = set(re.findall(r"Python >= (3\.\d+)", (ROOT / name).read_text()))
+        assert stated == {version.group(1)}, name
+
+
+def test_readme_starts_with_make_run_and_make_test():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in block.strip().splitlines()] == [
+        ["make", "run"], ["make", "test"]]
