@@ -3,15 +3,23 @@
 Writes PNG files (matplotlib, Agg, no pyplot state) and `report.html`, which embeds every
 figure as a base64 data URI, so the page is a single self-contained file. Figures:
 
-  heatmap-<stat>.png  activation x scale at one layer (`--layer`): median gradient variance,
-                      exact-zero fraction, unit cosine, saturation (`--heatmap-stats`)
-  profiles.png        E|grad W_l|^2 against layer on a log axis, one line per scale (one panel
-                      per activation), mean-field predictions dashed where they apply
+  heatmap-<stat>.png  two varying options (default: activation x scale, else the first two
+                      that vary; `--heatmap-axes ROWS,COLUMNS[,PANELS]`) at one layer
+                      (`--layer`), one panel per value of a third option, each panel on its
+                      own colour scale (`--colour-scale shared` for one): median gradient
+                      variance, exact-zero fraction, unit cosine, saturation (`--heatmap-stats`)
+  profiles.png        per-layer statistics (`--stat`; default |dL/dz_l|^2 beside |dL/dW_l|^2),
+                      mean over inits on a log axis: one line per value of the first varying
+                      option, one panel per value of the next one or two (activation first),
+                      mean-field predictions dashed where they apply
   histograms.png      a statistic (`--hist-stat`) across seeds for a few cells (`--cells`)
   examples.png        small multiples for sweeps of at most six cells (the seed's examples)
 
-A figure the sweep cannot support (no activation x scale grid, say) is skipped with a note on
-the page instead. matplotlib is the `plot` extra; it is imported only here.
+A figure the sweep cannot support (no complete grid of two options, say) is skipped with a
+note on the page instead. Options that vary besides the ones a figure shows are fixed to one
+value unless they follow the shown ones (output_activation follows activation in the seed's
+examples); the figure itself says so, as it says which cells or panels it leaves out.
+matplotlib is the `plot` extra; it is imported only here, and `main` checks for it first.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ import argparse
 import base64
 import dataclasses
 import html
+import importlib
 import io
 import math
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,24 +73,42 @@ HEATMAP_STATS: dict[str, HeatmapStat] = {
         "bright = saturated units pass almost no gradient",
     ),
 }
-MAX_LINES = 8  # lines per profile panel
+COLOUR_SCALES: tuple[str, ...] = ("per-panel", "shared")
+# Profile statistics by default: dL/dz shows vanishing gradients that dL/dW can hide (in a
+# bias-free net |dL/dW_l|^2 = |dL/dz_l|^2 |a_{l-1}|^2 can stay flat while dL/dz shrinks).
+PROFILE_STATS: tuple[str, ...] = ("delta_sq_norm", "grad_sq_norm")
 MAX_FACETS = 4  # heatmap panels
-LARGEST_FIRST = ("depth", "width", "batch", "in_dim")  # _restrict keeps their largest value
-FACET_ORDER = ("depth", "init", "norm", "bias_scale", "width")  # heatmap panels, by preference
-MAX_PANELS = 8
+LARGEST_FIRST = ("depth", "width", "batch", "in_dim")  # fixed options keep their largest value
+# Heatmap axes by preference (the first two that vary), then panels (FACET_ORDER first).
+AXIS_ORDER = (
+    "activation", "init", "norm", "scale", "depth", "width", "bias_scale", "batch", "bias_init",
+    "loss", "output_activation", "leaky_slope", "dtype", "in_dim", "out_dim",
+)
+FACET_ORDER = ("depth", "init", "norm", "bias_scale", "width")
+MAX_PANELS = 12  # profile panels (each with one plot per statistic)
 MAX_EXAMPLE_CELLS = 6
 MAX_HIST_CELLS = 6
 LOG_SPAN = 100.0  # use a log colour/axis scale when positive values span more than this
+LABEL_TOLERANCE = 0.01  # an axis label is within 1 % of its value
+MAX_LABEL_DIGITS = 6
+AXIS_LABELS: dict[str, str] = {
+    "activation": "activation", "init": "weight init", "norm": "normalisation",
+    "depth": "depth (hidden layers)", "width": "width (units per hidden layer)",
+    "bias_scale": "bias scale (std of the bias init)", "batch": "batch (examples per init)",
+    "leaky_slope": "leaky ReLU slope", "in_dim": "input dimension", "bias_init": "bias init",
+}
 
 
 @dataclasses.dataclass
 class Figure:
-    """One figure of the report: its file name, heading, text and PNG bytes."""
+    """One figure of the report: its file name, heading, text and PNG bytes; `image_text` is
+    every string drawn in the image (titles, labels, ticks, legend, notes), one per line."""
 
     name: str
     heading: str
     text: str
     png: bytes
+    image_text: str = ""
 
 
 @dataclasses.dataclass
@@ -106,6 +135,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "negative counts from the output (-1 = output layer); default 1")
     parser.add_argument("--heatmap-stats", default=",".join(HEATMAP_STATS),
                         help=f"comma-separated heatmaps to draw, of {', '.join(HEATMAP_STATS)}")
+    parser.add_argument("--heatmap-axes", default=None, metavar="ROWS,COLUMNS[,PANELS]",
+                        help="the options on the heatmaps' rows and columns, and optionally "
+                        "one panel per value of a third, e.g. init,scale,depth (default: "
+                        "activation x scale, else the first two options that vary)")
+    parser.add_argument("--colour-scale", choices=COLOUR_SCALES, default="per-panel",
+                        help="heatmap colours: one scale per panel (default), or one shared "
+                        "by all panels")
+    parser.add_argument("--stat", default=",".join(PROFILE_STATS),
+                        help="comma-separated per-seed statistics for the layer profiles, "
+                        "drawn side by side (default delta_sq_norm,grad_sq_norm: |dL/dz_l|^2 "
+                        "beside |dL/dW_l|^2)")
     parser.add_argument("--hist-stat", default="grad_sq_norm",
                         help="per-seed statistic for the histograms (default grad_sq_norm)")
     parser.add_argument("--cells", default=None,
@@ -114,14 +154,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run `gradjax report`; 0 on success, 2 (with one `error:` line) for bad input."""
+    """Run `gradjax report`; 0 on success, 2 (with one `error:` line) for bad input or when
+    matplotlib is missing."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        return _error("gradjax report needs matplotlib: pip install 'gradjax[plot]'")
     folder = Path(args.dir)
     out = Path(args.out) if args.out else folder / "report"
-    stats = [s.strip() for s in args.heatmap_stats.split(",") if s.strip()]
-    unknown = [s for s in stats if s not in HEATMAP_STATS]
-    if unknown:
-        return _error(f"--heatmap-stats: unknown {', '.join(unknown)}; "
-                      f"allowed: {', '.join(HEATMAP_STATS)}")
+    try:
+        stats = _parse_names(args.heatmap_stats, HEATMAP_STATS, "--heatmap-stats")
+        axes = _parse_axes(args.heatmap_axes)
+        profile_stats = _parse_names(args.stat, storage.STATS, "--stat")
+    except ValueError as err:
+        return _error(str(err))
     if args.hist_stat not in storage.STATS:
         return _error(f"--hist-stat: unknown statistic {args.hist_stat!r}; "
                       f"allowed: {', '.join(storage.STATS)}")
@@ -134,7 +180,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         cells = _parse_cells(args.cells, summary)
         report = build_report(folder, summary, layer=args.layer, heatmap_stats=stats,
-                              hist_stat=args.hist_stat, cells=cells)
+                              heatmap_axes=axes, colour_scale=args.colour_scale,
+                              profile_stats=profile_stats, hist_stat=args.hist_stat, cells=cells)
     except ValueError as err:
         return _error(str(err))
     path = write_report(report, out)
@@ -145,6 +192,25 @@ def main(args: argparse.Namespace) -> int:
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def _parse_names(text: str, allowed: Iterable[str], option: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in allowed]
+    if unknown or not names:
+        raise ValueError(f"{option}: unknown {', '.join(unknown) or '(empty)'}; "
+                         f"allowed: {', '.join(allowed)}")
+    return names
+
+
+def _parse_axes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    axes = _parse_names(text, OPTIONS, "--heatmap-axes")
+    if len(axes) not in (2, 3) or len(set(axes)) != len(axes):
+        raise ValueError(f"--heatmap-axes: {text!r} is not two or three different options; "
+                         "allowed: ROWS,COLUMNS[,PANELS], e.g. init,scale,depth")
+    return axes
 
 
 def _parse_cells(text: str | None, summary: pd.DataFrame) -> list[int] | None:
@@ -201,7 +267,7 @@ def _cell_text(row: pd.Series, keys: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def _short_text(row: pd.Series, keys: Sequence[str]) -> str:
+def _short_text(row: pd.Series | dict, keys: Sequence[str]) -> str:
     """Like `_cell_text`, but names (activation, init, ...) stand alone."""
     return ", ".join(str(row[k]) if isinstance(row[k], str) else _cell_text(row, [k])
                      for k in keys)
@@ -218,6 +284,70 @@ def _log_span(values: np.ndarray) -> bool:
     return positive.size > 1 and positive.max() / positive.min() > LOG_SPAN
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _ordered(values: Iterable[Any]) -> list[Any]:
+    """The distinct values: numbers sorted, names in order of first appearance."""
+    unique = list(dict.fromkeys(values))
+    return sorted(unique) if all(_is_number(v) for v in unique) else unique
+
+
+def distinct_labels(values: Sequence[Any]) -> list[str]:
+    """Labels for an axis's (or legend's) values, so that each can be told apart: names as
+    they are, whole numbers in full, other numbers with the fewest significant digits (up to
+    6) at which the labels of distinct values are distinct and each is within 1 % of its value.
+    1.25, 1.75, 2.25 give "1.25", "1.75", "2.25", not "1.2", "1.8", "2.2"."""
+    if not all(_is_number(v) for v in values):
+        return [str(v) for v in values]
+    numbers = np.asarray(values, np.float64)
+    finite = numbers[np.isfinite(numbers)]
+    if np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 1e15):
+        return [str(int(v)) if np.isfinite(v) else str(v) for v in numbers]
+    distinct = len(np.unique(numbers))
+    for digits in range(1, MAX_LABEL_DIGITS + 1):
+        labels = [f"{v:.{digits}g}" for v in numbers]
+        close = np.isclose([float(t) for t in labels], numbers, rtol=LABEL_TOLERANCE, atol=0)
+        if len(set(labels)) == distinct and np.all(close | ~np.isfinite(numbers)):
+            break
+    return labels
+
+
+def _determined(cells: pd.DataFrame, option: str, keys: Sequence[str]) -> bool:
+    """Whether the values of `keys` fix `option` in every cell (output_activation follows
+    activation in the seed's examples, say)."""
+    if not keys:
+        return cells[option].nunique(dropna=False) <= 1
+    counts = cells.groupby(list(keys), dropna=False)[option].nunique(dropna=False)
+    return bool((counts <= 1).all())
+
+
+def _fix_other_options(
+    frame: pd.DataFrame, keys: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Fix to one value every varying option outside `keys` that `keys` do not determine: the
+    largest depth, width or batch (the most telling), else the first cell's. Returns the rows
+    left and the notes a figure shows: what was fixed, and which options follow `keys`."""
+    notes, follows = [], {}
+    for column in _varying(frame, _option_columns(frame)):
+        values = frame[column].drop_duplicates()
+        if column in keys or len(values) < 2:  # (an earlier choice may have fixed it)
+            continue
+        cells = frame.drop_duplicates("cell")
+        if _determined(cells, column, keys):
+            leader = next((k for k in keys if _determined(cells, column, [k])), None)
+            follows.setdefault(leader or " and ".join(keys), []).append(column)
+            continue
+        chosen = values.max() if column in LARGEST_FIRST else frame[column].iloc[0]
+        frame = frame[frame[column] == chosen]
+        notes.append(f"{column} = {chosen} only (of {len(values)} values)")
+    notes += [f"{' and '.join(c)} follow{'s' if len(c) == 1 else ''} {k}"
+              for k, c in follows.items()]
+    return frame, notes
+
+
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
@@ -227,110 +357,202 @@ def _new_figure(width: float, height: float):
     return fig
 
 
+def _notes_sentence(notes: Sequence[str]) -> str:
+    """One sentence on the options a figure does not show: which are fixed, which follow."""
+    return f"Options not shown: {'; '.join(notes)}." if notes else ""
+
+
+def _footer(fig, notes: Sequence[str]) -> None:
+    """What the figure fixed or left out, in the image itself, under the plots."""
+    if notes:
+        width = int(fig.get_figwidth() * 15)
+        fig.supxlabel(textwrap.fill(_notes_sentence(notes), width), fontsize=8, color="0.25")
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
+def _image_text(fig) -> str:
+    """Every visible string drawn in `fig` (after it was saved, so ticks are laid out)."""
+    from matplotlib.text import Text
+
+    texts = (t.get_text() for t in fig.findobj(Text) if t.get_visible())
+    return "\n".join(t for t in texts if t.strip())
+
+
+def _figure(name: str, heading: str, text: str, fig) -> Figure:
+    png = _png(fig)
+    return Figure(name, heading, text, png, _image_text(fig))
+
+
 # --------------------------------------------------------------------------- heatmaps
 
 
-def _restrict(frame: pd.DataFrame, keep: Sequence[str | None]) -> tuple[pd.DataFrame, list[str]]:
-    """Fix every varying option outside `keep` to one value: the largest depth, width or batch
-    (the most telling), else the first cell's. Returns the rows left and a note per option."""
-    notes = []
-    for column in _varying(frame, _option_columns(frame)):
-        values = frame[column].drop_duplicates()
-        if column in keep or len(values) < 2:  # (an earlier choice may have fixed it)
-            continue
-        chosen = values.max() if column in LARGEST_FIRST else frame[column].iloc[0]
-        frame = frame[frame[column] == chosen]
-        notes.append(f"{column} = {chosen} only (of {len(values)} values)")
-    return frame, notes
+def _heatmap_axes(cells: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
+    """[rows, columns, panels?]: `chosen` (options that must vary), else the first two options
+    of AXIS_ORDER that vary and do not follow each other, then a third for the panels."""
+    varying = _varying(cells, _option_columns(cells))
+    if chosen:
+        fixed = [c for c in chosen if c not in varying]
+        if fixed:
+            verb = "does" if len(fixed) == 1 else "do"
+            raise ValueError(f"--heatmap-axes: {', '.join(fixed)} {verb} not vary in this "
+                             f"sweep; varying: {', '.join(varying) or 'none'}")
+        return list(chosen)
+    axes: list[str] = []
+    for column in (c for c in AXIS_ORDER if c in varying):
+        if len(axes) < 2 and not _determined(cells, column, axes):
+            axes.append(column)
+    for column in (c for c in (*FACET_ORDER, *AXIS_ORDER) if c in varying and c not in axes):
+        if len(axes) == 2 and not _determined(cells, column, axes):
+            axes.append(column)
+    return axes
 
 
-def heatmap_figures(summary: pd.DataFrame, layer: int, stats: Sequence[str]) -> list[Figure | str]:
-    """One heatmap figure per statistic (one panel per value of a third varying option, e.g.
-    depth), or one note (str) when the sweep has no complete activation x scale grid."""
+def heatmap_figures(
+    summary: pd.DataFrame,
+    layer: int,
+    stats: Sequence[str],
+    axes: Sequence[str] | None = None,
+    colour_scale: str = "per-panel",
+) -> list[Figure | str]:
+    """One heatmap figure per statistic: two options at `layer` (`axes`, or the first two
+    that vary), one panel per value of a third, or one note (str) when the sweep has no
+    complete grid of them."""
     rows = _resolve_layer(summary, layer)
-    others = [c for c in _varying(rows, _option_columns(rows)) if c not in ("activation", "scale")]
-    facet = min(others, key=lambda c: FACET_ORDER.index(c) if c in FACET_ORDER else 99,
-                default=None)
-    rows, notes = _restrict(rows, ("activation", "scale", facet))
-    facets = sorted(rows[facet].unique()) if facet else [None]
+    chosen = _heatmap_axes(rows.drop_duplicates("cell"), axes)
+    if len(chosen) < 2:
+        return [f"Heatmaps ({', '.join(stats)}) skipped: they need two options that vary; "
+                f"this sweep varies {', '.join(chosen) or 'none'}."]
+    row_key, col_key, facet = (*chosen, None)[:3]
+    rows, notes = _fix_other_options(rows, chosen)
+    facets = _ordered(rows[facet]) if facet else [None]
     if len(facets) > MAX_FACETS:
         notes.append(f"{facet}: the first {MAX_FACETS} of {len(facets)} values")
         facets = facets[:MAX_FACETS]
         rows = rows[rows[facet].isin(facets)]
-    activations = rows["activation"].nunique()
-    scales = rows["scale"].nunique()
-    pairs = len(rows.drop_duplicates(["activation", "scale", *([facet] if facet else [])]))
-    if activations < 2 or scales < 2 or pairs < activations * scales * len(facets):
-        return [f"Heatmaps ({', '.join(stats)}) skipped: the sweep has no complete activation x "
-                f"scale grid ({activations} activation(s), {scales} scale(s), {pairs} of the "
-                f"{activations * scales * len(facets)} cells)."]
-    return [heatmap_figure(rows, layer, stat, facet, notes) for stat in stats]
+    n_rows, n_cols = rows[row_key].nunique(), rows[col_key].nunique()
+    pairs = len(rows.drop_duplicates(chosen))
+    if n_rows < 2 or n_cols < 2 or pairs < n_rows * n_cols * len(facets):
+        return [f"Heatmaps ({', '.join(stats)}) skipped: the sweep has no complete {row_key} x "
+                f"{col_key} grid ({n_rows} {row_key}(s), {n_cols} {col_key}(s), {pairs} of the "
+                f"{n_rows * n_cols * len(facets)} cells)."]
+    return [heatmap_figure(rows, layer, stat, axes=(row_key, col_key), facet=facet, notes=notes,
+                           colour_scale=colour_scale) for stat in stats]
+
+
+@dataclasses.dataclass
+class _Grid:
+    """One statistic on a complete grid: values[panel, row, column] and the axes' values."""
+
+    row_key: str
+    col_key: str
+    facet: str | None
+    row_values: list[Any]
+    col_values: list[Any]
+    facets: list[Any]
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, column: str, axes: Sequence[str], facet: str | None):
+        row_key, col_key = axes
+        row_values, col_values = _ordered(rows[row_key]), _ordered(rows[col_key])
+        facets = _ordered(rows[facet]) if facet else [None]
+        grids = [
+            (rows if f is None else rows[rows[facet] == f]).pivot_table(
+                index=row_key, columns=col_key, values=column, aggfunc="mean", dropna=False,
+            ).reindex(index=row_values, columns=col_values).to_numpy(np.float64)
+            for f in facets
+        ]
+        return cls(row_key, col_key, facet, row_values, col_values, facets, np.stack(grids))
+
+    def point(self, k: int, i: int, j: int) -> str:
+        """The options of one value, names alone: "tanh, scale 2, depth 4"."""
+        keys = [self.row_key, self.col_key, *([self.facet] if self.facet else [])]
+        values = dict(zip(keys, (self.row_values[i], self.col_values[j], self.facets[k]),
+                          strict=False))
+        return _short_text(values, keys)
 
 
 def heatmap_figure(
-    rows: pd.DataFrame, layer: int, stat: str, facet: str | None = None,
+    rows: pd.DataFrame,
+    layer: int,
+    stat: str,
+    *,
+    axes: Sequence[str] = ("activation", "scale"),
+    facet: str | None = None,
     notes: Sequence[str] = (),
+    colour_scale: str = "per-panel",
 ) -> Figure | str:
-    """Activation x scale of one statistic from the W rows of one layer (a complete grid), one
-    panel per value of `facet`, all on one colour scale."""
+    """`axes` (rows, columns) of one statistic from the W rows of one layer (a complete grid),
+    one panel per value of `facet`, each on its own colour scale or on one `shared` scale."""
     info = HEATMAP_STATS[stat]
-    activations = list(dict.fromkeys(rows["activation"]))
-    scales = np.sort(rows["scale"].unique())
-    facets = sorted(rows[facet].unique()) if facet else [None]
-    grids = [
-        (rows if f is None else rows[rows[facet] == f]).pivot_table(
-            index="activation", columns="scale", values=info.column, aggfunc="mean",
-            dropna=False).reindex(index=activations, columns=scales).to_numpy(np.float64)
-        for f in facets
-    ]
-    every = np.stack(grids)
-    if not np.isfinite(every).any():
+    grid = _Grid.of(rows, info.column, axes, facet)
+    if not np.isfinite(grid.values).any():
         return (f"Heatmap '{stat}' skipped: {info.column} is undefined at layer {layer} in "
                 "every cell.")
+    shared = colour_scale == "shared"
+    fig = _new_figure(max(6.5, 2.4 + 0.62 * len(grid.col_values)) + (0 if shared else 0.8),
+                      1.4 + (1.0 + 0.36 * len(grid.row_values)) * len(grid.facets))
+    where = "output layer" if layer == -1 else f"layer {layer}"
+    inits = None if "init" in (*axes, facet) else "/".join(dict.fromkeys(rows["init"]))
+    _draw_heatmap_panels(fig, grid, signed=stat == "unit_cos", shared=shared, unit=info.unit,
+                         inits=inits)
+    scales = ("one colour scale for all panels" if shared or len(grid.facets) == 1
+              else "each panel has its own colour scale")
+    fig.suptitle(f"{where}: {info.title}\n{info.look}; {scales}", fontsize=10)
+    _footer(fig, notes)
+    every = grid.values
+    low = np.unravel_index(np.nanargmin(every), every.shape)
+    high = np.unravel_index(np.nanargmax(every), every.shape)
+    text = (f"{info.unit} at {where}, per {axes[0]} and {axes[1]}"
+            + (f", one panel per {facet}" if facet else "") + f"; {scales}. Lowest "
+            f"{_fmt(every[low])} ({grid.point(*low)}); highest {_fmt(every[high])} "
+            f"({grid.point(*high)}). Grey (n/a): no value, e.g. overflow to inf or NaN in every "
+            "init.")
+    if notes:
+        text += " " + _notes_sentence(notes)
+    return _figure(f"heatmap-{stat}", f"Heatmap: {stat} at {where}", text, fig)
+
+
+def _draw_heatmap_panels(
+    fig, grid: _Grid, *, signed: bool, shared: bool, unit: str, inits: str | None
+) -> None:
     from matplotlib import colormaps
 
-    norm, log = _colour_norm(every, signed=stat == "unit_cos")
     cmap = colormaps["viridis"].with_extremes(bad="0.85")
-    panel_h = 1.0 + 0.36 * len(activations)
-    fig = _new_figure(max(6.5, 2.4 + 0.62 * len(scales)), 1.2 + panel_h * len(facets))
-    axes = fig.subplots(len(facets), 1, squeeze=False)[:, 0]
-    where = "output layer" if layer == -1 else f"layer {layer}"
-    for ax, f, values in zip(axes, facets, grids, strict=True):
+    axes = fig.subplots(len(grid.facets), 1, squeeze=False)[:, 0]
+    common = _colour_norm(grid.values, signed=signed)
+    for ax, f, values in zip(axes, grid.facets, grid.values, strict=True):
+        norm, log = common if shared else _colour_norm(values, signed=signed)
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
-        ax.set_xticks(range(len(scales)), [f"{s:.2g}" for s in scales], rotation=45)
-        ax.set_yticks(range(len(activations)), activations)
-        ax.set_ylabel("activation")
+        columns = distinct_labels(grid.col_values)
+        ax.set_xticks(range(len(columns)), columns,
+                      rotation=45 if max(map(len, columns)) > 3 else 0)
+        ax.set_yticks(range(len(grid.row_values)), distinct_labels(grid.row_values))
+        ax.set_ylabel(textwrap.fill(AXIS_LABELS.get(grid.row_key, grid.row_key), 18),
+                      fontsize=8.5)
         if f is not None:
-            ax.set_title(f"{facet} {f}", fontsize=9)
+            ax.set_title(f"{grid.facet} {distinct_labels([f])[0]}", fontsize=9)
         if values.size <= 200:
             _annotate(ax, values, norm, log)
-    axes[-1].set_xlabel(f"weight scale (multiplies the init's std; init {_inits(rows)}) "
-                        "[unitless]")
-    fig.suptitle(f"{where}: {info.title}\n{info.look}{' (log colour scale)' if log else ''}",
-                 fontsize=10)
-    bar = fig.colorbar(image, ax=list(axes))
-    bar.set_label(info.unit, fontsize=8)
-    k_min, i_min, j_min = np.unravel_index(np.nanargmin(every), every.shape)
-    k_max, i_max, j_max = np.unravel_index(np.nanargmax(every), every.shape)
+        if not shared:
+            bar = fig.colorbar(image, ax=ax)
+            bar.set_label(textwrap.fill(unit + (" (log)" if log else ""), 34), fontsize=7)
+    axes[-1].set_xlabel(_column_label(grid.col_key, inits))
+    if shared:
+        bar = fig.colorbar(image, ax=list(axes))
+        bar.set_label(unit + (" (log)" if common[1] else ""), fontsize=8)
 
-    def cell(k, i, j):
-        return (f"{activations[i]}, scale {scales[j]:.3g}"
-                + (f", {facet} {facets[k]}" if facet else ""))
 
-    text = (f"{info.unit} at {where}, per activation and weight scale"
-            + (f", one panel per {facet}" if facet else "") + ". Lowest "
-            f"{_fmt(every[k_min, i_min, j_min])} ({cell(k_min, i_min, j_min)}); highest "
-            f"{_fmt(every[k_max, i_max, j_max])} ({cell(k_max, i_max, j_max)}). Grey (n/a): no "
-            "value, e.g. overflow to inf or NaN in every init.")
-    if notes:
-        text += " Drawn: " + "; ".join(notes) + "."
-    return Figure(f"heatmap-{stat}", f"Heatmap: {stat} at {where}", text, _png(fig))
+def _column_label(col_key: str, inits: str | None) -> str:
+    if col_key == "scale":
+        return ("weight scale (multiplies the init's std"
+                + (f"; init {inits}" if inits else "") + ") [unitless]")
+    return AXIS_LABELS.get(col_key, col_key)
 
 
 def _annotate(ax, values: np.ndarray, norm, log: bool) -> None:
@@ -341,7 +563,7 @@ def _annotate(ax, values: np.ndarray, norm, log: bool) -> None:
             if not np.isfinite(v):
                 ax.text(j, i, "n/a", ha="center", va="center", fontsize=6.5)
                 continue
-            ax.text(j, i, f"{v:.1g}" if log else f"{v:.2f}", ha="center", va="center",
+            ax.text(j, i, f"{v:.1g}" if log else f"{v:.2g}", ha="center", va="center",
                     fontsize=6.5, color="black" if norm(v) > 0.6 else "white")
 
 
@@ -353,6 +575,8 @@ def _colour_norm(values: np.ndarray, *, signed: bool):
     finite = values[np.isfinite(values)]
     if signed:
         return Normalize(-1.0, 1.0), False
+    if finite.size == 0:
+        return Normalize(0.0, 1.0), False
     if _log_span(finite) and finite.min() >= 0:
         positive = finite[finite > 0]
         if finite.min() == 0:
@@ -361,41 +585,108 @@ def _colour_norm(values: np.ndarray, *, signed: bool):
     return Normalize(min(0.0, finite.min()), max(finite.max(), 1e-12)), False
 
 
-def _inits(rows: pd.DataFrame) -> str:
-    return "/".join(dict.fromkeys(rows["init"]))
-
-
 # --------------------------------------------------------------------------- layer profiles
 
 
-# Options named in a profile line's legend, when they vary (JSON inputs/targets are too long).
+# Options that name a profile's lines and panels, when they vary (JSON inputs/targets are too
+# long); the first is the lines' colour, the next one or two (after activation) the panels.
 LINE_KEYS: tuple[str, ...] = (
     "scale", "bias_scale", "init", "bias_init", "norm", "depth", "width", "batch", "loss",
     "output_activation", "leaky_slope", "dtype",
 )
 
 
-GRAD_SQ_LABEL = r"$E\,\|\partial L/\partial W_l\|^2$ over inits [loss$^2$]"
+@dataclasses.dataclass(frozen=True)
+class ProfileStat:
+    symbol: str  # panel titles
+    meaning: str  # the title of a figure's only panel
+    quantity: str  # the y label, before "mean over inits"
 
 
-def _legend_name(cell: pd.Series, keys: Sequence[str]) -> str:
-    """The line's values of `keys` (the legend's title names them); sigma_w^2 for fan_in_normal."""
-    name = ", ".join(_fmt(cell[k]) if isinstance(cell[k], float) else str(cell[k]) for k in keys)
-    if keys == ["scale"] and cell["init"] == "fan_in_normal":
-        name += rf" ($\sigma_w^2$ = {cell['scale'] ** 2:.3g})"
-    return name
+PROFILE_LABELS: dict[str, ProfileStat] = {
+    "delta_sq_norm": ProfileStat(r"$\partial L/\partial z_l$", "the backpropagated signal",
+                                 r"$|\partial L/\partial z_l|^2$, mean over the batch"),
+    "grad_sq_norm": ProfileStat(r"$\partial L/\partial W_l$", "the weight gradient",
+                                r"$\|\partial L/\partial W_l\|^2$"),
+}
+# The rows whose theory_grad_ratio predicts a statistic: E|dL/dz_l|^2 changes per layer as
+# E|dL/db_l|^2 does (the bias gradient is dL/dz_l summed over the batch).
+THEORY_PARAM: dict[str, str] = {"grad_sq_norm": "W", "delta_sq_norm": "b"}
+LOG_ALWAYS = ("grad_sq_norm", "delta_sq_norm", "grad_var")
 
 
-def _line_name(cell: pd.Series, keys: Sequence[str]) -> str:
-    parts = [cell["label"]] if cell["label"] else []
-    parts += [_cell_text(cell, [key]) for key in keys]
-    return ", ".join(parts) or f"cell {cell['cell']}"
+def _profile_stat(stat: str) -> ProfileStat:
+    return PROFILE_LABELS.get(stat, ProfileStat(stat, stat, stat))
 
 
-def _theory_line(cell_w: pd.DataFrame) -> np.ndarray | None:
-    """Predicted E|grad W_l|^2 from theory_grad_ratio, anchored at the measured output layer."""
+@dataclasses.dataclass
+class _Profiles:
+    """What a profile figure draws: the W rows, the lines' option, the panels and notes."""
+
+    rows: pd.DataFrame
+    line: str | None
+    panel_keys: list[str]
+    panels: list[tuple[Any, ...]]
+    notes: list[str]
+
+
+def _profile_keys(cells: pd.DataFrame) -> tuple[str | None, list[str]]:
+    """The lines' option (the first of LINE_KEYS that varies, depth/width/batch last) and up to
+    two panel options: activation, then the next option that varies and does not follow the
+    others, while there are at most MAX_PANELS panels."""
+    varying = _varying(cells, ("activation", *LINE_KEYS))
+    candidates = [c for c in LINE_KEYS if c in varying and c not in LARGEST_FIRST]
+    candidates += [c for c in LINE_KEYS if c in varying and c in LARGEST_FIRST]
+    line = candidates[0] if candidates else ("activation" if "activation" in varying else None)
+    panels = ["activation"] if "activation" in varying and line != "activation" else []
+    for column in candidates[1:]:
+        if (len(panels) < 2 and not _determined(cells, column, [line, *panels])
+                and len(cells[[*panels, column]].drop_duplicates()) <= MAX_PANELS):
+            panels.append(column)
+    return line, panels
+
+
+def _profile_layout(w: pd.DataFrame) -> _Profiles:
+    """The lines and panels of W rows `w`, the second panel option outermost, and the notes on
+    what is fixed or left out (more than MAX_PANELS panels)."""
+    line, panel_keys = _profile_keys(w.drop_duplicates("cell"))
+    rows, notes = _fix_other_options(w, [k for k in (line, *panel_keys) if k])
+    cells = rows.drop_duplicates("cell")
+    ranks = [{v: i for i, v in enumerate(_ordered(cells[k]))} for k in panel_keys]
+    panels = sorted({tuple(p) for p in cells[panel_keys].itertuples(index=False)},
+                    key=lambda p: [r[v] for r, v in reversed(list(zip(ranks, p, strict=True)))])
+    if len(panels) > MAX_PANELS:
+        notes.append(f"the first {MAX_PANELS} of {len(panels)} {'/'.join(panel_keys)} panels")
+        panels = panels[:MAX_PANELS]
+        keep = [tuple(p) in set(panels) for p in rows[panel_keys].itertuples(index=False)]
+        rows = rows[keep]
+    return _Profiles(rows, line, panel_keys, panels or [()], notes)
+
+
+def _line_styles(layout: _Profiles) -> dict[Any, tuple[Any, str]]:
+    """Line value -> (colour, legend label): viridis for numbers, tab10 for names."""
+    from matplotlib import colormaps
+
+    cells = layout.rows.drop_duplicates("cell")
+    if layout.line is None:
+        return {None: (colormaps["viridis"](0.3), cells["label"].iloc[0] or
+                       f"cell {cells['cell'].iloc[0]}")}
+    values = _ordered(cells[layout.line])
+    if all(_is_number(v) for v in values):
+        colours = colormaps["viridis"](np.linspace(0, 0.92, len(values)))
+    else:
+        colours = colormaps["tab10" if len(values) <= 10 else "tab20"](np.arange(len(values)))
+    labels = distinct_labels(values)
+    if layout.line == "scale" and (cells["init"] == "fan_in_normal").all():
+        labels = [rf"{t} ($\sigma_w^2$ = {v ** 2:.3g})" for t, v in zip(labels, values,
+                                                                           strict=True)]
+    return {v: (c, t) for v, c, t in zip(values, colours, labels, strict=True)}
+
+
+def _theory_line(cell_w: pd.DataFrame, column: str = "grad_sq_norm_mean") -> np.ndarray | None:
+    """Predicted `column` from theory_grad_ratio, anchored at the measured output layer."""
     ratios = cell_w["theory_grad_ratio"].to_numpy(np.float64)[:-1]
-    measured = cell_w["grad_sq_norm_mean"].to_numpy(np.float64)
+    measured = cell_w[column].to_numpy(np.float64)
     if not np.isfinite(ratios).any() or not np.isfinite(ratios[1:]).all() or not measured[-1] > 0:
         return None
     logs = np.log(ratios)
@@ -403,102 +694,151 @@ def _theory_line(cell_w: pd.DataFrame) -> np.ndarray | None:
     return line  # NaN at layer 1 where the input's norm is unknown
 
 
-def profile_figure(summary: pd.DataFrame) -> Figure:
-    """E|grad W_l|^2 against layer; panels per activation when something else varies too."""
+def _theory_rows(summary: pd.DataFrame, cell_w: pd.DataFrame, stat: str) -> pd.DataFrame | None:
+    """The cell's layers with the measured `stat` and the ratios that predict it, if any."""
+    param = THEORY_PARAM.get(stat)
+    if param is None or "theory_grad_ratio" not in summary.columns:
+        return None
+    ratios = summary[(summary["cell"] == cell_w["cell"].iloc[0]) & (summary["param"] == param)]
+    return cell_w[["layer", f"{stat}_mean"]].merge(
+        ratios[["layer", "theory_grad_ratio"]], on="layer").sort_values("layer")
+
+
+def _profile_log(rows: pd.DataFrame, stat: str) -> bool:
+    values = rows[f"{stat}_mean"].to_numpy(np.float64)
+    finite = values[np.isfinite(values)]
+    return finite.size > 0 and finite.min() >= 0 and (stat in LOG_ALWAYS or _log_span(finite))
+
+
+def _draw_profile_panel(ax, summary, rows, stat, styles, line, log) -> tuple[set[str], bool]:
+    """One statistic of the panel's cells against layer; (edge markers used, theory drawn)."""
+    edges, theory = set(), False
+    for _, cell_w in rows.groupby("cell", sort=True):
+        colour, _ = styles[cell_w[line].iloc[0] if line else None]
+        x, y = cell_w["layer"].to_numpy(), cell_w[f"{stat}_mean"].to_numpy(np.float64)
+        ax.plot(x, np.where(y > 0, y, np.nan) if log else y, "-o", color=colour, ms=3.5, lw=2.0,
+                alpha=0.85)
+        # off the axis: mark them on its edge (a gradient's NaN is overflow; act_*'s is not)
+        overflow = ~np.isfinite(y) if stat.startswith(("grad_", "delta_")) else np.isinf(y)
+        for mask, edge, marker in ((y == 0, 0.0, "v"), (overflow, 1.0, "^")):
+            if mask.any() and (log or marker == "^"):
+                edges.add(marker)
+                ax.plot(x[mask], np.full(mask.sum(), edge), marker, color=colour, ms=5,
+                        transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
+        frame = _theory_rows(summary, cell_w, stat)
+        predicted = None if frame is None else _theory_line(frame, f"{stat}_mean")
+        if predicted is not None:
+            theory = True
+            ax.plot(frame["layer"], predicted, "--", color="black", lw=0.9, zorder=5)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlim(0.5, rows["layer"].max() + 0.5)  # every layer, even where one value is finite
+    return edges, theory
+
+
+def _profile_grid(fig, n_panels: int, layout: _Profiles, n_stats: int):
+    """Axes [panel][stat]: a panel's statistics side by side; panels wrap, one row per value of
+    the second panel option when the row fits."""
+    first = len({p[0] for p in layout.panels}) if layout.panel_keys else 1
+    if len(layout.panel_keys) == 2 and first * n_stats <= 8:
+        per_row = first
+    elif n_stats == 1:
+        per_row = min(n_panels, 4 if n_panels > 6 else 3)
+    else:
+        per_row = max(1, min(n_panels, 4 // n_stats))
+    n_rows = math.ceil(n_panels / per_row)
+    axis_width = 3.5 if per_row * n_stats <= 4 else 2.8
+    fig.set_size_inches(max(8.5, axis_width * per_row * n_stats + 2.6), 3.0 * n_rows + 1.3)
+    axes = fig.subplots(n_rows, per_row * n_stats, squeeze=False)
+    grid = [[axes[k // per_row][(k % per_row) * n_stats + s] for s in range(n_stats)]
+            for k in range(n_panels)]
+    for k in range(n_panels * n_stats, n_rows * per_row * n_stats):
+        axes[k // (per_row * n_stats)][k % (per_row * n_stats)].set_visible(False)
+    return grid, per_row
+
+
+def profile_figure(summary: pd.DataFrame, stats: Sequence[str] = PROFILE_STATS) -> Figure:
+    """`stats` (mean over inits) against layer, side by side: one line per value of the first
+    varying option, one panel per value of the next one or two; every cell is drawn, or the
+    figure says which options it fixed."""
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
-    varying = _varying(w, ("activation", *LINE_KEYS))
-    line_keys = [c for c in LINE_KEYS if c in varying and c not in LARGEST_FIRST][:2]
-    line_keys = line_keys or [c for c in LINE_KEYS if c in varying][:1]
-    panel_key = "activation" if "activation" in varying and line_keys else None
-    if panel_key is None and "activation" in varying:
-        line_keys = ["activation"]
-    w, notes = _restrict(w, ("activation", *line_keys))
-    cells = w.drop_duplicates("cell")
-    combos = cells[line_keys].drop_duplicates().sort_values(line_keys) if line_keys else None
-    max_lines = MAX_LINES * len(line_keys)
-    if combos is not None and len(combos) > max_lines:
-        keep = np.unique(np.linspace(0, len(combos) - 1, max_lines).round().astype(int))
-        notes.append(f"{len(keep)} of {len(combos)} {'/'.join(line_keys)} values")
-        combos = combos.iloc[keep]
-    panels = list(dict.fromkeys(cells[panel_key])) if panel_key else [None]
-    if len(panels) > MAX_PANELS:  # more activations than panels
-        notes.append(f"the first {MAX_PANELS} of {len(panels)} activations")
-        panels = panels[:MAX_PANELS]
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
+    layout = _profile_layout(w)
+    styles = _line_styles(layout)
+    fig = _new_figure(8.5, 4.0)
+    grid, per_row = _profile_grid(fig, len(layout.panels), layout, len(stats))
+    logs = {stat: _profile_log(layout.rows, stat) for stat in stats}
+    edges, theory = set(), False
+    for k, (panel, axes) in enumerate(zip(layout.panels, grid, strict=True)):
+        match = np.ones(len(layout.rows), bool)
+        for key, value in zip(layout.panel_keys, panel, strict=True):
+            match &= (layout.rows[key] == value).to_numpy()
+        name = _short_text(dict(zip(layout.panel_keys, panel, strict=True)), layout.panel_keys)
+        for ax, stat in zip(axes, stats, strict=True):
+            used, drawn = _draw_profile_panel(ax, summary, layout.rows[match], stat, styles,
+                                              layout.line, logs[stat])
+            edges |= used
+            theory |= drawn
+            _label_profile_axes(ax, stat, name, y_label=k % per_row == 0)
+    _profile_legend(fig, styles, layout.line, theory, edges)
+    sizes = set(stats) <= set(LOG_ALWAYS)
+    look = ["falling toward layer 1 = vanishing, rising = exploding"] if sizes else []
+    look += ["dashed = mean-field theory"] if theory else []
+    fig.suptitle(f"{'Gradient size' if sizes else ', '.join(stats)} by layer, mean over inits"
+                 + ("\n" + "; ".join(look) if look else ""), fontsize=11)
+    _footer(fig, layout.notes)
+    return _figure("profiles", "Layer profiles",
+                   _profile_text(w, layout, stats, edges, theory), fig)
+
+
+def _label_profile_axes(ax, stat: str, panel_name: str, *, y_label: bool) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    # colour by the first line key, marker by the second
-    firsts = [None] if combos is None else list(dict.fromkeys(combos[line_keys[0]]))
-    colours = dict(zip(firsts, colormaps["viridis"](np.linspace(0, 0.92, len(firsts))),
-                       strict=True))
-    seconds = [None] if combos is None or len(line_keys) < 2 else list(
-        dict.fromkeys(combos[line_keys[1]]))
-    markers = dict(zip(seconds, "osD^vP*X" * 2, strict=False))
-    cols = min(4 if len(panels) > 6 else 3, len(panels))
-    rows_n = math.ceil(len(panels) / cols)
-    fig = _new_figure(max(8.5, 3.9 * cols + 2.4), 3.2 * rows_n + 1.0)
-    axes = fig.subplots(rows_n, cols, squeeze=False)
-    handles: dict[str, Line2D] = {}
-    edges: dict[str, bool] = {}
-    any_theory = False
-    for k, panel in enumerate(panels):
-        ax = axes[k // cols][k % cols]
-        sub = w if panel is None else w[w[panel_key] == panel]
-        for _, cell in sub.drop_duplicates("cell").iterrows():
-            marker = "o"
-            if combos is None:
-                colour, name = colours[None], cell["label"] or f"cell {cell['cell']}"
-            else:
-                if not (combos == cell[line_keys].to_numpy()).all(axis=1).any():
-                    continue
-                colour, name = colours[cell[line_keys[0]]], _legend_name(cell, line_keys)
-                marker = markers.get(cell[line_keys[1]], "o") if len(line_keys) > 1 else "o"
-            rows = sub[sub["cell"] == cell["cell"]]
-            x, y = rows["layer"].to_numpy(), rows["grad_sq_norm_mean"].to_numpy(np.float64)
-            handles[name], = ax.plot(x, np.where(y > 0, y, np.nan), "-", marker=marker,
-                                     color=colour, ms=3.5, lw=2.0, alpha=0.85, label=name)
-            for mask, edge, marker in ((y == 0, 0.0, "v"), (~np.isfinite(y), 1.0, "^")):
-                if mask.any():  # off a log axis: mark them on its edge
-                    edges[marker] = True
-                    ax.plot(x[mask], np.full(mask.sum(), edge), marker, color=colour, ms=5,
-                            transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
-            line = _theory_line(rows)
-            if line is not None:
-                any_theory = True
-                ax.plot(rows["layer"], line, "--", color="black", lw=0.9, zorder=5)
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("weight layer l (1 = next to the input)")
-        ax.set_ylabel(GRAD_SQ_LABEL)
-        ax.set_title(panel if panel else "", fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-    for k in range(len(panels), rows_n * cols):
-        axes[k // cols][k % cols].set_visible(False)
-    legend = list(handles.items())
-    if any_theory:
-        legend.append(("mean-field theory", Line2D([], [], ls="--", color="black", lw=0.9)))
+    info = _profile_stat(stat)
+    unit = _unit(stat).replace("^2", "²")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("weight layer l (1 = next to the input)", fontsize=8.5)
+    if y_label:  # (the first panel of a row; the others' titles name the statistic)
+        ax.set_ylabel(f"{info.quantity}\nmean over inits [{unit}]", fontsize=8.5)
+    ax.set_title(f"{panel_name}: {info.symbol}" if panel_name else
+                 f"{info.symbol}: {info.meaning}", fontsize=9.5)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _profile_legend(fig, styles, line: str | None, theory: bool, edges: set[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    entries = [(label, Line2D([], [], color=colour, marker="o", ms=3.5, lw=2.0))
+               for colour, label in styles.values()]
+    if theory:
+        entries.append(("mean-field theory", Line2D([], [], ls="--", color="black", lw=0.9)))
     for marker, what in (("v", "mean exactly 0 (underflow)"), ("^", "mean inf or NaN (overflow)")):
         if marker in edges:
-            legend.append((what, Line2D([], [], marker=marker, ls="none", color="0.3")))
-    fig.legend([h for _, h in legend], [n for n, _ in legend], loc="outside right center",
-               fontsize=8, title=", ".join(line_keys) if line_keys else None)
-    fig.suptitle("Gradient size by layer\nfalling toward layer 1 = vanishing, rising = exploding"
-                 + ("; dashed = mean-field theory" if any_theory else ""), fontsize=11)
-    text = ("Mean squared gradient norm of each layer's weights, averaged over inits; a straight "
-            "stretch on this log axis is a constant factor per layer (chi1 in mean-field theory).")
+            entries.append((what, Line2D([], [], marker=marker, ls="none", color="0.3")))
+    fig.legend([h for _, h in entries], [n for n, _ in entries], loc="outside right center",
+               fontsize=8, title=line)
+
+
+def _profile_text(w, layout: _Profiles, stats, edges: set[str], theory: bool) -> str:
+    n_cells, drawn = w["cell"].nunique(), layout.rows["cell"].nunique()
+    text = (f"{' and '.join(stats)} of each layer, mean over inits, one line per "
+            f"{layout.line or 'cell'}" + (f", one panel per {' and '.join(layout.panel_keys)}"
+                                          if layout.panel_keys else "") + "; "
+            + (f"all {n_cells} cells are drawn" if drawn == n_cells
+               else f"{drawn} of the {n_cells} cells are drawn")
+            + ". A straight stretch on a log axis is a constant factor per layer (chi1 in "
+            "mean-field theory).")
     if edges:
         text += (" Triangles on the bottom (top) edge: layers whose mean is exactly 0 (inf or "
                  "NaN), the float32 underflow (overflow) of vanishing (exploding) gradients.")
-    if any_theory:
+    if theory:
         text += (" Dashed: the mean-field prediction (gradjax.theory), the product of the "
                  "predicted per-layer ratios from the output layer down; the table below "
                  "compares the fitted factors.")
-    else:
+    elif any(s in THEORY_PARAM for s in stats):
         text += " No cell is in the mean-field model (fan_in_normal, no norm), so no theory."
-    if notes:
-        text += " Drawn: " + "; ".join(notes) + "."
-    return Figure("profiles", "Layer profiles", text, _png(fig))
+    if layout.notes:
+        text += " " + _notes_sentence(layout.notes)
+    return text
 
 
 # --------------------------------------------------------------------------- histograms
@@ -583,7 +923,7 @@ def histogram_figure(
     text = (f"Distribution across seeds of {stat} at {where}, with each panel's own axis "
             f"(log where it spans decades); shaded: 5th to 95th percentile. " + "; ".join(lines)
             + ".")
-    return Figure("histograms", f"Histograms of {stat} across inits", text, _png(fig))
+    return _figure("histograms", f"Histograms of {stat} across inits", text, fig)
 
 
 # --------------------------------------------------------------------------- small multiples
@@ -651,7 +991,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
         "cosines such as 1, -1/3, -1 = every unit's gradient is parallel)", fontsize=10)
     text = ("Small multiples of the per-init weight-gradient statistics, one column per cell. "
             + "; ".join(findings) + ".")
-    return Figure("examples", "The sweep's cells side by side", text, _png(fig))
+    return _figure("examples", "The sweep's cells side by side", text, fig)
 
 
 def _distinct(values: np.ndarray) -> str:
@@ -738,6 +1078,9 @@ def build_report(
     *,
     layer: int = 1,
     heatmap_stats: Sequence[str] = tuple(HEATMAP_STATS),
+    heatmap_axes: Sequence[str] | None = None,
+    colour_scale: str = "per-panel",
+    profile_stats: Sequence[str] = PROFILE_STATS,
     hist_stat: str = "grad_sq_norm",
     cells: list[int] | None = None,
 ) -> Report:
@@ -753,9 +1096,12 @@ def build_report(
                f"from "
                f"{folder}. Options that vary between cells: {', '.join(varying) or 'none'}."),
     )
-    parts = heatmap_figures(summary, layer, heatmap_stats)
+    missing = [s for s in profile_stats if f"{s}_mean" not in summary.columns]
+    if missing:
+        raise ValueError(f"--stat: {', '.join(missing)} not in this folder's summary table")
+    parts = heatmap_figures(summary, layer, heatmap_stats, heatmap_axes, colour_scale)
     parts += [
-        profile_figure(summary),
+        profile_figure(summary, profile_stats),
         histogram_figure(folder, summary, layer, hist_stat, cells),
         examples_figure(folder, summary),
     ]

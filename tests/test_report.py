@@ -3,14 +3,18 @@ real mean-field columns)."""
 
 import argparse
 import base64
+import itertools
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gradjax import report
+from gradjax.activations import ACTIVATIONS
 from gradjax.probe import LAYER_STATS, PARAM_STATS
 from gradjax.theory import add_theory_columns
 
@@ -110,11 +114,15 @@ def grid_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def examples_folder(tmp_path_factory):
-    """Three cells that are no grid (like the seed's examples), with plain normal inits."""
+    """Three cells that are no grid, like the seed's examples: plain normal inits, and options
+    that follow others (output_activation and inputs follow activation, bias_scale scale)."""
+    sigmoid = dict(activation="sigmoid", output_activation="sigmoid", inputs="[[0.5, 0.7]]",
+                   init="normal", bias_scale=1.0)
     cells = [
-        ("", dict(activation="sigmoid", scale=1.0, init="normal")),
-        ("relu_example", dict(activation="relu", scale=1.0, init="normal")),
-        ("tiny", dict(activation="sigmoid", scale=0.01, init="normal")),
+        ("", dict(sigmoid, scale=1.0)),
+        ("relu_example", dict(sigmoid, activation="relu", output_activation="linear",
+                              inputs="[[0.5, -0.7]]", scale=1.0)),
+        ("tiny", dict(sigmoid, scale=0.01, bias_scale=0.01)),
     ]
     return _write_folder(tmp_path_factory.mktemp("examples"), cells)
 
@@ -270,3 +278,170 @@ def test_profiles_mark_underflow_and_overflow_on_the_axis_edges(grid_folder):
     summary.loc[w & (summary["cell"] == 0) & (summary["layer"] == 1), "grad_sq_norm_mean"] = 0.0
     summary.loc[w & (summary["cell"] == 5) & (summary["layer"] == 1), "grad_sq_norm_mean"] = np.inf
     assert "Triangles on the bottom (top) edge" in report.profile_figure(summary).text
+
+
+def _grid_summary(**grid) -> pd.DataFrame:
+    """The summary table of every combination of `grid`'s option values (synthetic stats)."""
+    rng = np.random.default_rng(5)
+    names = list(grid)
+    combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+    defaults = {"activation": "tanh", "scale": 1.0}
+    frames = [_cell_frames("s", k, "", {**OPTIONS, **defaults, **c}, rng)[1]
+              for k, c in enumerate(combos)]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    "values, labels",
+    [
+        ([1.25, 1.75, 2.25], ["1.25", "1.75", "2.25"]),  # not 1.2, 1.8, 2.2
+        ([0.5, 1.0, 2.0], ["0.5", "1", "2"]),
+        ([2, 8, 32, 128], ["2", "8", "32", "128"]),
+        ([0.7071067811865476, 1.0, 1.118033988749895, 1.5], ["0.707", "1", "1.12", "1.5"]),
+        ([1.0, 1.001], ["1", "1.001"]),
+        ([0.0031622776601683794, 0.01], ["0.00316", "0.01"]),
+        ([0.015625, 0.5], ["0.0156", "0.5"]),
+        (["relu", "tanh"], ["relu", "tanh"]),
+    ],
+)
+def test_distinct_labels_use_the_fewest_digits_that_tell_values_apart(values, labels):
+    assert report.distinct_labels(values) == labels
+
+
+def test_heatmap_tick_labels_tell_the_scales_apart():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[1.25, 1.75, 2.25])
+    rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
+    ticks = report.heatmap_figure(rows, 1, "grad_var").image_text.splitlines()
+    assert {"1.25", "1.75", "2.25"} <= set(ticks) and not {"1.2", "1.8", "2.2"} & set(ticks)
+
+
+def test_heatmaps_of_two_options_that_are_not_activation_and_scale():
+    summary = _grid_summary(init=["normal", "he_normal"], depth=[2, 4, 8], width=[8, 16])
+    figures = report.heatmap_figures(summary, 1, ["grad_var"])
+    assert len(figures) == 1 and isinstance(figures[0], report.Figure)
+    image = figures[0].image_text.splitlines()
+    assert "per init and depth, one panel per width" in figures[0].text
+    assert {"normal", "he_normal", "2", "4", "8", "width 8", "width 16"} <= set(image)
+    assert "depth (hidden layers)" in image  # the columns' axis label
+    flipped = report.heatmap_figures(summary, 1, ["grad_var"], axes=["width", "depth", "init"])
+    assert "per width and depth, one panel per init" in flipped[0].text
+    assert {"init normal", "init he_normal"} <= set(flipped[0].image_text.splitlines())
+
+
+def test_heatmap_axes_option(grid_folder, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _run(grid_folder, "--out", out, "--heatmap-axes", "scale,activation",
+                "--heatmap-stats", "grad_var") == 0
+    assert "per scale and activation" in (out / "report.html").read_text()
+    assert _run(grid_folder, "--out", out, "--heatmap-axes", "depth,scale") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --heatmap-axes: depth does not vary") and err.count("\n") == 1
+    assert _run(grid_folder, "--out", out, "--heatmap-axes", "scale") == 2
+    assert "not two or three different options" in capsys.readouterr().err
+
+
+def test_heatmap_colour_scale_per_panel_by_default_or_shared():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 3.0], depth=[2, 8])
+    rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
+    unit = report.HEATMAP_STATS["grad_var"].unit.split()[0:4]  # (per-panel labels are wrapped)
+
+    def colour_bars(figure):
+        return " ".join(figure.image_text.split()).count(" ".join(unit))
+
+    per_panel = report.heatmap_figure(rows, 1, "grad_var", facet="depth")
+    shared = report.heatmap_figure(rows, 1, "grad_var", facet="depth", colour_scale="shared")
+    assert colour_bars(per_panel) == 2 and "each panel has its own colour scale" in per_panel.text
+    assert colour_bars(shared) == 1 and "one colour scale for all panels" in shared.text
+
+
+def test_heatmap_notes_are_in_the_image():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0], depth=[2, 4],
+                            width=[8, 16])
+    figure = report.heatmap_figures(summary, 1, ["frac_zero"])[0]
+    assert "Options not shown: width = 16 only (of 2 values)." in figure.image_text
+
+
+def _titles(figure, suffix: str) -> set[str]:
+    return {t for t in figure.image_text.splitlines() if t.endswith(suffix)}
+
+
+def test_profiles_facet_by_the_second_option_and_show_dz_beside_dw():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 1.0, 2.0], depth=[2, 4, 8])
+    figure = report.profile_figure(report.with_theory(summary))
+    dz, dw = r": $\partial L/\partial z_l$", r": $\partial L/\partial W_l$"
+    panels = {f"{a}, depth {d}" for a in ("tanh", "relu") for d in (2, 4, 8)}
+    assert _titles(figure, dz) == {p + dz for p in panels}
+    assert _titles(figure, dw) == {p + dw for p in panels}
+    image = figure.image_text
+    assert "mean over the batch\nmean over inits [loss²]" in image  # y label of dL/dz
+    assert "one line per scale, one panel per activation and depth" in figure.text
+    assert "all 18 cells are drawn" in figure.text and "Options not shown" not in image
+
+
+def test_profiles_draw_every_line():
+    scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
+    summary = report.with_theory(_grid_summary(scale=scales))
+    figure = report.profile_figure(summary, ["grad_sq_norm"])
+    legend = [t for t in figure.image_text.splitlines() if "sigma_w^2" in t]
+    assert [t.split()[0] for t in legend] == report.distinct_labels(scales)
+    assert "all 9 cells are drawn" in figure.text
+
+
+def test_profiles_say_in_the_image_what_they_fix():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0], depth=[2, 4],
+                            width=[8, 16])
+    figure = report.profile_figure(summary)
+    assert "8 of the 16 cells are drawn" in figure.text
+    assert "Options not shown: width = 16 only (of 2 values)." in figure.image_text
+
+
+def test_profiles_say_which_panels_they_leave_out():
+    n, kept = len(ACTIVATIONS), report.MAX_PANELS
+    assert n > kept
+    summary = _grid_summary(activation=list(ACTIVATIONS), scale=[0.5, 2.0])
+    figure = report.profile_figure(summary, ["grad_sq_norm"])
+    assert f"{2 * kept} of the {2 * n} cells are drawn" in figure.text
+    assert f"the first {kept} of {n} activation panels" in " ".join(figure.image_text.split())
+    assert not any(t.startswith(f"{ACTIVATIONS[-1]}:") for t in figure.image_text.splitlines())
+
+
+def test_profiles_of_seed_like_examples_show_every_cell(examples_folder):
+    figure = report.profile_figure(_summary(examples_folder))
+    assert "all 3 cells are drawn" in figure.text
+    assert {t.split(":")[0] for t in _titles(figure, r"$\partial L/\partial W_l$")} == {
+        "sigmoid", "relu"}
+    image = " ".join(figure.image_text.split())
+    assert "output_activation and inputs follow activation; bias_scale follows scale" in image
+
+
+def test_stat_option_chooses_the_profiles(grid_folder, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _run(grid_folder, "--out", out, "--stat", "grad_var", "--heatmap-stats",
+                "frac_zero") == 0
+    page = (out / "report.html").read_text()
+    assert "grad_var of each layer, mean over inits" in page
+    assert _run(grid_folder, "--out", out, "--stat", "nope") == 2
+    assert "error: --stat: unknown nope" in capsys.readouterr().err
+
+
+def test_dz_theory_uses_the_bias_ratios(grid_folder):
+    summary = _summary(grid_folder)
+    cell_w = summary[(summary["cell"] == 2) & (summary["param"] == "W")]
+    frame = report._theory_rows(summary, cell_w, "delta_sq_norm")
+    bias = summary[(summary["cell"] == 2) & (summary["param"] == "b")].sort_values("layer")
+    np.testing.assert_array_equal(frame["theory_grad_ratio"], bias["theory_grad_ratio"])
+    assert not np.allclose(bias["theory_grad_ratio"].iloc[:-1],
+                           cell_w.sort_values("layer")["theory_grad_ratio"].iloc[:-1])
+    assert report._theory_line(frame, "delta_sq_norm_mean") is not None
+
+
+def test_report_without_matplotlib_is_one_error_line(examples_folder, tmp_path):
+    out = tmp_path / "r"
+    code = ("import sys; sys.modules['matplotlib'] = None; from gradjax.cli import main; "
+            f"sys.exit(main(['report', {str(examples_folder)!r}, '--out', {str(out)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: gradjax report needs matplotlib: pip install 'gradjax[plot]'"]
+    assert not out.exists()
