@@ -43,6 +43,7 @@ from gradjax.stats import (
     batch_moments,
     mean_sq_norm,
     scaled,
+    shifted_moments,
     tensor_stats,
     to_host,
     unit_cosine,
@@ -216,7 +217,7 @@ def _underflow_exact(bp: Backprop, norm: str, f, w_has_zeros: bool = True):
         bp.params, bp.trace, bp.dphis, bp.d_out, norm, w_has_zeros=w_has_zeros
     )
     return [
-        (_frac((g["W"] == 0) & w_live, f), _frac((g["b"] == 0) & b_live, f))
+        (_frac(pow2.is_zero(g["W"]) & w_live, f), _frac(pow2.is_zero(g["b"]) & b_live, f))
         for g, (w_live, b_live) in zip(bp.grads, live, strict=True)
     ]
 
@@ -239,10 +240,11 @@ def _underflow_cheap(bp: Backprop, norm: str, f):
         dead_rows = fan_in - jnp.sum(rows, axis=1, dtype=jnp.int32)
         dead_cols = fan_out - jnp.sum(cols, axis=1, dtype=jnp.int32)
         in_dead = dead_rows * fan_out + dead_cols * fan_in - dead_rows * dead_cols
-        zeros = jnp.sum((g["W"] == 0).reshape(g["W"].shape[0], -1), axis=1, dtype=jnp.int32)
+        zeros = jnp.sum(pow2.is_zero(g["W"]).reshape(g["W"].shape[0], -1), axis=1,
+                        dtype=jnp.int32)
         finite = jnp.all(jnp.isfinite(g["W"])) & jnp.all(jnp.isfinite(g["b"]))
         explained.append(jnp.all(zeros == in_dead) & finite)
-        out.append((jnp.zeros(g["W"].shape[0], f), _frac((g["b"] == 0) & cols, f)))
+        out.append((jnp.zeros(g["W"].shape[0], f), _frac(pow2.is_zero(g["b"]) & cols, f)))
     return out, jnp.all(jnp.stack(explained)) & no_zero_weight, no_zero_weight
 
 
@@ -407,18 +409,13 @@ def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
     computed in `dtype` (float32 for bfloat16 gradients: a bfloat16 sum of squares keeps 3
     digits) on the entry rescaled by 2**-k, k its `log2_scale` (see `gradjax.stats.scaled`), so
     that no square underflows; `gradjax.summary.Moments.from_chunk` unscales on the host."""
-    n = jnp.sum(valid)
-
     def one(g):
         w = valid.reshape((-1,) + (1,) * (g.ndim - 1))
         s, k = scaled(jnp.where(w, g.astype(dtype), 0), axis=0)
-        w = w.astype(s.dtype)
-        shifted = s - s[:1]  # seed 0 of a chunk is always valid; an entry equal in every seed
-        shift = jnp.sum(w * shifted, axis=0) / n.astype(s.dtype)  # gets m2 exactly 0
-        m2 = jnp.sum(w * jnp.square(shifted - shift[None]), axis=0)
-        return {"mean": s[0] + shift, "m2": m2, "log2_scale": k}
+        mean, m2 = shifted_moments(s, jnp.broadcast_to(w, s.shape))  # seed 0 is always valid
+        return {"mean": mean, "m2": m2, "log2_scale": k}
 
-    return {"n": n, "moments": jax.tree.map(one, grads)}
+    return {"n": jnp.sum(valid), "moments": jax.tree.map(one, grads)}
 
 
 def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points, n_points):

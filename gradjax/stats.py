@@ -56,13 +56,25 @@ def scaled(x: jax.Array, axis=None) -> tuple[jax.Array, jax.Array]:
     return pow2.scale(x, -k_b), k
 
 
+def shifted_moments(s: jax.Array, weights: jax.Array | None = None, axis: int = 0):
+    """Mean and sum of squared deviations along `axis` (with 0/1 `weights`, whose first entry
+    along the axis is 1), the deviations taken from the first entry (shifted data): entries that
+    are all equal give exactly 0, whatever the rounding of the mean. A non-finite first entry
+    shifts by 0 instead, so an inf still gives an inf mean rather than NaN."""
+    first = jax.lax.index_in_dim(s, 0, axis)
+    first = jnp.where(jnp.isfinite(first), first, 0)
+    shifted = s - first
+    w = jnp.ones_like(s) if weights is None else weights.astype(s.dtype)
+    n = jnp.sum(w, axis=axis, keepdims=True)
+    shift = jnp.sum(w * shifted, axis=axis, keepdims=True) / n
+    m2 = jnp.sum(w * jnp.square(shifted - shift), axis=axis)
+    return jnp.squeeze(first + shift, axis), m2
+
+
 def _mean_var(s: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and population variance of a flat array, its deviations taken from its first entry
-    (shifted data): equal entries give a variance of exactly 0, whatever the rounding of the
-    mean."""
-    shifted = s - s[0]
-    shift = jnp.mean(shifted)
-    return s[0] + shift, jnp.mean(jnp.square(shifted - shift))
+    """Mean and population variance of a flat array (`shifted_moments`)."""
+    mean, m2 = shifted_moments(s)
+    return mean, m2 / s.shape[0]
 
 
 def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:

@@ -129,25 +129,26 @@ def per_seed_table(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def position_columns(cell: Cell) -> dict[str, Any]:
-    """layer, layer_from_output, param and n of one init's rows: (layer, W), (layer, b) for
-    layer 1 .. depth + 1."""
-    sizes = cell.spec.sizes
-    n_layers = len(sizes) - 1
+def _layer_positions(n_layers: int) -> dict[str, Any]:
+    """layer, layer_from_output and param of one init's rows: (layer, W), (layer, b) for
+    layer 1 .. n_layers."""
     layer = np.repeat(np.arange(1, n_layers + 1, dtype=np.int64), 2)
-    n = [count for a, b in zip(sizes[:-1], sizes[1:], strict=True) for count in (a * b, b)]
     return {"layer": layer, "layer_from_output": layer - (n_layers + 1),
-            "param": ["W", "b"] * n_layers, "n": np.asarray(n, np.int64)}
+            "param": ["W", "b"] * n_layers}
+
+
+def position_columns(cell: Cell) -> dict[str, Any]:
+    """`_layer_positions` of a cell's network, and n, each tensor's number of entries."""
+    sizes = cell.spec.sizes
+    n = [count for a, b in zip(sizes[:-1], sizes[1:], strict=True) for count in (a * b, b)]
+    return {**_layer_positions(len(sizes) - 1), "n": np.asarray(n, np.int64)}
 
 
 def stats_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
     """`gradjax.grad_stats`' result as a tidy DataFrame: one row per (layer, param), with the
     columns layer, layer_from_output, param and every statistic (a layer statistic repeated on
     the W and b rows, loss_value on every row), as in the per-seed table."""
-    n_layers = np.asarray(stats["grad_var"]).shape[0]
-    layer = np.repeat(np.arange(1, n_layers + 1), 2)
-    frame = {"layer": layer, "layer_from_output": layer - (n_layers + 1),
-             "param": ["W", "b"] * n_layers}
+    frame = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
     for name in PARAM_STATS:
         frame[name] = np.asarray(stats[name]).reshape(-1)
     for name in LAYER_STATS:
@@ -396,12 +397,13 @@ def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> p
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(unknown)}; "
                          f"allowed: {', '.join(dataset.schema.names)}")
-    _check_matches(dataset, equals_filters)
     condition = None
     for column, value in equals_filters.items():
         term = _layer_condition(value) if column == "layer" else _equals(column, value)
         condition = term if condition is None else condition & term
     result = dataset.to_table(filter=condition)
+    if result.num_rows == 0:
+        _check_matches(dataset, equals_filters)
     order = ["cell", "seed", "layer"] if table == "per_seed" else ["cell", "layer"]
     result = result.sort_by([(c, "ascending") for c in order] + [("param", "ascending")])
     return result.to_pandas()
