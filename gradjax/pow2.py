@@ -71,18 +71,46 @@ def max_exponent(x: jax.Array, axis=None) -> jax.Array:
 def scale(x: jax.Array, k: jax.Array) -> jax.Array:
     """x * 2**k for integer k (broadcast against x), exact for every finite x, subnormal x
     included. Results below the smallest normal number are 0 and above the largest finite
-    number inf; zeros, infs and NaNs stay as they are."""
+    number inf; zeros, infs and NaNs stay as they are.
+
+    k is added to the exponent field of the bits. A subnormal x is first rewritten as its
+    integer mantissa m (a normal float, exactly) times 2**(1 - bias - nmant).
+    """
     x = jnp.asarray(x)
     ints, width, nmant, bias = _layout(x.dtype)
+    k = jnp.asarray(k, ints)
+    raw = jax.lax.bitcast_convert_type(x, ints)
     bits = _abs_bits(x)
-    exponent, fraction = _split(bits, x.dtype)
-    biased = exponent.astype(ints) + jnp.asarray(k, ints) + bias
+    subnormal = (bits >> nmant) == 0
+    as_integer = jax.lax.bitcast_convert_type(bits.astype(x.dtype), ints)  # m, exactly
+    source = jnp.where(subnormal, as_integer, bits)
+    shift = jnp.where(subnormal, k + (1 - bias - nmant), k)
+    biased = (source >> nmant) + shift
     magnitude = jnp.where(biased >= 2 * bias + 1, _inf_bits(x.dtype),
-                          jnp.where(biased <= 0, 0, (biased << nmant) | fraction))
-    sign = jax.lax.bitcast_convert_type(x, ints) & jnp.asarray(-(1 << (width - 1)), ints)
-    scaled = jax.lax.bitcast_convert_type(sign | magnitude.astype(ints), x.dtype)
-    keep = (bits == 0) | (bits >= _inf_bits(x.dtype))
-    return jnp.where(keep, x, scaled)
+                          jnp.where(biased <= 0, 0, source + (shift << nmant)))
+    sign = raw & jnp.asarray(-(1 << (width - 1)), ints)
+    scaled = jax.lax.bitcast_convert_type(sign | magnitude, x.dtype)
+    return jnp.where((bits == 0) | (bits >= _inf_bits(x.dtype)), x, scaled)
+
+
+def multiply(x: jax.Array, k: jax.Array) -> jax.Array:
+    """x * 2**k for integer k (broadcast against x, data-dependent, |k| <= 252) by two float
+    multiplies: exact for normal x and normal results, and 2-3x faster than `scale` inside a
+    fused reduction. Where the backend treats denormal inputs as zero (XLA:CPU), a subnormal x
+    reads as 0; that is also where arithmetic never produces one (results are flushed), so for
+    values computed on the device it is exact. Results below the smallest normal number may be
+    0 (flushed) or subnormal, depending on the backend."""
+    x = jnp.asarray(x)
+    k = jnp.asarray(k, jnp.int32)
+    half = k // 2
+    return x * _power_of_two(half, x.dtype) * _power_of_two(k - half, x.dtype)
+
+
+def _power_of_two(k: jax.Array, dtype) -> jax.Array:
+    """2**k as a float of `dtype`, k clipped to the normal exponents."""
+    ints, _, nmant, bias = _layout(dtype)
+    return jax.lax.bitcast_convert_type((jnp.clip(k, 1 - bias, bias).astype(ints) + bias)
+                                        << nmant, dtype)
 
 
 def unscale(value: np.ndarray, exponent: np.ndarray, power: int) -> np.ndarray:
@@ -90,7 +118,14 @@ def unscale(value: np.ndarray, exponent: np.ndarray, power: int) -> np.ndarray:
     unscaled tensor from its scaled value (power 1 for means, 2 for variances and squared
     norms). Under- or overflows only where the true value is outside float64's range."""
     value = np.asarray(value, np.float64)
-    return np.ldexp(value, power * np.asarray(exponent, np.int64).astype(np.int32))
+    exponent = np.asarray(exponent)
+    low, high = (int(exponent.min()), int(exponent.max())) if exponent.size else (0, 0)
+    if low == high == 0:  # a chunk computed without rescaling
+        return value
+    if max(-low, high) * power <= 1022:  # any float32 statistic: one exact multiply (ldexp 10x)
+        shift = power * exponent.astype(np.int64)
+        return value * ((shift + 1023) << 52).view(np.float64)
+    return np.ldexp(value, power * exponent.astype(np.int32))
 
 
 def is_zero(x: jax.Array) -> jax.Array:

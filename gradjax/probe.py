@@ -273,7 +273,7 @@ def underflow_fractions(bp: Backprop, norm: str, f, seed_axis: bool = True):
 
 
 def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
-    mean, var, k = batch_moments(u.astype(f))
+    mean, var, k = batch_moments(u.astype(f), computed=True)
     absd = jnp.abs(dphi).astype(f)
     return {
         "preact_mean": mean,
@@ -287,9 +287,9 @@ def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
 
 def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
     g = g.astype(f)
-    out = tensor_stats(g)
+    out = tensor_stats(g, computed=True)
     out["grad_frac_underflow"] = underflow
-    out["grad_unit_cos"] = unit_cosine(g) if is_weight else jnp.asarray(jnp.nan, f)
+    out["grad_unit_cos"] = unit_cosine(g, computed=True) if is_weight else jnp.asarray(jnp.nan, f)
     return out
 
 
@@ -307,7 +307,7 @@ def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
         w = _param_stats(g["W"], w_underflow, f, True)
         b = _param_stats(g["b"], b_underflow, f, False)
         out = {k: jnp.stack([w[k], b[k]]) for k in w}
-        out["delta_sq_norm"], out["delta_log2_scale"] = mean_sq_norm(delta.astype(f))
+        out["delta_sq_norm"], out["delta_log2_scale"] = mean_sq_norm(delta.astype(f), computed=True)
         out.update(_layer_stats(u, dphi, max_deriv, f) if u is not None else _no_hidden_stats(f))
         return out
 
@@ -411,7 +411,7 @@ def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
     that no square underflows; `gradjax.summary.Moments.from_chunk` unscales on the host."""
     def one(g):
         w = valid.reshape((-1,) + (1,) * (g.ndim - 1))
-        s, k = scaled(jnp.where(w, g.astype(dtype), 0), axis=0)
+        s, k = scaled(jnp.where(w, g.astype(dtype), 0), axis=0, computed=True)
         mean, m2 = shifted_moments(s, jnp.broadcast_to(w, s.shape))  # seed 0 is always valid
         return {"mean": mean, "m2": m2, "log2_scale": k}
 

@@ -11,6 +11,9 @@ its largest |entry| (`gradjax.pow2`), and returned in those scaled units beside 
 gradient whose entries are ~1e-23 has squares below float32's range, yet its variance comes out
 right to rounding, and `grad_cv` is 0 only when every entry really is the same value. Statistics
 without a unit (cv, fractions, cosines) are computed on the scaled tensor and need nothing.
+
+`computed=True` (what the probe passes) scales by float multiplies instead of bit arithmetic;
+see `scaled` for why that is exact for values the device computed.
 """
 
 from __future__ import annotations
@@ -48,12 +51,15 @@ SCALED: dict[str, tuple[str, int]] = {
 LOG2_SCALES: tuple[str, ...] = tuple(dict.fromkeys(k for k, _ in SCALED.values()))
 
 
-def scaled(x: jax.Array, axis=None) -> tuple[jax.Array, jax.Array]:
+def scaled(x: jax.Array, axis=None, computed: bool = False) -> tuple[jax.Array, jax.Array]:
     """(x * 2**-k, k) with k = floor(log2 max|x|) over `axis` (kept as a broadcastable axis):
-    the largest finite |entry| scales into [1, 2)."""
+    the largest finite |entry| scales into [1, 2). `computed=True` says x was computed on the
+    device (the probe's gradients, dL/dz, pre-activations), so it holds no subnormal the backend
+    cannot compute with, and the scaling can be a float multiply (`pow2.multiply`, 2-3x faster
+    in a fused reduction than the bit-exact `pow2.scale`, same bits on every normal entry)."""
     k = pow2.max_exponent(x, axis=axis)
     k_b = k if axis is None else jnp.expand_dims(k, axis)
-    return pow2.scale(x, -k_b), k
+    return (pow2.multiply if computed else pow2.scale)(x, -k_b), k
 
 
 def shifted_moments(s: jax.Array, weights: jax.Array | None = None, axis: int = 0):
@@ -77,7 +83,7 @@ def _mean_var(s: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, m2 / s.shape[0]
 
 
-def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
+def tensor_stats(g: jax.Array, computed: bool = False) -> dict[str, jax.Array]:
     """Statistics over the entries of one gradient tensor g (population variance, ddof=0).
 
     Returns the TENSOR_STATS (the magnitudes scaled, see the module docstring) and
@@ -87,7 +93,7 @@ def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
     """
     g = g.reshape(-1)
     n = g.size
-    s, k = scaled(g)
+    s, k = scaled(g, computed=computed)
     abs_s = jnp.abs(s)
     mean, var = _mean_var(s)
     mean_abs = jnp.mean(abs_s)
@@ -107,7 +113,7 @@ def tensor_stats(g: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def unit_cosine(g_w: jax.Array) -> jax.Array:
+def unit_cosine(g_w: jax.Array, computed: bool = False) -> jax.Array:
     """Mean pairwise cosine similarity between the gradient vectors of a layer's output units.
 
     g_w is [fan_in, fan_out]; unit j's gradient vector is column j, rescaled by its own power of
@@ -118,7 +124,7 @@ def unit_cosine(g_w: jax.Array) -> jax.Array:
     are left out; NaN when fewer than two units remain. 1.0 means every unit receives the same
     gradient (the symmetric, `constant` init).
     """
-    g_w, _ = scaled(g_w, axis=0)
+    g_w, _ = scaled(g_w, axis=0, computed=computed)
     norms = jnp.sqrt(jnp.sum(jnp.square(g_w), axis=0))
     alive = norms > 0
     m = jnp.sum(alive, dtype=g_w.dtype)
@@ -127,17 +133,17 @@ def unit_cosine(g_w: jax.Array) -> jax.Array:
     return jnp.where(m >= 2, pairs / jnp.where(m >= 2, m * (m - 1), 1), jnp.nan)
 
 
-def batch_moments(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def batch_moments(u: jax.Array, computed: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean and population variance over all entries of a [batch, units] array, scaled by
     2**-k, and k (see `scaled`)."""
-    s, k = scaled(u)
+    s, k = scaled(u, computed=computed)
     return (*_mean_var(s.reshape(-1)), k)
 
 
-def mean_sq_norm(delta: jax.Array) -> tuple[jax.Array, jax.Array]:
+def mean_sq_norm(delta: jax.Array, computed: bool = False) -> tuple[jax.Array, jax.Array]:
     """The mean over the batch of |delta_b|^2 for a [batch, units] array, scaled by 2**-2k,
     and k."""
-    s, k = scaled(delta)
+    s, k = scaled(delta, computed=computed)
     return jnp.mean(jnp.sum(jnp.square(s), axis=-1)), k
 
 

@@ -107,6 +107,19 @@ def test_scale_is_exact_for_every_float_including_subnormals(dtype, x64):
     np.testing.assert_array_equal(got, want)
 
 
+def test_multiply_equals_scale_on_normal_floats_with_normal_results():
+    rng = np.random.default_rng(5)
+    x = _random_floats(rng, np.float32, 50_000)
+    x = x[np.abs(x) >= np.finfo(np.float32).tiny]
+    k = rng.integers(-149, 150, x.size)
+    got = np.asarray(jax.jit(pow2.multiply)(x, k), np.float64)
+    want = _want_scaled(x, k, np.float32)
+    normal = (want != 0) & np.isfinite(want)
+    assert normal.mean() > 0.3
+    np.testing.assert_array_equal(got[normal], want[normal])
+    assert np.all(got[want == 0] == 0) and np.all(np.isinf(got[np.isinf(want)]))
+
+
 @pytest.mark.parametrize("k", [-300, -200, -149, 149, 240, 300])
 def test_scale_by_a_constant_is_not_folded_into_one_overflowing_factor(k):
     x = np.float32([2.0**100, 2.0**-120, 1e-45, -3e-39, 1.0])
@@ -225,3 +238,4 @@ def test_sweep_grad_var_across_seeds_of_underflowing_gradients(tmp_path):
         want = stacked.var(axis=0).mean()
         got = summary.loc[summary["param"] == p, "grad_var_across_seeds"].item()
         assert got == pytest.approx(want, rel=1e-4)
+
