@@ -191,7 +191,9 @@ PROFILE_ROWS = 4  # deeper cells show their first and last two layers
 
 def _option_text(row: pd.Series, names: Sequence[str]) -> str:
     """`name value` for each option, bias_scale only where the bias init uses it."""
-    shown = [n for n in names if n != "bias_scale" or row["bias_init"] in BIAS_SCALED]
+    leaky = "leaky_relu" in (row["activation"], row["output_activation"])
+    shown = [n for n in names if (n != "bias_scale" or row["bias_init"] in BIAS_SCALED)
+             and (n != "leaky_slope" or leaky)]
     return ", ".join(f"{n} {row[n]:g}" if isinstance(row[n], float) else f"{n} {row[n]}"
                      for n in shown)
 
@@ -221,10 +223,11 @@ def _profile_lines(rows: pd.DataFrame) -> list[str]:
         if i == 2 and len(rows) > PROFILE_ROWS:
             lines.append(f"  ... {len(rows) - PROFILE_ROWS} more layers "
                          "(gradjax summary DIR --layer L shows any layer)")
+        cos = r["grad_unit_cos_mean"]
         lines.append(
             f"  W{r['layer']}: exact zeros {r['grad_frac_zero_mean']:.1%} of entries, "
             f"born dead {r['frac_seeds_all_zero']:.2%} of inits, grad_cv median "
-            f"{r['grad_cv_p50']:.3g}, unit cosine mean {r['grad_unit_cos_mean']:.3f}"
+            f"{r['grad_cv_p50']:.3g}" + ("" if np.isnan(cos) else f", unit cosine mean {cos:.3f}")
         )
     first, last = rows.iloc[0]["delta_sq_norm_p50"], rows.iloc[-1]["delta_sq_norm_p50"]
     if len(rows) > 1 and last > 0 and np.isfinite(first / last):
