@@ -108,9 +108,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         engine.enable_compile_cache()
     guess = engine.estimate_run(sweep, args.max_memory)
     total = guess.compile_s + guess.compute_s
-    print(f"estimate (one chunk per bucket, measured here): about {total:.0f} s in all: "
-          f"{guess.compile_s:.1f} s compiling {guess.buckets} program(s) (now in the compile "
-          f"cache), {guess.compute_s:.1f} s computing, Parquet writes not included; peak "
+    print(f"estimate (one chunk per bucket, measured here): about {total:.2g} s in all: "
+          f"{guess.compile_s:.3g} s compiling {guess.buckets} program(s) (now in the compile "
+          f"cache), {guess.compute_s:.3g} s computing, Parquet writes not included; peak "
           f"device memory {engine.format_bytes(guess.device_bytes)} (XLA's analysis, budget "
           f"{engine.format_bytes(args.max_memory)}), across-seed moments "
           f"{engine.format_bytes(guess.host_bytes)} on the host")

@@ -120,7 +120,7 @@ def test_validate_estimates_time_and_memory_and_writes_nothing(tmp_path, capsys,
     assert "--estimate" in capsys.readouterr().out
     assert cli.main(["validate", str(sweep), "--estimate", "--no-cache"]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
-    match = re.fullmatch(r"estimate \(one chunk per bucket, measured here\): about (\d+) s in "
+    match = re.fullmatch(r"estimate \(one chunk per bucket, measured here\): about ([\d.e+]+) s in "
                          r"all: ([\d.]+) s compiling 1 program\(s\).*, ([\d.]+) s computing, "
                          r"Parquet writes not included; peak device memory ([\d.]+) KB .*", line)
     assert match, line
