@@ -44,7 +44,10 @@ def test_findings_speak_in_the_seed_terms_and_match_the_tables(seed_folder, caps
     tiny = gradjax.load(seed_folder, label="tiny_init_example", param="W")
     w2_cv, w1_cv = tiny.loc[tiny["layer"] == 2, "grad_cv_p50"].item(), \
         tiny.loc[tiny["layer"] == 1, "grad_cv_p50"].item()
-    assert f"is {w2_cv:.3g}, against {w1_cv:.3g} for W1" in text
+    assert f"is {w2_cv:.3g}, against {w1_cv:.3g} for W1 under the same tiny init" in text
+    # cells are named by label and the options that vary, not "cell 0" or "2-3x1-1"
+    assert "relu_example (activation relu, output_activation linear, scale 1, " in text
+    assert "cell 0" not in text and "x1-" not in text
     w1_sq = tiny.loc[tiny["layer"] == 1, "grad_sq_norm_mean"].item()
     assert f"W1's are tiny ({w1_sq:.3g} vs" in text
     assert w2_cv < 0.05 * w1_cv  # W2's entries are nearly one value under the tiny init

@@ -27,3 +27,13 @@ def test_readme_starts_with_make_run_and_make_test():
     block = readme.split("```sh", 1)[1].split("```", 1)[0]
     assert [line.split()[:2] for line in block.strip().splitlines()] == [
         ["make", "run"], ["make", "test"]]
+
+
+def test_the_readme_library_snippet_runs():
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```python")[1:]
+    snippet = next(b.split("```", 1)[0] for b in blocks if "grad_stats(" in b)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102
+    frame = namespace["gradjax"].stats_frame(namespace["stats"])
+    assert len(frame) == 4 and namespace["x"].shape == (1, 2)
