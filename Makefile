@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint report bench clean
+.PHONY: run test test-slow lint report bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check gradjax tests benchmarks
 	$(PY) -m pytest -q
+
+test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option: ~4 min)
+	$(PY) -m pytest -q -m slow
 
 report: $(STAMP)
 	$(PY) -m gradjax report results/seed_examples
