@@ -1,26 +1,50 @@
-"""gradjax: why are my gradients all the same value? Measured over thousands of inits."""
+"""gradjax: why are my gradients all the same value? Measured over thousands of inits.
 
-from gradjax._xla import pin_reductions, unroll_threefry_on_cpu
+`import gradjax` loads no JAX: reading results (`load`), sweep files (`load_sweep`) and the
+names of every choice and statistic need only numpy, pandas and pyarrow. The compute parts
+(`grad_stats`, `init_mlp`, `run_sweep`, ...) are imported on first use (`__getattr__`). The one
+import-time effect is `gradjax.xla.pin_reductions`, which must run before JAX picks a backend.
+"""
 
-pin_reductions()
-UNROLLED_THREEFRY = unroll_threefry_on_cpu()
+import importlib
 
-from gradjax.activations import ACTIVATIONS, get_activation  # noqa: E402
-from gradjax.engine import run_sweep  # noqa: E402
-from gradjax.initializers import BIAS_INITS, WEIGHT_INITS  # noqa: E402
-from gradjax.losses import LOSSES  # noqa: E402
-from gradjax.network import (  # noqa: E402
+from gradjax import xla
+
+xla.pin_reductions()
+
+from gradjax.spec import (  # noqa: E402
+    ACTIVATIONS,
+    BIAS_INITS,
+    LAYER_STATS,
+    LOSSES,
     NORMS,
-    apply_mlp,
-    init_mlp,
+    PARAM_STATS,
+    WEIGHT_INITS,
+    ProbeSpec,
     layer_sizes,
-    loss_and_grads,
 )
-from gradjax.probe import LAYER_STATS, PARAM_STATS, ProbeSpec, grad_stats  # noqa: E402
 from gradjax.storage import load, stats_frame  # noqa: E402
 from gradjax.sweep import load_sweep  # noqa: E402
 
 __version__ = "0.1.0"
+
+# name -> the module (which imports JAX) that defines it
+_COMPUTE: dict[str, str] = {
+    "UNROLLED_THREEFRY": "gradjax.keys",
+    "apply_mlp": "gradjax.network",
+    "init_mlp": "gradjax.network",
+    "loss_and_grads": "gradjax.network",
+    "get_activation": "gradjax.activations",
+    "grad_stats": "gradjax.probe",
+    "run_sweep": "gradjax.engine",
+}
+
+
+def __getattr__(name: str):
+    if name in _COMPUTE:
+        return getattr(importlib.import_module(_COMPUTE[name]), name)
+    raise AttributeError(f"module 'gradjax' has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIVATIONS",

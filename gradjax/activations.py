@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradjax.spec import ACTIVATIONS
+
 Activation = Callable[[jax.Array], jax.Array]
 
 _FIXED: dict[str, Activation] = {
@@ -33,7 +35,6 @@ _FIXED: dict[str, Activation] = {
     "hard_tanh": jax.nn.hard_tanh,
     "linear": jax.nn.identity,
 }
-ACTIVATIONS: tuple[str, ...] = (*_FIXED, "leaky_relu")
 
 
 def get_activation(name: str, *, leaky_slope: float = 0.01) -> Activation:

@@ -39,7 +39,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gradjax.probe import LAYER_STATS, PARAM_STATS, SATURATION, ProbeSpec
+from gradjax.probe import SATURATION
+from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
 
 ACTIVATIONS: tuple[str, ...] = ("sigmoid", "tanh", "relu")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("linear", "sigmoid")

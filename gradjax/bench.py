@@ -49,8 +49,7 @@ from typing import Any
 import numpy as np
 
 from gradjax import baselines
-from gradjax.network import layer_sizes
-from gradjax.probe import ProbeSpec
+from gradjax.spec import ProbeSpec, layer_sizes
 
 IMPLS: tuple[str, ...] = ("gradjax", "numpy_vec", "numpy_loop", "torch_func")
 PEERS: tuple[str, ...] = ("numpy_vec", "numpy_loop", "torch_func")  # run with --blas-threads
@@ -286,7 +285,8 @@ def _device_peak_mb() -> float | None:
 def _fit_gradjax_chunk(spec: ProbeSpec, points, chunk: int, budget: float | None):
     """Compile the chunk program at the shapes `run_seeds` uses, halving the chunk until XLA's
     memory analysis of it fits `budget` bytes; returns (chunk, estimated bytes)."""
-    from gradjax.probe import MIN_AXIS, compiled_chunk, pad_points
+    from gradjax.probe import compiled_chunk, pad_points
+    from gradjax.spec import MIN_AXIS
 
     padded, _ = pad_points(points)
     chunk = max(chunk, MIN_AXIS)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradjax import engine, storage
+from gradjax import budget, storage
 from gradjax.sweep import MAX_SEEDS, OPTIONS, SweepError, load_sweep
 
 EXTERNAL: dict[str, tuple[str, str]] = {
@@ -59,7 +59,7 @@ def _seeds(text: str) -> int:
 
 def _size(text: str) -> int:
     try:
-        return engine.parse_bytes(text)
+        return budget.parse_bytes(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -73,6 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         sweep = sweep.with_seeds(args.seeds)
     out = Path(args.out) if args.out else RESULTS / sweep.name
+    from gradjax import engine  # the compute stack (JAX) only for the commands that compute
+
     if not args.no_cache:
         engine.enable_compile_cache()
     try:
@@ -92,7 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
-        engine.check_budget(sweep, args.max_memory)
+        budget.check_budget(sweep, args.max_memory)
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
@@ -104,6 +106,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print("time and peak memory: run `gradjax validate --estimate` to measure them (it "
               "compiles each bucket and times one chunk)")
         return 0
+    from gradjax import engine
+
     if not args.no_cache:
         engine.enable_compile_cache()
     guess = engine.estimate_run(sweep, args.max_memory)
@@ -111,9 +115,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"estimate (one chunk per bucket, measured here): about {total:.2g} s in all: "
           f"{guess.compile_s:.3g} s compiling {guess.buckets} program(s) (now in the compile "
           f"cache), {guess.compute_s:.3g} s computing, Parquet writes not included; peak "
-          f"device memory {engine.format_bytes(guess.device_bytes)} (XLA's analysis, budget "
-          f"{engine.format_bytes(args.max_memory)}), across-seed moments "
-          f"{engine.format_bytes(guess.host_bytes)} on the host")
+          f"device memory {budget.format_bytes(guess.device_bytes)} (XLA's analysis, budget "
+          f"{budget.format_bytes(args.max_memory)}), across-seed moments "
+          f"{budget.format_bytes(guess.host_bytes)} on the host")
     return 0
 
 
@@ -340,17 +344,17 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     run.add_argument("sweep", help="the sweep file (TOML)")
     run.add_argument("--out", help="results folder (default: results/<name>)")
     run.add_argument("--seeds", type=_seeds, help="inits per cell, instead of the file's seeds")
-    run.add_argument("--max-memory", type=_size, default=engine.DEFAULT_MAX_MEMORY,
+    run.add_argument("--max-memory", type=_size, default=budget.DEFAULT_MAX_MEMORY,
                      metavar="SIZE", help="device memory budget for a chunk (default: 2GB)")
     run.add_argument("--overwrite", action="store_true", help="discard earlier results")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     run.add_argument("--no-cache", action="store_true",
-                     help=f"do not use the persistent compile cache ({engine.user_cache_dir()})")
+                     help=f"do not use the persistent compile cache ({storage.user_cache_dir()})")
     run.set_defaults(handler=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a sweep file, run nothing")
     validate.add_argument("sweep")
-    validate.add_argument("--max-memory", type=_size, default=engine.DEFAULT_MAX_MEMORY,
+    validate.add_argument("--max-memory", type=_size, default=budget.DEFAULT_MAX_MEMORY,
                           metavar="SIZE", help="the device memory budget run will use")
     validate.add_argument("--estimate", action="store_true",
                           help="estimate the run's time and peak memory: compile each bucket "

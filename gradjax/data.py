@@ -11,16 +11,14 @@ arrays on the probe's points axis.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from gradjax import keys
-
-INPUT_KINDS: tuple[str, ...] = ("fixed", "gaussian")
-TARGET_KINDS: tuple[str, ...] = ("fixed", "zeros", "gaussian", "random_labels")
 
 
 def draw_batch(spec, seed_key: jax.Array) -> tuple[jax.Array | None, jax.Array | None]:
     """(x, y) drawn for this init, None where the spec uses fixed values."""
-    dt = spec.jnp_dtype
+    dt = jnp.dtype(spec.dtype)
     in_dim, out_dim = spec.sizes[0], spec.sizes[-1]
     x = y = None
     if spec.inputs == "gaussian":

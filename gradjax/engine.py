@@ -9,7 +9,7 @@ Seeds run in chunks of C, C chosen from `max_memory` and checked against XLA's o
 analysis of the compiled chunk. With more than one device the seeds of a chunk are split
 across them (C a multiple of the device count), each device running the single-device program
 on its share, concurrently. Per-seed numbers do not depend on C, on the number of points in a
-unit or on the device count (`gradjax._xla`), so neither the budget nor a resume changes them.
+unit or on the device count (`gradjax.xla`), so neither the budget nor a resume changes them.
 
 Progress of a unit lives in `.work/bucket-B/unit-*/`: one Parquet part per (cell, chunk) and a
 checkpoint (`state.npz`: seeds done plus the float64 across-seed moments merged so far). Parts
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import math
-import os
-import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,90 +38,28 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gradjax import storage
-from gradjax.probe import MIN_AXIS, ProbeSpec, compiled_chunk
+from gradjax.budget import (
+    DEFAULT_MAX_MEMORY,
+    check_budget,
+    estimate_bytes,
+    format_bytes,
+    moment_bytes,
+)
+from gradjax.probe import compiled_chunk, make_points
+from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.stats import to_host
 from gradjax.summary import Moments, cell_summary
-from gradjax.sweep import Bucket, Cell, Sweep, SweepError
+from gradjax.sweep import Bucket, Cell, Sweep
 
-DEFAULT_MAX_MEMORY = 2 * 1024**3
 CHECKPOINT_RATIO = 10.0
 GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 80% of budget
-# Device bytes per seed, in units of the parameter count and of batch x sum(sizes), and per
-# (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
-# some margin; XLA's own figure is what the budget is finally checked against.
-PARAM_COPIES, ACTIVATION_COPIES, STAT_BYTES = 12, 24, 256
-SIZE_OPTIONS = ("in_dim", "width", "depth", "out_dim", "batch")
-_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
-
-
-def parse_bytes(text: str) -> int:
-    """'2GB' -> 2 * 1024**3: K, M, G, T (optionally with i and/or B) are powers of 1024."""
-    match = _SIZE.fullmatch(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a size like 512MB or 2GB")
-    unit = (match.group(2) or "").lower()
-    factor = 1024 ** ("kmgt".index(unit) + 1) if unit else 1
-    return int(float(match.group(1)) * factor)
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def param_count(spec: ProbeSpec) -> int:
-    return sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
-
-
-def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
-    """Estimated device bytes of a chunk of `chunk` seeds by `points` points.
-
-    The probe handles one point at a time for all of the chunk's seeds, so per seed it holds one
-    point's params, gradients, liveness masks and moment temporaries (PARAM_COPIES x the
-    parameter count) and its activations; per point it returns the chunk's moments (mean and
-    M2 of every parameter, twice over with one chunk in flight); per (seed, point) the stats.
-    """
-    itemsize = max(jnp.dtype(spec.dtype).itemsize, 4)
-    n_params = param_count(spec)
-    per_seed = itemsize * (PARAM_COPIES * n_params
-                           + ACTIVATION_COPIES * spec.batch * sum(spec.sizes)) + 512
-    per_point = 4 * itemsize * n_params
-    return chunk * per_seed + points * per_point + chunk * points * STAT_BYTES
-
-
-def check_budget(sweep: Sweep, budget: int) -> None:
-    """Raise `SweepError` for the first bucket whose smallest chunk (MIN_AXIS seeds, one point)
-    the estimate puts over `budget` bytes: its run could not start. Writes nothing."""
-    for bucket in sweep.buckets():
-        need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
-        if need > budget:
-            cell = bucket.cells[0]
-            sizes = {k: cell.options[k] for k in SIZE_OPTIONS}
-            largest = max(("width", "in_dim", "out_dim", "batch"), key=lambda k: sizes[k])
-            shown = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-            raise SweepError(
-                sweep.source, cell.field(largest),
-                f"cell {cell.index} ({shown}) needs about {format_bytes(need)} of device memory "
-                f"for its smallest chunk ({MIN_AXIS} seeds), over the budget of "
-                f"{format_bytes(budget)}",
-                "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
-
-
-def moment_bytes(spec: ProbeSpec, points: int) -> int:
-    """Host memory of a unit's merged float64 per-entry mean and M2."""
-    return 16 * points * param_count(spec)
-
-
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -162,7 +100,7 @@ class Unit:
 
     def points(self) -> dict:
         padded = (*self.cells, *([self.cells[-1]] * (self.size - len(self.cells))))
-        return self.bucket.points(padded)
+        return make_points(self.bucket.spec, **self.bucket.points(padded))
 
 
 def units_of(bucket: Bucket, cells: Sequence[Cell], points: int) -> list[Unit]:
@@ -205,14 +143,48 @@ _CACHE_EVENTS = _CacheEvents()
 jax.monitoring.register_event_listener(_CACHE_EVENTS)
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gradjax" / "jax"
+@functools.cache
+def git_revision() -> tuple[str, bool] | None:
+    """(commit, has uncommitted changes) of the checkout gradjax runs from, if it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head, bool(dirty)
+
+
+def run_metadata(sweep: Sweep) -> dict[str, str]:
+    """Provenance for every Parquet file of a run (the UTC time is added per file)."""
+    from gradjax import __version__
+
+    device = jax.devices()[0]
+    meta = {
+        "sweep_name": sweep.name,
+        "sweep_text": sweep.text,
+        "sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
+        "seeds": str(sweep.seeds),
+        "root_seed": str(sweep.root_seed),
+        "gradjax_version": __version__,
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": str(jax.device_count()),
+    }
+    git = git_revision()
+    if git is not None:
+        meta["git_revision"], meta["git_dirty"] = git[0], str(git[1]).lower()
+    return meta
 
 
 def enable_compile_cache(path: Path | None = None) -> Path:
     """Turn on JAX's persistent compilation cache (every program, however quick to compile)."""
-    path = user_cache_dir() if path is None else Path(path)
+    path = storage.user_cache_dir() if path is None else Path(path)
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -623,7 +595,7 @@ def _rate(per_s: float) -> str:
 
 
 def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:
-    meta = storage.run_metadata(sweep)
+    meta = run_metadata(sweep)
     schema = storage.per_seed_schema(storage.stat_type(sweep))
     buckets = sweep.buckets()
     done = [c for c in sweep.cells if folder.done(c.index)]

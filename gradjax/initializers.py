@@ -47,7 +47,7 @@ def _from_jax(make: Callable[[], jinit.Initializer]) -> Draw:
     return lambda key, shape, dtype: initializer(key, shape, dtype)
 
 
-WEIGHT_INITS: dict[str, Draw] = {
+WEIGHT_DRAWS: dict[str, Draw] = {
     "normal": _normal,
     "uniform": _uniform,
     "glorot_normal": _from_jax(jinit.glorot_normal),
@@ -62,7 +62,7 @@ WEIGHT_INITS: dict[str, Draw] = {
     "zeros": _zeros,
 }
 
-BIAS_INITS: dict[str, Draw] = {"zeros": _zeros, "constant": _ones, "normal": _normal}
+BIAS_DRAWS: dict[str, Draw] = {"zeros": _zeros, "constant": _ones, "normal": _normal}
 
 
 def _lookup(table: dict[str, Draw], name: str, what: str) -> Draw:
@@ -74,9 +74,9 @@ def _lookup(table: dict[str, Draw], name: str, what: str) -> Draw:
 
 def draw_weight(name: str, key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
     """A [fan_in, fan_out] weight matrix from init `name` at scale 1."""
-    return _lookup(WEIGHT_INITS, name, "init")(key, shape, dtype)
+    return _lookup(WEIGHT_DRAWS, name, "init")(key, shape, dtype)
 
 
 def draw_bias(name: str, key: jax.Array, size: int, dtype) -> jax.Array:
     """A [fan_out] bias vector from bias init `name` at bias_scale 1."""
-    return _lookup(BIAS_INITS, name, "bias_init")(key, (size,), dtype)
+    return _lookup(BIAS_DRAWS, name, "bias_init")(key, (size,), dtype)

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import jax
 
+from gradjax import xla
+
+UNROLLED_THREEFRY = xla.unroll_threefry_on_cpu()  # before any draw is compiled (same bits)
 WEIGHTS, BIASES, DATA = 0, 1, 2
 INPUTS, TARGETS = 0, 1
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-LOSSES: tuple[str, ...] = ("mse", "bce", "softmax_cross_entropy")
+from gradjax.spec import LOSSES
 
 
 def mse(output: jax.Array, y: jax.Array) -> jax.Array:

@@ -21,16 +21,11 @@ from gradjax import keys
 from gradjax.activations import get_activation
 from gradjax.initializers import draw_bias, draw_weight
 from gradjax.losses import bce_from_logits, check_loss, loss_fn
+from gradjax.spec import NORMS
 
 Params = list[dict[str, jax.Array]]
 Stacked = list[dict[str, jax.Array]]  # segments of equal-shape layers, see `segment_bounds`
-NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
 NORM_EPS = 1e-5
-
-
-def layer_sizes(in_dim: int, width: int, depth: int, out_dim: int) -> tuple[int, ...]:
-    """(in_dim, width x depth, out_dim): `depth` hidden layers, depth + 1 weight layers."""
-    return (in_dim, *([width] * depth), out_dim)
 
 
 def segment_bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ One compile per `ProbeSpec` (a shape bucket) and chunk shape: `scale`, `bias_sca
 data are traced values on the points axis, so a grid of 50 scales compiles once. The weights of
 an init are drawn once per seed at unit scale and reused for every point (common random
 numbers). The seed axis is a plain leading axis, so it can be chunked or sharded freely, and
-per-seed numbers do not depend on the chunk size (see `gradjax._xla` for the flag this needs).
+per-seed numbers do not depend on the chunk size (see `gradjax.xla` for the flag this needs).
 
 Per init: `backprop` (forward and backward pass) -> `stats_of`. One decision is taken per chunk
 rather than per init: how much of the boolean replay of backprop the chunk needs to tell dead
@@ -18,7 +18,6 @@ zeros from underflow (`underflow_fractions`); every choice gives the same number
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -38,8 +37,8 @@ from gradjax.network import (
     scan_layers,
     stack_layers,
 )
+from gradjax.spec import LAYER_STATS, MIN_AXIS, ProbeSpec
 from gradjax.stats import (
-    TENSOR_STATS,
     batch_moments,
     mean_sq_norm,
     scaled,
@@ -50,61 +49,8 @@ from gradjax.stats import (
 )
 
 PARAM_NAMES: tuple[str, ...] = ("W", "b")
-PARAM_STATS: tuple[str, ...] = (*TENSOR_STATS, "grad_frac_underflow", "grad_unit_cos")
-LAYER_STATS: tuple[str, ...] = (
-    "delta_sq_norm",
-    "preact_mean",
-    "preact_var",
-    "act_frac_dead",
-    "act_frac_saturated",
-    "act_deriv_mean",
-)
 SATURATION = 0.01
 TRACE_COUNTS: collections.Counter = collections.Counter()
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeSpec:
-    """Everything that fixes the compiled program (a shape bucket); hashable."""
-
-    sizes: tuple[int, ...]
-    activation: str
-    output_activation: str = "linear"
-    loss: str = "mse"
-    norm: str = "none"
-    leaky_slope: float = 0.01
-    init: str = "normal"
-    bias_init: str = "normal"
-    dtype: str = "float32"
-    batch: int = 1
-    inputs: str = "fixed"  # "fixed" (traced per point) | "gaussian" (drawn per seed)
-    targets: str = "fixed"  # "fixed" | "gaussian" | "random_labels"
-    structural_zeros: bool = True
-
-    def __post_init__(self):
-        if self.inputs not in ("fixed", "gaussian"):
-            raise ValueError(f"ProbeSpec.inputs {self.inputs!r}; allowed: fixed, gaussian")
-        if self.targets not in ("fixed", "gaussian", "random_labels"):
-            raise ValueError(
-                f"ProbeSpec.targets {self.targets!r}; allowed: fixed, gaussian, random_labels"
-                " (zeros and numbers are fixed targets)"
-            )
-
-    @property
-    def depth(self) -> int:
-        return len(self.sizes) - 2
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def jnp_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def stat_dtype(self):
-        return jnp.float32 if self.dtype == "bfloat16" else self.jnp_dtype
 
 
 def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
@@ -184,8 +130,8 @@ class Backprop(NamedTuple):
 
 def backprop(stacked, x, y, spec: ProbeSpec) -> Backprop:
     """Loss, gradients and everything the statistics need, for one init."""
-    x = as_batch(jnp.asarray(x, spec.jnp_dtype))
-    shifts = [jnp.zeros((seg["b"].shape[0], x.shape[0], seg["b"].shape[1]), spec.jnp_dtype)
+    x = as_batch(jnp.asarray(x, jnp.dtype(spec.dtype)))
+    shifts = [jnp.zeros((seg["b"].shape[0], x.shape[0], seg["b"].shape[1]), jnp.dtype(spec.dtype))
               for seg in stacked]
 
     def value(p, s):
@@ -391,7 +337,7 @@ def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str,
 def draw_init(spec: ProbeSpec, seed_key: jax.Array):
     """What one init draws: unit-scale segmented params and, if not fixed, its data batch."""
     unit = draw_unit_stacked(
-        seed_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=spec.jnp_dtype
+        seed_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=jnp.dtype(spec.dtype)
     )
     return unit, data.draw_batch(spec, seed_key)
 
@@ -465,7 +411,7 @@ def compiled_chunk(spec: ProbeSpec, with_moments: bool = False):
 
 def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[str, jax.Array]:
     """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays."""
-    dt = spec.jnp_dtype
+    dt = jnp.dtype(spec.dtype)
     points = {
         "scale": jnp.asarray(np.asarray(scales, np.float64), dt),
         "bias_scale": jnp.asarray(np.asarray(bias_scales, np.float64), dt),
@@ -479,8 +425,6 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[
                                        (n, spec.batch, spec.sizes[-1]))
     return points
 
-
-MIN_AXIS = 2  # XLA drops an axis of size 1 and then may reduce in another order
 
 
 def pad_points(points: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], int]:

@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from gradjax import storage
+from gradjax.spec import STATS, THEORY_COLUMNS
 from gradjax.sweep import OPTIONS
-from gradjax.theory import THEORY_COLUMNS, add_theory_columns
+from gradjax.theory import add_theory_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,12 +166,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         stats = _parse_names(args.heatmap_stats, HEATMAP_STATS, "--heatmap-stats")
         axes = _parse_axes(args.heatmap_axes)
-        profile_stats = _parse_names(args.stat, storage.STATS, "--stat")
+        profile_stats = _parse_names(args.stat, STATS, "--stat")
     except ValueError as err:
         return _error(str(err))
-    if args.hist_stat not in storage.STATS:
+    if args.hist_stat not in STATS:
         return _error(f"--hist-stat: unknown statistic {args.hist_stat!r}; "
-                      f"allowed: {', '.join(storage.STATS)}")
+                      f"allowed: {', '.join(STATS)}")
     try:
         summary = storage.load(folder, "summary")
     except (FileNotFoundError, ValueError, OSError) as err:

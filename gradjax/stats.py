@@ -25,30 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradjax import pow2
-
-TENSOR_STATS: tuple[str, ...] = (
-    "grad_mean",
-    "grad_var",
-    "grad_sq_norm",
-    "grad_max_abs",
-    "grad_mean_abs",
-    "grad_cv",
-    "grad_frac_zero",
-    "grad_frac_subnormal",
-    "grad_nonfinite",
-)
-# statistic -> (the output holding its log2 scale k, power p): its value is scaled * 2**(p k)
-SCALED: dict[str, tuple[str, int]] = {
-    "grad_mean": ("grad_log2_scale", 1),
-    "grad_var": ("grad_log2_scale", 2),
-    "grad_sq_norm": ("grad_log2_scale", 2),
-    "grad_max_abs": ("grad_log2_scale", 1),
-    "grad_mean_abs": ("grad_log2_scale", 1),
-    "delta_sq_norm": ("delta_log2_scale", 2),
-    "preact_mean": ("preact_log2_scale", 1),
-    "preact_var": ("preact_log2_scale", 2),
-}
-LOG2_SCALES: tuple[str, ...] = tuple(dict.fromkeys(k for k, _ in SCALED.values()))
+from gradjax.spec import LOG2_SCALES, SCALED
 
 
 def scaled(x: jax.Array, axis=None, computed: bool = False) -> tuple[jax.Array, jax.Array]:

@@ -19,18 +19,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import functools
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import jaxlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -38,13 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from gradjax.probe import LAYER_STATS, PARAM_STATS
-from gradjax.stats import SCALED
+from gradjax.spec import LAYER_STATS, PARAM_STATS, SCALED, STATS, THEORY_COLUMNS
 from gradjax.sweep import INT_OPTIONS, OPTIONS, Cell, Sweep
-from gradjax.theory import THEORY_COLUMNS
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
-STATS: tuple[str, ...] = (*PARAM_STATS, *LAYER_STATS, "loss_value")
 AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
 COMPRESSION = "zstd"
@@ -168,43 +161,10 @@ def summary_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-@functools.cache
-def _git_revision() -> tuple[str, bool] | None:
-    """(commit, has uncommitted changes) of the checkout gradjax runs from, if it is one."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head, bool(dirty)
-
-
-def run_metadata(sweep: Sweep) -> dict[str, str]:
-    """Provenance for every Parquet file of a run (the UTC time is added per file)."""
-    from gradjax import __version__
-
-    device = jax.devices()[0]
-    meta = {
-        "sweep_name": sweep.name,
-        "sweep_text": sweep.text,
-        "sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
-        "seeds": str(sweep.seeds),
-        "root_seed": str(sweep.root_seed),
-        "gradjax_version": __version__,
-        "jax_version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-        "device_count": str(jax.device_count()),
-    }
-    git = _git_revision()
-    if git is not None:
-        meta["git_revision"], meta["git_dirty"] = git[0], str(git[1]).lower()
-    return meta
+def user_cache_dir() -> Path:
+    """Where JAX's persistent compilation cache lives: $XDG_CACHE_HOME/gradjax/jax."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gradjax" / "jax"
 
 
 def utc_now() -> str:

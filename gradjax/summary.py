@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 
 from gradjax.probe import is_scaled_moments, moments_by_layer, moments_to_host
-from gradjax.storage import AGGREGATES, STATS, position_columns
+from gradjax.spec import STATS
+from gradjax.storage import AGGREGATES, position_columns
 from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
 

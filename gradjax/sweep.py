@@ -31,14 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from gradjax.activations import ACTIVATIONS
-from gradjax.data import INPUT_KINDS, TARGET_KINDS
-from gradjax.initializers import BIAS_INITS, WEIGHT_INITS
-from gradjax.losses import LOSSES
-from gradjax.network import NORMS, layer_sizes
-from gradjax.probe import ProbeSpec, make_points
+from gradjax.spec import (
+    ACTIVATIONS,
+    BIAS_INITS,
+    DTYPES,
+    INPUT_KINDS,
+    LOSSES,
+    NORMS,
+    TARGET_KINDS,
+    WEIGHT_INITS,
+    ProbeSpec,
+    layer_sizes,
+)
 
-DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
 TOP_LEVEL: tuple[str, ...] = ("name", "seeds", "root_seed", "defaults", "grid", "cases")
 MAX_SEEDS = 2**31 - 1
 MAX_RANGE = 10_000
@@ -51,8 +56,8 @@ FLOAT_OPTIONS: dict[str, float | None] = {"scale": 0.0, "bias_scale": 0.0, "leak
 NAME_OPTIONS: dict[str, tuple[str, ...]] = {
     "activation": ACTIVATIONS,
     "output_activation": ACTIVATIONS,
-    "init": tuple(WEIGHT_INITS),
-    "bias_init": tuple(BIAS_INITS),
+    "init": WEIGHT_INITS,
+    "bias_init": BIAS_INITS,
     "loss": LOSSES,
     "norm": NORMS,
     "dtype": DTYPES,
@@ -234,18 +239,18 @@ class Bucket:
     spec: ProbeSpec
     cells: tuple[Cell, ...]
 
-    def points(self, cells: Sequence[Cell] | None = None) -> dict:
-        """`probe.make_points` for `cells` (default: all of the bucket's cells), in order."""
+    def points(self, cells: Sequence[Cell] | None = None) -> dict[str, np.ndarray | None]:
+        """The per-point values of `cells` (default: all of the bucket's cells), in order, as
+        host arrays: `scales`, `bias_scales` and, for fixed data, `xs` and `ys` [P, batch, dim]
+        (else None); `probe.make_points(spec, **points)` puts them on the device."""
         cells = self.cells if cells is None else cells
-        xs = ys = None
-        if self.spec.inputs == "fixed":
-            xs = np.stack([c.fixed_x() for c in cells])
-        if self.spec.targets == "fixed":
-            ys = np.stack([c.fixed_y() for c in cells])
-        return make_points(
-            self.spec, [c.options["scale"] for c in cells],
-            [c.options["bias_scale"] for c in cells], xs, ys,
-        )
+        fixed_x, fixed_y = self.spec.inputs == "fixed", self.spec.targets == "fixed"
+        return {
+            "scales": np.array([c.options["scale"] for c in cells]),
+            "bias_scales": np.array([c.options["bias_scale"] for c in cells]),
+            "xs": np.stack([c.fixed_x() for c in cells]) if fixed_x else None,
+            "ys": np.stack([c.fixed_y() for c in cells]) if fixed_y else None,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

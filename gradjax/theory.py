@@ -63,6 +63,7 @@ import pandas as pd
 from numpy.polynomial.legendre import leggauss
 
 from gradjax.activations import derivative, get_activation
+from gradjax.spec import THEORY_COLUMNS
 
 Z_MAX = 10.0  # the rule covers |z| <= 10 standard deviations (tail mass 1.5e-23)
 FEATURE = 30.0  # every activation is smooth on the scale of its slope beyond |u| > 30
@@ -74,16 +75,6 @@ Q_MAX = 1e12  # beyond this the length map counts as diverging
 FIXED_RTOL = 1e-9  # a map moving q by less than this, relatively, leaves it fixed
 C_TOL = 1e-7  # Newton steps for c* stop here, the float32 precision of the activations
 
-THEORY_COLUMNS: tuple[str, ...] = (
-    "theory_q_star",
-    "theory_chi1",
-    "theory_xi_q",
-    "theory_xi_c",
-    "theory_xi_grad",
-    "theory_grad_ratio",
-    "theory_fit_chi1",
-    "measured_chi1",
-)
 
 
 # --------------------------------------------------------------------------- quadrature

@@ -16,7 +16,7 @@ import pytest
 
 import gradjax
 from gradjax import baselines, bench
-from gradjax.probe import LAYER_STATS, PARAM_STATS, ProbeSpec
+from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gradjax import baselines, bench
-from gradjax.probe import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_AXIS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

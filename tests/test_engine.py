@@ -12,8 +12,9 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import engine, keys, storage
-from gradjax.storage import AGGREGATES, STATS
+from gradjax import budget, engine, keys, storage
+from gradjax.spec import STATS
+from gradjax.storage import AGGREGATES
 from gradjax.sweep import parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
@@ -58,7 +59,7 @@ def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
 
 
 def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path):
-    out, report = run(tmp_path, "tight", max_memory=engine.parse_bytes("4.5KB"))
+    out, report = run(tmp_path, "tight", max_memory=budget.parse_bytes("4.5KB"))
     # one cell per unit, each padded to 2 points (an axis of 1 would change the numbers)
     assert [u["cells"] for u in report.units] == [[0], [1], [2]]
     assert {(u["chunk"], u["points"]) for u in report.units} == {(2, 2)}
@@ -152,7 +153,7 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
     assert lines[-1].startswith("tiny: 3 cells run, 0 already done; 33 inits in ")
     spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
-    need = engine.estimate_bytes
+    need = budget.estimate_bytes
     assert need(spec, 40, 3) > need(spec, 39, 3) > need(spec, 39, 2)
     assert engine.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == engine.Plan(3, 40)
     assert engine.initial_plan(spec, 3, 10, 2**30, 2) == engine.Plan(3, 10)
@@ -163,13 +164,13 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
 
 
 def test_parse_bytes():
-    assert engine.parse_bytes("2GB") == 2 * 1024**3
-    assert engine.parse_bytes("512MiB") == 512 * 1024**2
-    assert engine.parse_bytes("1.5k") == 1536
-    assert engine.parse_bytes("100") == 100
+    assert budget.parse_bytes("2GB") == 2 * 1024**3
+    assert budget.parse_bytes("512MiB") == 512 * 1024**2
+    assert budget.parse_bytes("1.5k") == 1536
+    assert budget.parse_bytes("100") == 100
     for bad in ("", "GB", "-1GB", "2 parsecs", "0"):
         with pytest.raises(ValueError):
-            engine.parse_bytes(bad)
+            budget.parse_bytes(bad)
 
 
 class _Terminal(io.StringIO):

@@ -15,7 +15,7 @@ import pytest
 
 from gradjax import report
 from gradjax.activations import ACTIVATIONS
-from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.spec import LAYER_STATS, PARAM_STATS
 from gradjax.theory import add_theory_columns
 
 pytest.importorskip("matplotlib")

@@ -17,7 +17,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import engine, storage
-from gradjax.probe import LAYER_STATS, PARAM_STATS
+from gradjax.spec import LAYER_STATS, PARAM_STATS
 from gradjax.sweep import OPTIONS, parse_sweep
 
 SWEEP = {
@@ -85,7 +85,7 @@ def test_per_seed_schema_and_rows(folder):
 def test_metadata_of_every_file(folder):
     files = sorted(folder.glob("*/cell-*.parquet"))
     assert len(files) == 6
-    git = storage._git_revision()
+    git = engine.git_revision()
     for path in files:
         meta = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
         assert meta["sweep_text"] == TEXT and meta["sweep_name"] == "store"

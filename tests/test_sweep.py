@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gradjax import cli
+from gradjax.probe import make_points
 from gradjax.sweep import OPTIONS, SweepError, load_sweep, parse_sweep
 
 TOP = 'name = "t"\nseeds = 4\n'
@@ -101,7 +102,7 @@ targets = ["zeros", 3.0]
     buckets = sweep.buckets()
     assert [b.spec.activation for b in buckets] == ["relu", "tanh"]
     assert [len(b.cells) for b in buckets] == [16, 16]
-    points = buckets[0].points()
+    points = make_points(buckets[0].spec, **buckets[0].points())
     cells = buckets[0].cells
     np.testing.assert_array_equal(points["scale"], [c.options["scale"] for c in cells])
     np.testing.assert_array_equal(points["bias_scale"], [c.options["bias_scale"] for c in cells])

@@ -1,0 +1,83 @@
+"""The device memory budget without JAX: sizes as users write them, and what a chunk of seeds
+needs, estimated from its shape (`gradjax.engine` then checks the estimate against XLA's own
+memory analysis of the compiled program).
+
+One size parser for every command: K, M, G, T are powers of 1024 and a bare number is bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.sweep import Sweep, SweepError
+
+DEFAULT_MAX_MEMORY = 2 * 1024**3
+ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2}
+# Device bytes per seed, in units of the parameter count and of batch x sum(sizes), and per
+# (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
+# some margin; XLA's own figure is what the budget is finally checked against.
+PARAM_COPIES, ACTIVATION_COPIES, STAT_BYTES = 12, 24, 256
+SIZE_OPTIONS = ("in_dim", "width", "depth", "out_dim", "batch")
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB' -> 2 * 1024**3: K, M, G, T (optionally with i and/or B) are powers of 1024."""
+    match = _SIZE.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a size like 512MB or 2GB")
+    unit = (match.group(2) or "").lower()
+    factor = 1024 ** ("kmgt".index(unit) + 1) if unit else 1
+    return int(float(match.group(1)) * factor)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def param_count(spec: ProbeSpec) -> int:
+    return sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+
+
+def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
+    """Estimated device bytes of a chunk of `chunk` seeds by `points` points.
+
+    The probe handles one point at a time for all of the chunk's seeds, so per seed it holds one
+    point's params, gradients, liveness masks and moment temporaries (PARAM_COPIES x the
+    parameter count) and its activations; per point it returns the chunk's moments (mean and
+    M2 of every parameter, twice over with one chunk in flight); per (seed, point) the stats.
+    """
+    itemsize = max(ITEMSIZE[spec.dtype], 4)
+    n_params = param_count(spec)
+    per_seed = itemsize * (PARAM_COPIES * n_params
+                           + ACTIVATION_COPIES * spec.batch * sum(spec.sizes)) + 512
+    per_point = 4 * itemsize * n_params
+    return chunk * per_seed + points * per_point + chunk * points * STAT_BYTES
+
+
+def check_budget(sweep: Sweep, budget: int) -> None:
+    """Raise `SweepError` for the first bucket whose smallest chunk (MIN_AXIS seeds, one point)
+    the estimate puts over `budget` bytes: its run could not start. Writes nothing."""
+    for bucket in sweep.buckets():
+        need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
+        if need > budget:
+            cell = bucket.cells[0]
+            sizes = {k: cell.options[k] for k in SIZE_OPTIONS}
+            largest = max(("width", "in_dim", "out_dim", "batch"), key=lambda k: sizes[k])
+            shown = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+            raise SweepError(
+                sweep.source, cell.field(largest),
+                f"cell {cell.index} ({shown}) needs about {format_bytes(need)} of device memory "
+                f"for its smallest chunk ({MIN_AXIS} seeds), over the budget of "
+                f"{format_bytes(budget)}",
+                "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
+
+
+def moment_bytes(spec: ProbeSpec, points: int) -> int:
+    """Host memory of a unit's merged float64 per-entry mean and M2."""
+    return 16 * points * param_count(spec)
