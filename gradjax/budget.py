@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from gradjax.spec import MIN_AXIS, ProbeSpec
-from gradjax.sweep import Sweep, SweepError
+from gradjax.sweep import SHAPE_OPTIONS, Sweep, SweepError
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2}
@@ -18,7 +18,7 @@ ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2}
 # (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
 # some margin; XLA's own figure is what the budget is finally checked against.
 PARAM_COPIES, ACTIVATION_COPIES, STAT_BYTES = 12, 24, 256
-SIZE_OPTIONS = ("in_dim", "width", "depth", "out_dim", "batch")
+SIZE_OPTIONS = (*SHAPE_OPTIONS, "batch")
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from gradjax import budget, storage
-from gradjax.sweep import MAX_SEEDS, OPTIONS, SweepError, load_sweep
+from gradjax.spec import OPTION_TABLE, OPTIONS
+from gradjax.sweep import MAX_SEEDS, SweepError, load_sweep
 
 EXTERNAL: dict[str, tuple[str, str]] = {
     "bench": ("gradjax.bench", "time gradjax against the baselines"),
@@ -187,7 +188,6 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-SHAPE_OPTIONS = ("in_dim", "width", "depth", "out_dim")
 BIAS_SCALED = ("normal", "constant")  # the bias inits that use bias_scale
 UNIT_COS_VALUES = np.array([1.0, -1.0 / 3.0, -1.0])  # 3 (or 2) live units, each cos = +-1
 PROFILE_ROWS = 4  # deeper cells show their first and last two layers
@@ -333,6 +333,14 @@ def _cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
+def options_help() -> str:
+    """The sweep-file options, one line each, from `gradjax.spec.OPTION_TABLE`."""
+    lines = ["sweep-file options ([defaults], [grid] axes or [[cases]] overrides):"]
+    for o in OPTION_TABLE:
+        lines.append(f"  {o.name}: {o.doc}; {o.allowed()}; default {o.default_text()}")
+    return "\n".join(lines)
+
+
 def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentParser:
     """The parser; `external` is the imported `gradjax.bench` or `gradjax.report` module when
     that subcommand was chosen (the others get a placeholder parser)."""
@@ -340,7 +348,8 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
         prog="gradjax", description="Gradient statistics over thousands of random inits.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run (or resume) a sweep file")
+    run = sub.add_parser("run", help="run (or resume) a sweep file", epilog=options_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("sweep", help="the sweep file (TOML)")
     run.add_argument("--out", help="results folder (default: results/<name>)")
     run.add_argument("--seeds", type=_seeds, help="inits per cell, instead of the file's seeds")

@@ -34,8 +34,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from gradjax.spec import LAYER_STATS, PARAM_STATS, SCALED, STATS, THEORY_COLUMNS
-from gradjax.sweep import INT_OPTIONS, OPTIONS, Cell, Sweep
+from gradjax.spec import (
+    LAYER_STATS,
+    OPTION_BY_NAME,
+    OPTIONS,
+    PARAM_STATS,
+    SCALED,
+    STATS,
+    THEORY_COLUMNS,
+)
+from gradjax.sweep import Cell, Sweep
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
 AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
@@ -48,14 +56,14 @@ class ResultsError(RuntimeError):
     """A results folder that cannot be used as asked (another sweep's, or busy)."""
 
 
+ARROW_TYPES: dict[str, pa.DataType] = {  # option kind -> column type
+    "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "name": pa.string(),
+    "inputs": pa.string(), "targets": pa.string(),  # "gaussian", ... or JSON text of the rows
+}
+
+
 def _option_type(name: str) -> pa.DataType:
-    if name in INT_OPTIONS:
-        return pa.int64()
-    if name in ("scale", "bias_scale", "leaky_slope"):
-        return pa.float64()
-    if name == "structural_zeros":
-        return pa.bool_()
-    return pa.string()  # names, and inputs/targets ("gaussian", ... or JSON text of the rows)
+    return ARROW_TYPES[OPTION_BY_NAME[name].kind]
 
 
 IDENTITY = [pa.field("sweep", pa.string()), pa.field("cell", pa.int64()),

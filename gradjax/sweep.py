@@ -32,14 +32,11 @@ from typing import Any
 import numpy as np
 
 from gradjax.spec import (
-    ACTIVATIONS,
-    BIAS_INITS,
-    DTYPES,
     INPUT_KINDS,
-    LOSSES,
-    NORMS,
+    OPTION_BY_NAME,
+    OPTION_TABLE,
+    OPTIONS,
     TARGET_KINDS,
-    WEIGHT_INITS,
     ProbeSpec,
     layer_sizes,
 )
@@ -49,42 +46,18 @@ MAX_SEEDS = 2**31 - 1
 MAX_RANGE = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
-# Option -> smallest allowed value (integer options).
-INT_OPTIONS: dict[str, int] = {"in_dim": 1, "width": 1, "depth": 0, "out_dim": 1, "batch": 1}
+# Derived from `gradjax.spec.OPTION_TABLE`, the options' one home.
+INT_OPTIONS: dict[str, int] = {o.name: int(o.low) for o in OPTION_TABLE if o.kind == "int"}
 # Option -> smallest allowed value, None for any finite number (float options).
-FLOAT_OPTIONS: dict[str, float | None] = {"scale": 0.0, "bias_scale": 0.0, "leaky_slope": None}
-NAME_OPTIONS: dict[str, tuple[str, ...]] = {
-    "activation": ACTIVATIONS,
-    "output_activation": ACTIVATIONS,
-    "init": WEIGHT_INITS,
-    "bias_init": BIAS_INITS,
-    "loss": LOSSES,
-    "norm": NORMS,
-    "dtype": DTYPES,
-}
+FLOAT_OPTIONS: dict[str, float | None] = {o.name: o.low for o in OPTION_TABLE
+                                          if o.kind == "float"}
+NAME_OPTIONS: dict[str, tuple[str, ...]] = {o.name: o.choices for o in OPTION_TABLE
+                                            if o.kind == "name"}
 INPUT_NAMES: tuple[str, ...] = tuple(k for k in INPUT_KINDS if k != "fixed")
 TARGET_NAMES: tuple[str, ...] = tuple(k for k in TARGET_KINDS if k != "fixed")
-# Every option, in the order of the result columns.
-OPTIONS: tuple[str, ...] = (
-    "in_dim", "width", "depth", "out_dim", "activation", "output_activation", "leaky_slope",
-    "init", "scale", "bias_init", "bias_scale", "loss", "norm", "dtype", "inputs", "targets",
-    "batch", "structural_zeros",
-)
-REQUIRED: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim", "activation")
-DEFAULTS: dict[str, Any] = {
-    "output_activation": "linear",
-    "leaky_slope": 0.01,
-    "init": "normal",
-    "scale": 1.0,
-    "bias_init": "normal",
-    "bias_scale": 1.0,
-    "loss": "mse",
-    "norm": "none",
-    "dtype": "float32",
-    "inputs": "gaussian",
-    "targets": "gaussian",
-    "structural_zeros": True,
-}
+REQUIRED: tuple[str, ...] = tuple(o.name for o in OPTION_TABLE if o.required)
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTION_TABLE if o.default is not None}
+SHAPE_OPTIONS: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim")  # ProbeSpec.sizes
 Rows = tuple[tuple[float, ...], ...]
 
 
@@ -156,7 +129,7 @@ def check_option(name: str, value: Any) -> Any:
         if value not in names or not isinstance(value, str):
             raise _Bad(f"unknown {name} {_show(value)}", ", ".join(names))
         return value
-    if name == "structural_zeros":
+    if OPTION_BY_NAME.get(name) is not None and OPTION_BY_NAME[name].kind == "bool":
         if not isinstance(value, bool):
             raise _Bad(f"{_show(value)} is not a boolean", "true, false")
         return value
@@ -197,17 +170,14 @@ class Cell:
 
     @property
     def spec(self) -> ProbeSpec:
-        """The shape bucket: everything but scale, bias_scale and fixed data values."""
+        """The shape bucket: every option that is not traced, fixed data as "fixed"."""
         o = self.options
-        return ProbeSpec(
-            sizes=layer_sizes(o["in_dim"], o["width"], o["depth"], o["out_dim"]),
-            activation=o["activation"], output_activation=o["output_activation"],
-            loss=o["loss"], norm=o["norm"], leaky_slope=o["leaky_slope"], init=o["init"],
-            bias_init=o["bias_init"], dtype=o["dtype"], batch=o["batch"],
-            inputs="gaussian" if o["inputs"] == "gaussian" else "fixed",
-            targets=o["targets"] if o["targets"] in ("gaussian", "random_labels") else "fixed",
-            structural_zeros=o["structural_zeros"],
-        )
+        program = {opt.name: o[opt.name] for opt in OPTION_TABLE
+                   if not opt.traced and opt.name not in SHAPE_OPTIONS}
+        program["inputs"] = "gaussian" if o["inputs"] == "gaussian" else "fixed"
+        if o["targets"] not in ("gaussian", "random_labels"):
+            program["targets"] = "fixed"
+        return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program)
 
     def columns(self) -> dict[str, Any]:
         """Option values for the result tables; fixed inputs/targets as JSON text."""

@@ -258,3 +258,38 @@ def test_validate_reports_cells_and_buckets(tmp_path, capsys):
     assert cli.main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "4 cells in 2 compiled bucket(s), 4 seeds each (16 inits)" in out
+
+
+def test_the_options_table_of_the_docs_is_the_declared_one():
+    from pathlib import Path
+
+    from gradjax.spec import options_markdown
+
+    docs = (Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
+    assert options_markdown() in docs
+
+
+def test_every_option_not_traced_is_a_field_of_the_compiled_program():
+    import dataclasses
+
+    from gradjax.spec import OPTION_TABLE, ProbeSpec
+    from gradjax.sweep import SHAPE_OPTIONS
+
+    fields = {f.name for f in dataclasses.fields(ProbeSpec)}
+    program = {o.name for o in OPTION_TABLE if not o.traced and o.name not in SHAPE_OPTIONS}
+    assert fields == {"sizes", *program}
+    assert {o.name for o in OPTION_TABLE if o.traced} == {"scale", "bias_scale"}
+    # a traced option makes no new bucket; any other option does
+    text = sweep_text(rest="[grid]\nscale = [0.5, 1.0]\nbias_scale = [0.1, 0.2]\n")
+    assert len(parse_sweep(text).buckets()) == 1
+    text = sweep_text(rest="[grid]\nleaky_slope = [0.1, 0.2]\n")
+    assert len(parse_sweep(text).buckets()) == 2
+
+
+def test_run_help_lists_every_option_with_its_default(capsys):
+    from gradjax.spec import OPTION_TABLE
+
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for o in OPTION_TABLE:
+        assert f"  {o.name}: {o.doc}; {o.allowed()}; default {o.default_text()}" in out
