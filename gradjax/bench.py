@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from gradjax import baselines
+from gradjax.budget import size_argument
 from gradjax.spec import ProbeSpec, layer_sizes
 
 IMPLS: tuple[str, ...] = ("gradjax", "numpy_vec", "numpy_loop", "torch_func")
@@ -65,7 +65,6 @@ COMPILE_EVENTS: tuple[str, ...] = (
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
     "/jax/core/compile/backend_compile_duration",
 )
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 BLAS_THREAD_VARS: tuple[str, ...] = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
@@ -602,16 +601,6 @@ def _json_default(value: Any) -> Any:
 # ----------------------------------------------------------------------------- command line
 
 
-def parse_memory(text: str) -> int:
-    """'2GiB', '1.5G', '512MB', '800M' -> bytes (binary units; a bare number is MiB)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 2GiB, 512M)")
-    number, unit, suffix = match.groups()
-    scale = _UNITS[unit] if unit or suffix else _UNITS["m"]
-    return int(float(number) * scale)
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -634,7 +623,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk", type=_positive,
                         help="seeds per gradjax / numpy_vec / torch_func chunk (default: per "
                              "workload)")
-    parser.add_argument("--max-memory", type=parse_memory, metavar="SIZE",
+    parser.add_argument("--max-memory", type=size_argument, metavar="SIZE",
                         help="memory budget per measurement, e.g. 2GiB: chunks shrink to fit, "
                              "and each measured peak RSS is checked against it")
     parser.add_argument("--matmul-n", type=_positive, default=2048,

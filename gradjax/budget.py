@@ -7,6 +7,7 @@ One size parser for every command: K, M, G, T are powers of 1024 and a bare numb
 
 from __future__ import annotations
 
+import argparse
 import re
 
 from gradjax.spec import MIN_AXIS, ProbeSpec
@@ -30,6 +31,14 @@ def parse_bytes(text: str) -> int:
     unit = (match.group(2) or "").lower()
     factor = 1024 ** ("kmgt".index(unit) + 1) if unit else 1
     return int(float(match.group(1)) * factor)
+
+
+def size_argument(text: str) -> int:
+    """`parse_bytes` for argparse's `type=`: a bad size is a usage error (exit 2)."""
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def format_bytes(n: float) -> str:

@@ -58,13 +58,6 @@ def _seeds(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
-    try:
-        return budget.parse_bytes(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
@@ -353,7 +346,8 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     run.add_argument("sweep", help="the sweep file (TOML)")
     run.add_argument("--out", help="results folder (default: results/<name>)")
     run.add_argument("--seeds", type=_seeds, help="inits per cell, instead of the file's seeds")
-    run.add_argument("--max-memory", type=_size, default=budget.DEFAULT_MAX_MEMORY,
+    run.add_argument("--max-memory", type=budget.size_argument,
+                     default=budget.DEFAULT_MAX_MEMORY,
                      metavar="SIZE", help="device memory budget for a chunk (default: 2GB)")
     run.add_argument("--overwrite", action="store_true", help="discard earlier results")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -363,7 +357,8 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
 
     validate = sub.add_parser("validate", help="check a sweep file, run nothing")
     validate.add_argument("sweep")
-    validate.add_argument("--max-memory", type=_size, default=budget.DEFAULT_MAX_MEMORY,
+    validate.add_argument("--max-memory", type=budget.size_argument,
+                          default=budget.DEFAULT_MAX_MEMORY,
                           metavar="SIZE", help="the device memory budget run will use")
     validate.add_argument("--estimate", action="store_true",
                           help="estimate the run's time and peak memory: compile each bucket "

@@ -17,7 +17,6 @@ zeros from underflow (`underflow_fractions`); every choice gives the same number
 
 from __future__ import annotations
 
-import collections
 import functools
 from typing import Any, NamedTuple
 
@@ -50,7 +49,6 @@ from gradjax.stats import (
 
 PARAM_NAMES: tuple[str, ...] = ("W", "b")
 SATURATION = 0.01
-TRACE_COUNTS: collections.Counter = collections.Counter()
 
 
 def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
@@ -364,14 +362,14 @@ def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
     return {"n": jnp.sum(valid), "moments": jax.tree.map(one, grads)}
 
 
-def _chunk(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points, n_points):
+def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
+                  n_points):
     """Draw once per seed; then, point by point (`lax.map`), vmap `probe_point` over seeds.
 
     Looping over points rather than vmapping them keeps every compiled shape independent of
     how many points share the bucket, so a cell's numbers do not change when a value is added
     to a grid axis (and a lone point costs one evaluation, not a padded two).
     """
-    TRACE_COUNTS[spec] += 1
     unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.seed_key(root_seed, s)))(seeds)
 
     def at_point(point):
@@ -406,7 +404,7 @@ def _loop_over_points(fn, points, n_points):
 def compiled_chunk(spec: ProbeSpec, with_moments: bool = False):
     """The jitted chunk function of a bucket: (root_seed, seeds[C], valid[C], points, P) ->
     (stats [C, P, ...], moments or None). jit re-traces only for a new chunk or point count."""
-    return jax.jit(functools.partial(_chunk, spec, with_moments))
+    return jax.jit(functools.partial(chunk_program, spec, with_moments))
 
 
 def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[str, jax.Array]:

@@ -2,6 +2,7 @@
 and the CPU shows two devices so sharded code paths run in CI; `tiny_sweep_text`, the small
 sweep that test_cli, test_engine and test_storage run."""
 
+import contextlib
 import json
 
 import jax
@@ -22,6 +23,22 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@contextlib.contextmanager
+def counting_calls(monkeypatch, module, name: str):
+    """Count the calls of `module.name` while the block runs, through a wrapper put in its
+    place. A jitted function's Python body runs once per trace, so around code that jits it
+    this counts traces (equinox's `assert_max_traces`, without a counter in traced code)."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    yield calls
 
 
 # --------------------------------------------------------------------------- tiny sweeps

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pandas as pd
 import pytest
 
-from gradjax import baselines, bench
+from gradjax import baselines, bench, budget
 from gradjax.spec import MIN_AXIS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -50,15 +50,15 @@ def test_builtin_workloads_are_the_issue_s():
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("2GiB", 2 * 2**30), ("1.5G", int(1.5 * 2**30)), ("512MB", 512 * 2**20), ("800", 800 * 2**20)],
+    [("2GiB", 2 * 2**30), ("1.5G", int(1.5 * 2**30)), ("512MB", 512 * 2**20), ("800", 800)],
 )
-def test_parse_memory(text, size):
-    assert bench.parse_memory(text) == size
+def test_one_size_parser_for_bench_and_run(text, size):
+    assert budget.size_argument(text) == size
 
 
 def test_parse_memory_refuses_nonsense():
     with pytest.raises(argparse.ArgumentTypeError):
-        bench.parse_memory("lots")
+        budget.size_argument("lots")
 
 
 def test_compile_log_counts_a_fresh_compile():
