@@ -542,16 +542,13 @@ def run_sweep(
 
 @contextlib.contextmanager
 def _x64_if_needed(sweep: Sweep) -> Iterator[None]:
-    """float64 enabled while a sweep with float64 cells runs, restored afterwards."""
-    if not any(c.options["dtype"] == "float64" for c in sweep.cells):
+    """float64 enabled while a sweep with float64 cells runs: JAX's thread-local config
+    context, so the process-wide setting is never touched."""
+    if any(c.options["dtype"] == "float64" for c in sweep.cells):
+        with jax.enable_x64(True):
+            yield
+    else:
         yield
-        return
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 @dataclasses.dataclass(frozen=True)

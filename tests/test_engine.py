@@ -250,3 +250,19 @@ def test_chan_merge_matches_numpy_and_tolerates_inf():
     stats = describe(np.array([[np.inf, np.nan], [np.inf, np.nan], [1.0, np.nan]]))
     assert stats["mean"][0] == np.inf and np.isnan(stats["mean"][1])
     assert stats["p50"][0] == np.inf and np.isnan(stats["p05"][1])
+
+
+def test_a_float64_sweep_computes_in_float64_and_leaves_x64_off(tmp_path):
+    assert not jax.config.jax_enable_x64
+    text = tiny_sweep_text(**SWEEP | {"defaults": {"dtype": "float64"}})
+    out, _ = run(tmp_path, "f64", text=text, chunk=6)
+    assert not jax.config.jax_enable_x64
+    row = storage.load(out, "per_seed", seed=0, scale=0.5, layer=1, param="W").iloc[0]
+    assert isinstance(row["grad_cv"], np.float64)
+    with jax.enable_x64(True):
+        params = gradjax.init_mlp(keys.seed_key(7, 0), (2, 3, 1), scale=0.5,
+                                  dtype=jnp.float64)
+        want = gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
+                                  activation="relu")
+    assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
+    assert row["loss_value"] == pytest.approx(float(want["loss_value"]), rel=1e-12)
