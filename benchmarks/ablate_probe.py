@@ -68,7 +68,7 @@ def ablations(part: bench.Part, root_seed: int):
     fixed_y = None if part.ys is None else jnp.asarray(part.ys[0], jnp.float32)
 
     def draw(seed):
-        key = keys.seed_key(root_seed, seed)
+        key = keys.init_key(root_seed, seed)
         params = gradjax.init_mlp(key, spec.sizes, init=spec.init, scale=scale,
                                   bias_init=spec.bias_init, bias_scale=bias_scale)
         x, y = data.draw_batch(spec, key)
@@ -147,7 +147,7 @@ def _group(instruction: str, op_name: str | None) -> str:
     if op_name is None:
         kind = instruction.rsplit(".", 1)[0]
         return "matmul (dot_general)" if kind == "dot" else f"[{kind}]"
-    if re.search(r"threefry|random|_normal|_uniform|seed_key", op_name):
+    if re.search(r"threefry|random|_normal|_uniform|init_key", op_name):
         return "rng (threefry, normal)"
     if "dot_general" in op_name:
         return "matmul (dot_general)"

@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 # name -> the module (which imports JAX) that defines it
 _COMPUTE: dict[str, str] = {
     "UNROLLED_THREEFRY": "gradjax.keys",
+    "init_key": "gradjax.keys",
     "apply_mlp": "gradjax.network",
     "init_mlp": "gradjax.network",
     "loss_and_grads": "gradjax.network",
@@ -58,6 +59,7 @@ __all__ = [
     "apply_mlp",
     "get_activation",
     "grad_stats",
+    "init_key",
     "init_mlp",
     "layer_sizes",
     "load",

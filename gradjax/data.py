@@ -16,14 +16,14 @@ import jax.numpy as jnp
 from gradjax import keys
 
 
-def draw_batch(spec, seed_key: jax.Array) -> tuple[jax.Array | None, jax.Array | None]:
+def draw_batch(spec, init_key: jax.Array) -> tuple[jax.Array | None, jax.Array | None]:
     """(x, y) drawn for this init, None where the spec uses fixed values."""
     dt = jnp.dtype(spec.dtype)
     in_dim, out_dim = spec.sizes[0], spec.sizes[-1]
     x = y = None
     if spec.inputs == "gaussian":
-        x = jax.random.normal(keys.data_key(seed_key, keys.INPUTS), (spec.batch, in_dim), dt)
-    y_key = keys.data_key(seed_key, keys.TARGETS)
+        x = jax.random.normal(keys.data_key(init_key, keys.INPUTS), (spec.batch, in_dim), dt)
+    y_key = keys.data_key(init_key, keys.TARGETS)
     if spec.targets == "gaussian":
         y = jax.random.normal(y_key, (spec.batch, out_dim), dt)
     elif spec.targets == "random_labels":

@@ -1,9 +1,9 @@
 """Random streams: one init's randomness depends only on (root_seed, seed index).
 
-    seed_key   = fold_in(key(root_seed), seed)
-    weight key = fold_in(fold_in(seed_key, WEIGHTS), layer)
-    bias key   = fold_in(fold_in(seed_key, BIASES), layer)
-    data key   = fold_in(seed_key, DATA)        (then INPUTS / TARGETS)
+    init_key   = fold_in(key(root_seed), seed)
+    weight key = fold_in(fold_in(init_key, WEIGHTS), layer)
+    bias key   = fold_in(fold_in(init_key, BIASES), layer)
+    data key   = fold_in(init_key, DATA)        (then INPUTS / TARGETS)
 
 Cells never enter the derivation, so every cell of the same shape sees the same draws for the
 same seed (common random numbers): a scale sweep varies only the scale, and any single
@@ -21,8 +21,11 @@ WEIGHTS, BIASES, DATA = 0, 1, 2
 INPUTS, TARGETS = 0, 1
 
 
-def seed_key(root_seed: int | jax.Array, seed: int | jax.Array) -> jax.Array:
-    """The typed key of init number `seed` under `root_seed`."""
+def init_key(root_seed: int | jax.Array, seed: int | jax.Array) -> jax.Array:
+    """The typed key of init number `seed` of a sweep with `root_seed`: everything that init
+    draws derives from it, so `gradjax.init_mlp(init_key(root_seed, seed), sizes, init=...,
+    scale=..., bias_init=..., bias_scale=...)` rebuilds the parameters the sweep used, bit for
+    bit (tests/test_probe.py)."""
     return jax.random.fold_in(jax.random.key(root_seed), seed)
 
 

@@ -332,12 +332,12 @@ def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str,
     return to_host(grad_stats_on_device(params, x, y, activation=activation, **options))
 
 
-def draw_init(spec: ProbeSpec, seed_key: jax.Array):
+def draw_init(spec: ProbeSpec, init_key: jax.Array):
     """What one init draws: unit-scale segmented params and, if not fixed, its data batch."""
     unit = draw_unit_stacked(
-        seed_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=jnp.dtype(spec.dtype)
+        init_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=jnp.dtype(spec.dtype)
     )
-    return unit, data.draw_batch(spec, seed_key)
+    return unit, data.draw_batch(spec, init_key)
 
 
 def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]) -> Backprop:
@@ -370,7 +370,7 @@ def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, 
     how many points share the bucket, so a cell's numbers do not change when a value is added
     to a grid axis (and a lone point costs one evaluation, not a padded two).
     """
-    unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.seed_key(root_seed, s)))(seeds)
+    unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.init_key(root_seed, s)))(seeds)
 
     def at_point(point):
         bp = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)

@@ -105,7 +105,7 @@ def test_grad_var_across_seeds_matches_numpy_over_jax_grad(reference):
     for scale in (0.5, 1.0, 2.0):
         grads = []
         for seed in range(SEEDS):
-            params = gradjax.init_mlp(keys.seed_key(7, seed), (2, 3, 1), scale=scale)
+            params = gradjax.init_mlp(keys.init_key(7, seed), (2, 3, 1), scale=scale)
             _, g = grad(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]), activation="relu")
             grads.append(g)
         for layer in (1, 2):
@@ -260,7 +260,7 @@ def test_a_float64_sweep_computes_in_float64_and_leaves_x64_off(tmp_path):
     row = storage.load(out, "per_seed", seed=0, scale=0.5, layer=1, param="W").iloc[0]
     assert isinstance(row["grad_cv"], np.float64)
     with jax.enable_x64(True):
-        params = gradjax.init_mlp(keys.seed_key(7, 0), (2, 3, 1), scale=0.5,
+        params = gradjax.init_mlp(keys.init_key(7, 0), (2, 3, 1), scale=0.5,
                                   dtype=jnp.float64)
         want = gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
                                   activation="relu")

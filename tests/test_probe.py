@@ -67,7 +67,7 @@ def test_common_random_numbers_across_scales_and_independence_across_seeds():
 
 
 def test_init_draws_follow_the_key_derivation():
-    key = keys.seed_key(3, 11)
+    key = keys.init_key(3, 11)
     params = gradjax.init_mlp(key, (5, 6, 6, 6, 2), init="normal", scale=1.0)
     for layer, p in enumerate(params, start=1):
         expected = jax.random.normal(keys.weight_key(key, layer), p["W"].shape)
@@ -147,7 +147,7 @@ def test_float64_and_bfloat16_probes(x64):
         spec = probe.ProbeSpec(sizes=(3, 5, 1), activation="tanh", dtype=dtype,
                                inputs="gaussian", targets="gaussian", batch=2)
         stats = _collect(spec, probe.make_points(spec, [1.0], [1.0]), np.arange(3), chunk=3)
-        key = keys.seed_key(0, 1)
+        key = keys.init_key(0, 1)
         drawn = network.init_mlp(key, spec.sizes, dtype=jnp.dtype(dtype))
         params = jax.tree.map(lambda a: a.astype(jnp.float64), drawn)
         x = jax.random.normal(keys.data_key(key, keys.INPUTS), (2, 3), jnp.dtype(dtype))
@@ -167,7 +167,7 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
     [(_, _, moments)] = list(probe.run_seeds(spec, points, seeds, chunk=6, with_moments=True))
     grads = []
     for seed in seeds:
-        key = keys.seed_key(0, int(seed))
+        key = keys.init_key(0, int(seed))
         params = network.init_mlp(key, spec.sizes, dtype=jnp.bfloat16)
         x = jax.random.normal(keys.data_key(key, keys.INPUTS), (2, 3), jnp.bfloat16)
         y = jax.random.normal(keys.data_key(key, keys.TARGETS), (2, 1), jnp.bfloat16)
@@ -182,3 +182,23 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
     np.testing.assert_allclose(first["mean"][0], grads.mean(0), rtol=0.05, atol=1e-3)
     m2 = ((grads - grads.mean(0)) ** 2).sum(0)
     np.testing.assert_allclose(first["m2"][0], m2, rtol=0.1, atol=1e-3)
+
+
+@pytest.mark.parametrize("init", ["normal", "he_uniform", "orthogonal", "fan_in_normal"])
+def test_init_key_and_init_mlp_rebuild_the_parameters_a_sweep_used(init):
+    """What the probe draws for (root_seed, seed) at a scale point, against the public
+    rebuild; bit for bit."""
+    from gradjax.network import scale_params
+
+    spec = probe.ProbeSpec(sizes=(3, 4, 4, 4, 2), activation="tanh", init=init,
+                           bias_init="normal")
+    key = gradjax.init_key(11, 5)
+    unit, _ = probe.draw_init(spec, key)
+    used = scale_params(unit, 0.7, 0.2)
+    layers = [{p: seg[p][i] for p in ("W", "b")} for seg in used for i in range(len(seg["W"]))]
+    rebuilt = gradjax.init_mlp(key, spec.sizes, init=init, scale=0.7, bias_init="normal",
+                               bias_scale=0.2)
+    assert len(layers) == len(rebuilt) == 4
+    for a, b in zip(layers, rebuilt, strict=True):
+        for p in ("W", "b"):
+            np.testing.assert_array_equal(np.asarray(a[p]), np.asarray(b[p]))

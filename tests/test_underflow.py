@@ -223,7 +223,7 @@ def test_sweep_grad_var_across_seeds_of_underflowing_gradients(tmp_path):
     spec = sweep.cells[0].spec
     grads = []
     for seed in range(4):
-        key = keys.seed_key(0, seed)
+        key = keys.init_key(0, seed)
         params = gradjax.init_mlp(key, spec.sizes, init="fan_in_normal", scale=0.0005,
                                   bias_init="zeros")
         x = jax.random.normal(keys.data_key(key, keys.INPUTS), (2, 3))

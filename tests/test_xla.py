@@ -10,7 +10,7 @@ import gradjax
 DRAW = """
 import json, jax, gradjax
 from gradjax import keys, network
-key = keys.seed_key(0, 12)
+key = keys.init_key(0, 12)
 params = network.init_mlp(key, (5, 7, 7, 7, 2), init="he_normal")
 x = jax.random.normal(keys.data_key(key, keys.INPUTS), (3, 5))
 leaves = [a.tolist() for a in jax.tree.leaves(params)] + [x.tolist()]
