@@ -47,6 +47,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gradjax' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_COMPUTE})
+
+
 __all__ = [
     "ACTIVATIONS",
     "BIAS_INITS",

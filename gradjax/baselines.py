@@ -39,8 +39,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gradjax.probe import SATURATION
-from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
+from gradjax.spec import LAYER_STATS, PARAM_STATS, SATURATION, ProbeSpec
 
 ACTIVATIONS: tuple[str, ...] = ("sigmoid", "tanh", "relu")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("linear", "sigmoid")

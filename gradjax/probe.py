@@ -36,7 +36,7 @@ from gradjax.network import (
     scan_layers,
     stack_layers,
 )
-from gradjax.spec import LAYER_STATS, MIN_AXIS, ProbeSpec
+from gradjax.spec import LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec
 from gradjax.stats import (
     batch_moments,
     mean_sq_norm,
@@ -46,9 +46,6 @@ from gradjax.stats import (
     to_host,
     unit_cosine,
 )
-
-PARAM_NAMES: tuple[str, ...] = ("W", "b")
-SATURATION = 0.01
 
 
 def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
@@ -326,7 +323,7 @@ def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str,
     [layers, 2] (columns W, b); for each of LAYER_STATS an array [layers]. Layer 1 is the first
     weight layer, the last is the output layer (its activation statistics are NaN).
     `delta_sq_norm` is the mean over the batch of |dL/dz^l|^2, the gradient w.r.t. the layer's
-    pre-activations. Magnitudes (`gradjax.stats.SCALED`) are float64, exact to rounding
+    pre-activations. Magnitudes (`gradjax.spec.SCALED`) are float64, exact to rounding
     whatever the size of the gradient's entries. `stats_frame` makes it a tidy DataFrame.
     """
     return to_host(grad_stats_on_device(params, x, y, activation=activation, **options))

@@ -2,9 +2,9 @@
 `ProbeSpec` that fixes one compiled program.
 
 This is the bottom layer: sweep files are validated, results are read and `gradjax --help`
-answers from here without importing JAX (tests/test_imports.py). The modules that implement a
-name (`activations`, `initializers`, `losses`, `network`, `data`) import their lists from here,
-and tests/test_imports.py checks that each implements exactly these names.
+answers from here without importing JAX (tests/test_imports.py). The modules that implement
+the names (`activations`, `initializers`, `losses`, `network`) take their lists from here, and
+tests/test_imports.py checks that every name here is implemented.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
 DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
 INPUT_KINDS: tuple[str, ...] = ("fixed", "gaussian")
 TARGET_KINDS: tuple[str, ...] = ("fixed", "zeros", "gaussian", "random_labels")
+DRAWN_TARGETS: tuple[str, ...] = ("gaussian", "random_labels")  # drawn per init, not fixed
+SATURATION = 0.01  # act_frac_saturated: |phi'| below this fraction of sup |phi'|
 
 # --------------------------------------------------------------------------- options
 
@@ -181,9 +183,9 @@ class ProbeSpec:
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:
             raise ValueError(f"ProbeSpec.inputs {self.inputs!r}; allowed: fixed, gaussian")
-        if self.targets not in ("fixed", "gaussian", "random_labels"):
+        if self.targets not in ("fixed", *DRAWN_TARGETS):
             raise ValueError(
-                f"ProbeSpec.targets {self.targets!r}; allowed: fixed, gaussian, random_labels"
+                f"ProbeSpec.targets {self.targets!r}; allowed: fixed, {', '.join(DRAWN_TARGETS)}"
                 " (zeros and numbers are fixed targets)"
             )
 

@@ -39,7 +39,8 @@ def scaled(x: jax.Array, axis=None, computed: bool = False) -> tuple[jax.Array, 
     return (pow2.multiply if computed else pow2.scale)(x, -k_b), k
 
 
-def shifted_moments(s: jax.Array, weights: jax.Array | None = None, axis: int = 0):
+def shifted_moments(s: jax.Array, weights: jax.Array | None = None, axis: int = 0
+                    ) -> tuple[jax.Array, jax.Array]:
     """Mean and sum of squared deviations along `axis` (with 0/1 `weights`, whose first entry
     along the axis is 1), the deviations taken from the first entry (shifted data): entries that
     are all equal give exactly 0, whatever the rounding of the mean. A non-finite first entry

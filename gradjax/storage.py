@@ -77,7 +77,7 @@ POSITION = [pa.field("layer", pa.int64()), pa.field("layer_from_output", pa.int6
 
 def per_seed_schema(stat_type: pa.DataType) -> pa.Schema:
     """identity, options, seed, position, then every per-seed statistic: the magnitudes
-    (`gradjax.stats.SCALED`, whose squares need float64's range) as float64, the others as
+    (`gradjax.spec.SCALED`, whose squares need float64's range) as float64, the others as
     `stat_type`."""
     return pa.schema([
         *IDENTITY, *OPTION_FIELDS, pa.field("seed", pa.int64()), *POSITION,

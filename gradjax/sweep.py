@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gradjax.spec import (
+    DRAWN_TARGETS,
     INPUT_KINDS,
     OPTION_BY_NAME,
     OPTION_TABLE,
@@ -175,7 +176,7 @@ class Cell:
         program = {opt.name: o[opt.name] for opt in OPTION_TABLE
                    if not opt.traced and opt.name not in SHAPE_OPTIONS}
         program["inputs"] = "gaussian" if o["inputs"] == "gaussian" else "fixed"
-        if o["targets"] not in ("gaussian", "random_labels"):
+        if o["targets"] not in DRAWN_TARGETS:
             program["targets"] = "fixed"
         return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program)
 
@@ -193,7 +194,7 @@ class Cell:
 
     def fixed_y(self) -> np.ndarray | None:
         o, shape = self.options, (self.options["batch"], self.options["out_dim"])
-        if o["targets"] in ("gaussian", "random_labels"):
+        if o["targets"] in DRAWN_TARGETS:
             return None
         if o["targets"] == "zeros":
             return np.zeros(shape)

@@ -37,8 +37,14 @@ def counting_calls(monkeypatch, module, name: str):
         calls.append(1)
         return original(*args, **kwargs)
 
+    from gradjax import probe  # its cache of jitted chunk programs holds the wrapped function
+
+    probe.compiled_chunk.cache_clear()
     monkeypatch.setattr(module, name, counted)
-    yield calls
+    try:
+        yield calls
+    finally:
+        probe.compiled_chunk.cache_clear()
 
 
 # --------------------------------------------------------------------------- tiny sweeps

@@ -56,7 +56,7 @@ def test_one_size_parser_for_bench_and_run(text, size):
     assert budget.size_argument(text) == size
 
 
-def test_parse_memory_refuses_nonsense():
+def test_a_nonsense_size_is_a_usage_error():
     with pytest.raises(argparse.ArgumentTypeError):
         budget.size_argument("lots")
 

@@ -7,7 +7,8 @@ import pytest
 from reference import seed_example_grads, seed_literal_w1_grad
 
 import gradjax
-from gradjax.probe import ProbeSpec, make_points, run_seeds
+from gradjax.probe import make_points, run_seeds
+from gradjax.spec import ProbeSpec
 
 # (hidden activation, output activation, x, scale of every parameter)
 EXAMPLES = {

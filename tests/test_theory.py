@@ -10,8 +10,8 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
 from gradjax import theory
-from gradjax.probe import ProbeSpec, make_points, run_seeds
-from gradjax.spec import WEIGHT_INITS
+from gradjax.probe import make_points, run_seeds
+from gradjax.spec import WEIGHT_INITS, ProbeSpec
 
 RNG = np.random.default_rng(20170401)
 Z = RNG.standard_normal((2, 1_000_000))  # Monte Carlo draws, shared by the tests below
