@@ -10,10 +10,12 @@ float64 (`unscale`).
 Multiplying by 2**-k cannot be done with float multiplies on XLA:CPU: denormals are treated as
 zero on input (DAZ) and flushed on output (FTZ), 2**k itself is not a finite float32 for
 |k| > 127, and XLA folds a product of constant powers of two into one constant that over- or
-underflows. Everything here is integer arithmetic on the bits (`bitcast`) instead: exact for
-every finite entry, from the smallest subnormal to the largest finite value. A result below the
-smallest normal number is returned as 0 (it is negligible next to the largest scaled entry,
-which lies in [1, 2)); a result above the largest finite number is inf.
+underflows. `max_exponent` and `scale` are integer arithmetic on the bits (`bitcast`) instead:
+exact for every finite entry, from the smallest subnormal to the largest finite value.
+`multiply` is the fast path for values the device computed itself (see its docstring). With
+`scale`, a result below the smallest normal number is returned as 0 (it is negligible next to
+the largest scaled entry, which lies in [1, 2)); a result above the largest finite number is
+inf.
 """
 
 from __future__ import annotations
@@ -44,18 +46,15 @@ def _inf_bits(dtype) -> int:
     return ((1 << (width - 1 - nmant)) - 1) << nmant
 
 
-def _split(bits: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    """(floor(log2 v) as int32, v's normalized fraction bits) for the positive finite float v
-    with these bits (exponent 0 for v == 0). A subnormal's mantissa is shifted up to the
-    implicit leading bit, so both kinds read as (1 + fraction) * 2**exponent."""
-    ints, width, nmant, bias = _layout(dtype)
+def _exponent_of_bits(bits: jax.Array, dtype) -> jax.Array:
+    """floor(log2 v) as int32 for the positive finite float v with these bits (0 for v == 0);
+    a subnormal's exponent is read from the leading bit of its mantissa."""
+    _, width, nmant, bias = _layout(dtype)
     biased = bits >> nmant
     mantissa = bits & ((1 << nmant) - 1)
     top = (width - 1) - jax.lax.clz(jnp.maximum(mantissa, 1))  # the leading bit of a subnormal
-    subnormal_fraction = (mantissa << (nmant - top)) & ((1 << nmant) - 1)
     exponent = jnp.where(biased > 0, biased - bias, (1 - bias - nmant) + top)
-    fraction = jnp.where(biased > 0, mantissa, subnormal_fraction)
-    return jnp.where(bits == 0, 0, exponent).astype(jnp.int32), fraction
+    return jnp.where(bits == 0, 0, exponent).astype(jnp.int32)
 
 
 def max_exponent(x: jax.Array, axis=None) -> jax.Array:
@@ -64,8 +63,7 @@ def max_exponent(x: jax.Array, axis=None) -> jax.Array:
     x = jnp.asarray(x)
     bits = _abs_bits(x)
     finite = bits < _inf_bits(x.dtype)
-    exponent, _ = _split(jnp.max(jnp.where(finite, bits, 0), axis=axis), x.dtype)
-    return exponent
+    return _exponent_of_bits(jnp.max(jnp.where(finite, bits, 0), axis=axis), x.dtype)
 
 
 def scale(x: jax.Array, k: jax.Array) -> jax.Array:
