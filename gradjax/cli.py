@@ -115,10 +115,24 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def option_columns(frame: pd.DataFrame) -> list[str]:
+    """The option columns of a results table: gradjax's and any plug-in's (they sit between
+    `label` and `layer`, `gradjax.storage`'s schemas)."""
+    columns = list(frame.columns)
+    return columns[columns.index("label") + 1 : columns.index("layer")]
+
+
 def varying_options(frame: pd.DataFrame) -> list[str]:
     """The option columns (and label) that differ between the cells of a summary frame."""
     cells = frame.drop_duplicates("cell")
-    return [c for c in ("label", *OPTIONS) if cells[c].nunique(dropna=False) > 1]
+    options = [c for c in option_columns(frame) if c != "seed"]
+    return [c for c in ("label", *options) if cells[c].nunique(dropna=False) > 1]
+
+
+def weight_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The MLP's W rows and every other model's parameter rows (not its taps)."""
+    other = (frame["model"] != "mlp") & ~frame["param"].str.startswith("taps[")
+    return frame[(frame["param"] == "W") | other]
 
 
 def summary_columns(frame: pd.DataFrame, stats: Sequence[str] | None) -> dict[str, str]:
@@ -145,14 +159,15 @@ def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | Non
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(f"--by: unknown column(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(['cell', 'label', *OPTIONS])}")
+                         f"{', '.join(['cell', 'label', *option_columns(frame)])}")
     columns = summary_columns(frame, stats)
-    rows = frame[frame["param"] == "W"]
+    rows = weight_rows(frame)
+    keys = [*by, "layer"] + (["param"] if rows["param"].nunique() > 1 else [])
     if layer is not None:
         rows = rows[rows["layer" if layer > 0 else "layer_from_output"] == layer]
         if rows.empty:
             raise ValueError(f"--layer {layer}: no such layer in these cells")
-    table = rows.groupby([*by, "layer"], sort=True, dropna=False).agg(
+    table = rows.groupby(keys, sort=True, dropna=False).agg(
         cells=("cell", "nunique"), seeds=("seeds", "median"),
         **{short: (col, "median") for col, short in columns.items()},
     ).reset_index()
@@ -166,7 +181,8 @@ def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | Non
                f"{', '.join(others) or 'none'})")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.3g}")
     legend = ", ".join(f"{short} = {col}" for col, short in columns.items() if short != col)
-    return (f"W rows by {', '.join(by)} and layer; {how}.\n{text}\n"
+    what = "W rows" if (rows["param"] == "W").all() else "Parameter rows (W for the MLP)"
+    return (f"{what} by {', '.join(keys[:-1])} and {keys[-1]}; {how}.\n{text}\n"
             + (f"{legend}. " if legend else "")
             + "_p50: median over inits; load() gives every column.")
 
@@ -190,7 +206,8 @@ def _option_text(row: pd.Series, names: Sequence[str]) -> str:
     """`name value` for each option, bias_scale only where the bias init uses it."""
     leaky = "leaky_relu" in (row["activation"], row["output_activation"])
     shown = [n for n in names if (n != "bias_scale" or row["bias_init"] in BIAS_SCALED)
-             and (n != "leaky_slope" or leaky)]
+             and (n != "leaky_slope" or leaky) and not pd.isna(row[n])
+             and (n, row[n]) != ("model", "mlp")]
     return ", ".join(f"{n} {row[n]:g}" if isinstance(row[n], float) else f"{n} {row[n]}"
                      for n in shown)
 
@@ -292,11 +309,17 @@ def findings_text(folder: str | Path) -> str:
     """What a results folder shows, cell by cell; then, for cells shaped like the seed's
     examples (2-3-1, one example), what they show in the seed's terms."""
     summary = storage.load(folder, "summary")
-    first = storage.load(folder, "per_seed", layer=1, param="W")
+    others = summary.loc[summary["model"] != "mlp"].drop_duplicates("cell")
+    note = (f"({len(others)} cells of other models ({', '.join(others['model'].unique())}) are "
+            "left out here: `gradjax summary` shows their parameter rows.)")
+    summary = summary[summary["model"] == "mlp"]
+    if summary.empty:
+        return note
+    first = storage.load(folder, "per_seed", layer=1, param="W", model="mlp")
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
     cells = w[w["layer"] == 1].set_index("cell", drop=False)
     varying = [c for c in varying_options(cells) if c != "label"]
-    fixed = [c for c in OPTIONS if c not in varying]
+    fixed = [c for c in option_columns(summary) if c not in varying]
     lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
              f"random inits each ({folder})",
              f"Every cell: {_option_text(cells.iloc[0], fixed)}", ""]
@@ -315,7 +338,7 @@ def findings_text(folder: str | Path) -> str:
         lines += ["", "(The seed's own findings, the ReLU example, the tiny init and one example, "
                   "are drawn only from cells shaped like sweeps/seed_examples.toml: 2-3-1 "
                   "networks on one example. This sweep has none.)"]
-    return "\n".join(lines)
+    return "\n".join(lines + (["", note] if len(others) else []))
 
 
 def _cmd_findings(args: argparse.Namespace) -> int:

@@ -118,11 +118,24 @@ def bucket_dir_name(bucket: Bucket) -> str:
 def describe_spec(spec: ProbeSpec) -> str:
     """Every option that fixes a bucket's compiled program, by its sweep-file name."""
     sizes = spec.sizes
-    shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",
-             "depth": spec.depth, "out_dim": sizes[-1]}
+    if spec.model == "mlp":
+        shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",
+                 "depth": spec.depth, "out_dim": sizes[-1]}
+    else:
+        shape = {"in_dim": sizes[0], "out_dim": sizes[-1], **dict(spec.model_options)}
+    skip = ("sizes", "model_options", "model_folder")
     options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
-               if f.name != "sizes"}
+               if f.name not in skip and f.name not in shape}
     return ", ".join(f"{k} {v}" for k, v in {**shape, **options}.items())
+
+
+def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
+    """The position columns of one init's rows in the unit's tables."""
+    if unit.bucket.spec.model == "mlp":
+        return storage.position_columns(unit.cells[0])
+    from gradjax import tree_probe
+
+    return tree_probe.positions(unit.bucket.spec, points)
 
 
 class _CacheEvents:
@@ -416,6 +429,8 @@ class _UnitRun:
             sweep, folder, unit, meta, schema)
         self.dir = folder.work_dir(bucket_dir_name(unit.bucket)) / unit.name
         self.state_path = self.dir / "state.npz"
+        self.points = unit.points()
+        self.positions = row_positions(unit, self.points)
 
     def resume(self, like: Any) -> tuple[int, Moments]:
         """Seeds done and moments from the checkpoint; parts past it are removed."""
@@ -434,7 +449,8 @@ class _UnitRun:
         seeds = np.arange(start, start + len(stats["loss_value"]))
         for p, cell in enumerate(self.unit.cells):
             table = storage.per_seed_table(
-                self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()}, self.schema
+                self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
+                self.schema, self.positions,
             )
             storage.write_parquet(table, self.dir / _part_name(cell, start))
 
@@ -443,21 +459,29 @@ class _UnitRun:
         storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
 
+    def var_across_seeds(self, moments: Moments) -> np.ndarray:
+        """[P, rows] per-entry variance across seeds, averaged over each tensor's entries."""
+        rows = len(self.positions["layer"])
+        if self.unit.bucket.spec.model == "mlp":
+            var = moments.var_across_seeds()
+            return var.reshape(var.shape[0], -1)
+        return moments.var_per_leaf(rows)
+
     def finish(self, moments: Moments) -> None:
-        var = moments.var_across_seeds()
+        var = self.var_across_seeds(moments)
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
                            key=_part_start)
             table = pa.concat_tables([pq.read_table(part) for part in parts])
-            expected = self.sweep.seeds * (cell.options["depth"] + 1) * 2
+            expected = self.sweep.seeds * len(self.positions["layer"])
             if table.num_rows != expected:
                 raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} per-seed "
                                    f"rows, expected {expected}")
             meta = {**self.meta, "cell": str(cell.index)}
             storage.write_parquet(table, self.folder.per_seed_path(cell.index),
                                   {**meta, "table": "per_seed", "written_utc": storage.utc_now()})
-            frame = cell_summary(self.sweep.name, cell, table, var[p])
-            storage.write_parquet(storage.summary_table(frame),
+            frame = cell_summary(self.sweep.name, cell, table, var[p], self.positions)
+            storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
                                   self.folder.summary_path(cell.index),
                                   {**meta, "table": "summary", "written_utc": storage.utc_now()})
         shutil.rmtree(self.dir)
@@ -470,7 +494,7 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     n_cells = len(run.unit.cells)
     progress.resumed(done * n_cells)
     computed, since, write_s = 0, time.perf_counter(), 0.0
-    points = run.unit.points()
+    points = run.points
     for start, count, stats, chunk_moments in _chunks(
         executable, run.sweep.root_seed, points, n_cells, done, run.sweep.seeds
     ):
@@ -593,7 +617,7 @@ def _rate(per_s: float) -> str:
 
 def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:
     meta = run_metadata(sweep)
-    schema = storage.per_seed_schema(storage.stat_type(sweep))
+    schema = storage.per_seed_schema(storage.stat_type(sweep), sweep.extra_options)
     buckets = sweep.buckets()
     done = [c for c in sweep.cells if folder.done(c.index)]
     report.cells_skipped = len(done)

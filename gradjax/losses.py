@@ -16,6 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gradjax.activations import get_activation
 from gradjax.spec import LOSSES
 
 
@@ -47,3 +48,14 @@ def loss_fn(loss: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return {"mse": mse, "bce": bce_from_logits, "softmax_cross_entropy": softmax_cross_entropy}[
         loss
     ]
+
+
+def loss_of_logits(
+    logits: jax.Array, y: jax.Array, *, loss: str, output_activation: str, leaky_slope: float,
+) -> jax.Array:
+    """The batch-mean loss of a network whose last layer gives `logits` [batch, out_dim]:
+    bce straight from the logits, any other loss of output_activation(logits)."""
+    if loss == "bce":
+        return bce_from_logits(logits, y)
+    output = get_activation(output_activation, leaky_slope=leaky_slope)(logits)
+    return loss_fn(loss)(output, y)

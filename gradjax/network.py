@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from gradjax import keys
 from gradjax.activations import get_activation
 from gradjax.initializers import draw_bias, draw_weight
-from gradjax.losses import bce_from_logits, check_loss, loss_fn
+from gradjax.losses import check_loss, loss_of_logits
 from gradjax.spec import NORMS
 
 Params = list[dict[str, jax.Array]]
@@ -244,11 +244,9 @@ def batch_loss(
     logits, trace = forward_stacked(
         stacked, x, activation=activation, norm=norm, leaky_slope=leaky_slope, shifts=shifts
     )
-    y = as_batch(y)
-    if loss == "bce":
-        return bce_from_logits(logits, y), trace
-    output = get_activation(output_activation, leaky_slope=leaky_slope)(logits)
-    return loss_fn(loss)(output, y), trace
+    value = loss_of_logits(logits, as_batch(y), loss=loss, output_activation=output_activation,
+                           leaky_slope=leaky_slope)
+    return value, trace
 
 
 def loss_and_grads(

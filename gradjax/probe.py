@@ -213,7 +213,9 @@ def underflow_fractions(bp: Backprop, norm: str, f, seed_axis: bool = True):
     ])
 
 
-def _layer_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
+def activation_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
+    """LAYER_STATS but delta_sq_norm, and preact_log2_scale, of a [batch, units] array of
+    pre-activations u and phi'(u)."""
     mean, var, k = batch_moments(u.astype(f), computed=True)
     absd = jnp.abs(dphi).astype(f)
     return {
@@ -249,7 +251,8 @@ def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
         b = _param_stats(g["b"], b_underflow, f, False)
         out = {k: jnp.stack([w[k], b[k]]) for k in w}
         out["delta_sq_norm"], out["delta_log2_scale"] = mean_sq_norm(delta.astype(f), computed=True)
-        out.update(_layer_stats(u, dphi, max_deriv, f) if u is not None else _no_hidden_stats(f))
+        hidden = u is not None
+        out.update(activation_stats(u, dphi, max_deriv, f) if hidden else _no_hidden_stats(f))
         return out
 
     return jax.vmap(one)(g, *underflow, delta, u, dphi)
@@ -374,13 +377,13 @@ def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, 
         moments = chunk_moments(bp.grads, valid, spec.stat_dtype) if with_moments else None
         return chunk_stats(bp, spec), moments
 
-    stats, moments = _loop_over_points(at_point, points, n_points)
+    stats, moments = loop_over_points(at_point, points, n_points)
     if moments is not None:
         moments = {"n": jnp.sum(valid), "moments": moments["moments"]}
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), stats), moments
 
 
-def _loop_over_points(fn, points, n_points):
+def loop_over_points(fn, points, n_points):
     """[fn(point) for point in points], stacked, as a loop whose trip count is a runtime value.
 
     XLA would inline a loop of known length 1 and fuse its body differently; with `n_points`
@@ -400,17 +403,28 @@ def _loop_over_points(fn, points, n_points):
 @functools.cache
 def compiled_chunk(spec: ProbeSpec, with_moments: bool = False):
     """The jitted chunk function of a bucket: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None). jit re-traces only for a new chunk or point count."""
+    (stats [C, P, ...], moments or None). jit re-traces only for a new chunk or point count.
+    Models other than the MLP run `gradjax.tree_probe.chunk_program` (imported here, as it
+    builds on this module)."""
+    if spec.model != "mlp":
+        from gradjax import tree_probe
+
+        return jax.jit(functools.partial(tree_probe.chunk_program, spec, with_moments))
     return jax.jit(functools.partial(chunk_program, spec, with_moments))
 
 
-def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None) -> dict[str, jax.Array]:
-    """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays."""
+def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None
+                ) -> dict[str, jax.Array]:
+    """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays, a
+    model's own traced options (`model`, name -> [P]) go under "model"."""
     dt = jnp.dtype(spec.dtype)
     points = {
         "scale": jnp.asarray(np.asarray(scales, np.float64), dt),
         "bias_scale": jnp.asarray(np.asarray(bias_scales, np.float64), dt),
     }
+    if model:
+        points["model"] = {k: jnp.asarray(np.asarray(v, np.float64), dt)
+                           for k, v in model.items()}
     n = points["scale"].shape[0]
     if spec.inputs == "fixed":
         points["x"] = jnp.broadcast_to(jnp.asarray(xs, dt).reshape(-1, spec.batch, spec.sizes[0]),

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 
-# --------------------------------------------------------------------------- choices
+from gradjax.models import mlp, resmlp
+from gradjax.models.family import BUILT_IN
+from gradjax.option import (  # the names of every choice, re-exported ("X as X") here
+    ACTIVATIONS,
+    DTYPES,
+    LOSSES,
+    Option,
+)
+from gradjax.option import BIAS_INITS as BIAS_INITS
+from gradjax.option import NORMS as NORMS
+from gradjax.option import WEIGHT_INITS as WEIGHT_INITS
 
-ACTIVATIONS: tuple[str, ...] = (
-    "sigmoid", "tanh", "relu", "elu", "selu", "gelu", "silu", "swish", "softplus", "soft_sign",
-    "hard_tanh", "linear", "leaky_relu",
-)
-WEIGHT_INITS: tuple[str, ...] = (
-    "normal", "uniform", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform",
-    "lecun_normal", "lecun_uniform", "fan_in_normal", "orthogonal", "constant", "zeros",
-)
-BIAS_INITS: tuple[str, ...] = ("zeros", "constant", "normal")
-LOSSES: tuple[str, ...] = ("mse", "bce", "softmax_cross_entropy")
-NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
-DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
 INPUT_KINDS: tuple[str, ...] = ("fixed", "gaussian")
 TARGET_KINDS: tuple[str, ...] = ("fixed", "zeros", "gaussian", "random_labels")
 DRAWN_TARGETS: tuple[str, ...] = ("gaussian", "random_labels")  # drawn per init, not fixed
@@ -32,86 +30,55 @@ SATURATION = 0.01  # act_frac_saturated: |phi'| below this fraction of sup |phi'
 
 # --------------------------------------------------------------------------- options
 
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One sweep-file option, declared once: validation (`gradjax.sweep`), the result tables'
-    column types (`gradjax.storage`), the bucket key (`Cell.spec`), `gradjax run --help` and
-    the options table of docs/sweeps.md are derived from `OPTION_TABLE`."""
-
-    name: str
-    kind: str  # "int" | "float" | "name" | "bool" | "inputs" | "targets"
-    doc: str  # what it does, one line
-    default: object = None  # None: required (batch: derived from fixed inputs, else 1)
-    low: float | None = None  # the smallest value an int or float option takes
-    choices: tuple[str, ...] = ()  # a name option's allowed values
-    traced: bool = False  # a value the compiled program takes per point (no recompile)
-
-    @property
-    def required(self) -> bool:
-        return self.default is None and self.name != "batch"
-
-    def default_text(self) -> str:
-        """The default as written in a sweep file, or "required" / "derived"."""
-        if self.default is None:
-            return "required" if self.required else "derived"
-        if isinstance(self.default, bool):
-            return "true" if self.default else "false"
-        return f'"{self.default}"' if isinstance(self.default, str) else f"{self.default:g}"
-
-    def allowed(self) -> str:
-        """What the option accepts, in words."""
-        if self.kind in ("int", "float"):
-            what = "integer" if self.kind == "int" else "number"
-            return what if self.low is None else f"{what} >= {self.low:g}"
-        if self.kind == "bool":
-            return "true, false"
-        if self.kind == "inputs":
-            return "rows of in_dim numbers (a fixed batch), gaussian"
-        if self.kind == "targets":
-            return "rows of out_dim numbers, a number, zeros, gaussian, random_labels"
-        return ", ".join(self.choices)
-
-
-OPTION_TABLE: tuple[Option, ...] = (  # in the order of the result columns
+# Options every model takes: the data, the loss, the number type and the init's scales. A
+# family's own options live in its module (`gradjax.models`).
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("model", "model", "the model family (docs/extending.md)", "mlp", choices=BUILT_IN),
     Option("in_dim", "int", "input dimension", low=1),
-    Option("width", "int", "units of every hidden layer", low=1),
-    Option("depth", "int", "hidden layers (depth + 1 weight layers)", low=0),
     Option("out_dim", "int", "output dimension", low=1),
-    Option("activation", "name", "hidden layers' activation", choices=ACTIVATIONS),
     Option("output_activation", "name", "output layer's activation", "linear",
            choices=ACTIVATIONS),
     Option("leaky_slope", "float", "negative slope of leaky_relu", 0.01),
-    Option("init", "name", "weight init (docs/conventions.md: what scale means)", "normal",
-           choices=WEIGHT_INITS),
-    Option("scale", "float", "multiplies the weight init's standard deviation", 1.0, low=0.0,
-           traced=True),
-    Option("bias_init", "name", "bias init", "normal", choices=BIAS_INITS),
-    Option("bias_scale", "float", "multiplies the bias init's standard deviation", 1.0,
-           low=0.0, traced=True),
+    Option("scale", "float", "multiplies the weight init's standard deviation (plug-ins: "
+           "every leaf with ndim >= 2)", 1.0, low=0.0, traced=True),
+    Option("bias_scale", "float", "multiplies the bias init's standard deviation (plug-ins: "
+           "every 1-D leaf)", 1.0, low=0.0, traced=True),
     Option("loss", "name", "loss (bce needs output_activation sigmoid, softmax_cross_entropy "
            "out_dim >= 2)", "mse", choices=LOSSES),
-    Option("norm", "name", "normalization of hidden pre-activations (batchnorm needs "
-           "batch >= 2)", "none", choices=NORMS),
     Option("dtype", "name", "the network's float type", "float32", choices=DTYPES),
     Option("inputs", "inputs", "a fixed batch (traced per point), or a fresh N(0, I) batch "
            "per init", "gaussian"),
     Option("targets", "targets", "fixed rows or a number or zeros (traced per point), or "
            "drawn per init", "gaussian"),
-    Option("batch", "int", "examples per batch (the rows of fixed inputs, else 1)", low=1),
-    Option("structural_zeros", "bool", "tell dead-unit zeros from float underflow (a boolean "
-           "replay of backprop)", True),
+    Option("batch", "int", "examples per batch (the rows of fixed inputs, else 1)", low=1,
+           derived=True),
 )
+COMMON: tuple[str, ...] = tuple(o.name for o in COMMON_OPTIONS)
+# the order of the result columns
+COLUMN_ORDER: tuple[str, ...] = (
+    "model", "in_dim", "width", "depth", "out_dim", "activation", "output_activation",
+    "leaky_slope", "init", "scale", "bias_init", "bias_scale", "branch_scale", "loss", "norm",
+    "dtype", "inputs", "targets", "batch", "structural_zeros",
+)
+_DECLARED = {o.name: o for o in (*COMMON_OPTIONS, *mlp.OPTIONS, *resmlp.OPTIONS)}
+OPTION_TABLE: tuple[Option, ...] = tuple(_DECLARED[name] for name in COLUMN_ORDER)
 OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTION_TABLE)
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTION_TABLE}
+# the options of each built-in family beyond the common ones
+FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mlp": tuple(o.name for o in mlp.OPTIONS), "resmlp": tuple(o.name for o in resmlp.OPTIONS),
+}
 
 
 def options_markdown() -> str:
     """The options table of docs/sweeps.md (tests/test_sweep.py checks the two agree)."""
-    rows = ["| option | allowed | default | what it does |", "|---|---|---|---|"]
+    rows = ["| option | models | allowed | default | what it does |", "|---|---|---|---|---|"]
     for o in OPTION_TABLE:
+        models = "all" if o.name in COMMON else ", ".join(
+            f for f, names in FAMILY_OPTIONS.items() if o.name in names)
         traced = " Traced: a grid over it compiles once." if o.traced else ""
-        rows.append(f"| `{o.name}` | {o.allowed()} | {o.default_text()} | {o.doc}.{traced} |")
+        rows.append(f"| `{o.name}` | {models} | {o.allowed()} | {o.default_text()} | "
+                    f"{o.doc}.{traced} |")
     return "\n".join(rows)
 
 
@@ -166,8 +133,9 @@ class ProbeSpec:
     `targets` say only whether the data is fixed (a traced value per point, the default here)
     or drawn per init."""
 
-    sizes: tuple[int, ...]
-    activation: str
+    sizes: tuple[int, ...]  # the MLP's layer sizes; (in_dim, out_dim) for other models
+    activation: str | None  # None: the model has no activation option (its taps get no
+    # activation statistics)
     output_activation: str = _default("output_activation")
     loss: str = _default("loss")
     norm: str = _default("norm")
@@ -179,6 +147,11 @@ class ProbeSpec:
     inputs: str = "fixed"  # "fixed" (traced per point) | "gaussian" (drawn per seed)
     targets: str = "fixed"  # "fixed" | "gaussian" | "random_labels"
     structural_zeros: bool = _default("structural_zeros")
+    model: str = "mlp"
+    # a model other than the MLP: the factory's options that fix the program, (name, value)
+    # sorted by name, and the sweep file's folder, which plug-in modules are imported from
+    model_options: tuple[tuple[str, object], ...] = ()
+    model_folder: str = ""
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:

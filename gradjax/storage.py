@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from gradjax.option import Option
 from gradjax.spec import (
     LAYER_STATS,
-    OPTION_BY_NAME,
-    OPTIONS,
+    OPTION_TABLE,
     PARAM_STATS,
     SCALED,
     STATS,
@@ -58,38 +58,37 @@ class ResultsError(RuntimeError):
 
 ARROW_TYPES: dict[str, pa.DataType] = {  # option kind -> column type
     "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "name": pa.string(),
+    "text": pa.string(), "model": pa.string(),
     "inputs": pa.string(), "targets": pa.string(),  # "gaussian", ... or JSON text of the rows
 }
-
-
-def _option_type(name: str) -> pa.DataType:
-    return ARROW_TYPES[OPTION_BY_NAME[name].kind]
-
-
 IDENTITY = [pa.field("sweep", pa.string()), pa.field("cell", pa.int64()),
             pa.field("label", pa.string())]
-OPTION_FIELDS = [pa.field(name, _option_type(name)) for name in OPTIONS]
 # layer_from_output: -1 for the output layer (layer = depth + 1), -2 below it, ...; n: entries
 # of the tensor
 POSITION = [pa.field("layer", pa.int64()), pa.field("layer_from_output", pa.int64()),
             pa.field("param", pa.string()), pa.field("n", pa.int64())]
 
 
-def per_seed_schema(stat_type: pa.DataType) -> pa.Schema:
+def option_fields(extra: Sequence[Option] = ()) -> list[pa.Field]:
+    """A column per option: gradjax's (`OPTION_TABLE`), then a sweep's plug-in options."""
+    return [pa.field(o.name, ARROW_TYPES[o.kind]) for o in (*OPTION_TABLE, *extra)]
+
+
+def per_seed_schema(stat_type: pa.DataType, extra: Sequence[Option] = ()) -> pa.Schema:
     """identity, options, seed, position, then every per-seed statistic: the magnitudes
     (`gradjax.spec.SCALED`, whose squares need float64's range) as float64, the others as
     `stat_type`."""
     return pa.schema([
-        *IDENTITY, *OPTION_FIELDS, pa.field("seed", pa.int64()), *POSITION,
+        *IDENTITY, *option_fields(extra), pa.field("seed", pa.int64()), *POSITION,
         *(pa.field(s, pa.float64() if s in SCALED else stat_type) for s in STATS),
     ])
 
 
-def summary_schema() -> pa.Schema:
+def summary_schema(extra: Sequence[Option] = ()) -> pa.Schema:
     """identity, options, layer, param, seeds, `<stat>_<aggregate>`, across-seed columns and
     the mean-field columns of `gradjax.theory` (all float64)."""
     return pa.schema([
-        *IDENTITY, *OPTION_FIELDS, *POSITION, pa.field("seeds", pa.int64()),
+        *IDENTITY, *option_fields(extra), *POSITION, pa.field("seeds", pa.int64()),
         *(pa.field(f"{s}_{a}", pa.float64()) for s in STATS for a in AGGREGATES),
         pa.field("grad_var_across_seeds", pa.float64()),
         pa.field("frac_seeds_all_zero", pa.float64()),
@@ -103,29 +102,47 @@ def stat_type(sweep: Sweep) -> pa.DataType:
     return pa.float64() if x64 else pa.float32()
 
 
+def as_rows(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Statistics [..., rows], one row per tensor, from the MLP probe's layer form
+    (PARAM_STATS [..., L, 2], LAYER_STATS [..., L] repeated on the W and b rows) or already in
+    row form (every statistic [..., rows], from `gradjax.tree_probe`); loss_value [...] is
+    repeated on every row."""
+    layer_form = np.ndim(stats["grad_var"]) == np.ndim(stats["preact_var"]) + 1
+    out = {}
+    for name in PARAM_STATS:
+        value = np.asarray(stats[name])
+        out[name] = value.reshape(*value.shape[:-2], -1) if layer_form else value
+    for name in LAYER_STATS:
+        value = np.asarray(stats[name])
+        out[name] = np.repeat(value, 2, axis=-1) if layer_form else value
+    loss = np.asarray(stats["loss_value"])
+    out["loss_value"] = np.broadcast_to(loss[..., None], out["grad_var"].shape)
+    return out
+
+
 def per_seed_table(
     sweep_name: str, cell: Cell, seeds: np.ndarray, stats: Mapping[str, np.ndarray],
-    schema: pa.Schema,
+    schema: pa.Schema, positions: Mapping[str, Any] | None = None,
 ) -> pa.Table:
-    """Rows (seed, layer, param) of one cell from its stats: PARAM_STATS [c, L, 2],
-    LAYER_STATS [c, L] (repeated on W and b), loss_value [c] (repeated on every row)."""
-    c, n_layers = stats["grad_var"].shape[:2]
-    rows = c * n_layers * 2
+    """Rows (seed, tensor) of one cell from its stats (`as_rows` form or the MLP's layer
+    form) and the position columns of one init's rows (default: the MLP's,
+    `position_columns`)."""
+    positions = position_columns(cell) if positions is None else positions
+    stats = as_rows(stats)
+    c, per_init = stats["grad_var"].shape
+    rows = c * per_init
     columns: dict[str, Any] = {
         "sweep": pa.array([sweep_name] * rows, pa.string()),
         "cell": np.full(rows, cell.index, np.int64),
         "label": pa.array([cell.label] * rows, pa.string()),
     }
     for name, value in cell.columns().items():
-        columns[name] = pa.array([value] * rows, _option_type(name))
-    columns["seed"] = np.repeat(np.asarray(seeds, np.int64), n_layers * 2)
-    for name, values in position_columns(cell).items():
-        columns[name] = np.tile(values, c) if name != "param" else pa.array(values * c)
-    for name in PARAM_STATS:
+        columns[name] = pa.array([value] * rows, schema.field(name).type)
+    columns["seed"] = np.repeat(np.asarray(seeds, np.int64), per_init)
+    for name, values in positions.items():
+        columns[name] = np.tile(values, c) if name != "param" else pa.array(list(values) * c)
+    for name in STATS:
         columns[name] = np.asarray(stats[name]).reshape(rows)
-    for name in LAYER_STATS:
-        columns[name] = np.repeat(np.asarray(stats[name]).reshape(-1), 2)
-    columns["loss_value"] = np.repeat(np.asarray(stats["loss_value"]), n_layers * 2)
     arrays = [_arrow(columns[f.name], f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -139,7 +156,7 @@ def _layer_positions(n_layers: int) -> dict[str, Any]:
 
 
 def position_columns(cell: Cell) -> dict[str, Any]:
-    """`_layer_positions` of a cell's network, and n, each tensor's number of entries."""
+    """`_layer_positions` of an MLP cell's network, and n, each tensor's number of entries."""
     sizes = cell.spec.sizes
     n = [count for a, b in zip(sizes[:-1], sizes[1:], strict=True) for count in (a * b, b)]
     return {**_layer_positions(len(sizes) - 1), "n": np.asarray(n, np.int64)}
@@ -150,11 +167,7 @@ def stats_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
     columns layer, layer_from_output, param and every statistic (a layer statistic repeated on
     the W and b rows, loss_value on every row), as in the per-seed table."""
     frame = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
-    for name in PARAM_STATS:
-        frame[name] = np.asarray(stats[name]).reshape(-1)
-    for name in LAYER_STATS:
-        frame[name] = np.repeat(np.asarray(stats[name]), 2)
-    frame["loss_value"] = float(stats["loss_value"])
+    frame.update(as_rows(stats))
     return pd.DataFrame(frame)
 
 
@@ -162,9 +175,9 @@ def _arrow(values: Any, type_: pa.DataType) -> pa.Array:
     return (values if isinstance(values, pa.Array) else pa.array(values)).cast(type_)
 
 
-def summary_table(frame: pd.DataFrame) -> pa.Table:
+def summary_table(frame: pd.DataFrame, extra: Sequence[Option] = ()) -> pa.Table:
     """A cell's summary frame (see `gradjax.summary`) in the summary schema, no pandas metadata."""
-    schema = summary_schema()
+    schema = summary_schema(extra)
     arrays = [_arrow(frame[f.name].to_numpy(), f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 

@@ -88,6 +88,17 @@ class Moments:
             ]
         return np.stack([np.stack(pair, axis=-1) for pair in out], axis=1)
 
+    def var_per_leaf(self, rows: int) -> np.ndarray:
+        """[P, rows]: `var_across_seeds` for a model's parameter leaves in `jax.tree_util`
+        order (the moments of `gradjax.tree_probe`), NaN for the rows past them (taps)."""
+        pairs = jax.tree.leaves(self.tree, is_leaf=_is_pair)
+        n_points = self.leaves()[0].shape[0]
+        out = np.full((n_points, rows), np.nan)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for i, pair in enumerate(pairs):
+                out[:, i] = np.mean(pair["m2"].reshape(n_points, -1), axis=1) / self.n
+        return out
+
 
 def _percentile(ordered: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     """numpy's default ("linear") percentile of the first `counts` entries along axis 0 of a
@@ -131,26 +142,30 @@ def describe(values: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def cell_summary(
-    sweep_name: str, cell: Cell, per_seed: pa.Table, var_across_seeds: np.ndarray
+    sweep_name: str, cell: Cell, per_seed: pa.Table, var_across_seeds: np.ndarray,
+    positions: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per (layer, param) of one cell, from its per-seed table (rows ordered by seed,
-    layer, param) and its [L, 2] `grad_var_across_seeds`; with `gradjax.theory`'s columns."""
-    n_layers = cell.options["depth"] + 1
-    seeds = per_seed.num_rows // (2 * n_layers)
+    """One row per tensor of one cell, from its per-seed table (rows ordered by seed, then as
+    `positions`, default the MLP's `position_columns`) and its per-row
+    `grad_var_across_seeds`; with `gradjax.theory`'s columns."""
+    positions = position_columns(cell) if positions is None else positions
+    per_init = len(positions["layer"])
+    seeds = per_seed.num_rows // per_init
     frame: dict[str, Any] = {
         "sweep": sweep_name,
         "cell": cell.index,
         "label": cell.label,
         **cell.columns(),
-        **position_columns(cell),
+        **positions,
         "seeds": seeds,
     }
     for stat in STATS:
-        values = per_seed.column(stat).to_numpy().reshape(seeds, n_layers * 2)
+        values = per_seed.column(stat).to_numpy().reshape(seeds, per_init)
         described = describe(values)
         for agg in AGGREGATES:
             frame[f"{stat}_{agg}"] = described[agg]
     frame["grad_var_across_seeds"] = np.asarray(var_across_seeds, np.float64).reshape(-1)
-    max_abs = per_seed.column("grad_max_abs").to_numpy().reshape(seeds, n_layers * 2)
-    frame["frac_seeds_all_zero"] = np.mean(max_abs == 0, axis=0)
+    max_abs = per_seed.column("grad_max_abs").to_numpy().reshape(seeds, per_init)
+    taps = np.array([str(p).startswith("taps[") for p in positions["param"]])
+    frame["frac_seeds_all_zero"] = np.where(taps, np.nan, np.mean(max_abs == 0, axis=0))
     return add_theory_columns(pd.DataFrame(frame))

@@ -31,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from gradjax.models import Family, resolve
+from gradjax.option import Option
 from gradjax.spec import (
+    COMMON,
     DRAWN_TARGETS,
     INPUT_KINDS,
     OPTION_BY_NAME,
-    OPTION_TABLE,
     OPTIONS,
     TARGET_KINDS,
     ProbeSpec,
@@ -47,18 +49,10 @@ MAX_SEEDS = 2**31 - 1
 MAX_RANGE = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
-# Derived from `gradjax.spec.OPTION_TABLE`, the options' one home.
-INT_OPTIONS: dict[str, int] = {o.name: int(o.low) for o in OPTION_TABLE if o.kind == "int"}
-# Option -> smallest allowed value, None for any finite number (float options).
-FLOAT_OPTIONS: dict[str, float | None] = {o.name: o.low for o in OPTION_TABLE
-                                          if o.kind == "float"}
-NAME_OPTIONS: dict[str, tuple[str, ...]] = {o.name: o.choices for o in OPTION_TABLE
-                                            if o.kind == "name"}
 INPUT_NAMES: tuple[str, ...] = tuple(k for k in INPUT_KINDS if k != "fixed")
 TARGET_NAMES: tuple[str, ...] = tuple(k for k in TARGET_KINDS if k != "fixed")
-REQUIRED: tuple[str, ...] = tuple(o.name for o in OPTION_TABLE if o.required)
-DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTION_TABLE if o.default is not None}
 SHAPE_OPTIONS: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim")  # ProbeSpec.sizes
+SCALES: tuple[str, ...] = ("scale", "bias_scale")  # on the probe's points for every model
 Rows = tuple[tuple[float, ...], ...]
 
 
@@ -103,56 +97,65 @@ def _kinds(what: str) -> str:
     return ", ".join(INPUT_NAMES if what == "inputs" else TARGET_NAMES)
 
 
-def check_option(name: str, value: Any) -> Any:
-    """The canonical value of one option (raises `_Bad` with what is wrong and what is allowed).
-
-    inputs: "gaussian" or a fixed batch (tuple of rows); targets: "zeros" | "gaussian" |
-    "random_labels", a number (every target entry) or a fixed batch of rows.
-    """
-    if name in INT_OPTIONS:
-        low = INT_OPTIONS[name]
-        allowed = f"an integer >= {low}"
+def _check_number(option: Option, value: Any) -> Any:
+    low = option.low
+    if option.kind == "int":
+        allowed = "an integer" + ("" if low is None else f" >= {low:g}")
         if not isinstance(value, int) or isinstance(value, bool):
             raise _Bad(f"{_show(value)} is not an integer", allowed)
-        if value < low:
+        if low is not None and value < low:
             raise _Bad(f"{value} is {'negative' if value < 0 else 'not positive'}", allowed)
         return value
-    if name in FLOAT_OPTIONS:
-        low = FLOAT_OPTIONS[name]
-        allowed = "a finite number" + ("" if low is None else f" >= {low:g}")
-        if not _is_number(value) or not math.isfinite(value):
-            raise _Bad(f"{_show(value)} is not a finite number", allowed)
-        if low is not None and value < low:
-            raise _Bad(f"{value!r} is below {low:g}", allowed)
-        return float(value)
-    if name in NAME_OPTIONS:
-        names = NAME_OPTIONS[name]
-        if value not in names or not isinstance(value, str):
-            raise _Bad(f"unknown {name} {_show(value)}", ", ".join(names))
+    allowed = "a finite number" + ("" if low is None else f" >= {low:g}")
+    if not _is_number(value) or not math.isfinite(value):
+        raise _Bad(f"{_show(value)} is not a finite number", allowed)
+    if low is not None and value < low:
+        raise _Bad(f"{value!r} is below {low:g}", allowed)
+    return float(value)
+
+
+def _check_data(name: str, value: Any) -> Any:
+    """inputs: "gaussian" or rows; targets: a name, a number or rows."""
+    names = INPUT_NAMES if name == "inputs" else TARGET_NAMES
+    more = " or a list of rows" if name == "inputs" else ", a number or a list of rows"
+    if isinstance(value, str):
+        if value not in names:
+            raise _Bad(f"unknown {name} {_show(value)}", f"{_kinds(name)}{more}")
         return value
-    if OPTION_BY_NAME.get(name) is not None and OPTION_BY_NAME[name].kind == "bool":
+    if name == "targets" and _is_number(value):
+        if not math.isfinite(value):
+            raise _Bad(f"{value!r} is not finite", "a finite number")
+        return float(value)
+    return _rows(value, name)
+
+
+def check_value(option: Option, value: Any) -> Any:
+    """The canonical value of `option` (raises `_Bad` with what is wrong and what is allowed).
+
+    inputs: "gaussian" or a fixed batch (tuple of rows); targets: "zeros" | "gaussian" |
+    "random_labels", a number (every target entry) or a fixed batch of rows; model: a built-in
+    family or "package.module:factory" (resolved by the parser, which knows the file's folder).
+    """
+    if option.kind in ("int", "float"):
+        return _check_number(option, value)
+    if option.kind in ("inputs", "targets"):
+        return _check_data(option.name, value)
+    if option.kind == "bool":
         if not isinstance(value, bool):
             raise _Bad(f"{_show(value)} is not a boolean", "true, false")
         return value
-    if name == "inputs":
-        if isinstance(value, str):
-            if value not in INPUT_NAMES:
-                raise _Bad(f"unknown inputs {_show(value)}", f"{_kinds(name)} or a list of rows")
-            return value
-        return _rows(value, "inputs")
-    if name == "targets":
-        if isinstance(value, str):
-            if value not in TARGET_NAMES:
-                raise _Bad(
-                    f"unknown targets {_show(value)}", f"{_kinds(name)}, a number or a list of rows"
-                )
-            return value
-        if _is_number(value):
-            if not math.isfinite(value):
-                raise _Bad(f"{value!r} is not finite", "a finite number")
-            return float(value)
-        return _rows(value, "targets")
-    raise _Bad(f"unknown option {_show(name)}", ", ".join(OPTIONS))
+    if not isinstance(value, str):
+        raise _Bad(f"{_show(value)} is not a string", option.allowed())
+    if option.kind == "name" and value not in option.choices:
+        raise _Bad(f"unknown {option.name} {_show(value)}", ", ".join(option.choices))
+    return value
+
+
+def check_option(name: str, value: Any) -> Any:
+    """`check_value` of the gradjax option `name` (unknown names raise `_Bad`)."""
+    if name not in OPTION_BY_NAME:
+        raise _Bad(f"unknown option {_show(name)}", ", ".join(OPTIONS))
+    return check_value(OPTION_BY_NAME[name], value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,24 +164,50 @@ class Cell:
 
     index: int
     label: str
+    # every column option of the sweep; None where the cell's model does not take it
     options: Mapping[str, Any]
     # option -> the field that set it ("grid.width", "cases[0].width", ...), for error lines
     fields: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    family: Family | None = dataclasses.field(default=None, compare=False, repr=False)
+    folder: str = dataclasses.field(default="", compare=False, repr=False)
+    # option -> its declaration for this cell's model (a plug-in's own, else gradjax's)
+    declared: Mapping[str, Option] = dataclasses.field(default_factory=dict, compare=False,
+                                                       repr=False)
 
     def field(self, option: str) -> str:
         """Where `option` was set for this cell (the option's name if it is a default)."""
         return self.fields.get(option, option)
 
+    def takes(self, option: str) -> bool:
+        return self.options.get(option) is not None
+
+    def traced(self, option: str) -> bool:
+        return self.declared.get(option, OPTION_BY_NAME.get(option)).traced
+
+    def model_traced(self) -> tuple[str, ...]:
+        """Traced options passed to the model's factory per point, beyond scale/bias_scale."""
+        if self.options["model"] == "mlp":
+            return ()
+        return tuple(n for n in self.family.params if self.traced(n) and n not in SCALES)
+
     @property
     def spec(self) -> ProbeSpec:
-        """The shape bucket: every option that is not traced, fixed data as "fixed"."""
+        """The shape bucket: every option the model takes that is not traced, fixed data as
+        "fixed"; for models other than the MLP, the factory's untraced options as
+        `model_options`."""
         o = self.options
-        program = {opt.name: o[opt.name] for opt in OPTION_TABLE
-                   if not opt.traced and opt.name not in SHAPE_OPTIONS}
-        program["inputs"] = "gaussian" if o["inputs"] == "gaussian" else "fixed"
-        if o["targets"] not in DRAWN_TARGETS:
-            program["targets"] = "fixed"
-        return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program)
+        data = {"inputs": "gaussian" if o["inputs"] == "gaussian" else "fixed",
+                "targets": o["targets"] if o["targets"] in DRAWN_TARGETS else "fixed"}
+        program = {f.name: o[f.name] for f in dataclasses.fields(ProbeSpec)
+                   if f.name in o and self.takes(f.name) and not self.traced(f.name)
+                   and f.name not in data}
+        if o["model"] == "mlp":
+            return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program,
+                             **data)
+        program.setdefault("activation", None)
+        static = tuple(sorted((n, o[n]) for n in self.family.params if not self.traced(n)))
+        return ProbeSpec(sizes=(o["in_dim"], o["out_dim"]), **program, **data,
+                         structural_zeros=False, model_options=static, model_folder=self.folder)
 
     def columns(self) -> dict[str, Any]:
         """Option values for the result tables; fixed inputs/targets as JSON text."""
@@ -186,7 +215,7 @@ class Cell:
         for name in ("inputs", "targets"):
             if not isinstance(out[name], str):
                 out[name] = json.dumps(out[name])
-        return {k: out[k] for k in OPTIONS}
+        return out
 
     def fixed_x(self) -> np.ndarray | None:
         o = self.options
@@ -213,15 +242,20 @@ class Bucket:
     def points(self, cells: Sequence[Cell] | None = None) -> dict[str, np.ndarray | None]:
         """The per-point values of `cells` (default: all of the bucket's cells), in order, as
         host arrays: `scales`, `bias_scales` and, for fixed data, `xs` and `ys` [P, batch, dim]
-        (else None); `probe.make_points(spec, **points)` puts them on the device."""
+        (else None); for a model with traced options of its own, `model` (name -> [P]).
+        `probe.make_points(spec, **points)` puts them on the device."""
         cells = self.cells if cells is None else cells
         fixed_x, fixed_y = self.spec.inputs == "fixed", self.spec.targets == "fixed"
-        return {
+        points = {
             "scales": np.array([c.options["scale"] for c in cells]),
             "bias_scales": np.array([c.options["bias_scale"] for c in cells]),
             "xs": np.stack([c.fixed_x() for c in cells]) if fixed_x else None,
             "ys": np.stack([c.fixed_y() for c in cells]) if fixed_y else None,
         }
+        traced = cells[0].model_traced()
+        if traced:
+            points["model"] = {n: np.array([c.options[n] for c in cells]) for n in traced}
+        return points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +268,8 @@ class Sweep:
     text: str
     source: str
     cells: tuple[Cell, ...]
+    # plug-in options that are not gradjax options: result columns after gradjax's own
+    extra_options: tuple[Option, ...] = ()
 
     def buckets(self) -> list[Bucket]:
         """Cells grouped by `ProbeSpec`, buckets in order of their first cell."""
@@ -254,152 +290,10 @@ def _field_error(source: str, field: str):
     return wrap
 
 
-def _checked(source: str, field: str, name: str, value: Any) -> Any:
-    try:
-        return check_option(name, value)
-    except _Bad as bad:
-        raise _field_error(source, field)(bad) from None
-
-
 def _table(source: str, field: str, value: Any, allowed: str) -> dict:
     if not isinstance(value, dict):
         raise SweepError(source, field, f"{_show(value)} is not a table", allowed)
     return value
-
-
-def _options(source: str, field: str, table: dict, skip: tuple[str, ...] = ()) -> dict:
-    out = {}
-    for name, value in table.items():
-        if name in skip:
-            continue
-        if name not in OPTIONS:
-            allowed = ", ".join((*skip, *OPTIONS))
-            raise SweepError(source, f"{field}.{name}", "unknown key", allowed)
-        out[name] = _checked(source, f"{field}.{name}", name, value)
-    return out
-
-
-def _range(source: str, field: str, name: str, spec: dict) -> list[float]:
-    allowed = "{logspace = [start, stop, n]} or {linspace = [start, stop, n]}, n in 1..10000"
-    if name not in FLOAT_OPTIONS:
-        float_axes = ", ".join(FLOAT_OPTIONS)
-        raise SweepError(source, field, f"a range is not allowed for {name}",
-                         f"a list of values (ranges only for {float_axes})")
-    if len(spec) != 1 or next(iter(spec)) not in ("logspace", "linspace"):
-        raise SweepError(source, field, f"{_show(spec)} is not a range", allowed)
-    kind, args = next(iter(spec.items()))
-    ok = (
-        isinstance(args, list) and len(args) == 3
-        and all(_is_number(a) and math.isfinite(a) for a in args[:2])
-        and isinstance(args[2], int) and not isinstance(args[2], bool)
-        and 1 <= args[2] <= MAX_RANGE
-    )
-    if not ok:
-        raise SweepError(source, f"{field}.{kind}", f"{_show(args)} is malformed", allowed)
-    values = np.linspace(float(args[0]), float(args[1]), args[2])
-    return [float(v) for v in (10.0**values if kind == "logspace" else values)]
-
-
-def _axes(source: str, grid: dict) -> list[tuple[str, list]]:
-    axes = []
-    for name, spec in grid.items():
-        field = f"grid.{name}"
-        if name not in OPTIONS:
-            raise SweepError(source, field, "unknown key", ", ".join(OPTIONS))
-        if isinstance(spec, dict):
-            raw = _range(source, field, name, spec)
-        elif isinstance(spec, list) and spec:
-            raw = spec
-        else:
-            raise SweepError(source, field, f"{_show(spec)} is not a non-empty list of values",
-                             "a non-empty list" + (" or a range" if name in FLOAT_OPTIONS else ""))
-        values = [_checked(source, f"{field}[{i}]", name, v) for i, v in enumerate(raw)]
-        for i, v in enumerate(values):
-            if v in values[:i]:
-                raise SweepError(source, f"{field}[{i}]", f"{_show(raw[i])} is repeated",
-                                 "each value once per axis")
-        axes.append((name, values))
-    return axes
-
-
-def _cases(source: str, value: Any) -> list[tuple[str, dict, str]]:
-    if not isinstance(value, list):
-        raise SweepError(source, "cases", f"{_show(value)} is not an array of tables",
-                         "[[cases]] tables with a label and option overrides")
-    out, labels = [], set()
-    for i, case in enumerate(value):
-        field = f"cases[{i}]"
-        case = _table(source, field, case, "a [[cases]] table: a label and option overrides")
-        label = case.get("label")
-        if not isinstance(label, str) or not label.strip():
-            problem = "missing" if label is None else f"{_show(label)} is not a label"
-            raise SweepError(source, f"{field}.label", problem,
-                             "a non-empty string, unique among the cases")
-        if label in labels:
-            raise SweepError(source, f"{field}.label", f"{_show(label)} is used twice",
-                             "a non-empty string, unique among the cases")
-        labels.add(label)
-        out.append((label, _options(source, field, case, skip=("label",)), field))
-    return out
-
-
-def _finish_cell(source: str, index: int, label: str, opts: dict, where: dict) -> Cell:
-    """Defaults filled in, batch resolved, and cross-option checks done."""
-    cell_id = f"cell {index}" + (f", label {_show(label)}" if label else "")
-
-    def fail(name: str, problem: str, allowed: str):
-        raise SweepError(source, where.get(name, name), f"{problem} ({cell_id})", allowed)
-
-    for name in REQUIRED:
-        if name not in opts:
-            fail(name, "missing", "set it in [defaults], in [grid] or in every [[cases]] table")
-    opts = {**DEFAULTS, **opts}
-    x = opts["inputs"]
-    if isinstance(x, tuple):
-        if "batch" in opts and opts["batch"] != len(x):
-            fail("batch", f"batch = {opts['batch']} but inputs has {len(x)} rows",
-                 "the number of rows of a fixed inputs batch, or no batch")
-        opts["batch"] = len(x)
-        if len(x[0]) != opts["in_dim"]:
-            fail("inputs", f"rows of length {len(x[0])} but in_dim = {opts['in_dim']}",
-                 f"rows of in_dim = {opts['in_dim']} numbers")
-    opts.setdefault("batch", 1)
-    y = opts["targets"]
-    if isinstance(y, tuple):
-        if len(y[0]) != opts["out_dim"]:
-            fail("targets", f"rows of length {len(y[0])} but out_dim = {opts['out_dim']}",
-                 f"rows of out_dim = {opts['out_dim']} numbers")
-        if len(y) != opts["batch"]:
-            fail("targets", f"{len(y)} rows of targets for a batch of {opts['batch']}",
-                 f"batch = {opts['batch']} rows, or a number, zeros, gaussian, random_labels")
-    if opts["loss"] == "bce" and opts["output_activation"] != "sigmoid":
-        fail("loss", f"bce with output_activation {_show(opts['output_activation'])}",
-             'loss "bce" only with output_activation "sigmoid"')
-    if opts["loss"] == "softmax_cross_entropy" and opts["out_dim"] < 2:
-        fail("loss", f"softmax_cross_entropy with out_dim = {opts['out_dim']} (the softmax of "
-             "one logit is 1, so every gradient is exactly 0)",
-             'loss "softmax_cross_entropy" only with out_dim >= 2')
-    if opts["norm"] == "batchnorm" and opts["batch"] < 2:
-        fail("norm", f"batchnorm with batch = {opts['batch']}", "batchnorm only with batch >= 2")
-    return Cell(index, label, {k: opts[k] for k in OPTIONS}, dict(where))
-
-
-def expand(
-    source: str, defaults: dict, axes: list[tuple[str, list]], cases: list[tuple[str, dict, str]]
-) -> tuple[Cell, ...]:
-    """The cells: the grid alone, then each case crossed with the grid (last axis fastest)."""
-    cells: list[Cell] = []
-    blocks = [("", {}, ""), *cases]
-    for label, overrides, case_field in blocks:
-        block_axes = [(n, v) for n, v in axes if n not in overrides]
-        where = {n: f"defaults.{n}" for n in defaults}
-        where.update({n: f"grid.{n}" for n, _ in block_axes})
-        where.update({n: f"{case_field}.{n}" for n in overrides})
-        for combo in itertools.product(*(v for _, v in block_axes)):
-            opts = {**defaults, **dict(zip([n for n, _ in block_axes], combo, strict=True))}
-            opts.update(overrides)
-            cells.append(_finish_cell(source, len(cells), label, opts, where))
-    return tuple(cells)
 
 
 def _integer(source: str, field: str, value: Any, low: int, high: int) -> int:
@@ -409,8 +303,234 @@ def _integer(source: str, field: str, value: Any, low: int, high: int) -> int:
     return value
 
 
+def _model_values(doc: dict) -> list[tuple[str, Any]]:
+    """(field, value) of every `model` the file names, before anything else is validated."""
+    found = []
+    defaults, grid = doc.get("defaults"), doc.get("grid")
+    if isinstance(defaults, dict) and "model" in defaults:
+        found.append(("defaults.model", defaults["model"]))
+    if isinstance(grid, dict) and isinstance(grid.get("model"), list):
+        found += [(f"grid.model[{i}]", v) for i, v in enumerate(grid["model"])]
+    cases = doc.get("cases")
+    for i, case in enumerate(cases if isinstance(cases, list) else []):
+        if isinstance(case, dict) and "model" in case:
+            found.append((f"cases[{i}].model", case["model"]))
+    return found
+
+
+class _Parser:
+    """Validation of one file: its source, folder, model families and the options they
+    declare (gradjax's, plus plug-ins' own)."""
+
+    def __init__(self, source: str, doc: dict):
+        self.source = source
+        self.folder = "" if source.startswith("<") else str(Path(source).resolve().parent)
+        self.families: dict[str, Family] = {}
+        self.known: dict[str, Option] = dict(OPTION_BY_NAME)
+        extra: dict[str, Option] = {}
+        for field, value in _model_values(doc):
+            family = self.family(field, value)
+            for option in family.options:
+                if option.name in OPTION_BY_NAME:
+                    continue
+                seen = extra.setdefault(option.name, option)
+                if (seen.kind, seen.choices) != (option.kind, option.choices):
+                    raise SweepError(source, field, f"option {option.name!r} is declared as "
+                                     f"{option.kind} here and as {seen.kind} by another model",
+                                     "plug-ins that agree on the kind of a shared option")
+        self.extra = tuple(extra.values())
+        self.known.update(extra)
+
+    def family(self, field: str, value: Any) -> Family:
+        model = self.checked(field, "model", value)
+        if model not in self.families:
+            try:
+                self.families[model] = resolve(model, self.folder)
+            except ValueError as err:
+                raise SweepError(self.source, field, str(err),
+                                 OPTION_BY_NAME["model"].allowed()) from None
+        return self.families[model]
+
+    def checked(self, field: str, name: str, value: Any) -> Any:
+        try:
+            return check_value(self.known[name], value)
+        except _Bad as bad:
+            problem, allowed = bad.args
+            raise SweepError(self.source, field, problem, allowed) from None
+
+    def unknown(self, field: str, skip: tuple[str, ...] = ()) -> SweepError:
+        return SweepError(self.source, field, "unknown key", ", ".join((*skip, *self.known)))
+
+    def options(self, field: str, table: dict, skip: tuple[str, ...] = ()) -> dict:
+        out = {}
+        for name, value in table.items():
+            if name in skip:
+                continue
+            if name not in self.known:
+                raise self.unknown(f"{field}.{name}", skip)
+            out[name] = self.checked(f"{field}.{name}", name, value)
+        return out
+
+    def range(self, field: str, name: str, spec: dict) -> list[float]:
+        allowed = "{logspace = [start, stop, n]} or {linspace = [start, stop, n]}, n in 1..10000"
+        floats = [n for n, o in self.known.items() if o.kind == "float"]
+        if name not in floats:
+            raise SweepError(self.source, field, f"a range is not allowed for {name}",
+                             f"a list of values (ranges only for {', '.join(floats)})")
+        if len(spec) != 1 or next(iter(spec)) not in ("logspace", "linspace"):
+            raise SweepError(self.source, field, f"{_show(spec)} is not a range", allowed)
+        kind, args = next(iter(spec.items()))
+        ok = (
+            isinstance(args, list) and len(args) == 3
+            and all(_is_number(a) and math.isfinite(a) for a in args[:2])
+            and isinstance(args[2], int) and not isinstance(args[2], bool)
+            and 1 <= args[2] <= MAX_RANGE
+        )
+        if not ok:
+            raise SweepError(self.source, f"{field}.{kind}", f"{_show(args)} is malformed",
+                             allowed)
+        values = np.linspace(float(args[0]), float(args[1]), args[2])
+        return [float(v) for v in (10.0**values if kind == "logspace" else values)]
+
+    def axes(self, grid: dict) -> list[tuple[str, list]]:
+        axes = []
+        for name, spec in grid.items():
+            field = f"grid.{name}"
+            if name not in self.known:
+                raise self.unknown(field)
+            if isinstance(spec, dict):
+                raw = self.range(field, name, spec)
+            elif isinstance(spec, list) and spec:
+                raw = spec
+            else:
+                ranged = " or a range" if self.known[name].kind == "float" else ""
+                raise SweepError(self.source, field,
+                                 f"{_show(spec)} is not a non-empty list of values",
+                                 "a non-empty list" + ranged)
+            values = [self.checked(f"{field}[{i}]", name, v) for i, v in enumerate(raw)]
+            for i, v in enumerate(values):
+                if v in values[:i]:
+                    raise SweepError(self.source, f"{field}[{i}]", f"{_show(raw[i])} is repeated",
+                                     "each value once per axis")
+            axes.append((name, values))
+        return axes
+
+    def cases(self, value: Any) -> list[tuple[str, dict, str]]:
+        if not isinstance(value, list):
+            raise SweepError(self.source, "cases", f"{_show(value)} is not an array of tables",
+                             "[[cases]] tables with a label and option overrides")
+        out, labels = [], set()
+        for i, case in enumerate(value):
+            field = f"cases[{i}]"
+            case = _table(self.source, field, case,
+                          "a [[cases]] table: a label and option overrides")
+            label = case.get("label")
+            if not isinstance(label, str) or not label.strip():
+                problem = "missing" if label is None else f"{_show(label)} is not a label"
+                raise SweepError(self.source, f"{field}.label", problem,
+                                 "a non-empty string, unique among the cases")
+            if label in labels:
+                raise SweepError(self.source, f"{field}.label", f"{_show(label)} is used twice",
+                                 "a non-empty string, unique among the cases")
+            labels.add(label)
+            out.append((label, self.options(field, case, skip=("label",)), field))
+        return out
+
+    def expand(self, defaults: dict, axes: list[tuple[str, list]],
+               cases: list[tuple[str, dict, str]]) -> tuple[Cell, ...]:
+        """The cells: the grid alone, then each case crossed with the grid (last axis
+        fastest)."""
+        cells: list[Cell] = []
+        for label, overrides, case_field in [("", {}, ""), *cases]:
+            block_axes = [(n, v) for n, v in axes if n not in overrides]
+            where = {n: f"defaults.{n}" for n in defaults}
+            where.update({n: f"grid.{n}" for n, _ in block_axes})
+            where.update({n: f"{case_field}.{n}" for n in overrides})
+            for combo in itertools.product(*(v for _, v in block_axes)):
+                opts = {**defaults, **dict(zip([n for n, _ in block_axes], combo, strict=True))}
+                opts.update(overrides)
+                cells.append(_Finisher(self, len(cells), label, where).cell(opts))
+        return tuple(cells)
+
+
+class _Finisher:
+    """One cell: the options its model takes, defaults filled in, batch resolved, and the
+    checks that involve several options."""
+
+    def __init__(self, parser: _Parser, index: int, label: str, where: dict):
+        self.parser, self.index, self.label, self.where = parser, index, label, where
+        self.cell_id = f"cell {index}" + (f", label {_show(label)}" if label else "")
+
+    def fail(self, name: str, problem: str, allowed: str):
+        raise SweepError(self.parser.source, self.where.get(name, name),
+                         f"{problem} ({self.cell_id})", allowed)
+
+    def declared(self, family: Family) -> dict[str, Option]:
+        """The options the model takes: gradjax's common ones, the family's and, for a
+        plug-in, every option its factory names."""
+        names = (*COMMON, *(o.name for o in family.options), *family.params)
+        own = {o.name: o for o in family.options}
+        return {n: own.get(n, self.parser.known[n]) for n in dict.fromkeys(names)}
+
+    def cell(self, given: dict) -> Cell:
+        family = self.parser.family(self.where.get("model", "model"),
+                                    given.get("model", OPTION_BY_NAME["model"].default))
+        declared = self.declared(family)
+        for name in given:
+            if name not in declared and not self.where.get(name, "").startswith("defaults."):
+                self.fail(name, f"model {family.name!r} does not take {name}",
+                          ", ".join(declared))
+        opts = {n: v for n, v in given.items() if n in declared}
+        for name, option in declared.items():
+            if name not in opts and option.default is not None:
+                opts[name] = option.default
+            elif name not in opts and option.required:
+                self.fail(name, "missing",
+                          "set it in [defaults], in [grid] or in every [[cases]] table")
+        self.check_data(opts)
+        self.check_loss(opts)
+        columns = {n: opts.get(n) for n in (*OPTIONS, *(o.name for o in self.parser.extra))}
+        return Cell(self.index, self.label, columns, dict(self.where), family,
+                    self.parser.folder, declared)
+
+    def check_data(self, opts: dict) -> None:
+        x = opts["inputs"]
+        if isinstance(x, tuple):
+            if "batch" in opts and opts["batch"] != len(x):
+                self.fail("batch", f"batch = {opts['batch']} but inputs has {len(x)} rows",
+                          "the number of rows of a fixed inputs batch, or no batch")
+            opts["batch"] = len(x)
+            if len(x[0]) != opts["in_dim"]:
+                self.fail("inputs", f"rows of length {len(x[0])} but in_dim = {opts['in_dim']}",
+                          f"rows of in_dim = {opts['in_dim']} numbers")
+        opts.setdefault("batch", 1)
+        y = opts["targets"]
+        if isinstance(y, tuple):
+            if len(y[0]) != opts["out_dim"]:
+                self.fail("targets",
+                          f"rows of length {len(y[0])} but out_dim = {opts['out_dim']}",
+                          f"rows of out_dim = {opts['out_dim']} numbers")
+            if len(y) != opts["batch"]:
+                self.fail("targets", f"{len(y)} rows of targets for a batch of {opts['batch']}",
+                          f"batch = {opts['batch']} rows, or a number, zeros, gaussian, "
+                          "random_labels")
+
+    def check_loss(self, opts: dict) -> None:
+        if opts["loss"] == "bce" and opts["output_activation"] != "sigmoid":
+            self.fail("loss", f"bce with output_activation {_show(opts['output_activation'])}",
+                      'loss "bce" only with output_activation "sigmoid"')
+        if opts["loss"] == "softmax_cross_entropy" and opts["out_dim"] < 2:
+            self.fail("loss", f"softmax_cross_entropy with out_dim = {opts['out_dim']} (the "
+                      "softmax of one logit is 1, so every gradient is exactly 0)",
+                      'loss "softmax_cross_entropy" only with out_dim >= 2')
+        if opts.get("norm") == "batchnorm" and opts["batch"] < 2:
+            self.fail("norm", f"batchnorm with batch = {opts['batch']}",
+                      "batchnorm only with batch >= 2")
+
+
 def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
-    """Validate a sweep file's text and expand its cells; raises `SweepError`."""
+    """Validate a sweep file's text and expand its cells; raises `SweepError`. A plug-in
+    model (`model = "package.module:factory"`) is imported from the file's folder first."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -429,13 +549,14 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
         raise SweepError(source, "seeds", "missing", f"an integer in 1..{MAX_SEEDS}")
     seeds = _integer(source, "seeds", doc["seeds"], 1, MAX_SEEDS)
     root_seed = _integer(source, "root_seed", doc.get("root_seed", 0), 0, 2**32 - 1)
-    defaults = _options(source, "defaults", _table(source, "defaults", doc.get("defaults", {}),
-                                                   "a [defaults] table of option = value"))
-    axes = _axes(source, _table(source, "grid", doc.get("grid", {}),
-                                "a [grid] table of option = [values]"))
-    cases = _cases(source, doc.get("cases", []))
-    cells = expand(source, defaults, axes, cases)
-    return Sweep(name, seeds, root_seed, text, source, cells)
+    parser = _Parser(source, doc)
+    defaults = parser.options("defaults", _table(source, "defaults", doc.get("defaults", {}),
+                                                 "a [defaults] table of option = value"))
+    axes = parser.axes(_table(source, "grid", doc.get("grid", {}),
+                              "a [grid] table of option = [values]"))
+    cases = parser.cases(doc.get("cases", []))
+    cells = parser.expand(defaults, axes, cases)
+    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra)
 
 
 def load_sweep(path: str | Path) -> Sweep:

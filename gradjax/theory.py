@@ -525,7 +525,8 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
         what measured_chi1 should read, input transient included; it equals theory_chi1 once
         the fit window sits at the fixed point, and stays finite where q* diverges;
       measured_chi1: `fit_chi1` of the W rows' grad_sq_norm_mean (the mean over seeds).
-    The theory columns are NaN unless init is "fan_in_normal", norm is "none" and the bias is
+    Every column is NaN for a model other than the MLP. The theory columns are NaN unless
+    init is "fan_in_normal", norm is "none" and the bias is
     Gaussian or zero: mean-field theory here is for exactly that model. measured_chi1 is a
     measurement and is filled for every cell that has grad_sq_norm_mean.
     Depth 0 (the output layer only): q*, chi_1 and the depth scales are properties of
@@ -541,7 +542,7 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
     out = summary.copy()
     for column in THEORY_COLUMNS:
         out[column] = math.nan
-    if out.empty:
+    if out.empty or _cell_value(out, "model", "mlp") != "mlp":
         return out
     if "grad_sq_norm_mean" in out.columns:
         weights = out[out["param"] == "W"]

@@ -277,8 +277,8 @@ def test_every_option_not_traced_is_a_field_of_the_compiled_program():
 
     fields = {f.name for f in dataclasses.fields(ProbeSpec)}
     program = {o.name for o in OPTION_TABLE if not o.traced and o.name not in SHAPE_OPTIONS}
-    assert fields == {"sizes", *program}
-    assert {o.name for o in OPTION_TABLE if o.traced} == {"scale", "bias_scale"}
+    assert fields == {"sizes", "model_options", "model_folder", *program}
+    assert {o.name for o in OPTION_TABLE if o.traced} == {"scale", "bias_scale", "branch_scale"}
     # a traced option makes no new bucket; any other option does
     text = sweep_text(rest="[grid]\nscale = [0.5, 1.0]\nbias_scale = [0.1, 0.2]\n")
     assert len(parse_sweep(text).buckets()) == 1

@@ -1,0 +1,51 @@
+"""The built-in MLP family: its options and its generic `(init, apply)` form.
+
+Sweeps with `model = "mlp"` (the default) run the MLP's own probe (`gradjax.probe`), which adds
+what only a known architecture allows: dL/dz per layer and the boolean replay of backprop that
+tells dead-unit zeros from underflow. `factory` gives the same network in the plug-in form
+(`gradjax.models`), for your own code and for the tests that check the generic probe against the
+MLP's: `init(key)` is `gradjax.network.draw_unit_params` at scale 1 and `apply` returns the
+logits and one tap per hidden layer (its normalized pre-activation u, `layer1`, `layer2`, ...).
+"""
+
+from __future__ import annotations
+
+from gradjax.option import ACTIVATIONS, BIAS_INITS, NORMS, WEIGHT_INITS, Option
+
+WIDTH = Option("width", "int", "units of every hidden layer", low=1)
+DEPTH = Option("depth", "int", "hidden layers (depth + 1 weight layers)", low=0)
+ACTIVATION = Option("activation", "name", "hidden layers' activation", choices=ACTIVATIONS)
+INIT = Option("init", "name", "weight init (docs/conventions.md: what scale means)", "normal",
+              choices=WEIGHT_INITS)
+BIAS_INIT = Option("bias_init", "name", "bias init", "normal", choices=BIAS_INITS)
+NORM = Option("norm", "name", "normalization of hidden pre-activations (batchnorm needs "
+              "batch >= 2)", "none", choices=NORMS)
+STRUCTURAL_ZEROS = Option("structural_zeros", "bool", "tell dead-unit zeros from float "
+                          "underflow (a boolean replay of backprop; mlp only)", True)
+OPTIONS: tuple[Option, ...] = (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, STRUCTURAL_ZEROS)
+
+
+def factory(
+    in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = "normal",
+    bias_init: str = "normal", norm: str = "none", leaky_slope: float = 0.01,
+    dtype: str = "float32",
+):
+    """The MLP as `(init, apply)`; see the module docstring."""
+    import jax.numpy as jnp
+
+    from gradjax import network
+    from gradjax.spec import layer_sizes
+
+    sizes = layer_sizes(in_dim, width, depth, out_dim)
+
+    def init_params(key):
+        return network.draw_unit_params(key, sizes, init=init, bias_init=bias_init,
+                                        dtype=jnp.dtype(dtype))
+
+    def apply(params, x):
+        logits, trace = network.forward(params, x, activation=activation, norm=norm,
+                                        leaky_slope=leaky_slope)
+        hidden = [u[j] for u in trace.phi_inputs if u is not None for j in range(u.shape[0])]
+        return logits, {f"layer{l}": u for l, u in enumerate(hidden, 1)}
+
+    return init_params, apply

@@ -1,0 +1,310 @@
+"""Model families: the plug-in contract (options from the factory's signature, validation,
+import from the sweep's folder, scales on the leaves, per-leaf rows), the generic probe against
+numpy backprop, the built-in resmlp against numpy, and the MLP run through the generic probe
+against the MLP's own probe."""
+
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import gradjax
+from gradjax.engine import run_sweep
+from gradjax.sweep import SweepError, load_sweep
+
+TOY = '''
+import jax
+import jax.numpy as jnp
+
+
+def two_layer(in_dim: int, out_dim: int, hidden: int = 4, gain: float = 1.0):
+    """tanh(x K + c) * gain -> H; params a dict, one tap."""
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"dense": {"kernel": jax.random.normal(k1, (in_dim, hidden)),
+                          "bias": jax.random.normal(k2, (hidden,))},
+                "head": {"kernel": jax.random.normal(k3, (hidden, out_dim))}}
+
+    def apply(p, x):
+        z = x @ p["dense"]["kernel"] + p["dense"]["bias"][None, :]
+        return (gain * jnp.tanh(z)) @ p["head"]["kernel"], {"hidden": z}
+
+    return init, apply
+
+
+def scaled_itself(in_dim: int, out_dim: int, scale: float = 1.0):
+    """Takes `scale` itself and applies it to nothing but the output."""
+    def init(key):
+        return {"w": jax.random.normal(key, (in_dim, out_dim)), "c": jnp.ones(out_dim)}
+
+    def apply(p, x):
+        return scale * (x @ p["w"] + p["c"][None, :])
+
+    return init, apply
+
+
+def no_kind(in_dim: int, out_dim: int, mystery=None):
+    raise AssertionError("never called")
+'''
+X = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]]
+Y = [[1.0, -1.0], [0.0, 0.5]]
+
+
+def toy_sweep(tmp_path, body: str, model: str = "toy:two_layer", seeds: int = 4):
+    (tmp_path / "toy.py").write_text(TOY)
+    path = tmp_path / "toy.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "toy"
+        seeds = {seeds}
+        root_seed = 3
+        [defaults]
+        model = "{model}"
+        in_dim = 3
+        out_dim = 2
+        inputs = {X}
+        targets = {Y}
+    """) + textwrap.dedent(body))
+    return path
+
+
+def toy_numpy(params, x, y, gain):
+    """Loss, leaf gradients and the tap of `two_layer` by hand, in float64."""
+    k, c, h = (np.asarray(a, np.float64) for a in (params["dense"]["kernel"],
+                                                   params["dense"]["bias"],
+                                                   params["head"]["kernel"]))
+    z = x @ k + c
+    a = gain * np.tanh(z)
+    out = a @ h
+    loss = 0.5 * np.mean(np.sum((out - y) ** 2, axis=1))
+    d_out = (out - y) / len(x)
+    dz = (d_out @ h.T) * gain * (1 - np.tanh(z) ** 2)
+    grads = {"['dense']['bias']": dz.sum(0), "['dense']['kernel']": x.T @ dz,
+             "['head']['kernel']": a.T @ d_out}
+    return loss, grads, z
+
+
+def test_plugin_per_leaf_rows_match_numpy_backprop(tmp_path):
+    path = toy_sweep(tmp_path, """
+        [grid]
+        scale = [0.5, 2.0]
+        bias_scale = [0.0, 1.5]
+        gain = [1.0, 3.0]
+    """)
+    sweep = load_sweep(path)
+    report = run_sweep(sweep, tmp_path / "out", quiet=True)
+    assert report.compiled == 1  # scale, bias_scale and the float option gain are traced
+    rows = gradjax.load(tmp_path / "out", "per_seed")
+    summary = gradjax.load(tmp_path / "out")
+    init, _ = sweep.cells[0].family.factory(in_dim=3, out_dim=2)
+    x, y = np.asarray(X), np.asarray(Y)
+    for cell in sweep.cells:
+        o = cell.options
+        per_seed = {}
+        for seed in range(sweep.seeds):
+            unit = init(gradjax.init_key(sweep.root_seed, seed))
+            params = jax.tree.map(
+                lambda a, o=o: a * (o["scale"] if a.ndim == 2 else o["bias_scale"]), unit)
+            loss, grads, z = toy_numpy(params, x, y, o["gain"])
+            got = rows[(rows.cell == cell.index) & (rows.seed == seed)].set_index("param")
+            assert sorted(got.index) == sorted([*grads, "taps['hidden']"])
+            for param, g in grads.items():
+                row = got.loc[param]
+                assert row["n"] == g.size and row["layer_from_output"] == row["layer"] - 4
+                np.testing.assert_allclose(row["grad_var"], g.var(), rtol=2e-5, atol=1e-30)
+                np.testing.assert_allclose(row["grad_sq_norm"], np.sum(g**2), rtol=2e-5)
+                np.testing.assert_allclose(row["grad_mean"], g.mean(), rtol=1e-4, atol=1e-6)
+                assert np.isnan(row["preact_var"]) and np.isnan(row["grad_frac_underflow"])
+                per_seed.setdefault(param, []).append(g)
+            tap = got.loc["taps['hidden']"]
+            np.testing.assert_allclose(tap["preact_var"], z.var(), rtol=2e-5)
+            np.testing.assert_allclose(tap["loss_value"], loss, rtol=2e-5)
+            assert np.isnan(tap["grad_var"]) and np.isnan(tap["act_frac_dead"])  # no activation
+        cell_rows = summary[summary.cell == cell.index].set_index("param")
+        for param, gs in per_seed.items():
+            across = np.mean(np.var(np.stack(gs), axis=0))
+            np.testing.assert_allclose(cell_rows.loc[param, "grad_var_across_seeds"], across,
+                                       rtol=1e-4, atol=1e-12)
+        assert np.isnan(cell_rows.loc["taps['hidden']", "grad_var_across_seeds"])
+        assert cell_rows["theory_chi1"].isna().all()
+    assert summary["hidden"].eq(4).all() and summary["width"].isna().all()
+
+
+def test_a_factory_that_takes_scale_gets_it_and_its_leaves_are_not_scaled(tmp_path):
+    path = toy_sweep(tmp_path, """
+        bias_scale = 0.0
+        [grid]
+        scale = [1.0, 2.0]
+    """, model="toy:scaled_itself", seeds=2)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    rows = gradjax.load(tmp_path / "out", "per_seed", param="['c']")
+    # dL/dc = scale * mean_b (out - y) with out = scale * (x w + c): c stays ones (bias_scale
+    # 0 was not applied), so the gradient is nonzero and grows faster than linearly in scale
+    w = np.asarray(jax.random.normal(gradjax.init_key(3, 0), (3, 2)), np.float64)
+    for scale in (1.0, 2.0):
+        out = scale * (np.asarray(X) @ w + 1.0)
+        expected = scale * np.mean(out - np.asarray(Y), axis=0)
+        got = rows[(rows.scale == scale) & (rows.seed == 0)]
+        np.testing.assert_allclose(got["grad_sq_norm"].iloc[0], np.sum(expected**2), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("body", "model", "field", "says"), [
+    ("hiddn = 3\n", "toy:two_layer", "defaults.hiddn", "structural_zeros, hidden, gain"),
+    ('hidden = "4"\n', "toy:two_layer", "defaults.hidden", "is not an integer"),
+    ("[grid]\nhidden = [2, 2]\n", "toy:two_layer", "grid.hidden[1]", "is repeated"),
+    ("", "toy:no_kind", "defaults.model", "needs a default or an annotation"),
+    ("", "toy:missing", "defaults.model", "has no callable 'missing'"),
+    ("", "nosuchmodule_xyz:f", "defaults.model", "cannot import 'nosuchmodule_xyz'"),
+    ("", "not a model", "defaults.model", 'or "package.module:factory"'),
+    ("[grid]\nwidth = [2, 3]\n", "toy:two_layer", "grid.width",
+     "model 'toy:two_layer' does not take width"),
+])
+def test_plugin_options_are_validated_like_built_in_ones(tmp_path, body, model, field, says):
+    path = toy_sweep(tmp_path, body, model=model)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert err.value.field == field and says in err.value.line()
+    assert len(err.value.line().splitlines()) == 1
+
+
+def test_unknown_keys_are_rejected_and_defaults_a_model_does_not_take_are_dropped(tmp_path):
+    path = toy_sweep(tmp_path, """
+        width = 7
+        [[cases]]
+        label = "mlp"
+        model = "mlp"
+        depth = 1
+        activation = "tanh"
+        [[cases]]
+        label = "toy"
+        hidden = 5
+    """)
+    sweep = load_sweep(path)
+    by_label = {c.label: c for c in sweep.cells}
+    assert by_label["mlp"].options["width"] == 7 and by_label["mlp"].options["hidden"] is None
+    assert by_label["toy"].options["width"] is None and by_label["toy"].options["hidden"] == 5
+    assert by_label["toy"].options["gain"] == 1.0  # the factory's default
+    assert [o.name for o in sweep.extra_options] == ["hidden", "gain"]
+
+
+def test_the_sweep_folder_comes_before_installed_modules(tmp_path):
+    (tmp_path / "json.py").write_text(TOY)  # shadows the standard library's json
+    path = toy_sweep(tmp_path, "", model="json:two_layer")
+    assert load_sweep(path).cells[0].options["hidden"] == 4
+    import json
+
+    assert hasattr(json, "dumps")  # nothing outside the parser sees the sweep's module
+
+
+def test_an_int_option_of_a_plugin_makes_buckets_and_compiles_once_per_value(tmp_path):
+    path = toy_sweep(tmp_path, "[grid]\nhidden = [2, 3]\n", seeds=2)
+    report = run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    assert report.compiled == 2
+    n = gradjax.load(tmp_path / "out", "per_seed", param="['dense']['kernel']", seed=0)["n"]
+    assert list(n) == [6, 9]
+
+
+RESMLP = """
+name = "res"
+seeds = 3
+root_seed = 11
+[defaults]
+model = "resmlp"
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+activation = "tanh"
+init = "glorot_normal"
+inputs = [[0.5, -1.5], [2.0, 0.25]]
+targets = [[1.0], [-0.5]]
+[grid]
+branch_scale = [0.0, 0.7]
+scale = [0.5, 1.5]
+"""
+
+
+def resmlp_numpy(params, x, y, alpha):
+    (w1, b1), (w2, b2), (w3, b3) = (
+        (np.asarray(p["W"], np.float64), np.asarray(p["b"], np.float64)) for p in params)
+    h1 = x @ w1 + b1
+    z2 = h1 @ w2 + b2
+    h2 = h1 + alpha * np.tanh(z2)
+    out = h2 @ w3 + b3
+    d_out = (out - y) / len(x)
+    dh2 = d_out @ w3.T
+    dz2 = dh2 * alpha * (1 - np.tanh(z2) ** 2)
+    dh1 = dh2 + dz2 @ w2.T
+    return {1: (x.T @ dh1, dh1.sum(0)), 2: (h1.T @ dz2, dz2.sum(0)), 3: (h2.T @ d_out,
+                                                                      d_out.sum(0))}, z2
+
+
+def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
+    path = tmp_path / "res.toml"
+    path.write_text(RESMLP)
+    sweep = load_sweep(path)
+    report = run_sweep(sweep, tmp_path / "out", quiet=True)
+    assert report.compiled == 1
+    rows = gradjax.load(tmp_path / "out", "per_seed")
+    x, y = np.asarray([[0.5, -1.5], [2.0, 0.25]]), np.asarray([[1.0], [-0.5]])
+    for cell in sweep.cells:
+        o = cell.options
+        for seed in range(sweep.seeds):
+            params = gradjax.init_mlp(gradjax.init_key(11, seed), (2, 3, 3, 1),
+                                      init="glorot_normal", scale=o["scale"])
+            grads, z2 = resmlp_numpy(params, x, y, o["branch_scale"])
+            got = rows[(rows.cell == cell.index) & (rows.seed == seed)]
+            for layer, (gw, gb) in grads.items():
+                for param, g in (("W", gw), ("b", gb)):
+                    row = got[(got.layer == layer) & (got.param == param)].iloc[0]
+                    np.testing.assert_allclose(row["grad_sq_norm"], np.sum(g**2), rtol=2e-5,
+                                               atol=1e-30)
+                    if o["branch_scale"] == 0 and layer == 2:
+                        assert row["grad_frac_zero"] == 1  # the branch is cut: exact zeros
+            tap = got[got.param == "taps['layer2']"].iloc[0]
+            assert tap["layer"] == 2 and tap["layer_from_output"] == -2
+            np.testing.assert_allclose(tap["preact_var"], z2.var(), rtol=2e-5)
+            np.testing.assert_allclose(tap["act_deriv_mean"], np.mean(1 - np.tanh(z2) ** 2),
+                                       rtol=2e-5)
+
+
+MLP_BOTH = """
+name = "both"
+seeds = 4
+[defaults]
+in_dim = 3
+width = 5
+depth = 2
+out_dim = 2
+batch = 3
+activation = "relu"
+[grid]
+scale = [0.5, 2.0]
+[[cases]]
+label = "own probe"
+model = "mlp"
+[[cases]]
+label = "generic probe"
+model = "gradjax.models.mlp:factory"
+"""
+
+
+def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
+    path = tmp_path / "both.toml"
+    path.write_text(MLP_BOTH)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    rows = gradjax.load(tmp_path / "out", "per_seed")
+    own = rows[rows.label == "own probe"].set_index(["scale", "seed", "layer", "param"])
+    generic = rows[rows.label == "generic probe"].set_index(["scale", "seed", "layer", "param"])
+    params = generic[~generic.index.get_level_values("param").str.startswith("taps")]
+    assert len(params) == len(own) and set(params.index) == set(own.index)
+    for stat in ("grad_var", "grad_sq_norm", "grad_max_abs", "grad_frac_zero", "grad_cv",
+                 "grad_unit_cos", "loss_value"):
+        np.testing.assert_allclose(params[stat], own.loc[params.index, stat], rtol=1e-4,
+                                   atol=1e-7, err_msg=stat)
+    taps = generic[generic.index.get_level_values("param").str.startswith("taps")]
+    assert len(taps) == 2 * 4 * 2  # scales x seeds x hidden layers
+    for (scale, seed, layer, _), tap in taps.iterrows():
+        mine = own.loc[(scale, seed, layer, "W")]
+        for stat in ("preact_var", "preact_mean", "act_frac_dead", "act_deriv_mean"):
+            np.testing.assert_allclose(tap[stat], mine[stat], rtol=1e-4, atol=1e-7)
