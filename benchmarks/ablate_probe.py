@@ -9,8 +9,8 @@ timed like the benchmark (warm-up, then the median of --reps runs over all inits
   fwd+bwd, no rng     loss and gradients (`gradjax.loss_and_grads`) of parameters made from
                       the seed by an integer hash instead of the PRNG
   rng + fwd+bwd       the two together
-  probe, no liveness  `probe.compiled_chunk` with structural_zeros = False
-  probe               `probe.compiled_chunk` as the benchmark runs it
+  probe, no liveness  `probe.chunk_function` with structural_zeros = False
+  probe               `probe.chunk_function` as the benchmark runs it
 
 followed by XLA's cost and memory analysis of the full probe per init. The shares in the last
 column are of the full probe's time; they overlap (XLA fuses across the pieces), so read them
@@ -46,7 +46,7 @@ import numpy as np
 
 import gradjax
 from gradjax import bench, data, keys
-from gradjax.probe import compiled_chunk, make_points, pad_points
+from gradjax.probe import chunk_function, make_points, pad_points
 
 
 def hashed_params(seed, sizes):
@@ -97,11 +97,11 @@ def ablations(part: bench.Part, root_seed: int):
                          None if part.ys is None else part.ys[:1])
 
     def probe(structural_zeros: bool):
-        fn = compiled_chunk(dataclasses.replace(spec, structural_zeros=structural_zeros))
+        fn = chunk_function(dataclasses.replace(spec, structural_zeros=structural_zeros))
         return lambda seeds: fn(np.uint32(root_seed), seeds, np.ones(len(seeds), bool), *points)
 
     padded, n_points = pad_points(points)
-    points = (padded, np.int32(n_points))  # what `compiled_chunk` takes after seeds and valid
+    points = (padded, np.int32(n_points))  # what `chunk_function` takes after seeds and valid
     vmapped = {name: jax.jit(jax.vmap(f)) for name, f in
                (("rng", rng), ("fwd+bwd, no rng", no_rng), ("rng + fwd+bwd", with_rng))}
     return {**vmapped, "probe, no liveness": probe(False), "probe": probe(True)}, points
@@ -127,7 +127,7 @@ def time_rows(fns, n_inits: int, chunk: int, reps: int) -> dict[str, tuple[float
 
 
 def cost_per_init(part: bench.Part, points, chunk: int) -> dict[str, float]:
-    compiled = compiled_chunk(part.spec).lower(
+    compiled = chunk_function(part.spec).lower(
         np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), *points
     ).compile()
     cost, mem = compiled.cost_analysis(), compiled.memory_analysis()
@@ -156,7 +156,7 @@ def _group(instruction: str, op_name: str | None) -> str:
 
 def profile(part: bench.Part, points, n_inits: int, chunk: int, top: int = 14) -> None:
     """Run the full probe under the JAX profiler; print thunk time by source operation."""
-    fn = compiled_chunk(part.spec)
+    fn = chunk_function(part.spec)
     valid = np.ones(chunk, bool)
     chunks = [np.arange(s, s + chunk, dtype=np.int32) for s in range(0, n_inits, chunk)]
     compiled = fn.lower(np.uint32(0), chunks[0], valid, *points).compile()

@@ -13,16 +13,17 @@ measurement's own, and a GPU run's parent never holds the device):
   cpu_wall       CPU time / wall time of the timed repetitions: about the thread count on a
                  quiet machine, lower when another process holds a core
 
-Implementations: `gradjax` (the probe, `probe.run_seeds`), `numpy_vec` and `numpy_loop` (see
+Implementations: `gradjax` (`gradjax run` itself: `engine.run_sweep` on the workload's sweep
+file, `Workload.sweep_text`, Parquet writes included), `numpy_vec` and `numpy_loop` (see
 `gradjax.baselines`; the loop times `loop_inits` inits and extrapolates), and `torch_func`
 (`torch.func.vmap(grad)`, the same draws as numpy_vec; measured only where torch is installed,
 otherwise listed as not measured). The peers draw their own random numbers and compute the
 same statistics (tests/test_baselines.py).
 
-Memory: `--max-memory` halves the chunk (of seeds per compiled program, or per numpy_vec /
-torch_func step) until XLA's memory analysis (peers: `baselines.vec_bytes_per_init`) fits the
-budget left after the process's own footprint, then checks each measured peak RSS against it.
-On GPU / TPU the analysis is of device memory, reported as `device_peak_mb`.
+Memory: `--max-memory` is the budget `gradjax run` plans its chunks in (XLA's memory analysis of
+the compiled program; peers: `baselines.vec_bytes_per_init`), after the process's own
+footprint; each measured peak RSS is then checked against it. On GPU / TPU the analysis is of
+device memory, reported as `device_peak_mb`.
 
 The workloads are data (`WORKLOADS`, `Workload`, `Part`), so a test or a script can measure
 its own with `run_job` / `run_isolated` and `make_record`. See docs/performance.md.
@@ -92,9 +93,24 @@ class Workload:
     description: str
     parts: tuple[Part, ...]
     n_inits: int
-    chunk: int  # seeds per compiled gradjax chunk, and per numpy_vec / torch_func chunk
+    chunk: int  # seeds per numpy_vec / torch_func step (gradjax plans its own, as `run` does)
     loop_inits: int  # seeds the numpy loop times (then extrapolated)
     root_seed: int = 0
+    text: str | None = None  # the sweep file a workload was made from (`sweep_workload`)
+
+    def sweep_text(self) -> str:
+        """The workload as a sweep file: what `gradjax run` would be given (its own text for
+        `sweep_workload`; otherwise one cell per (part, point), the first as [defaults])."""
+        if self.text is not None:
+            return self.text
+        cells = [_cell_options(p, i) for p in self.parts for i in range(p.n_points)]
+        lines = [f'name = "bench-{self.name}"', f"seeds = {self.n_inits}",
+                 f"root_seed = {self.root_seed}", "", "[defaults]",
+                 *(f"{k} = {_toml(v)}" for k, v in cells[0].items())]
+        for j, options in enumerate(cells[1:], 1):
+            lines += ["", "[[cases]]", f'label = "cell {j}"',
+                      *(f"{k} = {_toml(v)}" for k, v in options.items())]
+        return "\n".join(lines) + "\n"
 
     @property
     def inits(self) -> int:
@@ -104,6 +120,34 @@ class Workload:
     def flops(self) -> float:
         """Useful forward + backward matmul FLOPs of the whole workload."""
         return self.n_inits * sum(p.n_points * flops_per_init(p.spec) for p in self.parts)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, np.ndarray):
+        return json.dumps(value.tolist())
+    return repr(value)
+
+
+def _cell_options(part: Part, i: int) -> dict[str, Any]:
+    """The sweep-file options of point i of a part (an MLP bucket)."""
+    spec, sizes = part.spec, part.spec.sizes
+    options = {
+        "in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else 1, "depth": spec.depth,
+        "out_dim": sizes[-1], "activation": spec.activation,
+        "output_activation": spec.output_activation, "loss": spec.loss, "norm": spec.norm,
+        "leaky_slope": spec.leaky_slope, "init": spec.init, "bias_init": spec.bias_init,
+        "dtype": spec.dtype, "structural_zeros": spec.structural_zeros,
+        "scale": float(part.scales[i]), "bias_scale": float(part.bias_scales[i]),
+        "inputs": "gaussian" if spec.inputs == "gaussian" else part.xs[i],
+        "targets": spec.targets if spec.targets != "fixed" else part.ys[i],
+    }
+    if spec.inputs == "gaussian":
+        options["batch"] = spec.batch
+    return options
 
 
 def flops_per_init(spec: ProbeSpec) -> float:
@@ -161,7 +205,7 @@ def sweep_workload(path: str | Path, chunk: int = 256, loop_inits: int = 10) -> 
     return Workload(
         sweep.name, f"sweep file {path}: {len(sweep.cells)} cells, {sweep.seeds} seeds",
         tuple(parts), n_inits=sweep.seeds, chunk=min(chunk, sweep.seeds),
-        loop_inits=min(loop_inits, sweep.seeds), root_seed=sweep.root_seed,
+        loop_inits=min(loop_inits, sweep.seeds), root_seed=sweep.root_seed, text=sweep.text,
     )
 
 
@@ -281,28 +325,6 @@ def _device_peak_mb() -> float | None:
     return stats["peak_bytes_in_use"] / 2**20
 
 
-def _fit_gradjax_chunk(spec: ProbeSpec, points, chunk: int, budget: float | None):
-    """Compile the chunk program at the shapes `run_seeds` uses, halving the chunk until XLA's
-    memory analysis of it fits `budget` bytes; returns (chunk, estimated bytes)."""
-    from gradjax.probe import compiled_chunk, pad_points
-    from gradjax.spec import MIN_AXIS
-
-    padded, _ = pad_points(points)
-    chunk = max(chunk, MIN_AXIS)
-    while True:
-        compiled = compiled_chunk(spec).lower(
-            np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), padded, np.int32(1)
-        ).compile()
-        mem = compiled.memory_analysis()
-        need = None
-        if mem is not None:
-            need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                    + mem.output_size_in_bytes + mem.generated_code_size_in_bytes)
-        if budget is None or need is None or need <= budget or chunk // 2 < MIN_AXIS:
-            return chunk, need
-        chunk //= 2
-
-
 def _budget(job: Job, base_mb: float | None) -> float | None:
     """Bytes left for the workload under --max-memory, after what the process already holds."""
     if job.max_memory is None:
@@ -311,36 +333,39 @@ def _budget(job: Job, base_mb: float | None) -> float | None:
 
 
 def _measure_gradjax(job: Job) -> dict[str, Any]:
-    from gradjax.probe import make_points, run_seeds
+    """`gradjax run` itself (`engine.run_sweep`: its programs, host loop and Parquet writes)
+    on the workload's sweep, into a temporary folder; the warm-up run compiles, the timed
+    ones reuse the process's compiled programs."""
+    import tempfile
+
+    from gradjax.budget import DEFAULT_MAX_MEMORY
+    from gradjax.engine import run_sweep
+    from gradjax.sweep import parse_sweep
 
     w = job.workload
-    points = [make_points(p.spec, p.scales, p.bias_scales, p.xs, p.ys) for p in w.parts]
+    sweep = parse_sweep(w.sweep_text(), f"<bench {w.name}>")
     base = peak_rss_mb()
     budget = _budget(job, base)
-    seeds = np.arange(w.n_inits)
-    with CompileLog() as compile_log:
-        plans = [
-            (p.spec, pts, *_fit_gradjax_chunk(p.spec, pts, job.chunk or w.chunk, budget))
-            for p, pts in zip(w.parts, points, strict=True)
-        ]
-
+    memory = DEFAULT_MAX_MEMORY if budget is None else max(int(budget), 1)
+    reports = []
+    with tempfile.TemporaryDirectory() as tmp:
         def run() -> None:
-            for spec, pts, chunk, _ in plans:
-                for _ in run_seeds(spec, pts, seeds, root_seed=w.root_seed, chunk=chunk):
-                    pass
+            reports.append(run_sweep(sweep, Path(tmp) / "out", overwrite=True, quiet=True,
+                                     chunk=job.chunk, max_memory=memory, refuse_over=False))
 
-        run()  # warm-up
-    with CompileLog() as rerun_log:
-        walls, cpu_wall = timed_reps(run, job.reps)
-    estimates = [need for *_, need in plans]
+        with CompileLog() as compile_log:
+            run()  # warm-up
+        with CompileLog() as rerun_log:
+            walls, cpu_wall = timed_reps(run, job.reps)
+    units = reports[-1].units
     return {
         **_inits_rates(w.inits, walls),
         "inits_timed": w.inits, "extrapolated": False, "cpu_wall": cpu_wall,
         "compile_s": compile_log.seconds, "compiles": compile_log.backend_compiles,
         "cache_hits": compile_log.cache_hits, "recompiles": rerun_log.compiles,
-        "chunk": min(chunk for _, _, chunk, _ in plans), "base_rss_mb": base,
+        "chunk": min(u["chunk"] for u in units), "base_rss_mb": base,
         "device_peak_mb": _device_peak_mb(),
-        "memory_estimate_mb": None if None in estimates else max(estimates) / 2**20,
+        "memory_estimate_mb": max(u["peak_bytes"] for u in units) / 2**20,
     }
 
 

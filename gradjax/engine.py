@@ -152,8 +152,12 @@ class _CacheEvents:
         self.misses += event == self.MISS
 
 
-_CACHE_EVENTS = _CacheEvents()
-jax.monitoring.register_event_listener(_CACHE_EVENTS)
+@functools.cache
+def cache_events() -> _CacheEvents:
+    """The process's counter of compile-cache events, listening from the first call on."""
+    events = _CacheEvents()
+    jax.monitoring.register_event_listener(events)
+    return events
 
 
 @functools.cache
@@ -223,11 +227,9 @@ class Executable:
         return self.chunk // len(self.devices)
 
 
-_EXECUTABLES: dict[tuple, Executable] = {}
-
-
 def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
-    """Compile (or reuse, in this process) the bucket's chunk function for this shape.
+    """The bucket's chunk function compiled for this shape (`probe.compiled_chunk`, which
+    keeps every program of the process).
 
     With several devices each gets its own copy of the single-device program, compiled for
     C / devices seeds, rather than one SPMD program: XLA partitions an SPMD program's
@@ -235,29 +237,23 @@ def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) 
     a smaller chunk, so per-seed numbers do not depend on the device count.
     """
     n_points = int(points["scale"].shape[0])
-    key = (spec, chunk, n_points, tuple(d.id for d in devices))
-    if key in _EXECUTABLES:
-        return dataclasses.replace(_EXECUTABLES[key], compile_s=0.0, source="memory")
     local = chunk // len(devices)
-    hits, misses, start = _CACHE_EVENTS.hits, _CACHE_EVENTS.misses, time.perf_counter()
-    fns, peak = [], 0
+    events = cache_events()
+    hits, misses, start = events.hits, events.misses, time.perf_counter()
+    fns, peak, fresh = [], 0, False
     for device in devices:
-        fn = compiled_chunk(spec, True).lower(
-            np.uint32(0), jax.device_put(np.zeros(local, np.int32), device),
-            jax.device_put(np.zeros(local, bool), device), jax.device_put(points, device),
-            np.int32(n_points),
-        ).compile()
+        fn, new = compiled_chunk(spec, True, local, points, device)
         memory = fn.memory_analysis()
         # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
         # previous one is copied to the host)
         peak += (memory.argument_size_in_bytes + memory.temp_size_in_bytes
                  + 2 * memory.output_size_in_bytes)
         fns.append(fn)
-    cached = _CACHE_EVENTS.hits > hits and _CACHE_EVENTS.misses == misses
-    executable = Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
-                            time.perf_counter() - start, "compile cache" if cached else "compiled")
-    _EXECUTABLES[key] = executable
-    return executable
+        fresh |= new
+    cached = events.hits > hits and events.misses == misses
+    source = ("compile cache" if cached else "compiled") if fresh else "memory"
+    return Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
+                      time.perf_counter() - start if fresh else 0.0, source)
 
 
 def plan_bucket(
@@ -382,7 +378,7 @@ def _part_start(path: Path) -> int:
     return int(path.name.split(".seeds-")[1].split(".")[0])
 
 
-def _chunks(
+def run_chunks(
     executable: Executable, root_seed: int, points: dict, n_real: int, first: int, total: int
 ) -> Iterator[tuple[int, int, dict, Moments]]:
     """(first seed, valid count, stats as numpy [c, P, ...], moments) per chunk of seeds from
@@ -495,7 +491,7 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     progress.resumed(done * n_cells)
     computed, since, write_s = 0, time.perf_counter(), 0.0
     points = run.points
-    for start, count, stats, chunk_moments in _chunks(
+    for start, count, stats, chunk_moments in run_chunks(
         executable, run.sweep.root_seed, points, n_cells, done, run.sweep.seeds
     ):
         stats = {k: v[:, :n_cells] for k, v in stats.items()}
@@ -537,25 +533,29 @@ def run_sweep(
     chunk: int | None = None,
     devices: int | None = None,
     log: Callable[[str], None] | None = None,
+    refuse_over: bool = True,
 ) -> Report:
     """Run (or resume) `sweep` into the folder `out`; see the module docstring.
 
     `chunk` fixes the chunk size (otherwise it comes from `max_memory`); `devices` limits the
-    devices the seeds are sharded over (default: all of `jax.devices()`).
+    devices the seeds are sharded over (default: all of `jax.devices()`). A cell whose
+    smallest chunk is estimated over `max_memory` is refused before anything is written,
+    unless `refuse_over` is False (the bench): then it runs its smallest chunk.
     """
     started = time.perf_counter()
-    check_budget(sweep, max_memory)
+    if refuse_over:
+        check_budget(sweep, max_memory)
     folder = storage.ResultsFolder(Path(out))
     use = jax.devices()[: devices or jax.device_count()]
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
-    misses = _CACHE_EVENTS.misses
+    misses = cache_events().misses
     with _x64_if_needed(sweep), folder.open(sweep, overwrite):
         _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
     report.wall_s = time.perf_counter() - started
     cache = "persistent compile cache off"
     if jax.config.jax_compilation_cache_dir:
-        report.cache_misses = _CACHE_EVENTS.misses - misses
+        report.cache_misses = cache_events().misses - misses
         cache = (f"loaded {report.from_cache} from the persistent compile cache, "
                  f"{report.cache_misses} cache misses in all")
     say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
@@ -601,7 +601,7 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estim
             compile_s += sum(e.compile_s for e in built)
             first = min(executable.chunk, sweep.seeds)
             start = time.perf_counter()
-            for _ in _chunks(executable, sweep.root_seed, units[0].points(),
+            for _ in run_chunks(executable, sweep.root_seed, units[0].points(),
                              len(units[0].cells), 0, first):
                 pass
             chunks = math.ceil(sweep.seeds / executable.chunk) * len(units)

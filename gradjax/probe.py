@@ -400,17 +400,41 @@ def loop_over_points(fn, points, n_points):
     return jax.lax.fori_loop(0, n_points, body, init)
 
 
-@functools.cache
-def compiled_chunk(spec: ProbeSpec, with_moments: bool = False):
-    """The jitted chunk function of a bucket: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None). jit re-traces only for a new chunk or point count.
-    Models other than the MLP run `gradjax.tree_probe.chunk_program` (imported here, as it
-    builds on this module)."""
+def chunk_function(spec: ProbeSpec, with_moments: bool = False):
+    """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
+    (stats [C, P, ...], moments or None). Models other than the MLP run
+    `gradjax.tree_probe.chunk_program` (imported here, as it builds on this module)."""
     if spec.model != "mlp":
         from gradjax import tree_probe
 
         return jax.jit(functools.partial(tree_probe.chunk_program, spec, with_moments))
     return jax.jit(functools.partial(chunk_program, spec, with_moments))
+
+
+_COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs
+
+
+def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device
+                   ) -> tuple[Any, bool]:
+    """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
+    whether it was compiled just now). Every compiled chunk program of the process, for
+    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept."""
+    leaves, tree = jax.tree.flatten(points)
+    key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
+           device.id)
+    if key in _COMPILED:
+        return _COMPILED[key], False
+    on = functools.partial(jax.device_put, device=device)
+    _COMPILED[key] = chunk_function(spec, with_moments).lower(
+        np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
+        np.int32(leaves[0].shape[0]),
+    ).compile()
+    return _COMPILED[key], True
+
+
+def clear_compiled() -> None:
+    """Forget every compiled chunk program (tests that count traces start from here)."""
+    _COMPILED.clear()
 
 
 def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None
@@ -458,7 +482,9 @@ def run_seeds(
     chunk: int = 256,
     with_moments: bool = False,
 ):
-    """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk.
+    """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk, on the first
+    device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
+    `gradjax.engine`'s host loop over the same compiled programs).
 
     Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
     padded with masked seeds, so a run compiles once whatever the number of seeds.
@@ -467,9 +493,11 @@ def run_seeds(
     "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
     deviations across seeds, to be merged across chunks with Chan's formula.
     """
-    fn = compiled_chunk(spec, with_moments)
     points, n_points = pad_points(points)
     chunk = max(chunk, MIN_AXIS)
+    device = jax.devices()[0]
+    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device)
+    points = jax.device_put(points, device)
     seeds = np.asarray(seeds, np.int32)
     for start in range(0, len(seeds), chunk):
         part = seeds[start : start + chunk]

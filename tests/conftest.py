@@ -39,12 +39,12 @@ def counting_calls(monkeypatch, module, name: str):
 
     from gradjax import probe  # its cache of jitted chunk programs holds the wrapped function
 
-    probe.compiled_chunk.cache_clear()
+    probe.clear_compiled()
     monkeypatch.setattr(module, name, counted)
     try:
         yield calls
     finally:
-        probe.compiled_chunk.cache_clear()
+        probe.clear_compiled()
 
 
 # --------------------------------------------------------------------------- tiny sweeps
