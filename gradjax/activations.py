@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradjax.option import LEAKY_SLOPE
 from gradjax.spec import ACTIVATIONS
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -37,7 +38,7 @@ _FIXED: dict[str, Activation] = {
 }
 
 
-def get_activation(name: str, *, leaky_slope: float = 0.01) -> Activation:
+def get_activation(name: str, *, leaky_slope: float = LEAKY_SLOPE) -> Activation:
     """The elementwise function called `name`; raises ValueError listing the allowed names."""
     if name == "leaky_relu":
         return functools.partial(jax.nn.leaky_relu, negative_slope=leaky_slope)
@@ -55,7 +56,7 @@ def derivative(fn: Activation, x: jax.Array) -> jax.Array:
 
 
 @functools.cache
-def max_abs_derivative(name: str, leaky_slope: float = 0.01) -> float:
+def max_abs_derivative(name: str, leaky_slope: float = LEAKY_SLOPE) -> float:
     """sup_x |phi'(x)|, the reference for "saturated" (|phi'| < 1% of it).
 
     Found on a dense grid over [-30, 30] in float64 numpy-equivalent precision; the suprema of

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import re
 
+from gradjax.option import DTYPE_BYTES
 from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.sweep import SHAPE_OPTIONS, Sweep, SweepError
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
-ITEMSIZE = {"float32": 4, "float64": 8, "bfloat16": 2}
 # Device bytes per seed, in units of the parameter count and of batch x sum(sizes), and per
 # (seed, point) for the statistics: see `estimate_bytes`. Fitted to XLA's memory analysis with
 # some margin; XLA's own figure is what the budget is finally checked against.
@@ -50,10 +50,13 @@ def format_bytes(n: float) -> str:
 
 
 def param_count(spec: ProbeSpec) -> int:
+    """The MLP's parameter count (other models: `gradjax.tree_probe.param_count`, which
+    `gradjax.engine` passes as `n_params`)."""
     return sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
 
 
-def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
+def estimate_bytes(spec: ProbeSpec, chunk: int, points: int, n_params: int | None = None
+                   ) -> int:
     """Estimated device bytes of a chunk of `chunk` seeds by `points` points.
 
     The probe handles one point at a time for all of the chunk's seeds, so per seed it holds one
@@ -61,8 +64,8 @@ def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
     parameter count) and its activations; per point it returns the chunk's moments (mean and
     M2 of every parameter, twice over with one chunk in flight); per (seed, point) the stats.
     """
-    itemsize = max(ITEMSIZE[spec.dtype], 4)
-    n_params = param_count(spec)
+    itemsize = max(DTYPE_BYTES[spec.dtype], 4)
+    n_params = param_count(spec) if n_params is None else n_params
     per_seed = itemsize * (PARAM_COPIES * n_params
                            + ACTIVATION_COPIES * spec.batch * sum(spec.sizes)) + 512
     per_point = 4 * itemsize * n_params
@@ -70,9 +73,12 @@ def estimate_bytes(spec: ProbeSpec, chunk: int, points: int) -> int:
 
 
 def check_budget(sweep: Sweep, budget: int) -> None:
-    """Raise `SweepError` for the first bucket whose smallest chunk (MIN_AXIS seeds, one point)
-    the estimate puts over `budget` bytes: its run could not start. Writes nothing."""
+    """Raise `SweepError` for the first MLP bucket whose smallest chunk (MIN_AXIS seeds, one
+    point) the estimate puts over `budget` bytes: its run could not start. Writes nothing.
+    Other models' sizes are known only to JAX: the engine plans them from XLA's analysis."""
     for bucket in sweep.buckets():
+        if bucket.spec.model != "mlp":
+            continue
         need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
         if need > budget:
             cell = bucket.cells[0]
@@ -87,6 +93,6 @@ def check_budget(sweep: Sweep, budget: int) -> None:
                 "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
 
 
-def moment_bytes(spec: ProbeSpec, points: int) -> int:
+def moment_bytes(spec: ProbeSpec, points: int, n_params: int | None = None) -> int:
     """Host memory of a unit's merged float64 per-entry mean and M2."""
-    return 16 * points * param_count(spec)
+    return 16 * points * (param_count(spec) if n_params is None else n_params)

@@ -72,15 +72,20 @@ class Plan:
     chunk: int
 
 
-def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int) -> Plan:
+def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int,
+                 n_params: int | None = None) -> Plan:
     """The largest chunk (and, only if needed, fewest points per unit) the estimate allows."""
     smallest = MIN_AXIS * n_devices
     largest = max(smallest, _round_up(seeds, n_devices))
     points = n_cells
-    while points > 1 and estimate_bytes(spec, smallest, points) > budget:
+
+    def need(chunk: int, points: int) -> int:
+        return estimate_bytes(spec, chunk, points, n_params)
+
+    while points > 1 and need(smallest, points) > budget:
         points = max(1, points // 2)
-    per_seed = estimate_bytes(spec, 1, points) - estimate_bytes(spec, 0, points)
-    chunk = (budget - estimate_bytes(spec, 0, points)) // per_seed // n_devices * n_devices
+    per_seed = need(1, points) - need(0, points)
+    chunk = (budget - need(0, points)) // per_seed // n_devices * n_devices
     return Plan(points, int(min(max(chunk, smallest), largest)))
 
 
@@ -127,6 +132,17 @@ def describe_spec(spec: ProbeSpec) -> str:
     options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
                if f.name not in skip and f.name not in shape}
     return ", ".join(f"{k} {v}" for k, v in {**shape, **options}.items())
+
+
+def params_of(bucket: Bucket) -> int | None:
+    """Entries of one init's parameters for a model other than the MLP (None: the MLP, whose
+    count `gradjax.budget` knows from its sizes)."""
+    if bucket.spec.model == "mlp":
+        return None
+    from gradjax import tree_probe
+
+    points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
+    return tree_probe.param_count(bucket.spec, points)
 
 
 def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
@@ -268,7 +284,7 @@ def plan_bucket(
     estimate was too cautious by GROW_IF or more; a given `chunk` is used as is.
     """
     n_dev = len(devices)
-    plan = initial_plan(bucket.spec, len(cells), seeds, budget, n_dev)
+    plan = initial_plan(bucket.spec, len(cells), seeds, budget, n_dev, params_of(bucket))
     smallest = MIN_AXIS * n_dev
     if chunk is not None:
         plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
@@ -607,7 +623,8 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estim
             chunks = math.ceil(sweep.seeds / executable.chunk) * len(units)
             compute_s += (time.perf_counter() - start) * chunks
             device_bytes = max(device_bytes, executable.peak_bytes)
-            host_bytes = max(host_bytes, moment_bytes(bucket.spec, len(units[0].cells)))
+            host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
+            host_bytes = max(host_bytes, host)
     return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(sweep.buckets()))
 
 
@@ -635,7 +652,7 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
             how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
                    "memory": "already compiled"}[executable.source]
             over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
-            host = moment_bytes(bucket.spec, len(units[0].cells))
+            host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
             say(f"bucket {b}/{len(buckets)} {describe_spec(bucket.spec)}: {len(todo)} cells in "
                 f"{len(units)} unit(s); chunk {executable.chunk} seeds x {executable.points} "
                 f"points on {len(devices)} device(s); device memory "

@@ -21,7 +21,8 @@ from gradjax import keys
 from gradjax.activations import get_activation
 from gradjax.initializers import draw_bias, draw_weight
 from gradjax.losses import check_loss, loss_of_logits
-from gradjax.spec import NORMS
+from gradjax.option import LEAKY_SLOPE
+from gradjax.spec import NORMS, default
 
 Params = list[dict[str, jax.Array]]
 Stacked = list[dict[str, jax.Array]]  # segments of equal-shape layers, see `segment_bounds`
@@ -105,9 +106,9 @@ def init_mlp(
     key: jax.Array,
     sizes: Sequence[int],
     *,
-    init: str = "normal",
+    init: str = default("init"),
     scale=1.0,
-    bias_init: str = "normal",
+    bias_init: str = default("init"),
     bias_scale=1.0,
     dtype=jnp.float32,
 ) -> Params:
@@ -180,8 +181,8 @@ def forward_stacked(
     x: jax.Array,
     *,
     activation: str,
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
     shifts: Sequence[jax.Array] | None = None,
 ) -> tuple[jax.Array, Trace]:
     """`forward` on segments; `shifts[i]` ([k, batch, fan_out]) is added to segment i's z."""
@@ -204,8 +205,8 @@ def forward(
     x: jax.Array,
     *,
     activation: str,
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
 ) -> tuple[jax.Array, Trace]:
     """Output-layer pre-activation (the logits) and the trace of the forward pass."""
     return forward_stacked(
@@ -218,9 +219,9 @@ def apply_mlp(
     x: jax.Array,
     *,
     activation: str,
-    output_activation: str = "linear",
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    output_activation: str = default("output_activation"),
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
 ) -> jax.Array:
     """The network's output for a batch x: [batch, in_dim] -> [batch, out_dim]."""
     logits, _ = forward(params, x, activation=activation, norm=norm, leaky_slope=leaky_slope)
@@ -233,10 +234,10 @@ def batch_loss(
     y: jax.Array,
     *,
     activation: str,
-    output_activation: str = "linear",
-    loss: str = "mse",
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    output_activation: str = default("output_activation"),
+    loss: str = default("loss"),
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
     shifts: Sequence[jax.Array] | None = None,
 ) -> tuple[jax.Array, Trace]:
     """The batch-mean loss (see `gradjax.losses`) of segmented params, and the forward trace."""
@@ -255,10 +256,10 @@ def loss_and_grads(
     y: jax.Array,
     *,
     activation: str,
-    output_activation: str = "linear",
-    loss: str = "mse",
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    output_activation: str = default("output_activation"),
+    loss: str = default("loss"),
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
 ) -> tuple[jax.Array, Params]:
     """(loss, dL/dparams) by `jax.grad`; the gradients have the structure of `params`."""
 

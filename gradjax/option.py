@@ -22,7 +22,10 @@ WEIGHT_INITS: tuple[str, ...] = (
 BIAS_INITS: tuple[str, ...] = ("zeros", "constant", "normal")
 LOSSES: tuple[str, ...] = ("mse", "bce", "softmax_cross_entropy")
 NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
-DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16")
+DTYPE_BYTES: dict[str, int] = {"float32": 4, "float64": 8, "bfloat16": 2}  # bytes per entry
+DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
+LEAKY_SLOPE = 0.01  # leaky_relu's negative slope, the `leaky_slope` option's default
+DTYPE = "float32"  # the `dtype` option's default
 KINDS: tuple[str, ...] = ("int", "float", "name", "text", "bool", "model", "inputs", "targets")
 
 

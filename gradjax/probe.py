@@ -36,7 +36,8 @@ from gradjax.network import (
     scan_layers,
     stack_layers,
 )
-from gradjax.spec import LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec
+from gradjax.option import LEAKY_SLOPE
+from gradjax.spec import LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec, default
 from gradjax.stats import (
     batch_moments,
     mean_sq_norm,
@@ -294,10 +295,10 @@ def grad_stats_on_device(
     y,
     *,
     activation: str,
-    output_activation: str = "linear",
-    loss: str = "mse",
-    norm: str = "none",
-    leaky_slope: float = 0.01,
+    output_activation: str = default("output_activation"),
+    loss: str = default("loss"),
+    norm: str = default("norm"),
+    leaky_slope: float = LEAKY_SLOPE,
     structural_zeros: bool = True,
 ) -> dict[str, jax.Array]:
     """`grad_stats` as device arrays, its magnitudes scaled (see `gradjax.stats`): what to
@@ -321,7 +322,7 @@ def grad_stats_on_device(
 def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str, np.ndarray]:
     """Gradient statistics of one init on one batch, as host numpy arrays.
 
-    Options: output_activation ("linear"), loss ("mse"), norm ("none"), leaky_slope (0.01),
+    Options (defaults as in the sweep options table): output_activation, loss, norm, leaky_slope,
     structural_zeros (True). Returns `loss_value` (scalar); for each of PARAM_STATS an array
     [layers, 2] (columns W, b); for each of LAYER_STATS an array [layers]. Layer 1 is the first
     weight layer, the last is the output layer (its activation statistics are NaN).

@@ -15,7 +15,9 @@ from gradjax.models import mlp, resmlp
 from gradjax.models.family import BUILT_IN
 from gradjax.option import (  # the names of every choice, re-exported ("X as X") here
     ACTIVATIONS,
+    DTYPE,
     DTYPES,
+    LEAKY_SLOPE,
     LOSSES,
     Option,
 )
@@ -38,14 +40,14 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("out_dim", "int", "output dimension", low=1),
     Option("output_activation", "name", "output layer's activation", "linear",
            choices=ACTIVATIONS),
-    Option("leaky_slope", "float", "negative slope of leaky_relu", 0.01),
+    Option("leaky_slope", "float", "negative slope of leaky_relu", LEAKY_SLOPE),
     Option("scale", "float", "multiplies the weight init's standard deviation (plug-ins: "
            "every leaf with ndim >= 2)", 1.0, low=0.0, traced=True),
     Option("bias_scale", "float", "multiplies the bias init's standard deviation (plug-ins: "
            "every 1-D leaf)", 1.0, low=0.0, traced=True),
     Option("loss", "name", "loss (bce needs output_activation sigmoid, softmax_cross_entropy "
            "out_dim >= 2)", "mse", choices=LOSSES),
-    Option("dtype", "name", "the network's float type", "float32", choices=DTYPES),
+    Option("dtype", "name", "the network's float type", DTYPE, choices=DTYPES),
     Option("inputs", "inputs", "a fixed batch (traced per point), or a fresh N(0, I) batch "
            "per init", "gaussian"),
     Option("targets", "targets", "fixed rows or a number or zeros (traced per point), or "
@@ -121,7 +123,8 @@ def layer_sizes(in_dim: int, width: int, depth: int, out_dim: int) -> tuple[int,
     return (in_dim, *([width] * depth), out_dim)
 
 
-def _default(name: str):
+def default(name: str):
+    """The declared default of option `name` (`OPTION_TABLE`)."""
     return OPTION_BY_NAME[name].default
 
 
@@ -136,17 +139,17 @@ class ProbeSpec:
     sizes: tuple[int, ...]  # the MLP's layer sizes; (in_dim, out_dim) for other models
     activation: str | None  # None: the model has no activation option (its taps get no
     # activation statistics)
-    output_activation: str = _default("output_activation")
-    loss: str = _default("loss")
-    norm: str = _default("norm")
-    leaky_slope: float = _default("leaky_slope")
-    init: str = _default("init")
-    bias_init: str = _default("bias_init")
-    dtype: str = _default("dtype")
+    output_activation: str = default("output_activation")
+    loss: str = default("loss")
+    norm: str = default("norm")
+    leaky_slope: float = default("leaky_slope")
+    init: str = default("init")
+    bias_init: str = default("bias_init")
+    dtype: str = default("dtype")
     batch: int = 1
     inputs: str = "fixed"  # "fixed" (traced per point) | "gaussian" (drawn per seed)
     targets: str = "fixed"  # "fixed" | "gaussian" | "random_labels"
-    structural_zeros: bool = _default("structural_zeros")
+    structural_zeros: bool = default("structural_zeros")
     model: str = "mlp"
     # a model other than the MLP: the factory's options that fix the program, (name, value)
     # sorted by name, and the sweep file's folder, which plug-in modules are imported from

@@ -63,6 +63,7 @@ import pandas as pd
 from numpy.polynomial.legendre import leggauss
 
 from gradjax.activations import derivative, get_activation
+from gradjax.option import LEAKY_SLOPE
 from gradjax.spec import THEORY_COLUMNS
 
 Z_MAX = 10.0  # the rule covers |z| <= 10 standard deviations (tail mass 1.5e-23)
@@ -160,7 +161,7 @@ class Moments:
     slope: np.ndarray  # d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)
 
 
-def moments(activation: str, q, *, leaky_slope: float = 0.01) -> Moments:
+def moments(activation: str, q, *, leaky_slope: float = LEAKY_SLOPE) -> Moments:
     """E[phi^2], E[phi'^2] and dE[phi^2]/dq at z^l ~ N(0, q), closed form where one exists."""
     q = np.asarray(q, np.float64)
     a = _negative_slope(activation, leaky_slope)
@@ -182,7 +183,7 @@ def moments(activation: str, q, *, leaky_slope: float = 0.01) -> Moments:
 
 
 def pair_moments(
-    activation: str, q: float, c: float, *, leaky_slope: float = 0.01
+    activation: str, q: float, c: float, *, leaky_slope: float = LEAKY_SLOPE
 ) -> tuple[float, float]:
     """(E[phi(u_1) phi(u_2)], E[phi'(u_1) phi'(u_2)]) for (u_1, u_2) ~ N(0, q [[1, c], [c, 1]]).
 
@@ -213,12 +214,12 @@ def pair_moments(
 # --------------------------------------------------------------------------- maps
 
 
-def length_map(q, activation: str, sigma_w2: float, sigma_b2: float, *, leaky_slope=0.01):
+def length_map(q, activation: str, sigma_w2: float, sigma_b2: float, *, leaky_slope=LEAKY_SLOPE):
     """q^l = sigma_w^2 E[phi(sqrt(q^{l-1}) z)^2] + sigma_b^2 (Poole et al. 2016, eq. 3)."""
     return sigma_w2 * moments(activation, q, leaky_slope=leaky_slope).phi_sq + sigma_b2
 
 
-def chi(q, activation: str, sigma_w2: float, *, leaky_slope=0.01):
+def chi(q, activation: str, sigma_w2: float, *, leaky_slope=LEAKY_SLOPE):
     """sigma_w^2 E[phi'(sqrt(q) z)^2]: the per-layer factor of E|dL/dz|^2; chi_1 at q = q*."""
     return sigma_w2 * moments(activation, q, leaky_slope=leaky_slope).dphi_sq
 
@@ -229,7 +230,7 @@ def fixed_point_q(
     sigma_b2: float,
     *,
     q0: float = 1.0,
-    leaky_slope: float = 0.01,
+    leaky_slope: float = LEAKY_SLOPE,
 ) -> float:
     """q* = lim_l q^l for the length map iterated from q^1 = q0; inf if it diverges.
 
@@ -280,7 +281,8 @@ def _bisect(fn, pos: float, neg: float, steps: int = 80) -> float:
 
 
 def correlation_map(
-    c: float, q_star: float, activation: str, sigma_w2: float, sigma_b2: float, *, leaky_slope=0.01
+    c: float, q_star: float, activation: str, sigma_w2: float, sigma_b2: float, *,
+    leaky_slope=LEAKY_SLOPE,
 ) -> tuple[float, float]:
     """(c^l, dc^l/dc^{l-1}) at correlation c^{l-1} = c between two inputs, both at q*.
 
@@ -292,7 +294,7 @@ def correlation_map(
 
 
 def fixed_point_c(
-    q_star: float, activation: str, sigma_w2: float, sigma_b2: float, *, leaky_slope=0.01
+    q_star: float, activation: str, sigma_w2: float, sigma_b2: float, *, leaky_slope=LEAKY_SLOPE
 ) -> tuple[float, float]:
     """(c*, chi_c): the stable fixed point of the correlation map and its slope there.
 
@@ -348,7 +350,7 @@ def mean_field(
     sigma_b2: float,
     *,
     q0: float = 1.0,
-    leaky_slope: float = 0.01,
+    leaky_slope: float = LEAKY_SLOPE,
     with_correlations: bool = True,
 ) -> MeanField:
     """q*, chi_1, c*, chi_c and the depth scales xi_q, xi_c, xi_grad (Schoenholz et al. 2017).
@@ -402,7 +404,7 @@ def layer_profile(
     sizes: Sequence[int],
     *,
     input_sq_mean: float | None,
-    leaky_slope: float = 0.01,
+    leaky_slope: float = LEAKY_SLOPE,
 ) -> LayerProfile:
     """Mean-field layer-to-layer gradient ratios of an MLP with layer sizes `sizes`.
 
@@ -557,7 +559,7 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
     ):
         return out
     activation = str(_cell_value(out, "activation"))
-    leaky_slope = float(_cell_value(out, "leaky_slope", 0.01))
+    leaky_slope = float(_cell_value(out, "leaky_slope", LEAKY_SLOPE))
     sigma_w2 = float(_cell_value(out, "scale")) ** 2
     depth, width = int(_cell_value(out, "depth")), int(_cell_value(out, "width"))
     sizes = (int(_cell_value(out, "in_dim")), *([width] * depth), int(_cell_value(out, "out_dim")))

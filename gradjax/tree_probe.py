@@ -209,3 +209,9 @@ def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     return {"layer": layer, "layer_from_output": layer - count - 1, "param": param,
             "n": np.asarray(n, np.int64)}
 
+
+
+def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:
+    """Entries of one init's parameters."""
+    params, _ = shapes(spec, points)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))

@@ -92,7 +92,7 @@ def test_plugin_per_leaf_rows_match_numpy_backprop(tmp_path):
         gain = [1.0, 3.0]
     """)
     sweep = load_sweep(path)
-    report = run_sweep(sweep, tmp_path / "out", quiet=True)
+    report = run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 1  # scale, bias_scale and the float option gain are traced
     rows = gradjax.load(tmp_path / "out", "per_seed")
     summary = gradjax.load(tmp_path / "out")
@@ -136,7 +136,7 @@ def test_a_factory_that_takes_scale_gets_it_and_its_leaves_are_not_scaled(tmp_pa
         [grid]
         scale = [1.0, 2.0]
     """, model="toy:scaled_itself", seeds=2)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed", param="['c']")
     # dL/dc = scale * mean_b (out - y) with out = scale * (x w + c): c stays ones (bias_scale
     # 0 was not applied), so the gradient is nonzero and grows faster than linearly in scale
@@ -198,7 +198,7 @@ def test_the_sweep_folder_comes_before_installed_modules(tmp_path):
 
 def test_an_int_option_of_a_plugin_makes_buckets_and_compiles_once_per_value(tmp_path):
     path = toy_sweep(tmp_path, "[grid]\nhidden = [2, 3]\n", seeds=2)
-    report = run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    report = run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 2
     n = gradjax.load(tmp_path / "out", "per_seed", param="['dense']['kernel']", seed=0)["n"]
     assert list(n) == [6, 9]
@@ -243,7 +243,7 @@ def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
     path = tmp_path / "res.toml"
     path.write_text(RESMLP)
     sweep = load_sweep(path)
-    report = run_sweep(sweep, tmp_path / "out", quiet=True)
+    report = run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 1
     rows = gradjax.load(tmp_path / "out", "per_seed")
     x, y = np.asarray([[0.5, -1.5], [2.0, 0.25]]), np.asarray([[1.0], [-0.5]])
@@ -278,6 +278,7 @@ depth = 2
 out_dim = 2
 batch = 3
 activation = "relu"
+structural_zeros = false
 [grid]
 scale = [0.5, 2.0]
 [[cases]]
@@ -292,7 +293,7 @@ model = "gradjax.models.mlp:factory"
 def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
     path = tmp_path / "both.toml"
     path.write_text(MLP_BOTH)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed")
     own = rows[rows.label == "own probe"].set_index(["scale", "seed", "layer", "param"])
     generic = rows[rows.label == "generic probe"].set_index(["scale", "seed", "layer", "param"])
@@ -308,3 +309,40 @@ def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
         mine = own.loc[(scale, seed, layer, "W")]
         for stat in ("preact_var", "preact_mean", "act_frac_dead", "act_deriv_mean"):
             np.testing.assert_allclose(tap[stat], mine[stat], rtol=1e-4, atol=1e-7)
+
+
+def test_the_five_line_flax_example_of_the_docs_runs_as_a_sweep(tmp_path):
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
+    section = docs.split("## Your Flax or Equinox model in five lines")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    (tmp_path / "mymodels.py").write_text(code)
+    path = tmp_path / "five.toml"
+    path.write_text('name = "five"\nseeds = 2\n[defaults]\nmodel = "mymodels:mlp"\n'
+                    "hidden = 3\nin_dim = 4\nout_dim = 2\nbatch = 2\n")
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
+    kernels = rows[rows.param.str.contains("kernel")]
+    assert sorted(kernels["n"]) == [3 * 2, 4 * 3]
+    assert (kernels["grad_sq_norm"] > 0).all() and rows["loss_value"].nunique() == 1
+
+
+def test_the_shipped_plugin_sweep_runs_its_equinox_and_flax_models(tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    sweep = load_sweep(Path(__file__).parents[1] / "examples" / "plugin_models.toml")
+    models = {c.options["model"] for c in sweep.cells}
+    assert models == {"mlp", "resmlp", "conv_eqx:conv_net", "transformer_nnx:transformer_block"}
+    plugins = tuple(c for c in sweep.cells if ":" in c.options["model"] and c.options["scale"] == 1)
+    run_sweep(dataclasses.replace(sweep, cells=plugins, seeds=2), tmp_path / "out", quiet=True,
+              devices=1)
+    summary = gradjax.load(tmp_path / "out")
+    conv = summary[summary.model == "conv_eqx:conv_net"]
+    assert set(conv.param) >= {".conv1.weight", "taps['conv1']", "taps['conv2']"}
+    assert conv["width"].isna().all() and (conv["channels"] == 4).all()
+    relu_taps = conv[conv.param.str.startswith("taps")]
+    assert relu_taps["act_frac_dead_mean"].between(0, 1).all()  # relu: dead units counted
+    block = summary[summary.model == "transformer_nnx:transformer_block"]
+    assert (block.loc[~block.param.str.startswith("taps"), "grad_sq_norm_p50"] > 0).all()

@@ -10,7 +10,7 @@ logits and one tap per hidden layer (its normalized pre-activation u, `layer1`, 
 
 from __future__ import annotations
 
-from gradjax.option import ACTIVATIONS, BIAS_INITS, NORMS, WEIGHT_INITS, Option
+from gradjax.option import ACTIVATIONS, BIAS_INITS, DTYPE, LEAKY_SLOPE, NORMS, WEIGHT_INITS, Option
 
 WIDTH = Option("width", "int", "units of every hidden layer", low=1)
 DEPTH = Option("depth", "int", "hidden layers (depth + 1 weight layers)", low=0)
@@ -26,9 +26,9 @@ OPTIONS: tuple[Option, ...] = (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, 
 
 
 def factory(
-    in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = "normal",
-    bias_init: str = "normal", norm: str = "none", leaky_slope: float = 0.01,
-    dtype: str = "float32",
+    in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = INIT.default,
+    bias_init: str = INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
+    dtype: str = DTYPE,
 ):
     """The MLP as `(init, apply)`; see the module docstring."""
     import jax.numpy as jnp

@@ -15,7 +15,7 @@ this module checks that, and the residual form at depth 1, against numpy.
 from __future__ import annotations
 
 from gradjax.models.mlp import ACTIVATION, BIAS_INIT, DEPTH, INIT, NORM, WIDTH
-from gradjax.option import Option
+from gradjax.option import DTYPE, LEAKY_SLOPE, Option
 
 BRANCH_SCALE = Option("branch_scale", "float", "resmlp: multiplies each residual branch", 1.0,
                       low=0.0, traced=True)
@@ -23,9 +23,9 @@ OPTIONS: tuple[Option, ...] = (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, 
 
 
 def factory(
-    in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = "normal",
-    bias_init: str = "normal", norm: str = "none", leaky_slope: float = 0.01,
-    branch_scale: float = 1.0, dtype: str = "float32",
+    in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = INIT.default,
+    bias_init: str = INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
+    branch_scale: float = BRANCH_SCALE.default, dtype: str = DTYPE,
 ):
     """The residual MLP as `(init, apply)`; see the module docstring."""
     import jax
