@@ -9,8 +9,8 @@ timed like the benchmark (warm-up, then the median of --reps runs over all inits
   fwd+bwd, no rng     loss and gradients (`gradjax.loss_and_grads`) of parameters made from
                       the seed by an integer hash instead of the PRNG
   rng + fwd+bwd       the two together
-  probe, no liveness  `probe.chunk_function` with structural_zeros = False
-  probe               `probe.chunk_function` as the benchmark runs it
+  probe, no liveness  `programs.chunk_function` with structural_zeros = False
+  probe               `programs.chunk_function` as the benchmark runs it
 
 followed by XLA's cost and memory analysis of the full probe per init. The shares in the last
 column are of the full probe's time; they overlap (XLA fuses across the pieces), so read them
@@ -46,7 +46,8 @@ import numpy as np
 
 import gradjax
 from gradjax import bench, data, keys
-from gradjax.probe import chunk_function, make_points, pad_points
+from gradjax.probe import make_points, pad_points
+from gradjax.programs import chunk_function
 
 
 def hashed_params(seed, sizes):

@@ -336,7 +336,7 @@ def numpy_vec(
     """Vectorized over chunks of inits, every array with a leading init axis.
 
     Arguments as `numpy_loop`; yields each chunk's statistics as [c, P, ...], the layout of
-    `gradjax.probe.run_seeds`.
+    `gradjax.programs.run_seeds`.
     """
     check_supported(spec)
     points = _points(scales, bias_scales, xs, ys)

@@ -169,7 +169,8 @@ WORKLOADS: dict[str, Workload] = {
     "S": Workload(
         "S", "seed net 2-3-1 sigmoid/sigmoid, x=[0.5,0.7], y=1, MSE, N(0,1) weights and biases",
         (Part(
-            ProbeSpec(sizes=(2, 3, 1), activation="sigmoid", output_activation="sigmoid"),
+            ProbeSpec(sizes=(2, 3, 1), activation="sigmoid", output_activation="sigmoid",
+                      inputs="fixed", targets="fixed"),
             xs=np.array([[[0.5, 0.7]]]), ys=np.array([[[1.0]]]),
         ),),
         n_inits=100_000, chunk=100_000, loop_inits=500,

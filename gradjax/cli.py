@@ -129,9 +129,14 @@ def varying_options(frame: pd.DataFrame) -> list[str]:
     return [c for c in ("label", *options) if cells[c].nunique(dropna=False) > 1]
 
 
+def models(frame: pd.DataFrame) -> pd.Series:
+    """Each row's model ("mlp" for folders written before models were an option)."""
+    return frame["model"] if "model" in frame else pd.Series("mlp", index=frame.index)
+
+
 def weight_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The MLP's W rows and every other model's parameter rows (not its taps)."""
-    other = (frame["model"] != "mlp") & ~frame["param"].str.startswith("taps[")
+    other = (models(frame) != "mlp") & ~frame["param"].str.startswith("taps[")
     return frame[(frame["param"] == "W") | other]
 
 
@@ -309,13 +314,15 @@ def findings_text(folder: str | Path) -> str:
     """What a results folder shows, cell by cell; then, for cells shaped like the seed's
     examples (2-3-1, one example), what they show in the seed's terms."""
     summary = storage.load(folder, "summary")
-    others = summary.loc[summary["model"] != "mlp"].drop_duplicates("cell")
+    mlp = models(summary) == "mlp"
+    others = summary.loc[~mlp].drop_duplicates("cell")
     note = (f"({len(others)} cells of other models ({', '.join(others['model'].unique())}) are "
             "left out here: `gradjax summary` shows their parameter rows.)")
-    summary = summary[summary["model"] == "mlp"]
+    summary = summary[mlp]
     if summary.empty:
         return note
-    first = storage.load(folder, "per_seed", layer=1, param="W", model="mlp")
+    first = storage.load(folder, "per_seed", layer=1, param="W")
+    first = first[first["cell"].isin(summary["cell"])]
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
     cells = w[w["layer"] == 1].set_index("cell", drop=False)
     varying = [c for c in varying_options(cells) if c != "label"]

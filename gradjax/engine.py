@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import shutil
 import subprocess
@@ -52,11 +53,12 @@ from gradjax.budget import (
     format_bytes,
     moment_bytes,
 )
-from gradjax.probe import compiled_chunk, make_points
+from gradjax.probe import make_points
+from gradjax.programs import compiled_chunk
 from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.stats import to_host
 from gradjax.summary import Moments, cell_summary
-from gradjax.sweep import Bucket, Cell, Sweep
+from gradjax.sweep import Bucket, Cell, Sweep, SweepError
 
 CHECKPOINT_RATIO = 10.0
 GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 80% of budget
@@ -145,6 +147,26 @@ def params_of(bucket: Bucket) -> int | None:
     return tree_probe.param_count(bucket.spec, points)
 
 
+def check_models(sweep: Sweep) -> None:
+    """Build every plug-in bucket's model abstractly (`jax.eval_shape`: nothing computed) and
+    raise `SweepError` at its `model` field if the factory, `init` or `apply` fails or gives
+    logits that are not [batch, out_dim]: before anything is written."""
+    from gradjax import tree_probe
+
+    for bucket in sweep.buckets():
+        if bucket.spec.model == "mlp":
+            continue
+        cell = bucket.cells[0]
+        try:
+            tree_probe.shapes(bucket.spec, make_points(bucket.spec, **bucket.points([cell])))
+        except Exception as err:  # noqa: BLE001 (user code: any failure is the model's)
+            raise SweepError(sweep.source, cell.field("model"),
+                             f"model {bucket.spec.model!r} (cell {cell.index}) fails: "
+                             f"{type(err).__name__}: {err}".replace("\n", " "),
+                             "a factory whose init and apply run, apply giving [batch, out_dim] "
+                             "logits (docs/extending.md)") from None
+
+
 def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
     """The position columns of one init's rows in the unit's tables."""
     if unit.bucket.spec.model == "mlp":
@@ -209,6 +231,8 @@ def run_metadata(sweep: Sweep) -> dict[str, str]:
         "device_kind": device.device_kind,
         "device_count": str(jax.device_count()),
     }
+    if sweep.model_sources:
+        meta["model_sources"] = json.dumps(dict(sweep.model_sources))
     git = git_revision()
     if git is not None:
         meta["git_revision"], meta["git_dirty"] = git[0], str(git[1]).lower()
@@ -244,7 +268,7 @@ class Executable:
 
 
 def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
-    """The bucket's chunk function compiled for this shape (`probe.compiled_chunk`, which
+    """The bucket's chunk function compiled for this shape (`programs.compiled_chunk`, which
     keeps every program of the process).
 
     With several devices each gets its own copy of the single-device program, compiled for
@@ -566,6 +590,8 @@ def run_sweep(
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = cache_events().misses
+    with _x64_if_needed(sweep):
+        check_models(sweep)
     with _x64_if_needed(sweep), folder.open(sweep, overwrite):
         _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
     report.wall_s = time.perf_counter() - started
@@ -611,6 +637,7 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estim
     compile_s = compute_s = 0.0
     device_bytes = host_bytes = 0
     with _x64_if_needed(sweep):
+        check_models(sweep)
         for bucket in sweep.buckets():
             units, built = plan_bucket(bucket, bucket.cells, sweep.seeds, budget, use)
             executable = built[-1]

@@ -108,7 +108,7 @@ def init_mlp(
     *,
     init: str = default("init"),
     scale=1.0,
-    bias_init: str = default("init"),
+    bias_init: str = default("bias_init"),
     bias_scale=1.0,
     dtype=jnp.float32,
 ) -> Params:

@@ -309,7 +309,7 @@ def grad_stats_on_device(
         sizes=tuple(int(s) for s in sizes), activation=activation,
         output_activation=output_activation, loss=loss, norm=norm, leaky_slope=leaky_slope,
         dtype=str(params[0]["W"].dtype), batch=1 if x.ndim == 1 else x.shape[0],
-        structural_zeros=structural_zeros,
+        structural_zeros=structural_zeros, inputs="fixed", targets="fixed",
     )
     bp = backprop(stack_layers(params), x, y, spec)
     underflow = (
@@ -401,43 +401,6 @@ def loop_over_points(fn, points, n_points):
     return jax.lax.fori_loop(0, n_points, body, init)
 
 
-def chunk_function(spec: ProbeSpec, with_moments: bool = False):
-    """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None). Models other than the MLP run
-    `gradjax.tree_probe.chunk_program` (imported here, as it builds on this module)."""
-    if spec.model != "mlp":
-        from gradjax import tree_probe
-
-        return jax.jit(functools.partial(tree_probe.chunk_program, spec, with_moments))
-    return jax.jit(functools.partial(chunk_program, spec, with_moments))
-
-
-_COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs
-
-
-def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device
-                   ) -> tuple[Any, bool]:
-    """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
-    whether it was compiled just now). Every compiled chunk program of the process, for
-    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept."""
-    leaves, tree = jax.tree.flatten(points)
-    key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
-           device.id)
-    if key in _COMPILED:
-        return _COMPILED[key], False
-    on = functools.partial(jax.device_put, device=device)
-    _COMPILED[key] = chunk_function(spec, with_moments).lower(
-        np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
-        np.int32(leaves[0].shape[0]),
-    ).compile()
-    return _COMPILED[key], True
-
-
-def clear_compiled() -> None:
-    """Forget every compiled chunk program (tests that count traces start from here)."""
-    _COMPILED.clear()
-
-
 def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None
                 ) -> dict[str, jax.Array]:
     """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays, a
@@ -447,8 +410,8 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=No
         "scale": jnp.asarray(np.asarray(scales, np.float64), dt),
         "bias_scale": jnp.asarray(np.asarray(bias_scales, np.float64), dt),
     }
-    if model:
-        points["model"] = {k: jnp.asarray(np.asarray(v, np.float64), dt)
+    if model:  # in the statistics' dtype: a bfloat16 network keeps gain = 1.01 as 1.01
+        points["model"] = {k: jnp.asarray(np.asarray(v, np.float64), jnp.dtype(spec.stat_dtype))
                            for k, v in model.items()}
     n = points["scale"].shape[0]
     if spec.inputs == "fixed":
@@ -472,44 +435,6 @@ def pad_points(points: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], int]
     if n >= MIN_AXIS:
         return points, n
     return jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * (MIN_AXIS - n)), points), n
-
-
-def run_seeds(
-    spec: ProbeSpec,
-    points: dict[str, jax.Array],
-    seeds: np.ndarray,
-    *,
-    root_seed: int = 0,
-    chunk: int = 256,
-    with_moments: bool = False,
-):
-    """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk, on the first
-    device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
-    `gradjax.engine`'s host loop over the same compiled programs).
-
-    Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
-    padded with masked seeds, so a run compiles once whatever the number of seeds.
-
-    moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
-    "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
-    deviations across seeds, to be merged across chunks with Chan's formula.
-    """
-    points, n_points = pad_points(points)
-    chunk = max(chunk, MIN_AXIS)
-    device = jax.devices()[0]
-    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device)
-    points = jax.device_put(points, device)
-    seeds = np.asarray(seeds, np.int32)
-    for start in range(0, len(seeds), chunk):
-        part = seeds[start : start + chunk]
-        valid = np.zeros(chunk, bool)
-        valid[: len(part)] = True
-        padded = np.zeros(chunk, np.int32)
-        padded[: len(part)] = part
-        stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
-        n = len(part)
-        stats = {k: v[:n, :n_points] for k, v in to_host(stats).items()}
-        yield slice(start, start + n), stats, moments_by_layer(moments_to_host(moments), n_points)
 
 
 def moments_to_host(moments: dict | None) -> dict | None:

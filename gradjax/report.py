@@ -178,6 +178,10 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"{folder}: no readable summary table ({err})")
     if summary.empty:
         return _error(f"{folder}: the summary table has no rows")
+    summary, others = mlp_cells(summary)
+    if summary.empty:
+        return _error(f"{folder}: gradjax report draws MLP cells (model = \"mlp\") and this "
+                      f"folder has none; `gradjax summary {folder}` shows {others}")
     try:
         cells = _parse_cells(args.cells, summary)
         report = build_report(folder, summary, layer=args.layer, heatmap_stats=stats,
@@ -185,6 +189,9 @@ def main(args: argparse.Namespace) -> int:
                               profile_stats=profile_stats, hist_stat=args.hist_stat, cells=cells)
     except ValueError as err:
         return _error(str(err))
+    if others:
+        report.notes.insert(0, f"Left out: {others} (the figures are of MLP cells; "
+                            "`gradjax summary` shows the others' parameter and tap rows).")
     path = write_report(report, out)
     print(f"wrote {len(report.figures)} figures and {path}")
     return 0
@@ -193,6 +200,18 @@ def main(args: argparse.Namespace) -> int:
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def mlp_cells(summary: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The MLP cells' rows, and the other cells in words ("" when there are none)."""
+    if "model" not in summary:  # a folder written before models were an option
+        return summary, ""
+    mlp = summary["model"] == "mlp"
+    others = summary.loc[~mlp].drop_duplicates("cell")
+    if others.empty:
+        return summary, ""
+    names = ", ".join(sorted(others["model"].unique()))
+    return summary[mlp], f"{len(others)} cells of other models ({names})"
 
 
 def _parse_names(text: str, allowed: Iterable[str], option: str) -> list[str]:

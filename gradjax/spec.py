@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gradjax.models import mlp, resmlp
-from gradjax.models.family import BUILT_IN
+from gradjax.models.family import BUILT_IN, family_module
 from gradjax.option import (  # the names of every choice, re-exported ("X as X") here
     ACTIVATIONS,
     DTYPE,
@@ -56,28 +55,30 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            derived=True),
 )
 COMMON: tuple[str, ...] = tuple(o.name for o in COMMON_OPTIONS)
-# the order of the result columns
+# the options of each built-in family beyond the common ones, from its module's OPTIONS
+FAMILY_OPTIONS: dict[str, tuple[Option, ...]] = {
+    name: tuple(family_module(name).OPTIONS) for name in BUILT_IN
+}
+# the result columns' order for the options it names; any other declared option follows
 COLUMN_ORDER: tuple[str, ...] = (
     "model", "in_dim", "width", "depth", "out_dim", "activation", "output_activation",
     "leaky_slope", "init", "scale", "bias_init", "bias_scale", "branch_scale", "loss", "norm",
     "dtype", "inputs", "targets", "batch", "structural_zeros",
 )
-_DECLARED = {o.name: o for o in (*COMMON_OPTIONS, *mlp.OPTIONS, *resmlp.OPTIONS)}
-OPTION_TABLE: tuple[Option, ...] = tuple(_DECLARED[name] for name in COLUMN_ORDER)
+_DECLARED = {o.name: o for o in COMMON_OPTIONS}
+for _options in FAMILY_OPTIONS.values():
+    _DECLARED.update({o.name: o for o in _options})
+OPTION_TABLE: tuple[Option, ...] = tuple(
+    sorted(_DECLARED.values(), key=lambda o: (COLUMN_ORDER + tuple(_DECLARED)).index(o.name)))
 OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTION_TABLE)
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTION_TABLE}
-# the options of each built-in family beyond the common ones
-FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "mlp": tuple(o.name for o in mlp.OPTIONS), "resmlp": tuple(o.name for o in resmlp.OPTIONS),
-}
-
 
 def options_markdown() -> str:
     """The options table of docs/sweeps.md (tests/test_sweep.py checks the two agree)."""
     rows = ["| option | models | allowed | default | what it does |", "|---|---|---|---|---|"]
     for o in OPTION_TABLE:
         models = "all" if o.name in COMMON else ", ".join(
-            f for f, names in FAMILY_OPTIONS.items() if o.name in names)
+            f for f, options in FAMILY_OPTIONS.items() if o in options)
         traced = " Traced: a grid over it compiles once." if o.traced else ""
         rows.append(f"| `{o.name}` | {models} | {o.allowed()} | {o.default_text()} | "
                     f"{o.doc}.{traced} |")
@@ -112,6 +113,11 @@ THEORY_COLUMNS: tuple[str, ...] = (
     "theory_q_star", "theory_chi1", "theory_xi_q", "theory_xi_c", "theory_xi_grad",
     "theory_grad_ratio", "theory_fit_chi1", "measured_chi1",
 )
+# columns of the result tables that are not options: a plug-in option may not take these names
+RESERVED_COLUMNS: frozenset[str] = frozenset({
+    "sweep", "cell", "label", "seed", "seeds", "layer", "layer_from_output", "param", "n",
+    "grad_var_across_seeds", "frac_seeds_all_zero", *STATS, *LOG2_SCALES, *THEORY_COLUMNS,
+})
 
 # --------------------------------------------------------------------------- the program
 
@@ -133,8 +139,8 @@ class ProbeSpec:
     """Everything that fixes the compiled program (a shape bucket); hashable. Its fields are
     the options that are not traced (`Cell.spec` builds it from `OPTION_TABLE`, and
     tests/test_sweep.py checks the two agree), with the options' defaults; `inputs` and
-    `targets` say only whether the data is fixed (a traced value per point, the default here)
-    or drawn per init."""
+    `targets` say only whether the data is fixed (a traced value per point) or drawn per init
+    (the default, as in a sweep file)."""
 
     sizes: tuple[int, ...]  # the MLP's layer sizes; (in_dim, out_dim) for other models
     activation: str | None  # None: the model has no activation option (its taps get no
@@ -147,8 +153,8 @@ class ProbeSpec:
     bias_init: str = default("bias_init")
     dtype: str = default("dtype")
     batch: int = 1
-    inputs: str = "fixed"  # "fixed" (traced per point) | "gaussian" (drawn per seed)
-    targets: str = "fixed"  # "fixed" | "gaussian" | "random_labels"
+    inputs: str = default("inputs")  # "fixed" (traced per point) | "gaussian" (per seed)
+    targets: str = default("targets")  # "fixed" | "gaussian" | "random_labels"
     structural_zeros: bool = default("structural_zeros")
     model: str = "mlp"
     # a model other than the MLP: the factory's options that fix the program, (name, value)

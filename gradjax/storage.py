@@ -236,8 +236,13 @@ def read_checkpoint(path: Path) -> tuple[int, int, list[np.ndarray]] | None:
 
 
 def _fingerprint(sweep: Sweep) -> dict[str, Any]:
-    return {"sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
-            "seeds": sweep.seeds, "name": sweep.name}
+    """What makes a folder's results: the sweep's text, seeds and name, and the source of
+    each plug-in model (an edited model is another sweep)."""
+    out = {"sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
+           "seeds": sweep.seeds, "name": sweep.name}
+    if sweep.model_sources:
+        out["model_sources"] = dict(sweep.model_sources)
+    return out
 
 
 class ResultsFolder:
@@ -272,9 +277,9 @@ class ResultsFolder:
             recorded = json.loads(run_file.read_text())
             if recorded != _fingerprint(sweep):
                 raise ResultsError(
-                    f"{root}: holds results of a different sweep (its {SWEEP_FILE} or seed count "
-                    f"differs from {sweep.source}); use --overwrite to replace them or --out to "
-                    "write elsewhere"
+                    f"{root}: holds results of a different sweep (its {SWEEP_FILE}, seed count "
+                    f"or plug-in model source differs from {sweep.source}); use --overwrite to "
+                    "replace them or --out to write elsewhere"
                 )
         elif root.exists() and any(p.name not in OWN_ENTRIES for p in root.iterdir()):
             raise ResultsError(f"{root}: exists, is not empty and is not a gradjax results "

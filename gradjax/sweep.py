@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gradjax.models import Family, resolve
+from gradjax.models.family import SCALES
 from gradjax.option import Option
 from gradjax.spec import (
     COMMON,
@@ -52,7 +53,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 INPUT_NAMES: tuple[str, ...] = tuple(k for k in INPUT_KINDS if k != "fixed")
 TARGET_NAMES: tuple[str, ...] = tuple(k for k in TARGET_KINDS if k != "fixed")
 SHAPE_OPTIONS: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim")  # ProbeSpec.sizes
-SCALES: tuple[str, ...] = ("scale", "bias_scale")  # on the probe's points for every model
 Rows = tuple[tuple[float, ...], ...]
 
 
@@ -205,6 +205,7 @@ class Cell:
             return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program,
                              **data)
         program.setdefault("activation", None)
+        program.pop("structural_zeros", None)  # the MLP's probe only
         static = tuple(sorted((n, o[n]) for n in self.family.params if not self.traced(n)))
         return ProbeSpec(sizes=(o["in_dim"], o["out_dim"]), **program, **data,
                          structural_zeros=False, model_options=static, model_folder=self.folder)
@@ -232,6 +233,10 @@ class Cell:
         return np.asarray(o["targets"], np.float64)
 
 
+def _or_one(value: float | None) -> float:
+    return 1.0 if value is None else value
+
+
 @dataclasses.dataclass(frozen=True)
 class Bucket:
     """Cells that share one compiled program: same `ProbeSpec`, different points."""
@@ -247,8 +252,9 @@ class Bucket:
         cells = self.cells if cells is None else cells
         fixed_x, fixed_y = self.spec.inputs == "fixed", self.spec.targets == "fixed"
         points = {
-            "scales": np.array([c.options["scale"] for c in cells]),
-            "bias_scales": np.array([c.options["bias_scale"] for c in cells]),
+            # 1 where the model's factory takes the other scale itself (the option is unset)
+            "scales": np.array([_or_one(c.options["scale"]) for c in cells]),
+            "bias_scales": np.array([_or_one(c.options["bias_scale"]) for c in cells]),
             "xs": np.stack([c.fixed_x() for c in cells]) if fixed_x else None,
             "ys": np.stack([c.fixed_y() for c in cells]) if fixed_y else None,
         }
@@ -270,6 +276,8 @@ class Sweep:
     cells: tuple[Cell, ...]
     # plug-in options that are not gradjax options: result columns after gradjax's own
     extra_options: tuple[Option, ...] = ()
+    # (plug-in model, sha256 of its module's source): part of what a results folder records
+    model_sources: tuple[tuple[str, str], ...] = ()
 
     def buckets(self) -> list[Bucket]:
         """Cells grouped by `ProbeSpec`, buckets in order of their first cell."""
@@ -280,14 +288,6 @@ class Sweep:
 
     def with_seeds(self, seeds: int) -> Sweep:
         return dataclasses.replace(self, seeds=seeds)
-
-
-def _field_error(source: str, field: str):
-    def wrap(bad: _Bad) -> SweepError:
-        problem, allowed = bad.args
-        return SweepError(source, field, problem, allowed)
-
-    return wrap
 
 
 def _table(source: str, field: str, value: Any, allowed: str) -> dict:
@@ -345,11 +345,25 @@ class _Parser:
         model = self.checked(field, "model", value)
         if model not in self.families:
             try:
-                self.families[model] = resolve(model, self.folder)
+                family = resolve(model, self.folder)
             except ValueError as err:
                 raise SweepError(self.source, field, str(err),
                                  OPTION_BY_NAME["model"].allowed()) from None
+            for option in family.options:
+                try:
+                    if option.default is not None:
+                        check_value(option, option.default)
+                except _Bad as bad:
+                    problem, allowed = bad.args
+                    raise SweepError(self.source, field, f"the factory's default for "
+                                     f"{option.name}: {problem}", allowed) from None
+            self.families[model] = family
         return self.families[model]
+
+    def sources(self) -> tuple[tuple[str, str], ...]:
+        """(model, sha256 of its module's source) of every plug-in of the file."""
+        return tuple(sorted((f.name, f.source_sha256) for f in self.families.values()
+                            if f.source_sha256))
 
     def checked(self, field: str, name: str, value: Any) -> Any:
         try:
@@ -468,7 +482,9 @@ class _Finisher:
     def declared(self, family: Family) -> dict[str, Option]:
         """The options the model takes: gradjax's common ones, the family's and, for a
         plug-in, every option its factory names."""
-        names = (*COMMON, *(o.name for o in family.options), *family.params)
+        names = [*COMMON, *(o.name for o in family.options), *family.params]
+        if family.handles_scale:  # it takes the scale(s) it names; the other is not an option
+            names = [n for n in names if n not in SCALES or n in family.params]
         own = {o.name: o for o in family.options}
         return {n: own.get(n, self.parser.known[n]) for n in dict.fromkeys(names)}
 
@@ -556,7 +572,7 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
                               "a [grid] table of option = [values]"))
     cases = parser.cases(doc.get("cases", []))
     cells = parser.expand(defaults, axes, cases)
-    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra)
+    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra, parser.sources())
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -5,8 +5,9 @@ moments and points it shares); the family comes from `gradjax.models.resolve`:
 
     chunk(root_seed, seeds[C], valid[C], points[P]) -> stats[C, P, rows], moments
 
-Rows are the parameter leaves in `jax.tree_util` order, then the taps in natural order of
-their names (layer2 before layer10). A leaf row has the gradient statistics (PARAM_STATS) and
+Rows are the float parameter leaves in `jax.tree_util` order (integer and boolean leaves are
+carried along, with no gradient and no row), then the taps in natural order of their names
+(layer2 before layer10). A leaf row has the gradient statistics (PARAM_STATS) and
 NaN activation statistics; a tap row the reverse. Per-leaf `grad_frac_underflow` is NaN: telling
 dead-unit zeros from underflow needs the boolean replay of backprop that only the MLP's own
 probe does. `grad_unit_cos` of a leaf with ndim >= 2 takes its last axis as the units (the
@@ -32,7 +33,7 @@ import numpy as np
 from gradjax import data, keys
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.losses import loss_of_logits
-from gradjax.models import Family, resolve
+from gradjax.models import BUILT_IN, Family, resolve
 from gradjax.probe import activation_stats, chunk_moments, loop_over_points
 from gradjax.spec import LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
 from gradjax.stats import batch_moments, tensor_stats, unit_cosine
@@ -60,9 +61,17 @@ def build(spec: ProbeSpec, point: Mapping[str, Any]):
     return family.factory(**options)
 
 
+def is_param(leaf) -> bool:
+    """A float leaf: a parameter (integer and boolean leaves are carried along untouched)."""
+    return jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
 def scale_leaves(params, scale, bias_scale):
-    """Every leaf with ndim >= 2 times `scale`, every 1-D leaf times `bias_scale`."""
+    """Every float leaf with ndim >= 2 times `scale`, every 1-D float leaf times
+    `bias_scale`."""
     def one(leaf):
+        if not is_param(leaf):
+            return leaf
         factor = scale if leaf.ndim >= 2 else bias_scale if leaf.ndim == 1 else 1
         return leaf * jnp.asarray(factor, leaf.dtype)
 
@@ -70,19 +79,37 @@ def scale_leaves(params, scale, bias_scale):
 
 
 def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any]):
-    """One init's parameters at the point: `init(key)` in the sweep's dtype, then scaled
-    (unless the factory takes the scales itself)."""
+    """One init's parameters at the point: `init(key)`, float leaves in the sweep's dtype,
+    then scaled (unless the factory takes the scales itself)."""
     dt = jnp.dtype(spec.dtype)
-    params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating)
-                          else a, init(key))
+    params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
+                          jax.tree.map(jnp.asarray, init(key)))
     if family_of(spec).handles_scale:
         return params
     return scale_leaves(params, point["scale"], point["bias_scale"])
 
 
 def outputs_and_taps(apply, params, x) -> tuple[jax.Array, dict]:
+    """`apply`'s logits and taps ({} without); ValueError for any other kind of result."""
     out = apply(params, x)
-    return out if isinstance(out, tuple) else (out, {})
+    if not isinstance(out, tuple):
+        return out, {}
+    if len(out) != 2 or not isinstance(out[1], Mapping):
+        raise ValueError(f"apply returned a tuple of {len(out)} items; it returns the logits, "
+                         "or (logits, taps) with taps a dict name -> [batch, ...] array")
+    return out[0], dict(out[1])
+
+
+def split_params(params) -> tuple[list, Any]:
+    """(the float leaves, a function of new float leaves -> the whole params pytree)."""
+    leaves, treedef = jax.tree.flatten(params)
+    mask = [is_param(a) for a in leaves]
+
+    def rebuild(floats):
+        it = iter(floats)
+        return treedef.unflatten([next(it) if m else a for a, m in zip(leaves, mask, strict=True)])
+
+    return [a for a, m in zip(leaves, mask, strict=True) if m], rebuild
 
 
 def leaf_stats(g: jax.Array, f) -> dict[str, jax.Array]:
@@ -117,14 +144,16 @@ def init_stats(spec: ProbeSpec, apply, params, x, y):
     """(gradients, statistics as rows) of one init on one batch."""
     f = spec.stat_dtype
 
-    def value(p):
-        logits, taps = outputs_and_taps(apply, p, x)
+    floats, rebuild = split_params(params)
+
+    def value(leaves):
+        logits, taps = outputs_and_taps(apply, rebuild(leaves), x)
         loss = loss_of_logits(logits, y, loss=spec.loss, output_activation=spec.output_activation,
                               leaky_slope=spec.leaky_slope)
         return loss, taps
 
-    (loss, taps), grads = jax.value_and_grad(value, has_aux=True)(params)
-    rows = [leaf_stats(g, f) for g in jax.tree.leaves(grads)]
+    (loss, taps), grads = jax.value_and_grad(value, has_aux=True)(floats)
+    rows = [leaf_stats(g, f) for g in grads]
     rows += [tap_stats(taps[name], spec, f) for name in natural_order(taps)]
     stats = {k: jnp.stack([r[k] for r in rows]) for k in (*PARAM_STATS, *LAYER_STATS,
                                                           *LOG2_SCALES)}
@@ -164,28 +193,39 @@ def _abstract_point(spec: ProbeSpec, points: Mapping[str, Any]) -> dict:
 
 
 def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
-    """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed)."""
+    """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed);
+    ValueError when `apply`'s logits are not [batch, out_dim] or a tap has no batch axis."""
     def run(point):
         init, apply = build(spec, point)
         params = draw_params(spec, init, keys.init_key(0, 0), point)
         x = jnp.zeros((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
-        return params, outputs_and_taps(apply, params, x)[1]
+        logits, taps = outputs_and_taps(apply, params, x)
+        return params, logits, taps
 
-    return jax.eval_shape(run, _abstract_point(spec, points))
+    params, logits, taps = jax.eval_shape(run, _abstract_point(spec, points))
+    want = (spec.batch, spec.sizes[-1])
+    if tuple(logits.shape) != want:
+        raise ValueError(f"apply returned logits of shape {tuple(logits.shape)}; expected "
+                         f"(batch, out_dim) = {want}")
+    for name, tap in taps.items():
+        if not hasattr(tap, "shape") or tap.ndim < 1 or tap.shape[0] != spec.batch:
+            raise ValueError(f"tap {name!r} is not an array [batch = {spec.batch}, ...]")
+    return params, taps
 
 
 def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     """The position columns of one init's rows: layer, layer_from_output, param and n.
 
-    A model whose parameters are a list of {"name": array} layers (the MLP's form) gets
-    layer = list index + 1 and param = the name; any other leaf gets layer = its position
-    among the leaves and param = `jax.tree_util.keystr` of its path. Tap rows have
+    Rows are the float leaves. A built-in family's parameters are a list of {"W", "b"}
+    layers: layer = list index + 1, param = "W" or "b". A plug-in's leaf gets layer = its
+    position among the leaves and param = `jax.tree_util.keystr` of its path. Tap rows have
     param = "taps['name']" and layer = l for a tap called layer<l>, else its position among
     the taps.
     """
     params, taps = shapes(spec, points)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    layered = isinstance(params, list) and all(isinstance(p, dict) for p in params)
+    leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+              if is_param(leaf)]
+    layered = spec.model in BUILT_IN  # a list of {"W", "b"} layers
     layer, param, n = [], [], []
     for i, (path, leaf) in enumerate(leaves, 1):
         if layered:
@@ -214,4 +254,4 @@ def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
 def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:
     """Entries of one init's parameters."""
     params, _ = shapes(spec, points)
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params) if is_param(leaf))

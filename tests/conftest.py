@@ -37,14 +37,14 @@ def counting_calls(monkeypatch, module, name: str):
         calls.append(1)
         return original(*args, **kwargs)
 
-    from gradjax import probe  # its cache of jitted chunk programs holds the wrapped function
+    from gradjax import programs  # its cache of compiled chunk programs holds the wrapped one
 
-    probe.clear_compiled()
+    programs.clear_compiled()
     monkeypatch.setattr(module, name, counted)
     try:
         yield calls
     finally:
-        probe.clear_compiled()
+        programs.clear_compiled()
 
 
 # --------------------------------------------------------------------------- tiny sweeps

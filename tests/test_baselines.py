@@ -107,7 +107,8 @@ def test_dead_relu_units_are_structural_zeros_not_underflow():
     assert got["grad_frac_underflow"][0, 0] == 0
 
 
-SEED_SPEC = ProbeSpec(sizes=(2, 3, 1), activation="sigmoid", output_activation="sigmoid")
+SEED_SPEC = ProbeSpec(sizes=(2, 3, 1), activation="sigmoid", output_activation="sigmoid",
+                      inputs="fixed", targets="fixed")
 GAUSSIAN_SPEC = ProbeSpec(
     sizes=(4, 8, 8, 1), activation="tanh", init="fan_in_normal", bias_init="zeros", batch=3,
     inputs="gaussian", targets="gaussian",
@@ -147,7 +148,7 @@ def test_vec_bytes_per_init_grows_with_the_network():
 
 
 def test_unsupported_network_is_refused():
-    spec = ProbeSpec(sizes=(2, 3, 1), activation="gelu")
+    spec = ProbeSpec(sizes=(2, 3, 1), activation="gelu", inputs="fixed", targets="fixed")
     with pytest.raises(ValueError, match="activation"):
         list(baselines.numpy_vec(spec, 1, [1.0], [1.0], [[0.0, 0.0]], [[0.0]]))
 
@@ -160,9 +161,11 @@ TORCH_CASES = [
     (ProbeSpec(sizes=(3, 1), activation="sigmoid", batch=2, inputs="gaussian",
                targets="gaussian"), [1.0], [1.0], None, None),
     (GAUSSIAN_SPEC, [1.0, 2.0], [0.0, 0.0], None, None),
-    (ProbeSpec(sizes=(3, 6, 6, 6, 2), activation="relu", batch=5, inputs="gaussian"),
+    (ProbeSpec(sizes=(3, 6, 6, 6, 2), activation="relu", batch=5, inputs="gaussian",
+               targets="fixed"),
      [1.2], [0.5], None, [np.linspace(-1, 1, 10).reshape(5, 2)]),
-    (ProbeSpec(sizes=(2, 5, 1), activation="relu", structural_zeros=False), [1.0], [1.0],
+    (ProbeSpec(sizes=(2, 5, 1), activation="relu", structural_zeros=False, inputs="fixed",
+               targets="fixed"), [1.0], [1.0],
      [[[0.5, -0.7]]], [[[1.0]]]),
 ]
 

@@ -46,6 +46,34 @@ def scaled_itself(in_dim: int, out_dim: int, scale: float = 1.0):
 
 def no_kind(in_dim: int, out_dim: int, mystery=None):
     raise AssertionError("never called")
+
+
+def clashes(in_dim: int, out_dim: int, seed: int = 0):
+    raise AssertionError("never called")
+
+
+def catch_all(in_dim: int, out_dim: int, **options):
+    raise AssertionError("never called")
+
+
+def bad_default(in_dim: int, out_dim: int, activation: str = "nope"):
+    raise AssertionError("never called")
+
+
+def flat_logits(in_dim: int, out_dim: int):
+    """Logits [batch] instead of [batch, out_dim]: mse would broadcast them silently."""
+    def init(key):
+        return {"w": jax.random.normal(key, (in_dim,))}
+
+    return init, lambda p, x: x @ p["w"]
+
+
+def with_a_counter(in_dim: int, out_dim: int):
+    """An integer leaf beside the float ones: carried along, no gradient, no row."""
+    def init(key):
+        return {"w": jax.random.normal(key, (in_dim, out_dim)), "steps": jnp.int32(3)}
+
+    return init, lambda p, x: (x @ p["w"]) * p["steps"]
 '''
 X = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]]
 Y = [[1.0, -1.0], [0.0, 0.5]]
@@ -158,6 +186,11 @@ def test_a_factory_that_takes_scale_gets_it_and_its_leaves_are_not_scaled(tmp_pa
     ("", "not a model", "defaults.model", 'or "package.module:factory"'),
     ("[grid]\nwidth = [2, 3]\n", "toy:two_layer", "grid.width",
      "model 'toy:two_layer' does not take width"),
+    ("", "toy:clashes", "defaults.model", "would clash with the result column"),
+    ("", "toy:catch_all", "defaults.model", "name each option as a keyword parameter"),
+    ("", "toy:bad_default", "defaults.model", "the factory's default for activation"),
+    ("[grid]\nbias_scale = [0.5, 1.0]\n", "toy:scaled_itself", "grid.bias_scale",
+     "does not take bias_scale"),
 ])
 def test_plugin_options_are_validated_like_built_in_ones(tmp_path, body, model, field, says):
     path = toy_sweep(tmp_path, body, model=model)
@@ -296,8 +329,14 @@ def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
     run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed")
     own = rows[rows.label == "own probe"].set_index(["scale", "seed", "layer", "param"])
-    generic = rows[rows.label == "generic probe"].set_index(["scale", "seed", "layer", "param"])
-    params = generic[~generic.index.get_level_values("param").str.startswith("taps")]
+    generic = rows[rows.label == "generic probe"].copy()
+    leaves = ~generic.param.str.startswith("taps")
+    # a plug-in's rows are named by keystr: "[l - 1]['W']" is the MLP's (layer l, "W")
+    named = generic.loc[leaves, "param"].str.extract(r"\[(\d+)\]\['(W|b)'\]")
+    generic.loc[leaves, "layer"] = named[0].astype(int) + 1
+    generic.loc[leaves, "param"] = named[1]
+    generic = generic.set_index(["scale", "seed", "layer", "param"])
+    params = generic[leaves.to_numpy()]
     assert len(params) == len(own) and set(params.index) == set(own.index)
     for stat in ("grad_var", "grad_sq_norm", "grad_max_abs", "grad_frac_zero", "grad_cv",
                  "grad_unit_cos", "loss_value"):
@@ -346,3 +385,40 @@ def test_the_shipped_plugin_sweep_runs_its_equinox_and_flax_models(tmp_path):
     assert relu_taps["act_frac_dead_mean"].between(0, 1).all()  # relu: dead units counted
     block = summary[summary.model == "transformer_nnx:transformer_block"]
     assert (block.loc[~block.param.str.startswith("taps"), "grad_sq_norm_p50"] > 0).all()
+
+
+def test_a_model_whose_logits_are_misshaped_is_refused_before_anything_is_written(tmp_path):
+    path = toy_sweep(tmp_path, "", model="toy:flat_logits")
+    with pytest.raises(SweepError) as err:
+        run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    assert err.value.field == "defaults.model" and "expected (batch, out_dim) = (2, 2)" in str(
+        err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path):
+    path = toy_sweep(tmp_path, "", model="toy:with_a_counter", seeds=2)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
+    assert list(rows.param) == ["['w']"] and (rows.grad_sq_norm > 0).all()
+    (tmp_path / "toy.py").write_text(TOY + "\n# edited\n")
+    from gradjax import models
+    from gradjax.storage import ResultsError
+
+    models.resolve.cache_clear()
+    with pytest.raises(ResultsError, match="plug-in model source"):
+        run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+
+
+def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
+    import argparse
+
+    from gradjax import report
+
+    path = toy_sweep(tmp_path, "", seeds=2)
+    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    assert report.main(parser.parse_args([str(tmp_path / "out")])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 cells of other models (toy:two_layer)" in err[0]

@@ -7,7 +7,7 @@ import pytest
 from conftest import counting_calls
 
 import gradjax
-from gradjax import keys, network, probe
+from gradjax import keys, network, probe, programs
 from gradjax.activations import derivative, max_abs_derivative
 
 # W1 has 64 x 64 = 4096 entries: the size at which XLA:CPU would switch reduction kernels.
@@ -16,7 +16,7 @@ WIDE = probe.ProbeSpec(sizes=(64, 64, 64, 1), activation="tanh", batch=3,
 
 
 def _collect(spec, points, seeds, chunk, root_seed=0):
-    parts = list(probe.run_seeds(spec, points, seeds, root_seed=root_seed, chunk=chunk))
+    parts = list(programs.run_seeds(spec, points, seeds, root_seed=root_seed, chunk=chunk))
     return {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
 
 
@@ -164,7 +164,7 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
                            inputs="gaussian", targets="gaussian", batch=2)
     points = probe.make_points(spec, [1.0], [1.0])
     seeds = np.arange(6)
-    [(_, _, moments)] = list(probe.run_seeds(spec, points, seeds, chunk=6, with_moments=True))
+    [(_, _, moments)] = list(programs.run_seeds(spec, points, seeds, chunk=6, with_moments=True))
     grads = []
     for seed in seeds:
         key = keys.init_key(0, int(seed))
@@ -191,7 +191,7 @@ def test_init_key_and_init_mlp_rebuild_the_parameters_a_sweep_used(init):
     from gradjax.network import scale_params
 
     spec = probe.ProbeSpec(sizes=(3, 4, 4, 4, 2), activation="tanh", init=init,
-                           bias_init="normal")
+                           bias_init="normal", inputs="fixed", targets="fixed")
     key = gradjax.init_key(11, 5)
     unit, _ = probe.draw_init(spec, key)
     used = scale_params(unit, 0.7, 0.2)

@@ -7,7 +7,8 @@ import pytest
 from reference import seed_example_grads, seed_literal_w1_grad
 
 import gradjax
-from gradjax.probe import make_points, run_seeds
+from gradjax.probe import make_points
+from gradjax.programs import run_seeds
 from gradjax.spec import ProbeSpec
 
 # (hidden activation, output activation, x, scale of every parameter)
@@ -77,7 +78,8 @@ def test_seed_w1_printout_is_a_broadcast_of_the_true_gradient(x64):
 
 def _seed_probe(example, seeds):
     hidden, output, x, scale = EXAMPLES[example]
-    spec = ProbeSpec(sizes=(2, 3, 1), activation=hidden, output_activation=output)
+    spec = ProbeSpec(sizes=(2, 3, 1), activation=hidden, output_activation=output,
+                     inputs="fixed", targets="fixed")
     points = make_points(spec, [scale], [scale], xs=[x], ys=[[1.0]])
     parts = list(run_seeds(spec, points, np.arange(seeds), root_seed=0, chunk=2048))
     return {k: np.concatenate([p[1][k] for p in parts])[:, 0] for k in parts[0][1]}

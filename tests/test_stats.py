@@ -101,7 +101,8 @@ _exact = jax.jit(probe._underflow_exact, static_argnums=(1, 2, 3))
 
 
 def _relu_backprop(key, sizes, batch, norm="none", zero_weight=False):
-    spec = gradjax.ProbeSpec(sizes=sizes, activation="relu", norm=norm, batch=batch)
+    spec = gradjax.ProbeSpec(sizes=sizes, activation="relu", norm=norm, batch=batch,
+                             inputs="fixed", targets="fixed")
     params = gradjax.init_mlp(key, sizes, bias_init="normal")
     if zero_weight:
         params[0]["W"] = params[0]["W"].at[0, 0].set(0.0)
@@ -155,7 +156,8 @@ def test_a_zero_in_a_live_row_and_column_is_resolved_by_the_replay():
         {"W": jnp.array([[1.0], [1.0]]), "b": jnp.zeros(1)},
     ]
     x, y = jnp.eye(2), jnp.full((2, 1), 5.0)
-    spec = gradjax.ProbeSpec(sizes=(2, 2, 1), activation="relu", batch=2)
+    spec = gradjax.ProbeSpec(sizes=(2, 2, 1), activation="relu", batch=2, inputs="fixed",
+                             targets="fixed")
     bp = probe.backprop(network.stack_layers(params), x, y, spec)
     assert float(bp.grads[0]["W"][0, 0, 0]) == 0
     assert not bool(probe._underflow_cheap(bp, "none", jnp.float32)[1])

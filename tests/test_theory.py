@@ -10,7 +10,8 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
 from gradjax import theory
-from gradjax.probe import make_points, run_seeds
+from gradjax.probe import make_points
+from gradjax.programs import run_seeds
 from gradjax.spec import WEIGHT_INITS, ProbeSpec
 
 RNG = np.random.default_rng(20170401)

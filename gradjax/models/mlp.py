@@ -13,7 +13,8 @@ from __future__ import annotations
 from gradjax.option import ACTIVATIONS, BIAS_INITS, DTYPE, LEAKY_SLOPE, NORMS, WEIGHT_INITS, Option
 
 WIDTH = Option("width", "int", "units of every hidden layer", low=1)
-DEPTH = Option("depth", "int", "hidden layers (depth + 1 weight layers)", low=0)
+DEPTH = Option("depth", "int", "hidden layers (mlp: depth + 1 weight layers; resmlp: depth "
+               "residual blocks between an input and an output layer)", low=0)
 ACTIVATION = Option("activation", "name", "hidden layers' activation", choices=ACTIVATIONS)
 INIT = Option("init", "name", "weight init (docs/conventions.md: what scale means)", "normal",
               choices=WEIGHT_INITS)
@@ -27,7 +28,7 @@ OPTIONS: tuple[Option, ...] = (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, 
 
 def factory(
     in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = INIT.default,
-    bias_init: str = INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
+    bias_init: str = BIAS_INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
     dtype: str = DTYPE,
 ):
     """The MLP as `(init, apply)`; see the module docstring."""

@@ -12,14 +12,17 @@ factory's keyword parameters are its options:
     default, which is also the option's default (no default: required). Float options are
     traced (a grid over them compiles once): the factory receives them as JAX scalars;
   * `scale` and `bias_scale` are multiplied onto every parameter leaf with ndim >= 2 and every
-    1-D leaf, unless the factory names either one: then it receives the one(s) it names (traced)
-    and nothing is multiplied.
+    1-D leaf, unless the factory names either one: then it receives the one(s) it names (traced),
+    nothing is multiplied, and an unnamed one is not an option of this model;
+  * a parameter named like a result column (`seed`, `layer`, `param`, `n`, a statistic, ...)
+    is refused, and so are `*args`, `**kwargs` and required positional-only parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import inspect
 import re
@@ -36,41 +39,43 @@ _KIND_OF_TYPE = {bool: "bool", int: "int", float: "float", str: "text"}
 
 
 @contextlib.contextmanager
-def _importing_from(folder: str) -> Iterator[None]:
-    """sys.path with `folder` first, restored afterwards."""
-    if not folder:
-        yield
-        return
-    sys.path.insert(0, folder)
+def _importing_from(folder: str, top: str) -> Iterator[None]:
+    """`folder` first on sys.path while importing; when it holds package or module `top`,
+    any imported `top` (and its submodules) is set aside meanwhile and put back after, so
+    the sweep's own module is the one imported and nothing else is disturbed."""
+    path = Path(folder) if folder else None
+    local = path is not None and ((path / f"{top}.py").is_file()
+                                  or (path / top / "__init__.py").is_file())
+    aside = {k: sys.modules.pop(k) for k in list(sys.modules)
+             if local and (k == top or k.startswith(f"{top}."))}
+    if folder:
+        sys.path.insert(0, folder)
     try:
         yield
     finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+        if folder:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+        sys.modules.update(aside)
 
 
 def load_factory(model: str, folder: str = ""):
-    """The callable named by "package.module:factory"; ValueError saying what is missing."""
+    """(module, the callable named by "package.module:factory"); ValueError saying what is
+    missing."""
     match = MODEL.fullmatch(model)
     if match is None:
         raise ValueError(f"{model!r} is neither a built-in model nor \"package.module:factory\"")
     module_name, attr = match.groups()
-    local = folder and (Path(folder) / (module_name.replace(".", "/") + ".py")).is_file()
-    # the sweep folder's module, not an imported one of the same name, which stays in place
-    shadowed = sys.modules.pop(module_name, None) if local else None
-    with _importing_from(folder):
+    with _importing_from(folder, module_name.split(".")[0]):
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
             raise ValueError(f"cannot import {module_name!r} (looked in {folder or '.'} and "
                              f"the installed packages): {err}") from None
-        finally:
-            if shadowed is not None:
-                sys.modules[module_name] = shadowed
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ValueError(f"{module_name!r} has no callable {attr!r}")
-    return factory
+    return module, factory
 
 
 def option_of(param: inspect.Parameter, hints: dict) -> Option:
@@ -90,12 +95,17 @@ def option_of(param: inspect.Parameter, hints: dict) -> Option:
     return Option(param.name, kind, "a plug-in option", default, traced=kind == "float")
 
 
+def _source_sha256(module) -> str:
+    path = getattr(module, "__file__", None)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+
+
 def plugin_family(model: str, folder: str = "") -> Family:
     """The `Family` of a plug-in: its factory, and an `Option` per parameter that is not a
     gradjax option (gradjax's own are validated as declared in `gradjax.spec`)."""
-    from gradjax.spec import OPTION_BY_NAME
+    from gradjax.spec import OPTION_BY_NAME, RESERVED_COLUMNS
 
-    factory = load_factory(model, folder)
+    module, factory = load_factory(model, folder)
     try:
         hints = typing.get_type_hints(factory)
     except Exception:  # noqa: BLE001 (unresolvable annotations: fall back to the defaults)
@@ -105,9 +115,11 @@ def plugin_family(model: str, folder: str = "") -> Family:
     own = []
     for name in names:
         known = OPTION_BY_NAME.get(name)
+        if name in RESERVED_COLUMNS:
+            raise ValueError(f"factory parameter {name!r} would clash with the result column "
+                             "of that name; rename it")
         if known is None:
             own.append(option_of(params[name], hints))
         elif known.default is None and params[name].default is not inspect.Parameter.empty:
             own.append(dataclasses.replace(known, default=params[name].default))
-    return Family(model, tuple(own), factory, names)
-
+    return Family(model, tuple(own), factory, names, _source_sha256(module))

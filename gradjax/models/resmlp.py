@@ -24,7 +24,7 @@ OPTIONS: tuple[Option, ...] = (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, 
 
 def factory(
     in_dim: int, out_dim: int, width: int, depth: int, activation: str, init: str = INIT.default,
-    bias_init: str = INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
+    bias_init: str = BIAS_INIT.default, norm: str = NORM.default, leaky_slope: float = LEAKY_SLOPE,
     branch_scale: float = BRANCH_SCALE.default, dtype: str = DTYPE,
 ):
     """The residual MLP as `(init, apply)`; see the module docstring."""
