@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from gradjax import storage
-from gradjax.spec import STATS, THEORY_COLUMNS
+from gradjax.spec import STAT_BY_NAME, STATS, THEORY_COLUMNS
 from gradjax.sweep import OPTIONS
 from gradjax.theory import add_theory_columns
 
@@ -57,7 +57,8 @@ class HeatmapStat:
 HEATMAP_STATS: dict[str, HeatmapStat] = {
     "grad_var": HeatmapStat(
         "grad_var_p50", "median gradient variance",
-        "median over inits of Var(dL/dW entries) [loss^2]", "dark = gradients vanish",
+        f"median over inits of Var(dL/dW entries) [{STAT_BY_NAME['grad_var'].unit}]",
+        "dark = gradients vanish",
     ),
     "frac_zero": HeatmapStat(
         "grad_frac_zero_mean", "fraction of gradient entries exactly 0",
@@ -636,7 +637,10 @@ LOG_ALWAYS = ("grad_sq_norm", "delta_sq_norm", "grad_var")
 
 
 def _profile_stat(stat: str) -> ProfileStat:
-    return PROFILE_LABELS.get(stat, ProfileStat(stat, stat, stat))
+    """A statistic's labels: drawn by hand for the default ones, else from `STAT_TABLE`."""
+    declared = STAT_BY_NAME[stat]
+    return PROFILE_LABELS.get(stat, ProfileStat(stat, declared.doc,
+                                                f"{stat} [{declared.unit}]"))
 
 
 @dataclasses.dataclass

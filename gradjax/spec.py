@@ -87,28 +87,87 @@ def options_markdown() -> str:
 
 # --------------------------------------------------------------------------- statistics
 
-TENSOR_STATS: tuple[str, ...] = (
-    "grad_mean", "grad_var", "grad_sq_norm", "grad_max_abs", "grad_mean_abs", "grad_cv",
-    "grad_frac_zero", "grad_frac_subnormal", "grad_nonfinite",
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """One statistic, declared once: the probe's outputs, the storage schemas, the summary's
+    columns, the report's labels and the statistics tables of docs/conventions.md come from
+    `STAT_TABLE`.
+
+    level: "tensor" (per init and parameter tensor, over the tensor's entries), "layer" (per
+    init and layer, over the batch's examples and the layer's units), "init" (one per init)
+    or "cell" (per cell and tensor, across the cell's inits). `scale`: (the output holding its
+    log2 scale k, power p) for a magnitude computed on the tensor times 2**-k, whose value is
+    the output times 2**(p k) (`gradjax.stats`); float64 in the tables. Every per-init
+    statistic aggregates across inits as `AGGREGATES` (NaN left out).
+    """
+
+    name: str
+    level: str
+    unit: str  # what its values measure, in the loss's or the pre-activation's units
+    doc: str  # one line
+    scale: tuple[str, int] | None = None
+    reduction: bool = True  # a plain reduction of one tensor (`gradjax.stats.tensor_stats`)
+    mlp_only: bool = False  # only the MLP's own probe computes it (NaN for other models)
+
+
+_G, _D, _U = ("grad_log2_scale", 1), ("delta_log2_scale", 1), ("preact_log2_scale", 1)
+
+
+def _sq(scale: tuple[str, int]) -> tuple[str, int]:
+    return scale[0], 2
+
+
+STAT_TABLE: tuple[Stat, ...] = (
+    Stat("grad_mean", "tensor", "loss / parameter", "mean of the gradient's entries", _G),
+    Stat("grad_var", "tensor", "(loss / parameter)^2", "population variance (ddof = 0) of the "
+         "gradient's entries", _sq(_G)),
+    Stat("grad_sq_norm", "tensor", "(loss / parameter)^2", "sum of squares, |dL/dW|_F^2",
+         _sq(_G)),
+    Stat("grad_max_abs", "tensor", "loss / parameter", "max of |g|", _G),
+    Stat("grad_mean_abs", "tensor", "loss / parameter", "mean of |g|", _G),
+    Stat("grad_cv", "tensor", "ratio", "std / mean|g|; NaN when every entry is 0. Near 0 means "
+         "\"all entries the same value\""),
+    Stat("grad_frac_zero", "tensor", "fraction", "fraction of entries exactly 0"),
+    Stat("grad_frac_subnormal", "tensor", "fraction", "nonzero entries below the dtype's "
+         "smallest normal number"),
+    Stat("grad_nonfinite", "tensor", "count", "count of inf/NaN entries"),
+    Stat("grad_frac_underflow", "tensor", "fraction", "fraction of entries exactly 0 that are "
+         "**not** structurally zero (see below)", reduction=False, mlp_only=True),
+    Stat("grad_unit_cos", "tensor", "cosine", "mean pairwise cosine similarity between the "
+         "gradient vectors of the units (columns of dL/dW), leaving out units whose gradient "
+         "is exactly 0; NaN for 1-D tensors and single-unit layers", reduction=False),
+    Stat("delta_sq_norm", "layer", "(loss / pre-activation)^2", "mean over examples of "
+         "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm)",
+         _sq(_D), mlp_only=True),
+    Stat("preact_mean", "layer", "pre-activation", "mean over examples x units of u = norm(z), "
+         "the activation's input", _U),
+    Stat("preact_var", "layer", "pre-activation^2", "population variance over examples x "
+         "units of u", _sq(_U)),
+    Stat("act_frac_dead", "layer", "fraction", "fraction of units with phi'(u) == 0 for "
+         "**every** example"),
+    Stat("act_frac_saturated", "layer", "fraction", "fraction of units with |phi'(u)| < 1% of "
+         "sup|phi'| for every example"),
+    Stat("act_deriv_mean", "layer", "slope", "mean of phi'(u) over examples x units"),
+    Stat("loss_value", "init", "loss", "the batch-mean loss at the init"),
+    Stat("grad_var_across_seeds", "cell", "(loss / parameter)^2", "per entry, the population "
+         "variance across the cell's inits; then the mean over the tensor's entries"),
+    Stat("frac_seeds_all_zero", "cell", "fraction", "fraction of inits whose gradient tensor "
+         "is exactly 0 everywhere (born dead)"),
 )
-PARAM_STATS: tuple[str, ...] = (*TENSOR_STATS, "grad_frac_underflow", "grad_unit_cos")
-LAYER_STATS: tuple[str, ...] = (
-    "delta_sq_norm", "preact_mean", "preact_var", "act_frac_dead", "act_frac_saturated",
-    "act_deriv_mean",
-)
-STATS: tuple[str, ...] = (*PARAM_STATS, *LAYER_STATS, "loss_value")
+STAT_BY_NAME: dict[str, Stat] = {s.name: s for s in STAT_TABLE}
+TENSOR_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
+                                      if s.level == "tensor" and s.reduction)
+PARAM_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "tensor")
+LAYER_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "layer")
+STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level != "cell")  # per init
+CELL_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "cell")
 # statistic -> (the output holding its log2 scale k, power p): its value is scaled * 2**(p k)
-SCALED: dict[str, tuple[str, int]] = {
-    "grad_mean": ("grad_log2_scale", 1),
-    "grad_var": ("grad_log2_scale", 2),
-    "grad_sq_norm": ("grad_log2_scale", 2),
-    "grad_max_abs": ("grad_log2_scale", 1),
-    "grad_mean_abs": ("grad_log2_scale", 1),
-    "delta_sq_norm": ("delta_log2_scale", 2),
-    "preact_mean": ("preact_log2_scale", 1),
-    "preact_var": ("preact_log2_scale", 2),
-}
+SCALED: dict[str, tuple[str, int]] = {s.name: s.scale for s in STAT_TABLE if s.scale}
 LOG2_SCALES: tuple[str, ...] = tuple(dict.fromkeys(k for k, _ in SCALED.values()))
+# across a cell's inits: `<stat>_<aggregate>` summary columns; p<q> is numpy's percentile q
+AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
+PERCENTILES: dict[str, float] = {a: float(a[1:]) for a in AGGREGATES if a.startswith("p")}
 THEORY_COLUMNS: tuple[str, ...] = (
     "theory_q_star", "theory_chi1", "theory_xi_q", "theory_xi_c", "theory_xi_grad",
     "theory_grad_ratio", "theory_fit_chi1", "measured_chi1",
@@ -116,8 +175,36 @@ THEORY_COLUMNS: tuple[str, ...] = (
 # columns of the result tables that are not options: a plug-in option may not take these names
 RESERVED_COLUMNS: frozenset[str] = frozenset({
     "sweep", "cell", "label", "seed", "seeds", "layer", "layer_from_output", "param", "n",
-    "grad_var_across_seeds", "frac_seeds_all_zero", *STATS, *LOG2_SCALES, *THEORY_COLUMNS,
+    *STATS, *CELL_STATS, *LOG2_SCALES, *THEORY_COLUMNS,
+    *(f"{s}_{a}" for s in STATS for a in AGGREGATES),
 })
+LEVELS: dict[str, str] = {  # what a level's statistics are taken over
+    "tensor": "Per init, per parameter tensor (W and b, or a plug-in's leaf): over the "
+              "entries of that one tensor.",
+    "layer": "Per init, per layer (or tap): over the examples of the batch (and units).",
+    "init": "Per init.",
+    "cell": "Per cell and tensor: across the cell's inits (summary table only).",
+}
+
+
+def stats_markdown() -> str:
+    """The statistics tables of docs/conventions.md, one per level (tests/test_sweep.py
+    checks the two agree)."""
+    out = []
+    for level, over in LEVELS.items():
+        out += [f"**{over}**", "", "| statistic | unit | definition |", "|---|---|---|"]
+        for s in STAT_TABLE:
+            if s.level == level:
+                only = " (MLP only: NaN for other models)" if s.mlp_only else ""
+                out.append(f"| `{s.name}` | {s.unit} | {s.doc.replace('|', chr(92) + '|')}"
+                           f"{only} |")
+        out.append("")
+    columns = ", ".join(f"`<stat>_{a}`" for a in AGGREGATES)
+    out.append(f"Across a cell's inits every per-init statistic becomes the summary columns "
+               f"{columns} (numpy's population std and linear percentiles; an init whose value "
+               "is NaN, e.g. grad_cv of an all-zero tensor, is left out).")
+    return "\n".join(out)
+
 
 # --------------------------------------------------------------------------- the program
 

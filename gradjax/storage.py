@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 
 from gradjax.option import Option
 from gradjax.spec import (
+    AGGREGATES,
+    CELL_STATS,
     LAYER_STATS,
     OPTION_TABLE,
     PARAM_STATS,
@@ -46,7 +48,6 @@ from gradjax.spec import (
 from gradjax.sweep import Cell, Sweep
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
-AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
 COMPRESSION = "zstd"
 OWN_ENTRIES = frozenset({SWEEP_FILE, WORK_DIR, LOCK_FILE, "per_seed", "summary"})
@@ -90,8 +91,7 @@ def summary_schema(extra: Sequence[Option] = ()) -> pa.Schema:
     return pa.schema([
         *IDENTITY, *option_fields(extra), *POSITION, pa.field("seeds", pa.int64()),
         *(pa.field(f"{s}_{a}", pa.float64()) for s in STATS for a in AGGREGATES),
-        pa.field("grad_var_across_seeds", pa.float64()),
-        pa.field("frac_seeds_all_zero", pa.float64()),
+        *(pa.field(s, pa.float64()) for s in CELL_STATS),
         *(pa.field(c, pa.float64()) for c in THEORY_COLUMNS),
     ])
 

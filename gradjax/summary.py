@@ -21,12 +21,10 @@ import pandas as pd
 import pyarrow as pa
 
 from gradjax.probe import is_scaled_moments, moments_by_layer, moments_to_host
-from gradjax.spec import STATS
-from gradjax.storage import AGGREGATES, position_columns
+from gradjax.spec import AGGREGATES, PERCENTILES, STATS
+from gradjax.storage import position_columns
 from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
-
-PERCENTILES: dict[str, float] = {"p05": 5.0, "p50": 50.0, "p95": 95.0}
 
 
 def _is_pair(node: Any) -> bool:

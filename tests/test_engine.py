@@ -13,8 +13,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import budget, engine, keys, storage
-from gradjax.spec import STATS
-from gradjax.storage import AGGREGATES
+from gradjax.spec import AGGREGATES, STATS
 from gradjax.sweep import parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded

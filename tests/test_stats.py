@@ -164,3 +164,13 @@ def test_a_zero_in_a_live_row_and_column_is_resolved_by_the_replay():
     s = gradjax.grad_stats(params, x, y, activation="relu")
     assert float(s["grad_frac_zero"][0, 0]) == 0.25
     assert float(s["grad_frac_underflow"][0, 0]) == 0
+
+
+def test_the_probe_outputs_exactly_the_declared_statistics():
+    from gradjax.spec import LOG2_SCALES, STATS, TENSOR_STATS
+
+    params = gradjax.init_mlp(jax.random.key(0), (2, 3, 1))
+    out = probe.grad_stats_on_device(params, jnp.ones((1, 2)), jnp.ones((1, 1)),
+                                     activation="tanh")
+    assert set(out) == {*STATS, *LOG2_SCALES}
+    assert set(tensor_stats(jnp.ones(3))) == {*TENSOR_STATS, "grad_log2_scale"}

@@ -293,3 +293,14 @@ def test_run_help_lists_every_option_with_its_default(capsys):
     out = capsys.readouterr().out
     for o in OPTION_TABLE:
         assert f"  {o.name}: {o.doc}; {o.allowed()}; default {o.default_text()}" in out
+
+
+def test_the_statistics_tables_of_the_docs_are_the_declared_ones():
+    from pathlib import Path
+
+    from gradjax.spec import SCALED, STAT_TABLE, STATS, stats_markdown
+
+    docs = (Path(__file__).parents[1] / "docs" / "conventions.md").read_text()
+    assert stats_markdown() in docs
+    assert {s.level for s in STAT_TABLE} == {"tensor", "layer", "init", "cell"}
+    assert STATS[-1] == "loss_value" and set(SCALED) <= set(STATS)
