@@ -55,6 +55,7 @@ Stats = dict[str, np.ndarray]
 def check_supported(spec: ProbeSpec) -> None:
     """Raise ValueError when the baselines (numpy and torch) cannot compute `spec`'s network."""
     allowed = {
+        "model": ("mlp",),
         "activation": ACTIVATIONS,
         "output_activation": OUTPUT_ACTIVATIONS,
         "loss": ("mse",),

@@ -97,6 +97,7 @@ class Workload:
     loop_inits: int  # seeds the numpy loop times (then extrapolated)
     root_seed: int = 0
     text: str | None = None  # the sweep file a workload was made from (`sweep_workload`)
+    source: str = ""  # that file's path: plug-in models are imported from its folder
 
     def sweep_text(self) -> str:
         """The workload as a sweep file: what `gradjax run` would be given (its own text for
@@ -195,18 +196,17 @@ def sweep_workload(path: str | Path, chunk: int = 256, loop_inits: int = 10) -> 
     sweep = load_sweep(path)
     parts = []
     for bucket in sweep.buckets():
-        spec = bucket.spec
+        points = bucket.points()
         parts.append(Part(
-            spec,
-            scales=tuple(float(c.options["scale"]) for c in bucket.cells),
-            bias_scales=tuple(float(c.options["bias_scale"]) for c in bucket.cells),
-            xs=np.stack([c.fixed_x() for c in bucket.cells]) if spec.inputs == "fixed" else None,
-            ys=np.stack([c.fixed_y() for c in bucket.cells]) if spec.targets == "fixed" else None,
+            bucket.spec, scales=tuple(float(v) for v in points["scales"]),
+            bias_scales=tuple(float(v) for v in points["bias_scales"]),
+            xs=points["xs"], ys=points["ys"],
         ))
     return Workload(
         sweep.name, f"sweep file {path}: {len(sweep.cells)} cells, {sweep.seeds} seeds",
         tuple(parts), n_inits=sweep.seeds, chunk=min(chunk, sweep.seeds),
         loop_inits=min(loop_inits, sweep.seeds), root_seed=sweep.root_seed, text=sweep.text,
+        source=str(path),
     )
 
 
@@ -344,7 +344,7 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     from gradjax.sweep import parse_sweep
 
     w = job.workload
-    sweep = parse_sweep(w.sweep_text(), f"<bench {w.name}>")
+    sweep = parse_sweep(w.sweep_text(), w.source or f"<bench {w.name}>")
     base = peak_rss_mb()
     budget = _budget(job, base)
     memory = DEFAULT_MAX_MEMORY if budget is None else max(int(budget), 1)

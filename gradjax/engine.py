@@ -578,9 +578,10 @@ def run_sweep(
     """Run (or resume) `sweep` into the folder `out`; see the module docstring.
 
     `chunk` fixes the chunk size (otherwise it comes from `max_memory`); `devices` limits the
-    devices the seeds are sharded over (default: all of `jax.devices()`). A cell whose
+    devices the seeds are sharded over (default: all of `jax.devices()`). An MLP cell whose
     smallest chunk is estimated over `max_memory` is refused before anything is written,
-    unless `refuse_over` is False (the bench): then it runs its smallest chunk.
+    unless `refuse_over` is False (the bench): then it runs its smallest chunk, as other
+    models do (their size is known only to XLA's analysis of the compiled program).
     """
     started = time.perf_counter()
     if refuse_over:
