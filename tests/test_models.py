@@ -422,3 +422,31 @@ def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
     assert report.main(parser.parse_args([str(tmp_path / "out")])) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 cells of other models (toy:two_layer)" in err[0]
+
+
+def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
+    from gradjax import keys
+
+    path = toy_sweep(tmp_path, """
+        loss = "softmax_cross_entropy"
+        batch = 3
+    """, seeds=2)
+    fixed = f"inputs = {X}\ntargets = {Y}\n"
+    path.write_text(path.read_text().replace(
+        fixed, 'inputs = "gaussian"\ntargets = "random_labels"\n'))
+    sweep = load_sweep(path)
+    run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    rows = gradjax.load(tmp_path / "out", "per_seed", param="['head']['kernel']")
+    init, _ = sweep.cells[0].family.factory(in_dim=3, out_dim=2)
+    for seed in range(2):
+        key = gradjax.init_key(3, seed)
+        x = np.asarray(jax.random.normal(keys.data_key(key, keys.INPUTS), (3, 3)), np.float64)
+        labels = jax.random.randint(keys.data_key(key, keys.TARGETS), (3,), 0, 2)
+        y = np.eye(2)[np.asarray(labels)]
+        p = jax.tree.map(lambda a: np.asarray(a, np.float64), init(key))
+        logits = np.tanh(x @ p["dense"]["kernel"] + p["dense"]["bias"]) @ p["head"]["kernel"]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = -np.mean(np.sum(y * log_softmax, axis=1))
+        np.testing.assert_allclose(rows.loc[rows.seed == seed, "loss_value"].iloc[0], loss,
+                                   rtol=1e-5)
