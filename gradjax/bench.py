@@ -5,6 +5,8 @@ measurement's own, and a GPU run's parent never holds the device):
 
   inits/s        median and min..max over `--reps` timed repetitions of the whole workload,
                  after a warm-up; statistics included, copied back to the host
+  compute_s ...  gradjax: where one timed `gradjax run` spent its time (compute: chunks
+                 dispatched and their results awaited; write: Parquet and checkpoints; other)
   compile_s      JAX's own trace + lowering + backend compile durations (jax.monitoring)
   peak_rss_mb    the process's peak resident set (ru_maxrss), with `base_rss_mb` after imports
   gflops         achieved "useful" GFLOP/s: 6 * batch * sum(fan_in * fan_out) per init (forward
@@ -59,7 +61,7 @@ RECORD_KEYS: tuple[str, ...] = (
     "inits_per_s_min", "inits_per_s_max", "compile_s", "compiles", "recompiles", "cache_hits",
     "chunk", "peak_rss_mb", "base_rss_mb", "device_peak_mb", "memory_estimate_mb",
     "within_memory", "gflops", "pct_of_peak", "cpu_wall", "blas_threads", "torch_threads",
-    "error",
+    "compute_s", "write_s", "other_s", "error",
 )
 COMPILE_EVENTS: tuple[str, ...] = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -359,7 +361,9 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
         with CompileLog() as rerun_log:
             walls, cpu_wall = timed_reps(run, job.reps)
     units = reports[-1].units
+    spent = reports[-1].time_spent()  # one timed run of `gradjax run`: where its time went
     return {
+        "compute_s": spent["compute"], "write_s": spent["write"], "other_s": spent["other"],
         **_inits_rates(w.inits, walls),
         "inits_timed": w.inits, "extrapolated": False, "cpu_wall": cpu_wall,
         "compile_s": compile_log.seconds, "compiles": compile_log.backend_compiles,
@@ -603,6 +607,9 @@ def format_table(records: list[dict[str, Any]], peak: dict[str, Any]) -> str:
         notes.append("* extrapolated from fewer inits (numpy_loop)")
     if any(r["within_memory"] is False for r in records):
         notes.append("! peak RSS above --max-memory")
+    notes += [f"{r['workload']} gradjax run, one timed run: compute {r['compute_s']:.3g} s, "
+              f"write {r['write_s']:.3g} s, other {r['other_s']:.3g} s"
+              for r in records if r["impl"] == "gradjax" and r["compute_s"] is not None]
     return "\n".join(lines + skipped + notes)
 
 

@@ -334,6 +334,27 @@ def plan_bucket(
             return units, built  # the smallest program; the log says it is over budget
 
 
+# where a run's time goes: compiling programs, computing (dispatching chunks and waiting for
+# their results on the host), and writing files (Parquet parts, checkpoints, final tables)
+PHASES: tuple[str, ...] = ("compile", "compute", "write")
+
+
+@dataclasses.dataclass
+class Phases:
+    """Seconds spent in each of `PHASES`."""
+
+    seconds: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+
 @dataclasses.dataclass
 class Report:
     """What a run did."""
@@ -346,10 +367,17 @@ class Report:
     from_cache: int = 0  # chunk programs loaded from the persistent compile cache
     cache_misses: int | None = None  # every program of the run; None with the cache off
     units: list[dict] = dataclasses.field(default_factory=list)
+    phases: Phases = dataclasses.field(default_factory=lambda: Phases())
 
     @property
     def inits_per_s(self) -> float:
         return self.inits / self.wall_s if self.wall_s > 0 else math.nan
+
+    def time_spent(self) -> dict[str, float]:
+        """Seconds per phase (`PHASES`), and `other`: the wall time not in any of them."""
+        spent = dict(self.phases.seconds)
+        spent["other"] = max(self.wall_s - sum(spent.values()), 0.0)
+        return spent
 
 
 PROGRESS_EVERY_S = 30.0  # without a terminal, a progress line at most this often
@@ -460,9 +488,10 @@ class _UnitRun:
     """One unit's chunks, parts, checkpoints and final files."""
 
     def __init__(self, sweep: Sweep, folder: storage.ResultsFolder, unit: Unit, meta: dict,
-                 schema: pa.Schema):
+                 schema: pa.Schema, phases: Phases):
         self.sweep, self.folder, self.unit, self.meta, self.schema = (
             sweep, folder, unit, meta, schema)
+        self.phases = phases
         self.dir = folder.work_dir(bucket_dir_name(unit.bucket)) / unit.name
         self.state_path = self.dir / "state.npz"
         self.points = unit.points()
@@ -488,11 +517,13 @@ class _UnitRun:
                 self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
                 self.schema, self.positions,
             )
-            storage.write_parquet(table, self.dir / _part_name(cell, start))
+            with self.phases.timing("write"):
+                storage.write_parquet(table, self.dir / _part_name(cell, start))
 
     def checkpoint(self, done: int, moments: Moments) -> float:
         start = time.perf_counter()
-        storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
+        with self.phases.timing("write"):
+            storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
 
     def var_across_seeds(self, moments: Moments) -> np.ndarray:
@@ -508,18 +539,23 @@ class _UnitRun:
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
                            key=_part_start)
-            table = pa.concat_tables([pq.read_table(part) for part in parts])
+            with self.phases.timing("write"):
+                table = pa.concat_tables([pq.read_table(part) for part in parts])
             expected = self.sweep.seeds * len(self.positions["layer"])
             if table.num_rows != expected:
                 raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} per-seed "
                                    f"rows, expected {expected}")
             meta = {**self.meta, "cell": str(cell.index)}
-            storage.write_parquet(table, self.folder.per_seed_path(cell.index),
-                                  {**meta, "table": "per_seed", "written_utc": storage.utc_now()})
+            with self.phases.timing("write"):
+                storage.write_parquet(table, self.folder.per_seed_path(cell.index),
+                                      {**meta, "table": "per_seed",
+                                       "written_utc": storage.utc_now()})
             frame = cell_summary(self.sweep.name, cell, table, var[p], self.positions)
-            storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
-                                  self.folder.summary_path(cell.index),
-                                  {**meta, "table": "summary", "written_utc": storage.utc_now()})
+            with self.phases.timing("write"):
+                storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
+                                      self.folder.summary_path(cell.index),
+                                      {**meta, "table": "summary",
+                                       "written_utc": storage.utc_now()})
         shutil.rmtree(self.dir)
 
 
@@ -530,10 +566,14 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     n_cells = len(run.unit.cells)
     progress.resumed(done * n_cells)
     computed, since, write_s = 0, time.perf_counter(), 0.0
-    points = run.points
-    for start, count, stats, chunk_moments in run_chunks(
-        executable, run.sweep.root_seed, points, n_cells, done, run.sweep.seeds
-    ):
+    chunks = run_chunks(executable, run.sweep.root_seed, run.points, n_cells, done,
+                        run.sweep.seeds)
+    while True:
+        with run.phases.timing("compute"):
+            item = next(chunks, None)
+        if item is None:
+            break
+        start, count, stats, chunk_moments = item
         stats = {k: v[:, :n_cells] for k, v in stats.items()}
         run.write_parts(start, stats)
         moments = moments.merge(_first_points(chunk_moments, n_cells))
@@ -601,9 +641,11 @@ def run_sweep(
         report.cache_misses = cache_events().misses - misses
         cache = (f"loaded {report.from_cache} from the persistent compile cache, "
                  f"{report.cache_misses} cache misses in all")
+    spent = ", ".join(f"{phase} {s:.1f} s" for phase, s in report.time_spent().items())
     say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
-        f"{report.inits:,} inits in {report.wall_s:.1f} s ({_rate(report.inits_per_s)} inits/s); "
-        f"compiled {report.compiled} chunk programs, {cache}; results in {folder.root}")
+        f"{report.inits:,} inits in {report.wall_s:.1f} s ({_rate(report.inits_per_s)} inits/s; "
+        f"{spent}); compiled {report.compiled} chunk programs, {cache}; results in "
+        f"{folder.root}")
     return report
 
 
@@ -672,7 +714,8 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
             todo = [c for c in bucket.cells if not folder.done(c.index)]
             if not todo:
                 continue
-            units, built = plan_bucket(bucket, todo, sweep.seeds, budget, devices, chunk)
+            with report.phases.timing("compile"):
+                units, built = plan_bucket(bucket, todo, sweep.seeds, budget, devices, chunk)
             executable = built[-1]
             _stale_units(folder, bucket, units)
             report.compiled += sum(e.source == "compiled" for e in built)
@@ -688,7 +731,7 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
                 f"across-seed moments {format_bytes(host)} on the host; {how} in "
                 f"{sum(e.compile_s for e in built):.1f} s")
             for unit in units:
-                run = _UnitRun(sweep, folder, unit, meta, schema)
+                run = _UnitRun(sweep, folder, unit, meta, schema, report.phases)
                 report.inits += _run_unit(run, executable, progress)
                 report.cells += len(unit.cells)
                 report.units.append({"cells": [c.index for c in unit.cells],

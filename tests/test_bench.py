@@ -86,6 +86,7 @@ def test_each_impl_measures_the_tiny_workload(impl):
         assert record["compiles"] >= 1 and record["compile_s"] > 0
         assert record["recompiles"] == 0
         assert record["chunk"] == 8  # `gradjax run`'s plan: every seed in one chunk
+        assert record["compute_s"] > 0 and record["write_s"] > 0 and record["other_s"] >= 0
     if impl == "torch_func":
         assert record["chunk"] == 4 and record["torch_threads"] >= 1
     else:

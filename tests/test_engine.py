@@ -265,3 +265,16 @@ def test_a_float64_sweep_computes_in_float64_and_leaves_x64_off(tmp_path):
                                   activation="relu")
     assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
     assert row["loss_value"] == pytest.approx(float(want["loss_value"]), rel=1e-12)
+
+
+def test_the_report_says_where_the_time_went(tmp_path):
+    logged = []
+    text = tiny_sweep_text(**SWEEP | {"root_seed": 31, "grid": {"scale": [0.3, 0.6]}})
+    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), tmp_path / "out", chunk=4,
+                              devices=1, log=logged.append)
+    spent = report.time_spent()
+    assert list(spent) == [*engine.PHASES, "other"]
+    assert all(v > 0 for k, v in spent.items() if k != "other") and spent["other"] >= 0
+    assert sum(spent.values()) == pytest.approx(report.wall_s, rel=1e-6)
+    assert spent["compile"] > spent["compute"]  # a fresh program, 6 seeds of a tiny net
+    assert f"compile {spent['compile']:.1f} s" in logged[-1]
