@@ -321,7 +321,12 @@ def findings_text(folder: str | Path) -> str:
     summary = summary[mlp]
     if summary.empty:
         return note
-    first = storage.load(folder, "per_seed", layer=1, param="W")
+    try:
+        first = storage.load(folder, "per_seed", layer=1, param="W")
+    except (FileNotFoundError, ValueError):  # per_seed = false, or no grad_unit_cos kept
+        first = pd.DataFrame({"cell": [], "grad_unit_cos": []})
+    if "grad_unit_cos" not in first:
+        first = pd.DataFrame({"cell": [], "grad_unit_cos": []})
     first = first[first["cell"].isin(summary["cell"])]
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
     cells = w[w["layer"] == 1].set_index("cell", drop=False)

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from gradjax.budget import (
 )
 from gradjax.probe import make_points
 from gradjax.programs import compiled_chunk
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_AXIS, STATS, ProbeSpec
 from gradjax.stats import to_host
 from gradjax.summary import Moments, cell_summary
 from gradjax.sweep import Bucket, Cell, Sweep, SweepError
@@ -496,6 +497,7 @@ class _UnitRun:
         self.state_path = self.dir / "state.npz"
         self.points = unit.points()
         self.positions = row_positions(unit, self.points)
+        self.whole: dict[int, pa.Table] = {}  # cells whose one part this process wrote
 
     def resume(self, like: Any) -> tuple[int, Moments]:
         """Seeds done and moments from the checkpoint; parts past it are removed."""
@@ -510,21 +512,43 @@ class _UnitRun:
                 part.unlink()
         return done, moments
 
+    def cell_meta(self, cell: Cell, table: str) -> dict[str, str]:
+        return {**self.meta, "cell": str(cell.index), "table": table,
+                "written_utc": storage.utc_now()}
+
     def write_parts(self, start: int, stats: dict) -> None:
+        """One part per cell, with the per-seed table's metadata: a cell whose seeds fit one
+        chunk has a single part, which becomes its per-seed file as it is."""
         seeds = np.arange(start, start + len(stats["loss_value"]))
+        whole = len(seeds) == self.sweep.seeds
         for p, cell in enumerate(self.unit.cells):
             table = storage.per_seed_table(
                 self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
                 self.schema, self.positions,
             )
+            if whole:
+                self.whole[cell.index] = table
             with self.phases.timing("write"):
-                storage.write_parquet(table, self.dir / _part_name(cell, start))
+                storage.write_parquet(table, self.dir / _part_name(cell, start),
+                                      self.cell_meta(cell, "per_seed"))
 
     def checkpoint(self, done: int, moments: Moments) -> float:
         start = time.perf_counter()
         with self.phases.timing("write"):
             storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
+
+    def write_per_seed(self, cell: Cell, table: pa.Table, parts: list[Path]) -> None:
+        """The cell's per-seed file: its one part renamed into place, or the parts joined;
+        only the statistics the sweep keeps (`per_seed`), or none."""
+        keep = self.sweep.per_seed
+        path = self.folder.per_seed_path(cell.index)
+        if keep == STATS and len(parts) == 1:
+            os.replace(parts[0], path)
+        elif keep:
+            dropped = set(STATS) - set(keep)
+            table = table.select([n for n in table.schema.names if n not in dropped])
+            storage.write_parquet(table, path, self.cell_meta(cell, "per_seed"))
 
     def var_across_seeds(self, moments: Moments) -> np.ndarray:
         """[P, rows] per-entry variance across seeds, averaged over each tensor's entries."""
@@ -539,23 +563,21 @@ class _UnitRun:
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
                            key=_part_start)
-            with self.phases.timing("write"):
-                table = pa.concat_tables([pq.read_table(part) for part in parts])
+            table = self.whole.get(cell.index) if len(parts) == 1 else None
+            if table is None:
+                with self.phases.timing("write"):
+                    table = pa.concat_tables([pq.read_table(part) for part in parts])
             expected = self.sweep.seeds * len(self.positions["layer"])
             if table.num_rows != expected:
                 raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} per-seed "
                                    f"rows, expected {expected}")
-            meta = {**self.meta, "cell": str(cell.index)}
             with self.phases.timing("write"):
-                storage.write_parquet(table, self.folder.per_seed_path(cell.index),
-                                      {**meta, "table": "per_seed",
-                                       "written_utc": storage.utc_now()})
+                self.write_per_seed(cell, table, parts)
             frame = cell_summary(self.sweep.name, cell, table, var[p], self.positions)
             with self.phases.timing("write"):
                 storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
                                       self.folder.summary_path(cell.index),
-                                      {**meta, "table": "summary",
-                                       "written_utc": storage.utc_now()})
+                                      self.cell_meta(cell, "summary"))
         shutil.rmtree(self.dir)
 
 

@@ -211,8 +211,12 @@ def write_parquet(table: pa.Table, path: Path, metadata: Mapping[str, str] | Non
     """Atomically write `table` (schema metadata replaced by `metadata` if given)."""
     if metadata is not None:
         table = table.replace_schema_metadata(dict(metadata))
+    # dictionary encoding for the option and position columns only: on the statistics it
+    # costs time and bytes (S's 400,000-row table: 0.48 s and 17.0 MB with it, 0.26 s and
+    # 13.0 MB without)
+    dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression=COMPRESSION)
+        pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=dictionary)
 
 
 def write_text(text: str, path: Path) -> None:
@@ -327,7 +331,8 @@ def table_files(path: str | Path, table: str) -> list[Path]:
     folder = path if path.name == table and not (path / table).is_dir() else path / table
     files = sorted(folder.glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no Parquet files (no finished cell yet?)")
+        raise FileNotFoundError(f"{folder}: no Parquet files (no finished cell yet, or a "
+                                "sweep with per_seed = false)")
     return files
 
 

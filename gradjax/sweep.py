@@ -1,6 +1,7 @@
 """Sweep files: TOML text -> validated cells -> shape buckets (one compile each).
 
-A sweep file has `name`, `seeds`, optional `root_seed`, and three optional tables:
+A sweep file has `name`, `seeds`, optional `root_seed` and `per_seed` (true, false or a list of
+statistics: what the per-seed table keeps), and three optional tables:
 
   [defaults]   option = value, for every cell
   [grid]       option = [v1, v2, ...] (or {logspace = [a, b, n]} / {linspace = [a, b, n]} for
@@ -40,12 +41,15 @@ from gradjax.spec import (
     INPUT_KINDS,
     OPTION_BY_NAME,
     OPTIONS,
+    STATS,
     TARGET_KINDS,
     ProbeSpec,
     layer_sizes,
 )
 
-TOP_LEVEL: tuple[str, ...] = ("name", "seeds", "root_seed", "defaults", "grid", "cases")
+TOP_LEVEL: tuple[str, ...] = (
+    "name", "seeds", "root_seed", "per_seed", "defaults", "grid", "cases",
+)
 MAX_SEEDS = 2**31 - 1
 MAX_RANGE = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -278,6 +282,7 @@ class Sweep:
     extra_options: tuple[Option, ...] = ()
     # (plug-in model, sha256 of its module's source): part of what a results folder records
     model_sources: tuple[tuple[str, str], ...] = ()
+    per_seed: tuple[str, ...] = STATS  # the statistics the per-seed table keeps; () for none
 
     def buckets(self) -> list[Bucket]:
         """Cells grouped by `ProbeSpec`, buckets in order of their first cell."""
@@ -544,6 +549,21 @@ class _Finisher:
                       "batchnorm only with batch >= 2")
 
 
+def _per_seed(source: str, value: Any) -> tuple[str, ...]:
+    """`per_seed = true | false | ["grad_var", ...]`: the statistics of the per-seed table."""
+    allowed = f"true, false, or a list of statistics: {', '.join(STATS)}"
+    if isinstance(value, bool):
+        return STATS if value else ()
+    if not isinstance(value, list) or not value:
+        raise SweepError(source, "per_seed", f"{_show(value)} is not true, false or a "
+                         "non-empty list", allowed)
+    for i, name in enumerate(value):
+        if name not in STATS or name in value[:i]:
+            problem = "is repeated" if name in value[:i] else "is not a per-init statistic"
+            raise SweepError(source, f"per_seed[{i}]", f"{_show(name)} {problem}", allowed)
+    return tuple(s for s in STATS if s in value)
+
+
 def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
     """Validate a sweep file's text and expand its cells; raises `SweepError`. A plug-in
     model (`model = "package.module:factory"`) is imported from the file's folder first."""
@@ -572,7 +592,9 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
                               "a [grid] table of option = [values]"))
     cases = parser.cases(doc.get("cases", []))
     cells = parser.expand(defaults, axes, cases)
-    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra, parser.sources())
+    per_seed = _per_seed(source, doc.get("per_seed", True))
+    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra, parser.sources(),
+                 per_seed)
 
 
 def load_sweep(path: str | Path) -> Sweep:

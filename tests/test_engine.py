@@ -14,7 +14,7 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax import budget, engine, keys, storage
 from gradjax.spec import AGGREGATES, STATS
-from gradjax.sweep import parse_sweep
+from gradjax.sweep import SweepError, parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
 SWEEP = {"seeds": SEEDS, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}
@@ -278,3 +278,28 @@ def test_the_report_says_where_the_time_went(tmp_path):
     assert sum(spent.values()) == pytest.approx(report.wall_s, rel=1e-6)
     assert spent["compile"] > spent["compute"]  # a fresh program, 6 seeds of a tiny net
     assert f"compile {spent['compile']:.1f} s" in logged[-1]
+
+
+@pytest.mark.parametrize("per_seed", [False, ["grad_var", "loss_value"]])
+def test_per_seed_keeps_the_chosen_statistics_and_changes_no_summary(reference, tmp_path,
+                                                                   per_seed):
+    out, _ = run(tmp_path, "kept", text=tiny_sweep_text(**SWEEP | {"per_seed": per_seed}),
+                 chunk=4)
+    summary = gradjax.load(out).drop(columns=["sweep"])
+    expected = gradjax.load(reference[0]).drop(columns=["sweep"])
+    pd.testing.assert_frame_equal(summary, expected)
+    if per_seed is False:
+        assert not list((out / "per_seed").glob("*.parquet"))
+        return
+    rows = gradjax.load(out, "per_seed")
+    full = gradjax.load(reference[0], "per_seed")
+    assert "grad_cv" not in rows and list(rows.columns) == [
+        c for c in full.columns if c not in STATS or c in per_seed]
+    pd.testing.assert_frame_equal(rows.drop(columns=["sweep"]),
+                                  full[rows.columns].drop(columns=["sweep"]))
+
+
+def test_per_seed_names_only_statistics():
+    with pytest.raises(SweepError) as err:
+        parse_sweep(tiny_sweep_text(per_seed=["grad_var", "width"]), "tiny.toml")
+    assert err.value.field == "per_seed[1]" and "grad_frac_zero" in err.value.line()
