@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 import gradjax
@@ -450,3 +451,34 @@ def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
         loss = -np.mean(np.sum(y * log_softmax, axis=1))
         np.testing.assert_allclose(rows.loc[rows.seed == seed, "loss_value"].iloc[0], loss,
                                    rtol=1e-5)
+
+
+def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeypatch):
+    from gradjax import engine
+
+    path = toy_sweep(tmp_path, 'dtype = "float64"\n[grid]\ngain = [0.5, 2.0]\n', seeds=6)
+    sweep = load_sweep(path)
+    run_sweep(sweep, tmp_path / "straight", quiet=True, devices=1, chunk=2)
+    original = engine._UnitRun.checkpoint
+
+    def checkpoint_then_die(self, done, moments):
+        original(self, done, moments)
+        raise KeyboardInterrupt  # killed right after the first checkpoint
+
+    monkeypatch.setattr(engine._UnitRun, "checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
+    monkeypatch.undo()
+    assert not list((tmp_path / "resumed" / "summary").glob("*.parquet"))
+    run_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
+    straight = gradjax.load(tmp_path / "straight", "per_seed")
+    resumed = gradjax.load(tmp_path / "resumed", "per_seed")
+    pd.testing.assert_frame_equal(resumed, straight)
+    assert straight["grad_var"].dtype == np.float64 and straight["grad_cv"].dtype == np.float64
+    init, _ = sweep.cells[0].family.factory(in_dim=3, out_dim=2)
+    with jax.enable_x64(True):
+        unit = init(gradjax.init_key(3, 5))
+    _, grads, _ = toy_numpy(unit, np.asarray(X), np.asarray(Y), 0.5)
+    row = straight[(straight.seed == 5) & (straight.gain == 0.5)
+                   & (straight.param == "['head']['kernel']")].iloc[0]
+    np.testing.assert_allclose(row["grad_var"], grads["['head']['kernel']"].var(), rtol=1e-10)
