@@ -13,8 +13,9 @@ unit or on the device count (`gradjax.xla`), so neither the budget nor a resume 
 
 Progress of a unit lives in `.work/bucket-B/unit-*/`: one Parquet part per (cell, chunk) and a
 checkpoint (`state.npz`: seeds done plus the float64 across-seed moments merged so far). Parts
-are written before the checkpoint that covers them; on resume, parts past the checkpoint are
-dropped and the unit continues from it. The checkpoint is rewritten after a chunk once the
+are written by a background thread while the next chunk computes (one chunk's parts at a
+time), and always before the checkpoint that covers them; on resume, parts past the checkpoint
+are dropped and the unit continues from it. The checkpoint is rewritten after a chunk once the
 compute since the last one is at least CHECKPOINT_RATIO times what writing it took, so its cost
 stays under ~1/CHECKPOINT_RATIO of the run even when the moments are large (tiny networks
 checkpoint after every chunk). When a unit has all seeds, each cell's per-seed file and then its
@@ -24,6 +25,7 @@ file exists.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -498,6 +500,8 @@ class _UnitRun:
         self.points = unit.points()
         self.positions = row_positions(unit, self.points)
         self.whole: dict[int, pa.Table] = {}  # cells whose one part this process wrote
+        self.writer = concurrent.futures.ThreadPoolExecutor(1, "gradjax-parts")
+        self.pending: list[concurrent.futures.Future] = []
 
     def resume(self, like: Any) -> tuple[int, Moments]:
         """Seeds done and moments from the checkpoint; parts past it are removed."""
@@ -517,8 +521,11 @@ class _UnitRun:
                 "written_utc": storage.utc_now()}
 
     def write_parts(self, start: int, stats: dict) -> None:
-        """One part per cell, with the per-seed table's metadata: a cell whose seeds fit one
-        chunk has a single part, which becomes its per-seed file as it is."""
+        """One part per cell, with the per-seed table's metadata (a cell whose seeds fit one
+        chunk has a single part, which becomes its per-seed file as it is), written by a
+        background thread while the next chunk computes; the previous chunk's parts are
+        waited for first, so at most one chunk's tables are held."""
+        self.drain()
         seeds = np.arange(start, start + len(stats["loss_value"]))
         whole = len(seeds) == self.sweep.seeds
         for p, cell in enumerate(self.unit.cells):
@@ -528,12 +535,25 @@ class _UnitRun:
             )
             if whole:
                 self.whole[cell.index] = table
-            with self.phases.timing("write"):
-                storage.write_parquet(table, self.dir / _part_name(cell, start),
-                                      self.cell_meta(cell, "per_seed"))
+            self.pending.append(self.writer.submit(
+                storage.write_parquet, table, self.dir / _part_name(cell, start),
+                self.cell_meta(cell, "per_seed")))
+
+    def drain(self) -> None:
+        """Wait for the parts being written (their errors are raised here); the wait counts
+        as write time."""
+        with self.phases.timing("write"):
+            for future in self.pending:
+                future.result()
+        self.pending = []
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
 
     def checkpoint(self, done: int, moments: Moments) -> float:
+        """Save progress; every part it covers is on disk first."""
         start = time.perf_counter()
+        self.drain()
         with self.phases.timing("write"):
             storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
@@ -559,6 +579,7 @@ class _UnitRun:
         return moments.var_per_leaf(rows)
 
     def finish(self, moments: Moments) -> None:
+        self.drain()
         var = self.var_across_seeds(moments)
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
@@ -754,7 +775,10 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
                 f"{sum(e.compile_s for e in built):.1f} s")
             for unit in units:
                 run = _UnitRun(sweep, folder, unit, meta, schema, report.phases)
-                report.inits += _run_unit(run, executable, progress)
+                try:
+                    report.inits += _run_unit(run, executable, progress)
+                finally:
+                    run.close()
                 report.cells += len(unit.cells)
                 report.units.append({"cells": [c.index for c in unit.cells],
                                      "chunk": executable.chunk, "points": executable.points,
