@@ -188,7 +188,9 @@ def main(args: argparse.Namespace) -> int:
         report = build_report(folder, summary, layer=args.layer, heatmap_stats=stats,
                               heatmap_axes=axes, colour_scale=args.colour_scale,
                               profile_stats=profile_stats, hist_stat=args.hist_stat, cells=cells)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # e.g. per_seed = false
+    except ValueError as err:
+        return _error(str(err))
+    except (FileNotFoundError, KeyError) as err:  # e.g. a sweep with per_seed = false
         return _error(f"{folder}: {err}")
     if others:
         report.notes.insert(0, f"Left out: {others} (the figures are of MLP cells; "

@@ -34,6 +34,7 @@ from gradjax import data, keys
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.losses import loss_of_logits
 from gradjax.models import BUILT_IN, Family, resolve
+from gradjax.models.family import SCALES
 from gradjax.probe import activation_stats, chunk_moments, loop_over_points
 from gradjax.spec import LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
 from gradjax.stats import batch_moments, tensor_stats, unit_cosine
@@ -57,7 +58,7 @@ def build(spec: ProbeSpec, point: Mapping[str, Any]):
     options = dict(spec.model_options)
     options.update(point.get("model", {}))
     if family.handles_scale:
-        options.update({n: point[n] for n in ("scale", "bias_scale") if n in family.params})
+        options.update({n: point[n] for n in SCALES if n in family.params})
     return family.factory(**options)
 
 
@@ -188,7 +189,8 @@ def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, 
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), stats), moments
 
 
-def _abstract_point(spec: ProbeSpec, points: Mapping[str, Any]) -> dict:
+def _one_abstract_point(points: Mapping[str, Any]) -> dict:
+    """The shapes of one point of `points` (their leading axis dropped)."""
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), dict(points))
 
 
@@ -202,7 +204,7 @@ def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
         logits, taps = outputs_and_taps(apply, params, x)
         return params, logits, taps
 
-    params, logits, taps = jax.eval_shape(run, _abstract_point(spec, points))
+    params, logits, taps = jax.eval_shape(run, _one_abstract_point(points))
     want = (spec.batch, spec.sizes[-1])
     if tuple(logits.shape) != want:
         raise ValueError(f"apply returned logits of shape {tuple(logits.shape)}; expected "
