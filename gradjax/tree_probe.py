@@ -141,6 +141,25 @@ def tap_stats(u: jax.Array, spec: ProbeSpec, f) -> dict[str, jax.Array]:
     return out
 
 
+def by_shape(fn, arrays: list) -> list[dict]:
+    """[fn(a) for a in arrays], computed once per distinct shape and dtype: arrays alike are
+    stacked and `fn` vmapped over them, so compile time grows with the number of distinct
+    shapes rather than of leaves (a resmlp's chunk program, width 32: depth 8 compiled in
+    8.3 s before, 6.5 s after; depth 32 in 29.8 s before, 15.9 s after)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault((a.shape, str(a.dtype)), []).append(i)
+    out: list[dict] = [{}] * len(arrays)
+    for members in groups.values():
+        if len(members) == 1:
+            out[members[0]] = fn(arrays[members[0]])
+            continue
+        stacked = jax.vmap(fn)(jnp.stack([arrays[i] for i in members]))
+        for j, i in enumerate(members):
+            out[i] = {k: v[j] for k, v in stacked.items()}
+    return out
+
+
 def init_stats(spec: ProbeSpec, apply, params, x, y):
     """(gradients, statistics as rows) of one init on one batch."""
     f = spec.stat_dtype
@@ -154,8 +173,8 @@ def init_stats(spec: ProbeSpec, apply, params, x, y):
         return loss, taps
 
     (loss, taps), grads = jax.value_and_grad(value, has_aux=True)(floats)
-    rows = [leaf_stats(g, f) for g in grads]
-    rows += [tap_stats(taps[name], spec, f) for name in natural_order(taps)]
+    rows = by_shape(lambda g: leaf_stats(g, f), grads)
+    rows += by_shape(lambda u: tap_stats(u, spec, f), [taps[n] for n in natural_order(taps)])
     stats = {k: jnp.stack([r[k] for r in rows]) for k in (*PARAM_STATS, *LAYER_STATS,
                                                           *LOG2_SCALES)}
     stats["loss_value"] = loss.astype(f)
