@@ -213,9 +213,19 @@ def _one_abstract_point(points: Mapping[str, Any]) -> dict:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), dict(points))
 
 
+_SHAPES: dict[ProbeSpec, tuple[Any, dict]] = {}  # shapes depend on the spec alone
+
+
 def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
-    """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed);
-    ValueError when `apply`'s logits are not [batch, out_dim] or a tap has no batch axis."""
+    """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed;
+    once per spec: the checks, the planner and each unit's row positions ask); ValueError
+    when `apply`'s logits are not [batch, out_dim] or a tap has no batch axis."""
+    if spec not in _SHAPES:
+        _SHAPES[spec] = _checked_shapes(spec, points)
+    return _SHAPES[spec]
+
+
+def _checked_shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
     def run(point):
         init, apply = build(spec, point)
         params = draw_params(spec, init, keys.init_key(0, 0), point)
