@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from gradjax import storage
+from gradjax import storage, tree_probe
 from gradjax.budget import (
     DEFAULT_MAX_MEMORY,
     check_budget,
@@ -144,8 +144,6 @@ def params_of(bucket: Bucket) -> int | None:
     count `gradjax.budget` knows from its sizes)."""
     if bucket.spec.model == "mlp":
         return None
-    from gradjax import tree_probe
-
     points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
     return tree_probe.param_count(bucket.spec, points)
 
@@ -154,8 +152,6 @@ def check_models(sweep: Sweep) -> None:
     """Build every plug-in bucket's model abstractly (`jax.eval_shape`: nothing computed) and
     raise `SweepError` at its `model` field if the factory, `init` or `apply` fails or gives
     logits that are not [batch, out_dim]: before anything is written."""
-    from gradjax import tree_probe
-
     for bucket in sweep.buckets():
         if bucket.spec.model == "mlp":
             continue
@@ -174,8 +170,6 @@ def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
     """The position columns of one init's rows in the unit's tables."""
     if unit.bucket.spec.model == "mlp":
         return storage.position_columns(unit.cells[0])
-    from gradjax import tree_probe
-
     return tree_probe.positions(unit.bucket.spec, points)
 
 
@@ -572,11 +566,10 @@ class _UnitRun:
 
     def var_across_seeds(self, moments: Moments) -> np.ndarray:
         """[P, rows] per-entry variance across seeds, averaged over each tensor's entries."""
-        rows = len(self.positions["layer"])
         if self.unit.bucket.spec.model == "mlp":
             var = moments.var_across_seeds()
             return var.reshape(var.shape[0], -1)
-        return moments.var_per_leaf(rows)
+        return moments.var_per_leaf(len(self.positions["layer"]))
 
     def finish(self, moments: Moments) -> None:
         self.drain()

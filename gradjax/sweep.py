@@ -155,13 +155,6 @@ def check_value(option: Option, value: Any) -> Any:
     return value
 
 
-def check_option(name: str, value: Any) -> Any:
-    """`check_value` of the gradjax option `name` (unknown names raise `_Bad`)."""
-    if name not in OPTION_BY_NAME:
-        raise _Bad(f"unknown option {_show(name)}", ", ".join(OPTIONS))
-    return check_value(OPTION_BY_NAME[name], value)
-
-
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One cell of a sweep: a label and a value for every option (canonical forms)."""
