@@ -27,7 +27,7 @@ report: $(STAMP)
 	$(PY) -m gradjax report results/seed_examples
 
 bench: $(STAMP)
-	$(PY) -m gradjax bench --workload all --json results/bench.json
+	$(PY) -m gradjax bench --workload all --sweep sweeps/bench_grid.toml --json results/bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

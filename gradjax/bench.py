@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from gradjax import baselines
-from gradjax.budget import size_argument
+from gradjax.budget import peak_resident_bytes, size_argument
 from gradjax.spec import ProbeSpec, layer_sizes
 
 IMPLS: tuple[str, ...] = ("gradjax", "numpy_vec", "numpy_loop", "torch_func")
@@ -61,7 +61,8 @@ RECORD_KEYS: tuple[str, ...] = (
     "inits_per_s_min", "inits_per_s_max", "compile_s", "compiles", "recompiles", "cache_hits",
     "chunk", "peak_rss_mb", "base_rss_mb", "device_peak_mb", "memory_estimate_mb",
     "within_memory", "gflops", "pct_of_peak", "cpu_wall", "blas_threads", "torch_threads",
-    "compute_s", "write_s", "other_s", "error",
+    "compute_s", "write_s", "other_s", "points", "normals_per_init", "bound_inits_per_s",
+    "pct_of_bound", "error",
 )
 COMPILE_EVENTS: tuple[str, ...] = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -121,8 +122,25 @@ class Workload:
 
     @property
     def flops(self) -> float:
-        """Useful forward + backward matmul FLOPs of the whole workload."""
+        """Useful forward + backward matmul FLOPs of the whole workload (every point's)."""
         return self.n_inits * sum(p.n_points * flops_per_init(p.spec) for p in self.parts)
+
+    @property
+    def normals(self) -> float:
+        """Random numbers the whole workload draws: once per seed and part, shared by the
+        part's points (common random numbers)."""
+        return self.n_inits * sum(draws_per_seed(p.spec) for p in self.parts)
+
+    @property
+    def points(self) -> int:
+        """Points (cells) evaluated per draw, the largest over the parts."""
+        return max(p.n_points for p in self.parts)
+
+    def bound(self, peak_gflops: float, draws_per_s: float) -> float:
+        """The roofline in inits/s: every useful FLOP at the matmul peak P plus every draw at
+        the measured draw rate R, sharing the same device: 1 / (flops/P + normals/R) per init."""
+        seconds = self.flops / (peak_gflops * 1e9) + self.normals / draws_per_s
+        return self.inits / seconds
 
 
 def _toml(value: Any) -> str:
@@ -160,6 +178,20 @@ def flops_per_init(spec: ProbeSpec) -> float:
     return 6.0 * spec.batch * sum(a * b for a, b in pairs)
 
 
+def draws_per_seed(spec: ProbeSpec) -> float:
+    """Random numbers one seed draws for a bucket: every weight (unit scale), the biases where
+    `bias_init` draws them, and the Gaussian inputs and targets where they are drawn."""
+    sizes, count = spec.sizes, 0.0
+    count += sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    if spec.bias_init == "normal":
+        count += sum(sizes[1:])
+    if spec.inputs == "gaussian":
+        count += spec.batch * sizes[0]
+    if spec.targets != "fixed":
+        count += spec.batch * sizes[-1]
+    return count
+
+
 def _gaussian_mlp(in_dim: int, width: int, depth: int, activation: str, batch: int) -> ProbeSpec:
     return ProbeSpec(
         sizes=layer_sizes(in_dim, width, depth, 1), activation=activation,
@@ -189,6 +221,21 @@ WORKLOADS: dict[str, Workload] = {
         n_inits=64, chunk=8, loop_inits=2,
     ),
 }
+GRID_POINTS = 16
+WORKLOADS["M-grid"] = dataclasses.replace(
+    WORKLOADS["M"], name="M-grid", n_inits=64, chunk=8, loop_inits=1,
+    description=f"M at {GRID_POINTS} scales per draw (1/sqrt(2)..sqrt(2), log-spaced)",
+    parts=(dataclasses.replace(WORKLOADS["M"].parts[0], scales=tuple(
+        float(v) for v in np.logspace(-0.15, 0.15, GRID_POINTS)),
+        bias_scales=(1.0,) * GRID_POINTS),),
+)
+WORKLOADS["L-grid"] = dataclasses.replace(
+    WORKLOADS["L"], name="L-grid", n_inits=4, chunk=2, loop_inits=1,
+    description=f"L at {GRID_POINTS} scales per draw (sqrt(2) x 0.9..1.1, log-spaced)",
+    parts=(dataclasses.replace(WORKLOADS["L"].parts[0], scales=tuple(
+        float(v) for v in math.sqrt(2.0) * np.logspace(-0.046, 0.046, GRID_POINTS)),
+        bias_scales=(1.0,) * GRID_POINTS),),
+)
 
 
 def sweep_workload(path: str | Path, chunk: int = 256, loop_inits: int = 10) -> Workload:
@@ -265,12 +312,8 @@ class CompileLog:
 
 def peak_rss_mb() -> float | None:
     """This process's peak resident set size so far, in MiB (None where unknown)."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    peak = peak_resident_bytes()
+    return None if peak is None else peak / 2**20
 
 
 def timed_reps(run: Callable[[], None], reps: int) -> tuple[list[float], float]:
@@ -308,6 +351,7 @@ def measure_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, Any]:
     median, low, high = rates(2 * n**3 / 1e9, walls)
     device = jax.devices()[0]
     return {
+        **measure_draw_rate(reps=reps),
         "matmul_n": n,
         "matmul_gflops": median,
         "matmul_gflops_min": low,
@@ -317,6 +361,22 @@ def measure_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, Any]:
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
     }
+
+
+def measure_draw_rate(n: int = 2**24, reps: int = 5) -> dict[str, Any]:
+    """Float32 standard normals per second (median, min..max over reps) drawn as the probe
+    draws them: `jax.random.normal` on a typed key, with gradjax's threefry lowering."""
+    import jax
+    import jax.numpy as jnp
+
+    from gradjax import keys
+
+    draw = jax.jit(lambda key: jax.random.normal(key, (n,), jnp.float32))
+    key = keys.init_key(0, 0)
+    jax.block_until_ready(draw(key))
+    walls, _ = timed_reps(lambda: jax.block_until_ready(draw(key)), reps)
+    median, low, high = rates(n, walls)
+    return {"draw_rate": median, "draw_rate_min": low, "draw_rate_max": high}
 
 
 def _device_peak_mb() -> float | None:
@@ -348,8 +408,7 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     w = job.workload
     sweep = parse_sweep(w.sweep_text(), w.source or f"<bench {w.name}>")
     base = peak_rss_mb()
-    budget = _budget(job, base)
-    memory = DEFAULT_MAX_MEMORY if budget is None else max(int(budget), 1)
+    memory = DEFAULT_MAX_MEMORY if job.max_memory is None else job.max_memory
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         def run() -> None:
@@ -544,13 +603,18 @@ def make_record(
 ) -> dict[str, Any]:
     """One flat record: RECORD_KEYS, then the peak's and the environment's fields."""
     record: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
-    record.update(workload=workload.name, impl=impl, inits=workload.inits)
+    record.update(workload=workload.name, impl=impl, inits=workload.inits,
+                  points=workload.points, normals_per_init=workload.normals / workload.inits)
     record.update(fields)
     rate = record["inits_per_s"]
     if rate is not None:
         record["gflops"] = rate * workload.flops / workload.inits / 1e9
         if peak.get("matmul_gflops"):
             record["pct_of_peak"] = 100.0 * record["gflops"] / peak["matmul_gflops"]
+        if peak.get("matmul_gflops") and peak.get("draw_rate"):
+            bound = workload.bound(peak["matmul_gflops"], peak["draw_rate"])
+            record["bound_inits_per_s"] = bound
+            record["pct_of_bound"] = 100.0 * rate / bound
     if max_memory is not None and record["peak_rss_mb"] is not None:
         record["within_memory"] = record["peak_rss_mb"] * 2**20 <= max_memory
     return {**record, "description": workload.description, **peak, **env}
@@ -579,10 +643,14 @@ def format_table(records: list[dict[str, Any]], peak: dict[str, Any]) -> str:
             f"device {peak['device_kind']} ({peak['platform']}), f32 matmul peak "
             f"{peak['matmul_gflops']:.1f} GFLOP/s [{peak['matmul_gflops_min']:.1f}.."
             f"{peak['matmul_gflops_max']:.1f}] at {peak['matmul_n']}^3, "
-            f"cpu/wall {peak['matmul_cpu_wall']:.2f}"
+            f"cpu/wall {peak['matmul_cpu_wall']:.2f}; f32 normal draws "
+            f"{_rate(peak['draw_rate'])}/s [{_rate(peak['draw_rate_min'])}.."
+            f"{_rate(peak['draw_rate_max'])}]\n"
+            "bound = 1 / (flops/peak + normals/draw rate) per init (the roofline of a "
+            "workload's matmuls and draws)"
         )
-    cols = ("workload", "impl", "inits/s", "min..max", "compile s", "peak RSS MB",
-            "GFLOP/s", "% peak", "cpu/wall", "x numpy_vec")
+    cols = ("workload", "impl", "points", "inits/s", "min..max", "compile s", "peak RSS MB",
+            "GFLOP/s", "% peak", "bound", "% bound", "cpu/wall", "x numpy_vec")
     rows, skipped = [cols], []
     vec = {r["workload"]: r["inits_per_s"] for r in records if r["impl"] == "numpy_vec"}
     for r in records:
@@ -593,10 +661,11 @@ def format_table(records: list[dict[str, Any]], peak: dict[str, Any]) -> str:
         ratio = r["inits_per_s"] / vec[r["workload"]] if vec.get(r["workload"]) else None
         memory = _fmt(r["peak_rss_mb"], ".0f") + ("!" if r["within_memory"] is False else "")
         rows.append((
-            r["workload"], r["impl"], _rate(r["inits_per_s"]) + star,
+            r["workload"], r["impl"], str(r["points"]), _rate(r["inits_per_s"]) + star,
             f"{_rate(r['inits_per_s_min'])}..{_rate(r['inits_per_s_max'])}",
             _fmt(r["compile_s"], ".2f"), memory, _fmt(r["gflops"], ".3g"),
-            _fmt(r["pct_of_peak"], ".1f"), _fmt(r["cpu_wall"], ".2f"), _fmt(ratio, ".3g"),
+            _fmt(r["pct_of_peak"], ".1f"), _rate(r["bound_inits_per_s"]),
+            _fmt(r["pct_of_bound"], ".1f"), _fmt(r["cpu_wall"], ".2f"), _fmt(ratio, ".3g"),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = [head, ""]

@@ -8,7 +8,9 @@ One size parser for every command: K, M, G, T are powers of 1024 and a bare numb
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 
 from gradjax.option import DTYPE_BYTES
 from gradjax.spec import MIN_AXIS, ProbeSpec
@@ -91,6 +93,34 @@ def check_budget(sweep: Sweep, budget: int) -> None:
                 f"for its smallest chunk ({MIN_AXIS} seeds), over the budget of "
                 f"{format_bytes(budget)}",
                 "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now, in bytes (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's peak resident set size so far, in bytes (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def host_reserve(spec: ProbeSpec, points: int, n_params: int | None = None) -> int:
+    """Host bytes a unit holds beside its device buffers: the float64 moments merged so far,
+    the chunk's moments being merged into them, and the checkpoint being written (three
+    copies). On a CPU backend device memory is host memory, so the engine plans a bucket's
+    chunk in the budget left after this and the process's resident set."""
+    return 3 * moment_bytes(spec, points, n_params)
 
 
 def moment_bytes(spec: ProbeSpec, points: int, n_params: int | None = None) -> int:

@@ -54,10 +54,13 @@ from gradjax.budget import (
     check_budget,
     estimate_bytes,
     format_bytes,
+    host_reserve,
     moment_bytes,
+    peak_resident_bytes,
+    resident_bytes,
 )
 from gradjax.probe import make_points
-from gradjax.programs import compiled_chunk
+from gradjax.programs import MATMUL_PRECISION, compiled_chunk
 from gradjax.spec import MIN_AXIS, STATS, ProbeSpec
 from gradjax.stats import to_host
 from gradjax.summary import Moments, cell_summary
@@ -227,6 +230,7 @@ def run_metadata(sweep: Sweep) -> dict[str, str]:
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": str(jax.device_count()),
+        "matmul_precision": MATMUL_PRECISION,
     }
     if sweep.model_sources:
         meta["model_sources"] = json.dumps(dict(sweep.model_sources))
@@ -364,6 +368,7 @@ class Report:
     from_cache: int = 0  # chunk programs loaded from the persistent compile cache
     cache_misses: int | None = None  # every program of the run; None with the cache off
     units: list[dict] = dataclasses.field(default_factory=list)
+    peak_rss: int | None = None  # the process's peak resident bytes at the end of the run
     phases: Phases = dataclasses.field(default_factory=lambda: Phases())
 
     @property
@@ -672,6 +677,7 @@ def run_sweep(
     with _x64_if_needed(sweep), folder.open(sweep, overwrite):
         _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
     report.wall_s = time.perf_counter() - started
+    report.peak_rss = peak_resident_bytes()
     cache = "persistent compile cache off"
     if jax.config.jax_compilation_cache_dir:
         report.cache_misses = cache_events().misses - misses
@@ -680,8 +686,8 @@ def run_sweep(
     spent = ", ".join(f"{phase} {s:.1f} s" for phase, s in report.time_spent().items())
     say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
         f"{report.inits:,} inits in {report.wall_s:.1f} s ({_rate(report.inits_per_s)} inits/s; "
-        f"{spent}); compiled {report.compiled} chunk programs, {cache}; results in "
-        f"{folder.root}")
+        f"{spent}); compiled {report.compiled} chunk programs, {cache}; "
+        f"{_peak_memory(report.peak_rss, max_memory)}; results in {folder.root}")
     return report
 
 
@@ -734,8 +740,45 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estim
     return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(sweep.buckets()))
 
 
+def _peak_memory(peak: int | None, budget: int) -> str:
+    if peak is None:
+        return "peak RSS unknown"
+    over = " (over --max-memory)" if peak > budget else ""
+    return f"peak RSS {format_bytes(peak)} of {format_bytes(budget)}{over}"
+
+
 def _rate(per_s: float) -> str:
     return f"{per_s:,.0f}" if per_s >= 100 else f"{per_s:.3g}"
+
+
+def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
+    """(b, bucket, todo, units, built) for each bucket of `work`, planning (and compiling)
+    the next bucket in a background thread while the caller runs the current one; only the
+    wait for a plan counts as compile time. XLA compiles a program on one thread, and a CPU
+    sweep's chunks leave part of the cores idle, so the next compile mostly fills idle time
+    (measured in docs/performance.md); on a GPU it runs beside the device's computation."""
+    def plan(bucket, todo):
+        with _x64_if_needed(sweep):  # JAX's x64 switch is per thread
+            return plan_bucket(bucket, todo, sweep.seeds, device_budget(bucket, todo), devices,
+                               chunk)
+
+    def device_budget(bucket, todo) -> int:
+        if devices[0].platform != "cpu":
+            return budget
+        held = resident_bytes() + host_reserve(bucket.spec, len(todo), params_of(bucket))
+        return max(budget - held, 1)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gradjax-compile")
+    try:
+        future = pool.submit(plan, *work[0][1:]) if work else None
+        for i, (b, bucket, todo) in enumerate(work):
+            with report.phases.timing("compile"):
+                units, built = future.result()
+            if i + 1 < len(work):
+                future = pool.submit(plan, *work[i + 1][1:])
+            yield b, bucket, todo, units, built
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:
@@ -745,13 +788,11 @@ def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> N
     done = [c for c in sweep.cells if folder.done(c.index)]
     report.cells_skipped = len(done)
     progress = _Progress(sweep, len(done), quiet, say)
+    work = [(b, bucket, todo) for b, bucket in enumerate(buckets, 1)
+            if (todo := [c for c in bucket.cells if not folder.done(c.index)])]
     try:
-        for b, bucket in enumerate(buckets, 1):
-            todo = [c for c in bucket.cells if not folder.done(c.index)]
-            if not todo:
-                continue
-            with report.phases.timing("compile"):
-                units, built = plan_bucket(bucket, todo, sweep.seeds, budget, devices, chunk)
+        for b, bucket, todo, units, built in _planned(sweep, work, budget, devices, chunk,
+                                                      report):
             executable = built[-1]
             _stale_units(folder, bucket, units)
             report.compiled += sum(e.source == "compiled" for e in built)

@@ -29,6 +29,12 @@ def chunk_function(spec: ProbeSpec, with_moments: bool = False):
 
 _COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs
 
+# Every matmul of a chunk program in full float32. NVIDIA GPUs otherwise multiply float32 in
+# TF32 (10 mantissa bits: a relative error near 1e-3 per product, four orders of magnitude
+# above float32 rounding), which would move grad_var and every statistic built on products
+# of parameters with activations; on CPU the setting changes nothing (tests/test_golden.py).
+MATMUL_PRECISION = "highest"
+
 
 def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device
                    ) -> tuple[Any, bool]:
@@ -41,10 +47,12 @@ def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, devi
     if key in _COMPILED:
         return _COMPILED[key], False
     on = functools.partial(jax.device_put, device=device)
-    _COMPILED[key] = chunk_function(spec, with_moments).lower(
-        np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
-        np.int32(leaves[0].shape[0]),
-    ).compile()
+    with jax.default_matmul_precision(MATMUL_PRECISION):
+        lowered = chunk_function(spec, with_moments).lower(
+            np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
+            np.int32(leaves[0].shape[0]),
+        )
+    _COMPILED[key] = lowered.compile()
     return _COMPILED[key], True
 
 

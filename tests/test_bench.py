@@ -187,3 +187,38 @@ def test_sweep_file_becomes_a_workload_with_one_part_per_bucket(tmp_path):
     assert w.flops == 6 * 2 * sum(bench.flops_per_init(p.spec) for p in w.parts)
     fields = bench.run_job(bench.Job("numpy_vec", w, reps=1))
     assert fields["inits_per_s"] > 0
+
+
+def test_the_roofline_counts_every_point_s_flops_and_each_seed_s_draws_once():
+    # 3*4 + 4*2 weights, 2 x 3 inputs, 2 x 2 targets; zero biases are not drawn
+    assert bench.draws_per_seed(TINY_SPEC) == 20 + 6 + 4
+    normal_bias = ProbeSpec(**{**vars(TINY_SPEC), "bias_init": "normal"})
+    assert bench.draws_per_seed(normal_bias) == 30 + 4 + 2
+    assert TINY.normals == 8 * 30 and TINY.points == 2
+    peak, rate = 100.0, 1e8
+    seconds = 8 * 2 * 240 / (peak * 1e9) + 8 * 30 / rate
+    assert TINY.bound(peak, rate) == pytest.approx(16 / seconds)
+    fields = {"inits_per_s": 1000.0, "inits_per_s_min": 900.0, "inits_per_s_max": 1100.0,
+              "extrapolated": False, "peak_rss_mb": 1.0, "compile_s": 0.0, "cpu_wall": 1.0}
+    record = bench.make_record(TINY, "numpy_vec", fields,
+                               {"matmul_gflops": peak, "draw_rate": rate}, {}, None)
+    assert record["points"] == 2 and record["normals_per_init"] == 15
+    assert record["bound_inits_per_s"] == pytest.approx(16 / seconds)
+    assert record["pct_of_bound"] == pytest.approx(100 * 1000 * seconds / 16)
+
+
+def test_grid_workloads_are_m_and_l_at_sixteen_points_per_draw():
+    for name in ("M", "L"):
+        base, grid = bench.WORKLOADS[name], bench.WORKLOADS[f"{name}-grid"]
+        assert grid.parts[0].spec == base.parts[0].spec and grid.points == 16
+        assert len(set(grid.parts[0].scales)) == 16
+        assert grid.flops == grid.n_inits * 16 * bench.flops_per_init(base.parts[0].spec)
+        assert grid.normals == grid.n_inits * bench.draws_per_seed(base.parts[0].spec)
+    assert "points = " not in bench.WORKLOADS["M-grid"].sweep_text()  # cells are cases
+    assert bench.WORKLOADS["M-grid"].sweep_text().count("[[cases]]") == 15
+
+
+def test_the_draw_rate_is_measured_on_gradjax_s_generator():
+    rate = bench.measure_draw_rate(n=4096, reps=2)
+    assert rate["draw_rate_min"] <= rate["draw_rate"] <= rate["draw_rate_max"]
+    assert rate["draw_rate"] > 0

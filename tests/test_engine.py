@@ -13,7 +13,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import budget, engine, keys, storage
-from gradjax.spec import AGGREGATES, STATS
+from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
 from gradjax.sweep import SweepError, parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
@@ -303,3 +303,36 @@ def test_per_seed_names_only_statistics():
     with pytest.raises(SweepError) as err:
         parse_sweep(tiny_sweep_text(per_seed=["grad_var", "width"]), "tiny.toml")
     assert err.value.field == "per_seed[1]" and "grad_frac_zero" in err.value.line()
+
+
+def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_path):
+    """Bucket 2 (float64) is planned on the compile thread while bucket 1 (float32) runs:
+    JAX's x64 switch is per thread, so the plan must turn it on there too."""
+    text = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.5], "dtype": ["float32", "float64"]}})
+    logged, out = [], tmp_path / "mixed"
+    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
+                              log=logged.append)
+    assert report.compiled == 2 and not jax.config.jax_enable_x64
+    row = storage.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
+    with jax.enable_x64(True):
+        params = gradjax.init_mlp(keys.init_key(7, 0), (2, 3, 1), scale=0.5,
+                                  dtype=jnp.float64)
+        want = gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
+                                  activation="relu")
+    assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
+    assert 0 < report.peak_rss <= budget.peak_resident_bytes()
+    assert "peak RSS" in logged[-1] and "of 2.00 GB" in logged[-1]
+
+
+def test_a_cpu_budget_leaves_room_for_the_process_and_the_host_moments(tmp_path):
+    spec = parse_sweep(TEXT, "tiny.toml").buckets()[0].spec
+    assert budget.host_reserve(spec, 3) == 3 * 16 * 3 * (2 * 3 + 3 + 3 * 1 + 1)
+    assert budget.resident_bytes() > 0 and budget.peak_resident_bytes() > 0
+    logged = []
+    # half of what the process holds: plenty for a tiny net's chunk, but nothing is left once
+    # the process itself is counted, so the planner takes the smallest chunk
+    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "tight", devices=1,
+                     max_memory=budget.resident_bytes() // 2, log=logged.append,
+                     refuse_over=False)
+    bucket_line = next(line for line in logged if line.startswith("bucket 1/1"))
+    assert f"chunk {MIN_AXIS} seeds" in bucket_line
