@@ -3,7 +3,10 @@
     init_key   = fold_in(key(root_seed), seed)
     weight key = fold_in(fold_in(init_key, WEIGHTS), layer)
     bias key   = fold_in(fold_in(init_key, BIASES), layer)
-    data key   = fold_in(init_key, DATA)        (then INPUTS / TARGETS)
+    data key   = fold_in(init_key, DATA)        (then INPUTS / TARGETS; step t >= 1 of
+                                                 training folds in t, see `gradjax.data`)
+    teacher    = fold_in(init_key, TEACHER)     (a teacher network's weights and biases, drawn
+                                                 from it as an init's are from init_key)
 
 Cells never enter the derivation, so every cell of the same shape sees the same draws for the
 same seed (common random numbers): a scale sweep varies only the scale, and any single
@@ -17,7 +20,7 @@ import jax
 from gradjax import xla
 
 UNROLLED_THREEFRY = xla.unroll_threefry_on_cpu()  # before any draw is compiled (same bits)
-WEIGHTS, BIASES, DATA = 0, 1, 2
+WEIGHTS, BIASES, DATA, TEACHER = 0, 1, 2, 3
 INPUTS, TARGETS = 0, 1
 
 
@@ -39,3 +42,7 @@ def bias_key(key: jax.Array, layer: int) -> jax.Array:
 
 def data_key(key: jax.Array, which: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, DATA), which)
+
+
+def teacher_key(key: jax.Array) -> jax.Array:
+    return jax.random.fold_in(key, TEACHER)

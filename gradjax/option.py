@@ -22,6 +22,7 @@ WEIGHT_INITS: tuple[str, ...] = (
 BIAS_INITS: tuple[str, ...] = ("zeros", "constant", "normal")
 LOSSES: tuple[str, ...] = ("mse", "bce", "softmax_cross_entropy")
 NORMS: tuple[str, ...] = ("none", "layernorm", "batchnorm")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")  # optax's, see gradjax.training
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "float64": 8, "bfloat16": 2}  # bytes per entry
 DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 LEAKY_SLOPE = 0.01  # leaky_relu's negative slope, the `leaky_slope` option's default
@@ -73,6 +74,7 @@ class Option:
             "bool": "true, false",
             "text": "a string",
             "model": f"{', '.join(self.choices)}, or \"package.module:factory\"",
-            "inputs": "rows of in_dim numbers (a fixed batch), gaussian",
-            "targets": "rows of out_dim numbers, a number, zeros, gaussian, random_labels",
+            "inputs": "rows of in_dim numbers (a fixed batch), gaussian, digits",
+            "targets": "rows of out_dim numbers, a number, zeros, gaussian, random_labels, "
+                       "teacher, labels",
         }.get(self.kind, ", ".join(self.choices))

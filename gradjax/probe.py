@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradjax import data, keys, pow2
+from gradjax import data, keys, pow2, training
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.network import (
     Params,
@@ -32,12 +32,13 @@ from gradjax.network import (
     as_batch,
     batch_loss,
     draw_unit_stacked,
+    forward_stacked,
     scale_params,
     scan_layers,
     stack_layers,
 )
 from gradjax.option import LEAKY_SLOPE
-from gradjax.spec import LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec, default
+from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec, default
 from gradjax.stats import (
     batch_moments,
     mean_sq_norm,
@@ -341,12 +342,65 @@ def draw_init(spec: ProbeSpec, init_key: jax.Array):
     return unit, data.draw_batch(spec, init_key)
 
 
-def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array]) -> Backprop:
-    """One init at one point (scale, bias_scale[, fixed x, y]): its forward and backward pass."""
+def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array],
+                init_key: jax.Array | None = None) -> tuple[Backprop, dict[str, jax.Array]]:
+    """One init at one point (scale, bias_scale[, fixed x, y][, training]): its forward and
+    backward pass after the point's optimizer steps, and the per-init statistics that are not
+    taken from the `Backprop` (`loss_halved_step`, and `EXAMPLE_STATS` as [layers, 2])."""
     params = scale_params(unit, point["scale"], point["bias_scale"])
-    x = point["x"] if spec.inputs == "fixed" else drawn[0]
-    y = point["y"] if spec.targets == "fixed" else drawn[1]
-    return backprop(params, x, y, spec)
+    teacher = teacher_of(spec, init_key) if spec.targets == "teacher" else None
+    trained = None
+    if spec.trains:
+        params, (x, y), trained = training.to_step(
+            spec, params, point, functools.partial(plain_loss, spec),
+            lambda t: data.point_batch(spec, init_key, point, t, teacher))
+    else:
+        x, y = data.point_batch(spec, init_key, point, 0, teacher, drawn)
+    bp = backprop(params, x, y, spec)
+    extra = {"loss_halved_step": training.halved_step(spec, trained, point, bp.loss)}
+    extra.update(example_stats(spec, params, x, y))
+    return bp, extra
+
+
+def plain_loss(spec: ProbeSpec, stacked, x, y) -> jax.Array:
+    """The batch loss of segmented params (no taps): what the optimizer descends."""
+    return batch_loss(stacked, x, y, activation=spec.activation,
+                      output_activation=spec.output_activation, loss=spec.loss,
+                      norm=spec.norm, leaky_slope=spec.leaky_slope)[0]
+
+
+def teacher_of(spec: ProbeSpec, init_key: jax.Array):
+    """The init's teacher: a network of the same sizes, activation and init at scale 1,
+    drawn from the init's teacher stream; x -> its logits."""
+    params = draw_unit_stacked(keys.teacher_key(init_key), spec.sizes, init=spec.init,
+                               bias_init=spec.bias_init, dtype=jnp.dtype(spec.dtype))
+    return lambda x: forward_stacked(params, x, activation=spec.activation, norm=spec.norm,
+                                     leaky_slope=spec.leaky_slope)[0]
+
+
+def example_stats(spec: ProbeSpec, stacked, x, y) -> dict[str, jax.Array]:
+    """`EXAMPLE_STATS` [layers, 2] (W, b): param_sq_norm of the parameters, and the
+    statistics of the per-example gradients of the batch (NaN unless `spec.per_example`)."""
+    f = jnp.dtype(spec.stat_dtype)
+    out = {n: jnp.full((spec.n_layers, 2), jnp.nan, f) for n in EXAMPLE_STATS}
+    out["param_sq_norm"] = _per_layer(lambda p: training.param_sq_norm(p, f), stacked, 0)
+    if spec.per_example:
+        per_example = jax.vmap(
+            lambda xi, yi: jax.grad(plain_loss, argnums=1)(spec, stacked, xi[None], yi[None])
+        )(x, y)
+        # each leaf [batch, k, ...]: the layers of a segment on axis 1
+        noise = _per_layer(lambda g: training.example_noise(g, f), per_example, 1)
+        out.update(noise)
+    return out
+
+
+def _per_layer(fn, segments, axis: int):
+    """fn of each layer's W and of its b, as [layers, 2]: a dict of them if fn gives one."""
+    rows = []
+    for seg in segments:
+        w, b = (jax.vmap(fn, in_axes=axis)(seg[p]) for p in ("W", "b"))
+        rows.append(jax.tree.map(lambda a, c: jnp.stack([a, c], axis=-1), w, b))
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *rows)
 
 
 def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
@@ -371,12 +425,14 @@ def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, 
     how many points share the bucket, so a cell's numbers do not change when a value is added
     to a grid axis (and a lone point costs one evaluation, not a padded two).
     """
-    unit, drawn = jax.vmap(lambda s: draw_init(spec, keys.init_key(root_seed, s)))(seeds)
+    init_keys = jax.vmap(lambda s: keys.init_key(root_seed, s))(seeds)
+    unit, drawn = jax.vmap(lambda k: draw_init(spec, k))(init_keys)
 
     def at_point(point):
-        bp = jax.vmap(lambda u, d: probe_point(spec, u, d, point))(unit, drawn)
+        bp, extra = jax.vmap(lambda u, d, k: probe_point(spec, u, d, point, k))(
+            unit, drawn, init_keys)
         moments = chunk_moments(bp.grads, valid, spec.stat_dtype) if with_moments else None
-        return chunk_stats(bp, spec), moments
+        return {**chunk_stats(bp, spec), **extra}, moments
 
     stats, moments = loop_over_points(at_point, points, n_points)
     if moments is not None:
@@ -401,10 +457,11 @@ def loop_over_points(fn, points, n_points):
     return jax.lax.fori_loop(0, n_points, body, init)
 
 
-def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None
-                ) -> dict[str, jax.Array]:
+def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None,
+                train=None) -> dict[str, jax.Array]:
     """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays, a
-    model's own traced options (`model`, name -> [P]) go under "model"."""
+    model's own traced options (`model`, name -> [P]) go under "model", a training bucket's
+    step (int32) and optimizer settings (`train`, name -> [P]) under "train"."""
     dt = jnp.dtype(spec.dtype)
     points = {
         "scale": jnp.asarray(np.asarray(scales, np.float64), dt),
@@ -413,6 +470,10 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=No
     if model:  # in the statistics' dtype: a bfloat16 network keeps gain = 1.01 as 1.01
         points["model"] = {k: jnp.asarray(np.asarray(v, np.float64), jnp.dtype(spec.stat_dtype))
                            for k, v in model.items()}
+    if train:  # hyper-parameters in the statistics' dtype, like the model's own
+        points["train"] = {k: jnp.asarray(np.asarray(v), jnp.int32 if k == "step"
+                                          else jnp.dtype(spec.stat_dtype))
+                           for k, v in train.items()}
     n = points["scale"].shape[0]
     if spec.inputs == "fixed":
         points["x"] = jnp.broadcast_to(jnp.asarray(xs, dt).reshape(-1, spec.batch, spec.sizes[0]),

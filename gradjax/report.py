@@ -411,6 +411,99 @@ def _figure(name: str, heading: str, text: str, fig) -> Figure:
     return Figure(name, heading, text, png, _image_text(fig))
 
 
+# --------------------------------------------------------------------------- training
+
+TRAINING_PANELS = 12  # at most this many configurations (panels) per training figure
+
+
+def _training_configs(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(the options that tell configurations apart: panels, the scale-like line option)."""
+    varying = [c for c in _varying(rows, _option_columns(rows)) if c != "step"]
+    line = "scale" if "scale" in varying else None
+    return [c for c in varying if c != line and c != "cell"], [line] if line else []
+
+
+def training_figures(summary: pd.DataFrame) -> list[Figure | str]:
+    """Loss, first/last-layer |dL/dW| and gsnr against the optimizer step, one panel per
+    configuration, one line per scale: what a training sweep (`steps`) shows."""
+    if "step" not in summary or summary["step"].nunique() < 2:
+        return []
+    w = summary[summary["param"] == "W"]
+    panels, line = _training_configs(w)
+    groups = list(w.groupby(panels, sort=False, dropna=False)) if panels else [((), w)]
+    shown, left = groups[:TRAINING_PANELS], len(groups) - TRAINING_PANELS
+    note = [f"{left} more configurations not drawn"] if left > 0 else []
+    out: list[Figure | str] = [
+        _training_figure("training_loss", "Loss against optimizer step", shown, panels, line,
+                         note, _loss_lines),
+        _training_figure("training_grad_norm", "|dL/dW| of the first and last layer against "
+                         "step", shown, panels, line, note, _grad_norm_lines),
+    ]
+    if w["gsnr_p50"].notna().any():
+        out.append(_training_figure("training_gsnr", "Gradient signal-to-noise ratio against "
+                                    "step", shown, panels, line, note, _gsnr_lines))
+    else:
+        out.append("No gsnr figure: the sweep did not ask for per_example = true.")
+    return out
+
+
+def _training_figure(name, heading, groups, panels, line, notes, draw) -> Figure:
+    cols = min(3, len(groups))
+    rows_n = math.ceil(len(groups) / cols)
+    fig = _new_figure(4.2 * cols, 3.2 * rows_n + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows_n, cols, squeeze=False)).ravel()
+    colours = {}
+    for ax, (key, rows) in zip(axes, groups, strict=False):
+        values = key if isinstance(key, tuple) else (key,)
+        title = ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}"
+                          for k, v in zip(panels, values, strict=True))
+        ax.set_title(textwrap.fill(title or "all cells", 45), fontsize=9)
+        for level, part in (rows.groupby(line, sort=True) if line else [(None, rows)]):
+            colour = colours.setdefault(level, f"C{len(colours) % 10}")
+            label = f"{line[0]} {_fmt(level)}" if line else None
+            draw(ax, part.sort_values("step"), colour, label)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("optimizer step")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper right", fontsize=8)
+    _footer(fig, notes)
+    text = (f"{heading}. One panel per configuration ({', '.join(panels) or 'one'}), one colour "
+            f"per {line[0] if line else 'cell'}; step 0 is the init. "
+            + _notes_sentence(notes))
+    return _figure(name, heading, text, fig)
+
+
+def _loss_lines(ax, rows, colour, label) -> None:
+    first = rows[rows["layer"] == 1].drop_duplicates("step")
+    ax.plot(first["step"], first["loss_value_p50"], color=colour, label=label)
+    ax.fill_between(first["step"], first["loss_value_p05"], first["loss_value_p95"],
+                    color=colour, alpha=0.15, linewidth=0)
+    ax.set_yscale("log")
+    ax.set_ylabel("loss: median, 5-95% of inits")
+
+
+def _grad_norm_lines(ax, rows, colour, label) -> None:
+    last = rows["layer"] == rows["depth"] + 1
+    for part, style, suffix in ((rows[rows["layer"] == 1], "-", "first"),
+                                (rows[last], "--", "last")):
+        part = part.drop_duplicates("step")
+        ax.plot(part["step"], np.sqrt(part["grad_sq_norm_p50"].to_numpy(np.float64)),
+                style, color=colour, label=f"{label}, {suffix}" if label else suffix)
+    ax.set_yscale("log")
+    ax.set_ylabel("median |dL/dW| (solid first, dashed last)")
+
+
+def _gsnr_lines(ax, rows, colour, label) -> None:
+    first = rows[rows["layer"] == 1].drop_duplicates("step")
+    ax.plot(first["step"], first["gsnr_p50"], color=colour, label=label)
+    ax.set_yscale("log")
+    ax.set_ylabel("median gsnr, first layer W")
+
+
 # --------------------------------------------------------------------------- heatmaps
 
 
@@ -1125,7 +1218,8 @@ def build_report(
     missing = [s for s in profile_stats if f"{s}_mean" not in summary.columns]
     if missing:
         raise ValueError(f"--stat: {', '.join(missing)} not in this folder's summary table")
-    parts = heatmap_figures(summary, layer, heatmap_stats, heatmap_axes, colour_scale)
+    parts = training_figures(summary)
+    parts += heatmap_figures(summary, layer, heatmap_stats, heatmap_axes, colour_scale)
     parts += [
         profile_figure(summary, profile_stats),
         histogram_figure(folder, summary, layer, hist_stat, cells),

@@ -18,15 +18,21 @@ from gradjax.option import (  # the names of every choice, re-exported ("X as X"
     DTYPES,
     LEAKY_SLOPE,
     LOSSES,
+    OPTIMIZERS,
     Option,
 )
 from gradjax.option import BIAS_INITS as BIAS_INITS
 from gradjax.option import NORMS as NORMS
 from gradjax.option import WEIGHT_INITS as WEIGHT_INITS
 
-INPUT_KINDS: tuple[str, ...] = ("fixed", "gaussian")
-TARGET_KINDS: tuple[str, ...] = ("fixed", "zeros", "gaussian", "random_labels")
-DRAWN_TARGETS: tuple[str, ...] = ("gaussian", "random_labels")  # drawn per init, not fixed
+INPUT_KINDS: tuple[str, ...] = ("fixed", "gaussian", "digits")
+DRAWN_INPUTS: tuple[str, ...] = ("gaussian", "digits")  # drawn per init (and step), not fixed
+TARGET_KINDS: tuple[str, ...] = ("fixed", "zeros", "gaussian", "random_labels", "teacher",
+                                 "labels")
+# drawn per init (and step), not fixed; "teacher" is a random network of the same family,
+# "labels" the dataset's own (with inputs "digits")
+DRAWN_TARGETS: tuple[str, ...] = ("gaussian", "random_labels", "teacher", "labels")
+DIGITS_SHAPE = (64, 10)  # scikit-learn's digits: 8 x 8 images, 10 classes
 SATURATION = 0.01  # act_frac_saturated: |phi'| below this fraction of sup |phi'|
 
 # --------------------------------------------------------------------------- options
@@ -53,7 +59,19 @@ COMMON_OPTIONS: tuple[Option, ...] = (
            "drawn per init", "gaussian"),
     Option("batch", "int", "examples per batch (the rows of fixed inputs, else 1)", low=1,
            derived=True),
+    Option("step", "int", "optimizer updates before the statistics are taken (0: the init); "
+           "set by the top-level `steps` list", 0, low=0, traced=True),
+    Option("optimizer", "name", "optax optimizer of the updates (at step 0 it does nothing)",
+           "sgd", choices=OPTIMIZERS),
+    Option("learning_rate", "float", "the optimizer's step size", 0.01, low=0.0, traced=True),
+    Option("weight_decay", "float", "L2 decay lambda: sgd and momentum add lambda * w to the "
+           "gradient, adam decays decoupled (AdamW)", 0.0, low=0.0, traced=True),
+    Option("momentum", "float", "the momentum optimizer's decay (optax.sgd's momentum)", 0.9,
+           low=0.0, traced=True),
+    Option("per_example", "bool", "also compute the per-example gradients of the batch "
+           "(grad_noise_var, gsnr; memory x batch)", False),
 )
+TRAINING_OPTIONS: tuple[str, ...] = ("optimizer", "learning_rate", "weight_decay", "momentum")
 COMMON: tuple[str, ...] = tuple(o.name for o in COMMON_OPTIONS)
 # the options of each built-in family beyond the common ones, from its module's OPTIONS
 FAMILY_OPTIONS: dict[str, tuple[Option, ...]] = {
@@ -63,7 +81,8 @@ FAMILY_OPTIONS: dict[str, tuple[Option, ...]] = {
 COLUMN_ORDER: tuple[str, ...] = (
     "model", "in_dim", "width", "depth", "out_dim", "activation", "output_activation",
     "leaky_slope", "init", "scale", "bias_init", "bias_scale", "branch_scale", "loss", "norm",
-    "dtype", "inputs", "targets", "batch", "structural_zeros",
+    "dtype", "inputs", "targets", "batch", "structural_zeros", "per_example", "step",
+    "optimizer", "learning_rate", "weight_decay", "momentum",
 )
 _DECLARED = {o.name: o for o in COMMON_OPTIONS}
 for _options in FAMILY_OPTIONS.values():
@@ -109,6 +128,9 @@ class Stat:
     scale: tuple[str, int] | None = None
     reduction: bool = True  # a plain reduction of one tensor (`gradjax.stats.tensor_stats`)
     mlp_only: bool = False  # only the MLP's own probe computes it (NaN for other models)
+    # "per_example" or "steps": NaN unless the cell asks for that; "params": of the parameters
+    # themselves, not of their gradient (computed beside the gradient statistics)
+    needs: str = ""
 
 
 _G, _D, _U = ("grad_log2_scale", 1), ("delta_log2_scale", 1), ("preact_log2_scale", 1)
@@ -137,6 +159,17 @@ STAT_TABLE: tuple[Stat, ...] = (
     Stat("grad_unit_cos", "tensor", "cosine", "mean pairwise cosine similarity between the "
          "gradient vectors of the units (columns of dL/dW), leaving out units whose gradient "
          "is exactly 0; NaN for 1-D tensors and single-unit layers", reduction=False),
+    Stat("param_sq_norm", "tensor", "parameter^2", "sum of squares of the parameter tensor "
+         "itself, |W|_F^2 (after `step` updates: how far weight decay or growth took it)",
+         reduction=False, needs="params"),
+    Stat("grad_noise_var", "tensor", "(loss / parameter)^2", "per entry, the population "
+         "variance across the batch's examples of the per-example gradient (each example's own "
+         "loss; their mean is the batch gradient); then the mean over the tensor's entries",
+         reduction=False, needs="per_example"),
+    Stat("gsnr", "tensor", "ratio", "per entry, (mean over examples)^2 / (variance over "
+         "examples) of the per-example gradient, averaged over the entries with nonzero "
+         "variance; NaN if none has any (Liu et al. 2020)", reduction=False,
+         needs="per_example"),
     Stat("delta_sq_norm", "layer", "(loss / pre-activation)^2", "mean over examples of "
          "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm)",
          _sq(_D), mlp_only=True),
@@ -149,16 +182,28 @@ STAT_TABLE: tuple[Stat, ...] = (
     Stat("act_frac_saturated", "layer", "fraction", "fraction of units with |phi'(u)| < 1% of "
          "sup|phi'| for every example"),
     Stat("act_deriv_mean", "layer", "slope", "mean of phi'(u) over examples x units"),
-    Stat("loss_value", "init", "loss", "the batch-mean loss at the init"),
+    Stat("loss_value", "init", "loss", "the batch-mean loss at the init (after `step` updates: "
+         "at those parameters, on that step's batch)"),
+    Stat("loss_halved_step", "init", "step", "the first update t <= step whose batch loss fell "
+         "below half the step-0 loss; NaN if none did", needs="steps"),
     Stat("grad_var_across_seeds", "cell", "(loss / parameter)^2", "per entry, the population "
          "variance across the cell's inits; then the mean over the tensor's entries"),
     Stat("frac_seeds_all_zero", "cell", "fraction", "fraction of inits whose gradient tensor "
          "is exactly 0 everywhere (born dead)"),
+    Stat("frac_loss_halved", "cell", "fraction", "fraction of inits whose loss fell below half "
+         "its step-0 value by `step` (the median step at which it did: "
+         "loss_halved_step_p50)", needs="steps"),
 )
 STAT_BY_NAME: dict[str, Stat] = {s.name: s for s in STAT_TABLE}
 TENSOR_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
                                       if s.level == "tensor" and s.reduction)
-PARAM_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "tensor")
+# per tensor at every init; EXAMPLE_STATS need the per-example gradients (`per_example`)
+PARAM_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
+                                     if s.level == "tensor" and not s.needs)
+# per tensor, beside the gradient's: of the parameters, and of the per-example gradients
+EXAMPLE_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
+                                       if s.needs in ("params", "per_example"))
+INIT_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "init")
 LAYER_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "layer")
 STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level != "cell")  # per init
 CELL_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "cell")
@@ -196,6 +241,8 @@ def stats_markdown() -> str:
         for s in STAT_TABLE:
             if s.level == level:
                 only = " (MLP only: NaN for other models)" if s.mlp_only else ""
+                only += {"per_example": " (with `per_example = true`, else NaN)",
+                         "steps": " (with `steps`, else NaN)"}.get(s.needs, "")
                 out.append(f"| `{s.name}` | {s.unit} | {s.doc.replace('|', chr(92) + '|')}"
                            f"{only} |")
         out.append("")
@@ -243,6 +290,9 @@ class ProbeSpec:
     inputs: str = default("inputs")  # "fixed" (traced per point) | "gaussian" (per seed)
     targets: str = default("targets")  # "fixed" | "gaussian" | "random_labels"
     structural_zeros: bool = default("structural_zeros")
+    per_example: bool = default("per_example")
+    # the optimizer of a training bucket (cells with step > 0); "" for the init-only program
+    optimizer: str = ""
     model: str = "mlp"
     # a model other than the MLP: the factory's options that fix the program, (name, value)
     # sorted by name, and the sweep file's folder, which plug-in modules are imported from
@@ -251,12 +301,20 @@ class ProbeSpec:
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:
-            raise ValueError(f"ProbeSpec.inputs {self.inputs!r}; allowed: fixed, gaussian")
+            raise ValueError(f"ProbeSpec.inputs {self.inputs!r}; allowed: "
+                             f"{', '.join(INPUT_KINDS)}")
+        if self.optimizer not in ("", *OPTIMIZERS):
+            raise ValueError(f"ProbeSpec.optimizer {self.optimizer!r}; allowed: \"\" (no "
+                             f"training), {', '.join(OPTIMIZERS)}")
         if self.targets not in ("fixed", *DRAWN_TARGETS):
             raise ValueError(
                 f"ProbeSpec.targets {self.targets!r}; allowed: fixed, {', '.join(DRAWN_TARGETS)}"
                 " (zeros and numbers are fixed targets)"
             )
+
+    @property
+    def trains(self) -> bool:
+        return self.optimizer != ""
 
     @property
     def depth(self) -> int:

@@ -38,6 +38,8 @@ from gradjax.option import Option
 from gradjax.spec import (
     AGGREGATES,
     CELL_STATS,
+    EXAMPLE_STATS,
+    INIT_STATS,
     LAYER_STATS,
     OPTION_TABLE,
     PARAM_STATS,
@@ -106,17 +108,21 @@ def as_rows(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Statistics [..., rows], one row per tensor, from the MLP probe's layer form
     (PARAM_STATS [..., L, 2], LAYER_STATS [..., L] repeated on the W and b rows) or already in
     row form (every statistic [..., rows], from `gradjax.tree_probe`); loss_value [...] is
-    repeated on every row."""
+    repeated on every row, as is every other of INIT_STATS."""
     layer_form = np.ndim(stats["grad_var"]) == np.ndim(stats["preact_var"]) + 1
     out = {}
     for name in PARAM_STATS:
         value = np.asarray(stats[name])
         out[name] = value.reshape(*value.shape[:-2], -1) if layer_form else value
+    for name in EXAMPLE_STATS:  # absent from `grad_stats` (no per-example gradients): NaN
+        value = np.asarray(stats.get(name, np.full(np.shape(stats["grad_var"]), np.nan)))
+        out[name] = value.reshape(*value.shape[:-2], -1) if layer_form else value
     for name in LAYER_STATS:
         value = np.asarray(stats[name])
         out[name] = np.repeat(value, 2, axis=-1) if layer_form else value
-    loss = np.asarray(stats["loss_value"])
-    out["loss_value"] = np.broadcast_to(loss[..., None], out["grad_var"].shape)
+    for name in INIT_STATS:  # loss_halved_step is absent from `grad_stats`: NaN
+        value = np.asarray(stats.get(name, np.full(np.shape(stats["loss_value"]), np.nan)))
+        out[name] = np.broadcast_to(value[..., None], out["grad_var"].shape)
     return out
 
 

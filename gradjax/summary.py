@@ -166,4 +166,7 @@ def cell_summary(
     max_abs = per_seed.column("grad_max_abs").to_numpy().reshape(seeds, per_init)
     taps = np.array([str(p).startswith("taps[") for p in positions["param"]])
     frame["frac_seeds_all_zero"] = np.where(taps, np.nan, np.mean(max_abs == 0, axis=0))
+    halved = per_seed.column("loss_halved_step").to_numpy().reshape(seeds, per_init)
+    trained = bool(cell.options.get("step"))
+    frame["frac_loss_halved"] = np.mean(~np.isnan(halved), axis=0) if trained else np.nan
     return add_theory_columns(pd.DataFrame(frame))

@@ -21,6 +21,7 @@ Everything is validated before any work; the first problem found raises `SweepEr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import math
@@ -37,19 +38,23 @@ from gradjax.models.family import SCALES
 from gradjax.option import Option
 from gradjax.spec import (
     COMMON,
+    DIGITS_SHAPE,
+    DRAWN_INPUTS,
     DRAWN_TARGETS,
     INPUT_KINDS,
     OPTION_BY_NAME,
     OPTIONS,
     STATS,
     TARGET_KINDS,
+    TRAINING_OPTIONS,
     ProbeSpec,
     layer_sizes,
 )
 
 TOP_LEVEL: tuple[str, ...] = (
-    "name", "seeds", "root_seed", "per_seed", "defaults", "grid", "cases",
+    "name", "seeds", "root_seed", "per_seed", "steps", "defaults", "grid", "cases",
 )
+MAX_STEP = 10**7
 MAX_SEEDS = 2**31 - 1
 MAX_RANGE = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -193,8 +198,10 @@ class Cell:
         "fixed"; for models other than the MLP, the factory's untraced options as
         `model_options`."""
         o = self.options
-        data = {"inputs": "gaussian" if o["inputs"] == "gaussian" else "fixed",
-                "targets": o["targets"] if o["targets"] in DRAWN_TARGETS else "fixed"}
+        data = {"inputs": o["inputs"] if o["inputs"] in DRAWN_INPUTS else "fixed",
+                "targets": o["targets"] if o["targets"] in DRAWN_TARGETS else "fixed",
+                # cells at step 0 run the init-only program, whatever their optimizer
+                "optimizer": o["optimizer"] if o["step"] else ""}
         program = {f.name: o[f.name] for f in dataclasses.fields(ProbeSpec)
                    if f.name in o and self.takes(f.name) and not self.traced(f.name)
                    and f.name not in data}
@@ -217,7 +224,7 @@ class Cell:
 
     def fixed_x(self) -> np.ndarray | None:
         o = self.options
-        return None if o["inputs"] == "gaussian" else np.asarray(o["inputs"], np.float64)
+        return None if o["inputs"] in DRAWN_INPUTS else np.asarray(o["inputs"], np.float64)
 
     def fixed_y(self) -> np.ndarray | None:
         o, shape = self.options, (self.options["batch"], self.options["out_dim"])
@@ -258,6 +265,9 @@ class Bucket:
         traced = cells[0].model_traced()
         if traced:
             points["model"] = {n: np.array([c.options[n] for c in cells]) for n in traced}
+        if self.spec.trains:
+            points["train"] = {n: np.array([c.options[n] for c in cells])
+                               for n in ("step", *TRAINING_OPTIONS) if n != "optimizer"}
         return points
 
 
@@ -518,7 +528,17 @@ class _Finisher:
                 self.fail("inputs", f"rows of length {len(x[0])} but in_dim = {opts['in_dim']}",
                           f"rows of in_dim = {opts['in_dim']} numbers")
         opts.setdefault("batch", 1)
+        if x == "digits" and importlib.util.find_spec("sklearn") is None:
+            self.fail("inputs", "digits needs scikit-learn, which is not installed",
+                      "pip install 'gradjax[digits]', or inputs gaussian or a fixed batch")
+        if x == "digits" and opts["in_dim"] != DIGITS_SHAPE[0]:
+            self.fail("inputs", f"digits with in_dim = {opts['in_dim']}",
+                      f'inputs "digits" only with in_dim = {DIGITS_SHAPE[0]} (8 x 8 pixels)')
         y = opts["targets"]
+        if y == "labels" and (x != "digits" or opts["out_dim"] != DIGITS_SHAPE[1]):
+            self.fail("targets", f"labels with inputs {_show(x)} and out_dim = "
+                      f"{opts['out_dim']}", f'targets "labels" only with inputs "digits" and '
+                      f"out_dim = {DIGITS_SHAPE[1]} (one-hot classes)")
         if isinstance(y, tuple):
             if len(y[0]) != opts["out_dim"]:
                 self.fail("targets",
@@ -540,6 +560,10 @@ class _Finisher:
         if opts.get("norm") == "batchnorm" and opts["batch"] < 2:
             self.fail("norm", f"batchnorm with batch = {opts['batch']}",
                       "batchnorm only with batch >= 2")
+        if opts.get("norm") == "batchnorm" and opts["per_example"]:
+            self.fail("per_example", "per_example with batchnorm (one example's own loss is "
+                      "not defined when the batch's statistics couple the examples)",
+                      "per_example = true only with norm \"none\" or \"layernorm\"")
 
 
 def _per_seed(source: str, value: Any) -> tuple[str, ...]:
@@ -555,6 +579,24 @@ def _per_seed(source: str, value: Any) -> tuple[str, ...]:
             problem = "is repeated" if name in value[:i] else "is not a per-init statistic"
             raise SweepError(source, f"per_seed[{i}]", f"{_show(name)} {problem}", allowed)
     return tuple(s for s in STATS if s in value)
+
+
+def _steps(source: str, value: Any, defaults: dict, axes: list, cases: list) -> list[int]:
+    """`steps = [0, 1, 10, 100]`: the recorded steps, the sweep's last (fastest) axis."""
+    allowed = f"a non-empty list of distinct integers in 0..{MAX_STEP}, e.g. [0, 1, 10, 100]"
+    for where, names in (("defaults", defaults), ("grid", dict(axes)),
+                         *((field, case) for _, case, field in cases)):
+        if "step" in names:
+            raise SweepError(source, f"{where}.step", "step is set by the top-level steps list",
+                             "steps = [...] at the top of the file, and no step elsewhere")
+    if not isinstance(value, list) or not value:
+        raise SweepError(source, "steps", f"{_show(value)} is not a non-empty list", allowed)
+    for i, step in enumerate(value):
+        ok = isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
+        if not ok or step in value[:i]:
+            problem = "is repeated" if ok else "is not an integer in range"
+            raise SweepError(source, f"steps[{i}]", f"{_show(step)} {problem}", allowed)
+    return sorted(value)
 
 
 def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
@@ -584,6 +626,8 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
     axes = parser.axes(_table(source, "grid", doc.get("grid", {}),
                               "a [grid] table of option = [values]"))
     cases = parser.cases(doc.get("cases", []))
+    if "steps" in doc:
+        axes.append(("step", _steps(source, doc["steps"], defaults, axes, cases)))
     cells = parser.expand(defaults, axes, cases)
     per_seed = _per_seed(source, doc.get("per_seed", True))
     return Sweep(name, seeds, root_seed, text, source, cells, parser.extra, parser.sources(),

@@ -528,7 +528,7 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
         the fit window sits at the fixed point, and stays finite where q* diverges;
       measured_chi1: `fit_chi1` of the W rows' grad_sq_norm_mean (the mean over seeds).
     Every column is NaN for a model other than the MLP. The theory columns are NaN unless
-    init is "fan_in_normal", norm is "none" and the bias is
+    step is 0 (the init), init is "fan_in_normal", norm is "none" and the bias is
     Gaussian or zero: mean-field theory here is for exactly that model. measured_chi1 is a
     measurement and is filled for every cell that has grad_sq_norm_mean.
     Depth 0 (the output layer only): q*, chi_1 and the depth scales are properties of
@@ -553,7 +553,8 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
         )
     sigma_b2 = _sigma_b2(out)
     if (
-        _cell_value(out, "init") != "fan_in_normal"
+        _cell_value(out, "step", 0) not in (0, None)  # theory is of the init, not after training
+        or _cell_value(out, "init") != "fan_in_normal"
         or _cell_value(out, "norm", "none") != "none"
         or sigma_b2 is None
     ):

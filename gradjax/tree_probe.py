@@ -30,13 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradjax import data, keys
+from gradjax import data, keys, training
 from gradjax.activations import derivative, get_activation, max_abs_derivative
 from gradjax.losses import loss_of_logits
 from gradjax.models import BUILT_IN, Family, resolve
 from gradjax.models.family import SCALES
 from gradjax.probe import activation_stats, chunk_moments, loop_over_points
-from gradjax.spec import LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
+from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
 from gradjax.stats import batch_moments, tensor_stats, unit_cosine
 
 LAYER = re.compile(r"layer(\d+)")
@@ -181,22 +181,65 @@ def init_stats(spec: ProbeSpec, apply, params, x, y):
     return grads, stats
 
 
+def trained_stats(spec: ProbeSpec, apply, params, point, key, drawn, teacher):
+    """`init_stats` after the point's optimizer steps (the float leaves are trained), with
+    `loss_halved_step` and `EXAMPLE_STATS` (NaN on tap rows, and unless `per_example`)."""
+    floats, rebuild = split_params(params)
+    trained = None
+
+    def loss_on(leaves, x, y):
+        logits, _ = outputs_and_taps(apply, rebuild(leaves), x)
+        return loss_of_logits(logits, y, loss=spec.loss, output_activation=spec.output_activation,
+                              leaky_slope=spec.leaky_slope)
+
+    if spec.trains:
+        floats, (x, y), trained = training.to_step(
+            spec, floats, point, loss_on, lambda t: data.point_batch(spec, key, point, t, teacher))
+        params = rebuild(floats)
+    else:
+        x, y = data.point_batch(spec, key, point, 0, teacher, drawn)
+    grads, stats = init_stats(spec, apply, params, x, y)
+    stats["loss_halved_step"] = training.halved_step(spec, trained, point, stats["loss_value"])
+    rows = stats["grad_var"].shape[0]
+    f = jnp.dtype(spec.stat_dtype)
+    for name in EXAMPLE_STATS:
+        stats[name] = jnp.full(rows, jnp.nan, f)
+    norms = jnp.stack([training.param_sq_norm(p, f) for p in split_params(params)[0]])
+    stats["param_sq_norm"] = stats["param_sq_norm"].at[: len(norms)].set(norms)
+    if spec.per_example:
+        per_example = jax.vmap(lambda xi, yi: jax.grad(loss_on)(floats, xi[None], yi[None]))(x, y)
+        leaf_rows = by_shape(lambda g: training.example_noise(g, f), per_example)
+        for name in EXAMPLE_STATS:
+            stats[name] = stats[name].at[: len(leaf_rows)].set(
+                jnp.stack([r[name] for r in leaf_rows]))
+    return grads, stats
+
+
+def teacher_of(spec: ProbeSpec, init, apply, key: jax.Array):
+    """The init's teacher (targets "teacher"): the family's own init drawn from the init's
+    teacher stream, unscaled; x -> its logits. None for other targets."""
+    if spec.targets != "teacher":
+        return None
+    dt = jnp.dtype(spec.dtype)
+    params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
+                          jax.tree.map(jnp.asarray, init(keys.teacher_key(key))))
+    return lambda x: outputs_and_taps(apply, params, x)[0]
+
+
 def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
                   n_points):
     """`gradjax.probe.chunk_program` for any model: the data drawn once per seed, then point
     by point the factory, the inits, and the statistics vmapped over seeds."""
     init_keys = jax.vmap(lambda s: keys.init_key(root_seed, s))(seeds)
     drawn = jax.vmap(lambda k: data.draw_batch(spec, k))(init_keys)
-    x_dt = jnp.dtype(spec.dtype)
 
     def at_point(point):
         init, apply = build(spec, point)
 
         def one(key, batch):
             params = draw_params(spec, init, key, point)
-            x = point["x"] if spec.inputs == "fixed" else batch[0]
-            y = point["y"] if spec.targets == "fixed" else batch[1]
-            return init_stats(spec, apply, params, jnp.asarray(x, x_dt), y)
+            return trained_stats(spec, apply, params, point, key, batch,
+                                 teacher_of(spec, init, apply, key))
 
         grads, stats = jax.vmap(one)(init_keys, drawn)
         moments = chunk_moments(grads, valid, spec.stat_dtype) if with_moments else None

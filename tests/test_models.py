@@ -178,7 +178,7 @@ def test_a_factory_that_takes_scale_gets_it_and_its_leaves_are_not_scaled(tmp_pa
 
 
 @pytest.mark.parametrize(("body", "model", "field", "says"), [
-    ("hiddn = 3\n", "toy:two_layer", "defaults.hiddn", "structural_zeros, hidden, gain"),
+    ("hiddn = 3\n", "toy:two_layer", "defaults.hiddn", "momentum, hidden, gain"),
     ('hidden = "4"\n', "toy:two_layer", "defaults.hidden", "is not an integer"),
     ("[grid]\nhidden = [2, 2]\n", "toy:two_layer", "grid.hidden[1]", "is repeated"),
     ("", "toy:no_kind", "defaults.model", "needs a default or an annotation"),

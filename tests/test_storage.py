@@ -17,7 +17,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax import engine, storage
-from gradjax.spec import LAYER_STATS, PARAM_STATS
+from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, PARAM_STATS, STATS
 from gradjax.sweep import OPTIONS, parse_sweep
 
 SWEEP = {
@@ -56,7 +56,8 @@ def test_per_seed_schema_and_rows(folder):
     assert names[3 : 3 + len(OPTIONS)] == list(OPTIONS)
     position = ["seed", "layer", "layer_from_output", "param", "n"]
     assert names[3 + len(OPTIONS) : 3 + len(OPTIONS) + len(position)] == position
-    assert names[3 + len(OPTIONS) + len(position) :] == [*PARAM_STATS, *LAYER_STATS, "loss_value"]
+    assert names[3 + len(OPTIONS) + len(position) :] == list(STATS)
+    assert list(STATS) == [*PARAM_STATS, *EXAMPLE_STATS, *LAYER_STATS, *INIT_STATS]
     types = {f.name: f.type for f in table.schema}
     assert types["cell"] == types["seed"] == types["depth"] == types["batch"] == pa.int64()
     assert types["scale"] == types["bias_scale"] == pa.float64()
@@ -66,7 +67,7 @@ def test_per_seed_schema_and_rows(folder):
     magnitudes = {"grad_mean", "grad_var", "grad_sq_norm", "grad_max_abs", "grad_mean_abs",
                   "delta_sq_norm", "preact_mean", "preact_var"}
     assert {types[s] for s in magnitudes} == {pa.float64()}
-    others = {*PARAM_STATS, *LAYER_STATS, "loss_value"} - magnitudes
+    others = {*STATS} - magnitudes
     assert {types[s] for s in others} == {pa.float32()}
     frame = table.to_pandas()
     assert len(frame) == 5 * 2 * 2  # seeds x layers x (W, b)

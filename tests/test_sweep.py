@@ -278,7 +278,9 @@ def test_every_option_not_traced_is_a_field_of_the_compiled_program():
     fields = {f.name for f in dataclasses.fields(ProbeSpec)}
     program = {o.name for o in OPTION_TABLE if not o.traced and o.name not in SHAPE_OPTIONS}
     assert fields == {"sizes", "model_options", "model_folder", *program}
-    assert {o.name for o in OPTION_TABLE if o.traced} == {"scale", "bias_scale", "branch_scale"}
+    assert {o.name for o in OPTION_TABLE if o.traced} == {
+        "scale", "bias_scale", "branch_scale", "step", "learning_rate", "weight_decay",
+        "momentum"}
     # a traced option makes no new bucket; any other option does
     text = sweep_text(rest="[grid]\nscale = [0.5, 1.0]\nbias_scale = [0.1, 0.2]\n")
     assert len(parse_sweep(text).buckets()) == 1
@@ -303,4 +305,4 @@ def test_the_statistics_tables_of_the_docs_are_the_declared_ones():
     docs = (Path(__file__).parents[1] / "docs" / "conventions.md").read_text()
     assert stats_markdown() in docs
     assert {s.level for s in STAT_TABLE} == {"tensor", "layer", "init", "cell"}
-    assert STATS[-1] == "loss_value" and set(SCALED) <= set(STATS)
+    assert STATS[-2:] == ("loss_value", "loss_halved_step") and set(SCALED) <= set(STATS)
