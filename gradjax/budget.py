@@ -8,6 +8,7 @@ One size parser for every command: K, M, G, T are powers of 1024 and a bare numb
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -103,6 +104,14 @@ def resident_bytes() -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@functools.cache
+def process_footprint() -> int:
+    """The resident set when first asked (after JAX's backend started), kept for the process:
+    what a CPU run reserves for the process itself. Kept, not re-read, so that every run of a
+    process plans the same chunks and reuses its compiled programs."""
+    return resident_bytes()
 
 
 def peak_resident_bytes() -> int | None:

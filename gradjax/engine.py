@@ -57,7 +57,7 @@ from gradjax.budget import (
     host_reserve,
     moment_bytes,
     peak_resident_bytes,
-    resident_bytes,
+    process_footprint,
 )
 from gradjax.probe import make_points
 from gradjax.programs import MATMUL_PRECISION, compiled_chunk
@@ -765,7 +765,7 @@ def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
     def device_budget(bucket, todo) -> int:
         if devices[0].platform != "cpu":
             return budget
-        held = resident_bytes() + host_reserve(bucket.spec, len(todo), params_of(bucket))
+        held = process_footprint() + host_reserve(bucket.spec, len(todo), params_of(bucket))
         return max(budget - held, 1)
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gradjax-compile")

@@ -332,7 +332,7 @@ def test_a_cpu_budget_leaves_room_for_the_process_and_the_host_moments(tmp_path)
     # half of what the process holds: plenty for a tiny net's chunk, but nothing is left once
     # the process itself is counted, so the planner takes the smallest chunk
     engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "tight", devices=1,
-                     max_memory=budget.resident_bytes() // 2, log=logged.append,
+                     max_memory=budget.process_footprint() // 2, log=logged.append,
                      refuse_over=False)
     bucket_line = next(line for line in logged if line.startswith("bucket 1/1"))
     assert f"chunk {MIN_AXIS} seeds" in bucket_line
