@@ -67,7 +67,8 @@ def teacher_targets(logits: jax.Array, spec) -> jax.Array:
 def draw_batch(spec, init_key: jax.Array, step=0, teacher: Teacher | None = None
                ) -> tuple[jax.Array | None, jax.Array | None]:
     """(x, y) drawn for this init at optimizer step `step` (traced or not), None where the
-    spec uses fixed values (teacher targets on fixed inputs: pass x in with `teacher_on`)."""
+    spec uses fixed values, and y None for teacher targets without `teacher` (then
+    `point_batch` computes them)."""
     dt = jnp.dtype(spec.dtype)
     in_dim, out_dim = spec.sizes[0], spec.sizes[-1]
     x = y = None
@@ -89,7 +90,7 @@ def draw_batch(spec, init_key: jax.Array, step=0, teacher: Teacher | None = None
             y = jax.nn.one_hot(labels, out_dim, dtype=dt)
         else:
             y = jax.random.bernoulli(y_key, 0.5, (spec.batch, out_dim)).astype(dt)
-    elif spec.targets == "teacher" and x is not None:
+    elif spec.targets == "teacher" and x is not None and teacher is not None:
         y = teacher_on(spec, teacher, x)
     return x, y
 

@@ -357,7 +357,7 @@ def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array],
     else:
         x, y = data.point_batch(spec, init_key, point, 0, teacher, drawn)
     bp = backprop(params, x, y, spec)
-    extra = {"loss_halved_step": training.halved_step(spec, trained, point, bp.loss)}
+    extra = {"loss_halved_step": training.halved_step(spec, trained)}
     extra.update(example_stats(spec, params, x, y))
     return bp, extra
 

@@ -184,8 +184,9 @@ STAT_TABLE: tuple[Stat, ...] = (
     Stat("act_deriv_mean", "layer", "slope", "mean of phi'(u) over examples x units"),
     Stat("loss_value", "init", "loss", "the batch-mean loss at the init (after `step` updates: "
          "at those parameters, on that step's batch)"),
-    Stat("loss_halved_step", "init", "step", "the first update t <= step whose batch loss fell "
-         "below half the step-0 loss; NaN if none did", needs="steps"),
+    Stat("loss_halved_step", "init", "step", "the first t <= step at which the loss on the "
+         "init's step-0 batch fell below half its value at the init; NaN if none did",
+         needs="steps"),
     Stat("grad_var_across_seeds", "cell", "(loss / parameter)^2", "per entry, the population "
          "variance across the cell's inits; then the mean over the tensor's entries"),
     Stat("frac_seeds_all_zero", "cell", "fraction", "fraction of inits whose gradient tensor "

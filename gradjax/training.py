@@ -7,9 +7,10 @@ program serves every recorded step. Update t (t = 0 .. step - 1) takes the gradi
 loss at the parameters after t updates on the batch of step t (`gradjax.data`: the fixed batch,
 or a fresh draw from the init's data stream folded with t).
 
-`loss_halved_step` is the first t in 1 .. step at which the batch loss L_t(theta_t) fell below
-half of L_0(theta_0); NaN if none did (and always at step 0). The loop checks t < step, the
-probe then checks t = step with the loss it reports.
+`loss_halved_step` is the first t in 1 .. step at which the loss on the init's step-0 batch,
+L_0(theta_t), fell below half of L_0(theta_0); NaN if none did (and always at step 0). The
+step-0 batch, not each step's fresh one, so that the check measures learning and not the
+luck of a batch (with fixed data the two are the same).
 """
 
 from __future__ import annotations
@@ -61,19 +62,23 @@ class Trained(NamedTuple):
     halved: jax.Array
 
 
-def train(loss_at: Loss, params, opt: optax.GradientTransformation, steps) -> Trained:
-    """`steps` (traced) updates of `params` by `opt`, each on the gradient of `loss_at`."""
+def train(loss_at: Loss, monitor: Callable, params, opt: optax.GradientTransformation,
+          steps) -> Trained:
+    """`steps` (traced) updates of `params` by `opt`, each on the gradient of `loss_at`;
+    `monitor(params)` (the loss on the step-0 batch) is watched for halving."""
     def update(t, carry):
         params, state, loss0, halved = carry
-        loss, grads = jax.value_and_grad(loss_at)(params, t)
-        loss0 = jnp.where(t == 0, loss.astype(loss0.dtype), loss0)
-        halved = first_halved(halved, t, loss, loss0)
+        grads = jax.grad(loss_at)(params, t)
+        watched = monitor(params).astype(loss0.dtype)
+        loss0 = jnp.where(t == 0, watched, loss0)
+        halved = first_halved(halved, t, watched, loss0)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss0, halved
 
     nan = jnp.asarray(jnp.nan, jnp.float32)
     carry = (params, opt.init(params), nan, nan)
     params, _, loss0, halved = jax.lax.fori_loop(0, steps, update, carry)
+    halved = first_halved(halved, steps, monitor(params), loss0)  # the parameters reached
     return Trained(params, loss0, halved)
 
 
@@ -91,17 +96,17 @@ def to_step(spec, params, point, loss_on: Callable, batch_at: Callable
     train_point = point["train"]
     opt = optimizer(spec.optimizer, train_point["learning_rate"],
                     train_point["weight_decay"], train_point["momentum"])
-    trained = train(lambda p, t: loss_on(p, *batch_at(t)), params, opt, train_point["step"])
+    first = batch_at(0)
+    trained = train(lambda p, t: loss_on(p, *batch_at(t)), lambda p: loss_on(p, *first),
+                    params, opt, train_point["step"])
     return trained.params, batch_at(train_point["step"]), trained
 
 
-def halved_step(spec, trained: Trained | None, point, loss: jax.Array) -> jax.Array:
-    """`loss_halved_step` of an init at its point, given the loss it reports there (NaN
-    without training)."""
+def halved_step(spec, trained: Trained | None) -> jax.Array:
+    """`loss_halved_step` of an init at its point (NaN without training)."""
     if trained is None:
         return jnp.asarray(jnp.nan, jnp.dtype(spec.stat_dtype))
-    step = point["train"]["step"]
-    return first_halved(trained.halved, step, loss, trained.loss0).astype(spec.stat_dtype)
+    return trained.halved.astype(spec.stat_dtype)
 
 
 def example_noise(per_example: jax.Array, stat_dtype) -> dict[str, jax.Array]:

@@ -199,7 +199,7 @@ def trained_stats(spec: ProbeSpec, apply, params, point, key, drawn, teacher):
     else:
         x, y = data.point_batch(spec, key, point, 0, teacher, drawn)
     grads, stats = init_stats(spec, apply, params, x, y)
-    stats["loss_halved_step"] = training.halved_step(spec, trained, point, stats["loss_value"])
+    stats["loss_halved_step"] = training.halved_step(spec, trained)
     rows = stats["grad_var"].shape[0]
     f = jnp.dtype(spec.stat_dtype)
     for name in EXAMPLE_STATS:

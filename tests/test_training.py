@@ -200,6 +200,7 @@ def test_step_zero_is_the_init_only_probe_and_later_steps_draw_fresh_batches(tmp
     np.testing.assert_array_equal(still["param_sq_norm"].to_numpy(),
                                   start["param_sq_norm"].to_numpy())
     assert (still["loss_value"].to_numpy() != start["loss_value"].to_numpy()).all()
+    assert still["loss_halved_step"].isna().all()  # watched on the step-0 batch: no luck
     x5, _ = data.draw_batch(parse_sweep(tiny_sweep_text(**base), "t").cells[0].spec,
                             keys.init_key(ROOT, 0), 5)
     x0, _ = data.draw_batch(parse_sweep(tiny_sweep_text(**base), "t").cells[0].spec,
@@ -282,6 +283,10 @@ def test_the_optimizer_factory_refuses_an_unknown_name():
 
     with pytest.raises(ValueError, match="sgd, momentum, adam"):
         training.optimizer("rmsprop", 0.1, 0.0, 0.9)
-    loss = training.train(lambda p, t: jnp.sum(p**2), jnp.ones(3), training.optimizer(
-        "sgd", 0.25, 0.0, 0.0), 2)
-    np.testing.assert_allclose(np.asarray(loss.params), 0.25)  # p <- p - 0.25 * 2p, twice
+    def square(p, t=0):
+        return jnp.sum(p**2)
+
+    run = training.train(square, square, jnp.ones(3), training.optimizer("sgd", 0.25, 0.0, 0.0),
+                         2)
+    np.testing.assert_allclose(np.asarray(run.params), 0.25)  # p <- p - 0.25 * 2p, twice
+    assert float(run.loss0) == 3.0 and float(run.halved) == 1.0  # 3 -> 0.75 after one
