@@ -139,6 +139,7 @@ def describe_spec(spec: ProbeSpec) -> str:
     skip = ("sizes", "model_options", "model_folder")
     options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
                if f.name not in skip and f.name not in shape}
+    options["optimizer"] = spec.optimizer or "none (step 0)"
     return ", ".join(f"{k} {v}" for k, v in {**shape, **options}.items())
 
 

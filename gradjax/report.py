@@ -413,14 +413,17 @@ def _figure(name: str, heading: str, text: str, fig) -> Figure:
 
 # --------------------------------------------------------------------------- training
 
-TRAINING_PANELS = 12  # at most this many configurations (panels) per training figure
+TRAINING_PANELS = 18  # at most this many configurations (panels) per training figure
 
 
 def _training_configs(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(the options that tell configurations apart: panels, the scale-like line option)."""
     varying = [c for c in _varying(rows, _option_columns(rows)) if c != "step"]
     line = "scale" if "scale" in varying else None
-    return [c for c in varying if c != line and c != "cell"], [line] if line else []
+    panels = [c for c in varying if c != line and c != "cell"]
+    if "label" in rows and rows["label"].nunique() > 1:
+        panels = ["label", *panels]
+    return panels, [line] if line else []
 
 
 def training_figures(summary: pd.DataFrame) -> list[Figure | str]:
@@ -439,41 +442,59 @@ def training_figures(summary: pd.DataFrame) -> list[Figure | str]:
         _training_figure("training_grad_norm", "|dL/dW| of the first and last layer against "
                          "step", shown, panels, line, note, _grad_norm_lines),
     ]
-    if w["gsnr_p50"].notna().any():
+    with_gsnr = [(k, r) for k, r in shown if r["gsnr_p50"].notna().any()]
+    if with_gsnr:
         out.append(_training_figure("training_gsnr", "Gradient signal-to-noise ratio against "
-                                    "step", shown, panels, line, note, _gsnr_lines))
+                                    "step (configurations with per_example = true)", with_gsnr,
+                                    panels, line, note, _gsnr_lines))
     else:
         out.append("No gsnr figure: the sweep did not ask for per_example = true.")
     return out
 
 
+def _panel_titles(groups, panels: list[str]) -> list[str]:
+    """A title per configuration: its label (or "grid"), then only the options that tell it
+    apart from the other configurations of the same label."""
+    keys = [dict(zip(panels, k if isinstance(k, tuple) else (k,), strict=True))
+            for k, _ in groups]
+    label_of = [str(k.get("label") or "grid") for k in keys]
+    titles = []
+    for key, label in zip(keys, label_of, strict=True):
+        same = [k for k, lab in zip(keys, label_of, strict=True) if lab == label]
+        differ = [p for p in panels if p != "label" and len({str(k[p]) for k in same}) > 1]
+        parts = [f"{p} {_fmt(key[p]) if isinstance(key[p], float) else key[p]}" for p in differ]
+        titles.append(", ".join([label, *parts]))
+    return titles
+
+
 def _training_figure(name, heading, groups, panels, line, notes, draw) -> Figure:
     cols = min(3, len(groups))
     rows_n = math.ceil(len(groups) / cols)
-    fig = _new_figure(4.2 * cols, 3.2 * rows_n + 0.6)
+    fig = _new_figure(4.2 * cols, 2.9 * rows_n + 0.6)
     axes = np.atleast_1d(fig.subplots(rows_n, cols, squeeze=False)).ravel()
     colours = {}
-    for ax, (key, rows) in zip(axes, groups, strict=False):
-        values = key if isinstance(key, tuple) else (key,)
-        title = ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}"
-                          for k, v in zip(panels, values, strict=True))
-        ax.set_title(textwrap.fill(title or "all cells", 45), fontsize=9)
-        for level, part in (rows.groupby(line, sort=True) if line else [(None, rows)]):
+    for ax, (_, rows), title in zip(axes, groups, _panel_titles(groups, panels), strict=False):
+        ax.set_title(textwrap.fill(title, 45), fontsize=9)
+        for level, part in (rows.groupby(line[0], sort=True) if line else [(None, rows)]):
             colour = colours.setdefault(level, f"C{len(colours) % 10}")
             label = f"{line[0]} {_fmt(level)}" if line else None
             draw(ax, part.sort_values("step"), colour, label)
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(0, rows["step"].max())
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)
     for ax in axes[len(groups):]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    handles = {}
+    for ax in axes[: len(groups)]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
     if handles:
-        fig.legend(handles, labels, loc="outside upper right", fontsize=8)
+        fig.legend(list(handles.values()), list(handles), loc="outside upper right", fontsize=8)
     _footer(fig, notes)
-    text = (f"{heading}. One panel per configuration ({', '.join(panels) or 'one'}), one colour "
-            f"per {line[0] if line else 'cell'}; step 0 is the init. "
-            + _notes_sentence(notes))
+    text = (f"{heading}. One panel per configuration (its label, then what tells it apart "
+            f"from the others of that label), one colour per "
+            f"{line[0] if line else 'cell'}; step 0 is the init. " + _notes_sentence(notes))
     return _figure(name, heading, text, fig)
 
 
@@ -494,7 +515,7 @@ def _grad_norm_lines(ax, rows, colour, label) -> None:
         ax.plot(part["step"], np.sqrt(part["grad_sq_norm_p50"].to_numpy(np.float64)),
                 style, color=colour, label=f"{label}, {suffix}" if label else suffix)
     ax.set_yscale("log")
-    ax.set_ylabel("median |dL/dW| (solid first, dashed last)")
+    ax.set_ylabel("median |dL/dW|")
 
 
 def _gsnr_lines(ax, rows, colour, label) -> None:

@@ -290,3 +290,23 @@ def test_the_optimizer_factory_refuses_an_unknown_name():
                          2)
     np.testing.assert_allclose(np.asarray(run.params), 0.25)  # p <- p - 0.25 * 2p, twice
     assert float(run.loss0) == 3.0 and float(run.halved) == 1.0  # 3 -> 0.75 after one
+
+
+def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
+    pytest.importorskip("matplotlib")
+    from gradjax import report
+
+    text = tiny_sweep_text(seeds=4, root_seed=ROOT, steps=[0, 2, 6], defaults={
+        "activation": "tanh", "learning_rate": 0.3, "per_example": True, "inputs": "gaussian",
+        "targets": "gaussian", "batch": 3},
+        grid={"scale": [0.5, 1.0], "optimizer": ["sgd", "adam"]})
+    out, _ = run(tmp_path, "figures", text)
+    figures = report.training_figures(storage.load(out))
+    assert [f.name for f in figures] == ["training_loss", "training_grad_norm", "training_gsnr"]
+    for figure in figures:
+        assert figure.png.startswith(b"\x89PNG")
+        assert "optimizer step" in figure.image_text
+        assert "optimizer sgd" in figure.image_text and "optimizer adam" in figure.image_text
+        assert "scale 0.5" in figure.image_text and "scale 1" in figure.image_text
+    init_only = storage.load(run(tmp_path, "init", tiny_sweep_text(seeds=2))[0])
+    assert report.training_figures(init_only) == []
