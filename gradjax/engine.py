@@ -310,8 +310,15 @@ def plan_bucket(
     estimate was too cautious by GROW_IF or more; a given `chunk` is used as is.
     """
     n_dev = len(devices)
-    plan = initial_plan(bucket.spec, len(cells), seeds, budget, n_dev, params_of(bucket))
     smallest = MIN_AXIS * n_dev
+
+    def even(p: Plan) -> Plan:
+        """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would
+        pad the second chunk with 184 seeds computed for nothing; two of 128 do not."""
+        n_chunks = math.ceil(seeds / p.chunk)
+        return Plan(p.points, max(smallest, _round_up(math.ceil(seeds / n_chunks), n_dev)))
+
+    plan = even(initial_plan(bucket.spec, len(cells), seeds, budget, n_dev, params_of(bucket)))
     if chunk is not None:
         plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
     built = []
@@ -325,11 +332,11 @@ def plan_bucket(
         scale = budget / executable.peak_bytes
         grown = min(largest, int(plan.chunk * GROW_TO * scale) // n_dev * n_dev)
         if scale >= 1 and len(built) == 1 and grown >= GROW_IF * plan.chunk:
-            plan = Plan(plan.points, grown)  # the estimate was far too cautious: grow once
+            plan = even(Plan(plan.points, grown))  # the estimate was far too cautious: grow once
         elif scale >= 1:
             return units, built
         elif plan.chunk > smallest:
-            plan = Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev))
+            plan = even(Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev)))
         elif plan.points > 1:
             plan = Plan(max(1, int(plan.points * scale)), plan.chunk)
         else:

@@ -209,7 +209,7 @@ def trained_stats(spec: ProbeSpec, apply, params, point, key, drawn, teacher):
     if spec.per_example:
         per_example = jax.vmap(lambda xi, yi: jax.grad(loss_on)(floats, xi[None], yi[None]))(x, y)
         leaf_rows = by_shape(lambda g: training.example_noise(g, f), per_example)
-        for name in EXAMPLE_STATS:
+        for name in leaf_rows[0]:
             stats[name] = stats[name].at[: len(leaf_rows)].set(
                 jnp.stack([r[name] for r in leaf_rows]))
     return grads, stats

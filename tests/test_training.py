@@ -5,6 +5,7 @@ per-example gradients, teacher targets), plus the options' checks."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import tiny_sweep_text
 from reference import mlp_backprop
@@ -310,3 +311,53 @@ def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
         assert "scale 0.5" in figure.image_text and "scale 1" in figure.image_text
     init_only = storage.load(run(tmp_path, "init", tiny_sweep_text(seeds=2))[0])
     assert report.training_figures(init_only) == []
+
+
+RESMLP = """
+name = "res_train"
+seeds = 4
+root_seed = 5
+steps = [0, 3, 12]
+[defaults]
+model = "resmlp"
+in_dim = 2
+width = 3
+depth = 2
+out_dim = 1
+activation = "tanh"
+init = "glorot_normal"
+inputs = [[0.5, -1.5], [2.0, 0.25], [-0.3, 0.8]]
+targets = [[1.0], [-0.5], [0.3]]
+per_example = true
+learning_rate = 0.2
+[grid]
+optimizer = ["sgd", "adam"]
+"""
+
+
+def test_other_models_train_through_the_generic_probe(tmp_path):
+    out, _ = run(tmp_path, "res", RESMLP)
+    rows_ = storage.load(out, "per_seed")
+    leaves = rows_[~rows_["param"].str.startswith("taps[")]
+    taps = rows_[rows_["param"].str.startswith("taps[")]
+    assert leaves["gsnr"].notna().mean() > 0.5 and taps["gsnr"].isna().all()
+    assert taps["param_sq_norm"].isna().all()
+    # the zero-initialized biases have norm 0 at the init, and have moved by step 12
+    assert leaves[leaves["step"] == 12]["param_sq_norm"].gt(0).all()
+    for optimizer in ("sgd", "adam"):
+        loss = {k: rows(out, step=k, optimizer=optimizer).drop_duplicates("seed")["loss_value"]
+                .to_numpy() for k in (0, 12)}
+        assert (loss[12] < loss[0]).all()  # every init improves on its fixed batch
+
+
+def test_training_numbers_do_not_depend_on_the_chunk(tmp_path):
+    text = tiny_sweep_text(seeds=5, root_seed=ROOT, steps=[0, 4], defaults={
+        "activation": "tanh", "inputs": "gaussian", "targets": "teacher", "batch": 3,
+        "per_example": True, "optimizer": "adam"})
+    a, _ = run(tmp_path, "c2", text, chunk=2)
+    b, _ = run(tmp_path, "c6", text, chunk=6)
+    key = ["cell", "seed", "layer", "param"]
+    left = storage.load(a, "per_seed").sort_values(key).drop(columns="sweep")
+    right = storage.load(b, "per_seed").sort_values(key).drop(columns="sweep")
+    pd.testing.assert_frame_equal(left.reset_index(drop=True), right.reset_index(drop=True),
+                                  check_exact=True)
