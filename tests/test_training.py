@@ -329,7 +329,7 @@ init = "glorot_normal"
 inputs = [[0.5, -1.5], [2.0, 0.25], [-0.3, 0.8]]
 targets = [[1.0], [-0.5], [0.3]]
 per_example = true
-learning_rate = 0.2
+learning_rate = 0.05
 [grid]
 optimizer = ["sgd", "adam"]
 """
