@@ -258,13 +258,18 @@ def test_a_float64_sweep_computes_in_float64_and_leaves_x64_off(tmp_path):
     assert not jax.config.jax_enable_x64
     row = storage.load(out, "per_seed", seed=0, scale=0.5, layer=1, param="W").iloc[0]
     assert isinstance(row["grad_cv"], np.float64)
+    want = float64_seed0_stats()
+    assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
+    assert row["loss_value"] == pytest.approx(float(want["loss_value"]), rel=1e-12)
+
+
+def float64_seed0_stats() -> dict:
+    """`grad_stats` of seed 0 of the tiny sweep (root_seed 7, scale 0.5), in float64."""
     with jax.enable_x64(True):
         params = gradjax.init_mlp(keys.init_key(7, 0), (2, 3, 1), scale=0.5,
                                   dtype=jnp.float64)
-        want = gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
+        return gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
                                   activation="relu")
-    assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
-    assert row["loss_value"] == pytest.approx(float(want["loss_value"]), rel=1e-12)
 
 
 def test_the_report_says_where_the_time_went(tmp_path):
@@ -314,12 +319,7 @@ def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_
                               log=logged.append)
     assert report.compiled == 2 and not jax.config.jax_enable_x64
     row = storage.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
-    with jax.enable_x64(True):
-        params = gradjax.init_mlp(keys.init_key(7, 0), (2, 3, 1), scale=0.5,
-                                  dtype=jnp.float64)
-        want = gradjax.grad_stats(params, jnp.array([[0.5, -0.7]]), jnp.array([[1.0]]),
-                                  activation="relu")
-    assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
+    assert row["grad_var"] == pytest.approx(float64_seed0_stats()["grad_var"][0, 0], rel=1e-12)
     assert 0 < report.peak_rss <= budget.peak_resident_bytes()
     assert "peak RSS" in logged[-1] and "of 2.00 GB" in logged[-1]
 
