@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradjax import keys
+from gradjax.activations import get_activation
 from gradjax.spec import DIGITS_SHAPE
 
 Teacher = Callable[[jax.Array], jax.Array]  # x -> the teacher's logits
@@ -55,8 +56,6 @@ def step_key(key: jax.Array, step) -> jax.Array:
 
 def teacher_targets(logits: jax.Array, spec) -> jax.Array:
     """Targets from a teacher's logits, in the form the spec's loss takes."""
-    from gradjax.activations import get_activation
-
     if spec.loss == "softmax_cross_entropy":
         return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
     if spec.loss == "bce":
