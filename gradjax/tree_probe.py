@@ -204,7 +204,7 @@ def trained_stats(spec: ProbeSpec, apply, params, point, key, drawn, teacher):
     f = jnp.dtype(spec.stat_dtype)
     for name in EXAMPLE_STATS:
         stats[name] = jnp.full(rows, jnp.nan, f)
-    norms = jnp.stack([training.param_sq_norm(p, f) for p in split_params(params)[0]])
+    norms = jnp.stack([training.param_sq_norm(p, f) for p in floats])  # the trained leaves
     stats["param_sq_norm"] = stats["param_sq_norm"].at[: len(norms)].set(norms)
     if spec.per_example:
         per_example = jax.vmap(lambda xi, yi: jax.grad(loss_on)(floats, xi[None], yi[None]))(x, y)
