@@ -32,7 +32,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -59,11 +58,12 @@ from gradjax.budget import (
     peak_resident_bytes,
     process_footprint,
 )
+from gradjax.ledger import SEED_BLOCK, Ledger, cell_key, owned
 from gradjax.probe import make_points
 from gradjax.programs import MATMUL_PRECISION, compiled_chunk
-from gradjax.spec import MIN_AXIS, STATS, ProbeSpec
+from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.stats import to_host
-from gradjax.summary import Moments, cell_summary
+from gradjax.summary import Moments
 from gradjax.sweep import Bucket, Cell, Sweep, SweepError
 
 CHECKPOINT_RATIO = 10.0
@@ -104,11 +104,13 @@ class Unit:
     bucket: Bucket
     cells: tuple[Cell, ...]
     size: int
+    span: tuple[int, int] = (0, 0)  # the seeds [a, b) it computes for each of its cells
 
-    @property
-    def name(self) -> str:
-        indices = ",".join(str(c.index) for c in self.cells)
-        digest = hashlib.sha1(indices.encode()).hexdigest()[:8]
+    def name(self, keys: dict[int, str]) -> str:
+        """Its work folder's name: what it computes (cell keys and seeds), not the cells'
+        indices, which change when an axis grows."""
+        what = ",".join(keys[c.index] for c in self.cells) + f":{self.span}"
+        digest = hashlib.sha1(what.encode()).hexdigest()[:12]
         return f"unit-{self.cells[0].index:05d}-{len(self.cells)}-{digest}"
 
     def points(self) -> dict:
@@ -116,16 +118,14 @@ class Unit:
         return make_points(self.bucket.spec, **self.bucket.points(padded))
 
 
-def units_of(bucket: Bucket, cells: Sequence[Cell], points: int) -> list[Unit]:
+def units_of(bucket: Bucket, cells: Sequence[Cell], points: int,
+             span: tuple[int, int] = (0, 0)) -> list[Unit]:
     """Consecutive groups of `points` cells, each padded to at least MIN_AXIS points (and the
     last one to the size of the others): an axis of size 1 would change XLA's reductions."""
     step = min(points, len(cells))
     size = max(step, MIN_AXIS)
-    return [Unit(bucket, tuple(cells[i : i + step]), size) for i in range(0, len(cells), step)]
-
-
-def bucket_dir_name(bucket: Bucket) -> str:
-    return f"bucket-{bucket.cells[0].index:05d}"
+    return [Unit(bucket, tuple(cells[i : i + step]), size, span)
+            for i in range(0, len(cells), step)]
 
 
 def describe_spec(spec: ProbeSpec) -> str:
@@ -300,10 +300,11 @@ def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) 
 
 def plan_bucket(
     bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
-    chunk: int | None = None,
+    chunk: int | None = None, span: tuple[int, int] | None = None,
 ) -> tuple[list[Unit], list[Executable]]:
-    """Units for a bucket's unfinished `cells` within `budget` bytes, and the executables
-    built on the way (the last one is used).
+    """Units for a bucket's unfinished `cells` within `budget` bytes, computing `seeds` seeds
+    each (the seeds `span`, default [0, seeds)), and the executables built on the way (the
+    last one is used).
 
     Starts from the estimate, then shrinks the chunk (then the points per unit) while XLA's
     memory analysis says the budget is exceeded, or grows the chunk once if it says the
@@ -323,8 +324,9 @@ def plan_bucket(
         plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
     built = []
     largest = max(smallest, _round_up(seeds, n_dev))
+    span = (0, seeds) if span is None else span
     while True:
-        units = units_of(bucket, cells, plan.points)
+        units = units_of(bucket, cells, plan.points, span)
         executable = compile_chunk(bucket.spec, units[0].points(), plan.chunk, devices)
         built.append(executable)
         if chunk is not None:
@@ -397,12 +399,13 @@ class _Progress:
     """A tqdm bar on a terminal; elsewhere (a log file, a pipe) a line at most every
     PROGRESS_EVERY_S seconds: cells done, inits done, the rate and the time left."""
 
-    def __init__(self, sweep: Sweep, cells_done: int, quiet: bool, say: Callable[[str], None]):
-        self.name, self.cells_total, self.cells_done = sweep.name, len(sweep.cells), cells_done
-        self.total, self.done = len(sweep.cells) * sweep.seeds, cells_done * sweep.seeds
+    def __init__(self, name: str, cells_total: int, cells_done: int, todo: int, quiet: bool,
+                 say: Callable[[str], None]):
+        self.name, self.cells_total, self.cells_done = name, cells_total, cells_done
+        self.total, self.done = todo, 0  # the inits of this run's share
         terminal = sys.stderr.isatty()
         self.bar = tqdm(total=self.total, initial=self.done, unit="init", unit_scale=True,
-                        desc=sweep.name, dynamic_ncols=True, disable=quiet or not terminal,
+                        desc=name, dynamic_ncols=True, disable=quiet or not terminal,
                         file=sys.stderr)
         self.say = None if quiet or terminal else say
         self.computed, self.started = 0, time.perf_counter()
@@ -410,7 +413,8 @@ class _Progress:
         self.finish_cells(0)
 
     def resumed(self, inits: int) -> None:
-        """Inits found done in a unit's checkpoint (not computed by this process)."""
+        """Inits found done in a unit's checkpoint or by another process (not computed by
+        this one)."""
         self.done += inits
         self.bar.update(inits)
 
@@ -495,14 +499,13 @@ def run_chunks(
 
 
 class _UnitRun:
-    """One unit's chunks, parts, checkpoints and final files."""
+    """One unit's chunks, parts and checkpoints, and the pieces it leaves (`gradjax.ledger`)."""
 
-    def __init__(self, sweep: Sweep, folder: storage.ResultsFolder, unit: Unit, meta: dict,
-                 schema: pa.Schema, phases: Phases):
-        self.sweep, self.folder, self.unit, self.meta, self.schema = (
-            sweep, folder, unit, meta, schema)
+    def __init__(self, sweep: Sweep, ledger: Ledger, unit: Unit, schema: pa.Schema,
+                 phases: Phases):
+        self.sweep, self.ledger, self.unit, self.schema = sweep, ledger, unit, schema
         self.phases = phases
-        self.dir = folder.work_dir(bucket_dir_name(unit.bucket)) / unit.name
+        self.dir = ledger.folder.work_dir(unit.name(ledger.keys))
         self.state_path = self.dir / "state.npz"
         self.points = unit.points()
         self.positions = row_positions(unit, self.points)
@@ -511,10 +514,15 @@ class _UnitRun:
         self.pending: list[concurrent.futures.Future] = []
 
     def resume(self, like: Any) -> tuple[int, Moments]:
-        """Seeds done and moments from the checkpoint; parts past it are removed."""
+        """The next seed and the moments so far, from the checkpoint; parts past it are
+        removed."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        block = self.unit.span[0] // self.ledger.seed_block
+        storage.write_text(json.dumps({"pieces": [[self.ledger.keys[c.index], block]
+                                                  for c in self.unit.cells]}),
+                           self.dir / "unit.json")
         state = storage.read_checkpoint(self.state_path)
-        done, moments = 0, Moments(0, None)
+        done, moments = self.unit.span[0], Moments(0, None)
         if state is not None:
             done, n, leaves = state
             moments = Moments.from_leaves(n, leaves, like)
@@ -523,18 +531,14 @@ class _UnitRun:
                 part.unlink()
         return done, moments
 
-    def cell_meta(self, cell: Cell, table: str) -> dict[str, str]:
-        return {**self.meta, "cell": str(cell.index), "table": table,
-                "written_utc": storage.utc_now()}
-
     def write_parts(self, start: int, stats: dict) -> None:
-        """One part per cell, with the per-seed table's metadata (a cell whose seeds fit one
-        chunk has a single part, which becomes its per-seed file as it is), written by a
-        background thread while the next chunk computes; the previous chunk's parts are
-        waited for first, so at most one chunk's tables are held."""
+        """One part per cell, with the per-seed table's metadata (a piece whose seeds fit one
+        chunk has a single part, which becomes the piece as it is), written by a background
+        thread while the next chunk computes; the previous chunk's parts are waited for
+        first, so at most one chunk's tables are held."""
         self.drain()
         seeds = np.arange(start, start + len(stats["loss_value"]))
-        whole = len(seeds) == self.sweep.seeds
+        whole = len(seeds) == self.unit.span[1] - self.unit.span[0]
         for p, cell in enumerate(self.unit.cells):
             table = storage.per_seed_table(
                 self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
@@ -544,7 +548,7 @@ class _UnitRun:
                 self.whole[cell.index] = table
             self.pending.append(self.writer.submit(
                 storage.write_parquet, table, self.dir / _part_name(cell, start),
-                self.cell_meta(cell, "per_seed")))
+                self.ledger.cell_meta(cell, "per_seed")))
 
     def drain(self) -> None:
         """Wait for the parts being written (their errors are raised here); the wait counts
@@ -565,46 +569,26 @@ class _UnitRun:
             storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
 
-    def write_per_seed(self, cell: Cell, table: pa.Table, parts: list[Path]) -> None:
-        """The cell's per-seed file: its one part renamed into place, or the parts joined;
-        only the statistics the sweep keeps (`per_seed`), or none."""
-        keep = self.sweep.per_seed
-        path = self.folder.per_seed_path(cell.index)
-        if keep == STATS and len(parts) == 1:
-            os.replace(parts[0], path)
-        elif keep:
-            dropped = set(STATS) - set(keep)
-            table = table.select([n for n in table.schema.names if n not in dropped])
-            storage.write_parquet(table, path, self.cell_meta(cell, "per_seed"))
-
-    def var_across_seeds(self, moments: Moments) -> np.ndarray:
-        """[P, rows] per-entry variance across seeds, averaged over each tensor's entries."""
-        if self.unit.bucket.spec.model == "mlp":
-            var = moments.var_across_seeds()
-            return var.reshape(var.shape[0], -1)
-        return moments.var_per_leaf(len(self.positions["layer"]))
-
     def finish(self, moments: Moments) -> None:
+        """Each cell's piece (its parts joined, or its one part renamed) and its row moments;
+        then each cell is finished if its pieces now cover every seed."""
         self.drain()
-        var = self.var_across_seeds(moments)
+        a, b = self.unit.span
+        rows = len(self.positions["layer"])
+        mlp = self.unit.bucket.spec.model == "mlp"
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
                            key=_part_start)
             table = self.whole.get(cell.index) if len(parts) == 1 else None
-            if table is None:
-                with self.phases.timing("write"):
+            with self.phases.timing("write"):
+                if table is None:
                     table = pa.concat_tables([pq.read_table(part) for part in parts])
-            expected = self.sweep.seeds * len(self.positions["layer"])
-            if table.num_rows != expected:
-                raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} per-seed "
-                                   f"rows, expected {expected}")
-            with self.phases.timing("write"):
-                self.write_per_seed(cell, table, parts)
-            frame = cell_summary(self.sweep.name, cell, table, var[p], self.positions)
-            with self.phases.timing("write"):
-                storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
-                                      self.folder.summary_path(cell.index),
-                                      self.cell_meta(cell, "summary"))
+                if table.num_rows != (b - a) * rows:
+                    raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} "
+                                       f"per-seed rows, expected {(b - a) * rows}")
+                self.ledger.write_piece(cell, a, b, parts[0] if len(parts) == 1 else table,
+                                        moments.rows(p, rows, mlp))
+                self.ledger.finish(cell, {(a, b): table})
         shutil.rmtree(self.dir)
 
 
@@ -613,10 +597,10 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     like = executable.fns[0].out_info[1]["moments"]
     done, moments = run.resume(like)
     n_cells = len(run.unit.cells)
-    progress.resumed(done * n_cells)
+    first, last = run.unit.span
+    progress.resumed((done - first) * n_cells)
     computed, since, write_s = 0, time.perf_counter(), 0.0
-    chunks = run_chunks(executable, run.sweep.root_seed, run.points, n_cells, done,
-                        run.sweep.seeds)
+    chunks = run_chunks(executable, run.sweep.root_seed, run.points, n_cells, done, last)
     while True:
         with run.phases.timing("compute"):
             item = next(chunks, None)
@@ -629,7 +613,7 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
         done = start + count
         computed += count * n_cells
         progress.advance(count * n_cells)
-        if time.perf_counter() - since >= CHECKPOINT_RATIO * write_s and done < run.sweep.seeds:
+        if time.perf_counter() - since >= CHECKPOINT_RATIO * write_s and done < last:
             write_s = run.checkpoint(done, moments)
             since = time.perf_counter()
     run.finish(moments)
@@ -642,14 +626,18 @@ def _first_points(moments: Moments, n: int) -> Moments:
     return Moments(moments.n, jax.tree.map(lambda a: a[:n], moments.tree))
 
 
-def _stale_units(folder: storage.ResultsFolder, bucket: Bucket, units: list[Unit]) -> None:
-    """Remove work folders of this bucket left by a run with another unit plan."""
-    bucket_dir = folder.work_dir(bucket_dir_name(bucket))
-    if bucket_dir.exists():
-        keep = {u.name for u in units}
-        for sub in bucket_dir.iterdir():
-            if sub.name not in keep:
-                shutil.rmtree(sub)
+def _stale_units(folder: storage.ResultsFolder, claimed: set[tuple[str, int]],
+                 keep: str) -> None:
+    """Remove work folders holding pieces this process now holds the locks of (so no other
+    process runs them): left by a killed run that planned its units otherwise."""
+    units = folder.root / storage.WORK_DIR / "units"
+    for record in units.glob("*/unit.json"):
+        if record.parent.name == keep:
+            continue
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pieces = {tuple(p) for p in json.loads(record.read_text())["pieces"]}
+            if pieces & claimed:
+                shutil.rmtree(record.parent, ignore_errors=True)
 
 
 def run_sweep(
@@ -660,30 +648,70 @@ def run_sweep(
     overwrite: bool = False,
     quiet: bool = False,
     chunk: int | None = None,
-    devices: int | None = None,
+    devices: int | Sequence | None = None,
     log: Callable[[str], None] | None = None,
     refuse_over: bool = True,
+    shard: tuple[int, int] = (1, 1),
+    seed_block: int | None = None,
+    only: Sequence[tuple[Sequence[int], tuple[int, int]]] | None = None,
 ) -> Report:
-    """Run (or resume) `sweep` into the folder `out`; see the module docstring.
+    """Run (or resume, or grow) `sweep` into the folder `out`; see the module docstring.
 
     `chunk` fixes the chunk size (otherwise it comes from `max_memory`); `devices` limits the
-    devices the seeds are sharded over (default: all of `jax.devices()`). An MLP cell whose
-    smallest chunk is estimated over `max_memory` is refused before anything is written,
-    unless `refuse_over` is False (the bench): then it runs its smallest chunk, as other
-    models do (their size is known only to XLA's analysis of the compiled program).
+    devices the seeds are sharded over (a count of `jax.devices()`, or the devices
+    themselves). An MLP cell whose smallest chunk is estimated over `max_memory` is refused
+    before anything is written, unless `refuse_over` is False (the bench): then it runs its
+    smallest chunk, as other models do (their size is known only to XLA's analysis of the
+    compiled program). `shard` (i, n) computes only the i-th of n fixed shares of the work
+    (`gradjax.ledger`); `seed_block` sets a new folder's seeds per block (default
+    `ledger.SEED_BLOCK`). `only` restricts the run to the given (cell indices of one bucket,
+    seeds [a, b)) groups and leaves the folder's completion to its caller (a Ray task).
     """
     started = time.perf_counter()
+    check_shard(shard, overwrite)
     if refuse_over:
         check_budget(sweep, max_memory)
     folder = storage.ResultsFolder(Path(out))
-    use = jax.devices()[: devices or jax.device_count()]
+    use = _devices(devices)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = cache_events().misses
     with _x64_if_needed(sweep):
         check_models(sweep)
-    with _x64_if_needed(sweep), folder.open(sweep, overwrite):
-        _run_buckets(sweep, folder, use, max_memory, chunk, quiet, say, report)
+    meta = run_metadata(sweep)
+    ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
+                         check=only is None)
+    report.cells_skipped = sum(ledger.finished(c) for c in sweep.cells)
+    for _ in range(PASSES):
+        work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
+        if not work:
+            break
+        with _x64_if_needed(sweep):
+            _run_share(sweep, ledger, work, use, max_memory, chunk, quiet, say, report)
+        if only is not None:
+            return _finish_report(report, started, sweep, shard, folder, max_memory, say,
+                                  misses)
+    complete_folder(ledger, say)
+    return _finish_report(report, started, sweep, shard, folder, max_memory, say, misses)
+
+
+PASSES = 3  # a piece found unreadable when its cell is finished is dropped and run again
+
+
+def _groups(sweep: Sweep, only: Sequence[tuple[Sequence[int], tuple[int, int]]]) -> list:
+    """`only`'s (cell indices, seeds span) groups as `share_of` gives them."""
+    buckets = sweep.buckets()
+    bucket_of = {c.index: b for b, bucket in enumerate(buckets, 1) for c in bucket.cells}
+    out = []
+    for cells, span in only:
+        b = bucket_of[cells[0]]
+        if any(bucket_of[c] != b for c in cells):
+            raise ValueError(f"cells {list(cells)} are not all of one bucket")
+        out.append((b, buckets[b - 1], [sweep.cells[c] for c in cells], tuple(span)))
+    return out
+
+
+def _finish_report(report, started, sweep, shard, folder, max_memory, say, misses) -> Report:
     report.wall_s = time.perf_counter() - started
     report.peak_rss = peak_resident_bytes()
     cache = "persistent compile cache off"
@@ -692,11 +720,63 @@ def run_sweep(
         cache = (f"loaded {report.from_cache} from the persistent compile cache, "
                  f"{report.cache_misses} cache misses in all")
     spent = ", ".join(f"{phase} {s:.1f} s" for phase, s in report.time_spent().items())
-    say(f"{sweep.name}: {report.cells} cells run, {report.cells_skipped} already done; "
+    which = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
+    say(f"{sweep.name}{which}: {report.cells} cells run, {report.cells_skipped} already done; "
         f"{report.inits:,} inits in {report.wall_s:.1f} s ({_rate(report.inits_per_s)} inits/s; "
         f"{spent}); compiled {report.compiled} chunk programs, {cache}; "
         f"{_peak_memory(report.peak_rss, max_memory)}; results in {folder.root}")
     return report
+
+
+def check_shard(shard: tuple[int, int], overwrite: bool) -> None:
+    """Refuse a shard outside 1..n, and --overwrite with shards (each would clear the
+    others' work)."""
+    i, n = shard
+    if not 1 <= i <= n:
+        raise ValueError(f"shard {i}/{n}: i must be in 1..n")
+    if overwrite and n > 1:
+        raise ValueError("--overwrite with --shard: each shard would discard the others' "
+                         "work; clear the folder once, then start the shards")
+
+
+def _devices(devices: int | Sequence | None) -> list:
+    """The local devices to use: all (default), the first `devices`, or those given."""
+    if devices is None or isinstance(devices, int):
+        local = jax.local_devices()
+        return local[: devices or len(local)]
+    return list(devices)
+
+
+def open_ledger(sweep: Sweep, folder: storage.ResultsFolder, meta: dict[str, str],
+                overwrite: bool, seed_block: int, say: Callable[[str], None],
+                check: bool = True) -> Ledger:
+    """Check and open the folder for `sweep` (moving finished cells an added axis value
+    renumbered) and, with `check`, drop finished cells whose files are unreadable, to
+    compute them again."""
+    keys = [cell_key(sweep, cell) for cell in sweep.cells]
+    record = storage.run_record(sweep, keys, seed_block)
+    probe = Ledger(folder, sweep, seed_block, meta)
+    record = folder.open(sweep, record, overwrite, renumber=probe.renumber)
+    ledger = Ledger(folder, sweep, record["seed_block"], meta)
+    for cell in sweep.cells if check else ():
+        problem = ledger.forget_if_damaged(cell)
+        if problem:
+            say(f"cell {cell.index}: {problem}; computing it again")
+    return ledger
+
+
+def complete_folder(ledger: Ledger, say: Callable[[str], None]) -> bool:
+    """Finish every cell whose pieces are all there (other shards' too) and, once every cell
+    is finished, write the folder's manifest and remove its work files: whichever run gets
+    here last completes the folder. Returns whether the folder is complete."""
+    finished = [ledger.finish(cell) for cell in ledger.sweep.cells]
+    if not all(finished):
+        left = len(finished) - sum(finished)
+        say(f"{ledger.sweep.name}: {left} of {len(finished)} cells wait for other shards")
+        return False
+    with ledger.folder.locked():
+        ledger.write_manifest()
+    return True
 
 
 @contextlib.contextmanager
@@ -760,15 +840,16 @@ def _rate(per_s: float) -> str:
 
 
 def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
-    """(b, bucket, todo, units, built) for each bucket of `work`, planning (and compiling)
-    the next bucket in a background thread while the caller runs the current one; only the
-    wait for a plan counts as compile time. XLA compiles a program on one thread, and a CPU
-    sweep's chunks leave part of the cores idle, so the next compile mostly fills idle time
-    (measured in docs/performance.md); on a GPU it runs beside the device's computation."""
-    def plan(bucket, todo):
+    """(b, bucket, todo, span, units, built) for each group of `work`, planning (and
+    compiling) the next group in a background thread while the caller runs the current one;
+    only the wait for a plan counts as compile time. XLA compiles a program on one thread,
+    and a CPU sweep's chunks leave part of the cores idle, so the next compile mostly fills
+    idle time (measured in docs/performance.md); on a GPU it runs beside the device's
+    computation."""
+    def plan(bucket, todo, span):
         with _x64_if_needed(sweep):  # JAX's x64 switch is per thread
-            return plan_bucket(bucket, todo, sweep.seeds, device_budget(bucket, todo), devices,
-                               chunk)
+            return plan_bucket(bucket, todo, span[1] - span[0], device_budget(bucket, todo),
+                               devices, chunk, span)
 
     def device_budget(bucket, todo) -> int:
         if devices[0].platform != "cpu":
@@ -779,52 +860,96 @@ def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gradjax-compile")
     try:
         future = pool.submit(plan, *work[0][1:]) if work else None
-        for i, (b, bucket, todo) in enumerate(work):
+        for i, (b, bucket, todo, span) in enumerate(work):
             with report.phases.timing("compile"):
                 units, built = future.result()
             if i + 1 < len(work):
                 future = pool.submit(plan, *work[i + 1][1:])
-            yield b, bucket, todo, units, built
+            yield b, bucket, todo, span, units, built
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_buckets(sweep, folder, devices, budget, chunk, quiet, say, report) -> None:
-    meta = run_metadata(sweep)
-    schema = storage.per_seed_schema(storage.stat_type(sweep), sweep.extra_options)
+def share_of(sweep: Sweep, ledger: Ledger, shard: tuple[int, int]) -> list[tuple]:
+    """The shard's unfinished work as (b, bucket, cells, seeds span) groups: cells of one
+    bucket that need the same seeds, in the order of `ledger.owned`."""
     buckets = sweep.buckets()
-    done = [c for c in sweep.cells if folder.done(c.index)]
-    report.cells_skipped = len(done)
-    progress = _Progress(sweep, len(done), quiet, say)
-    work = [(b, bucket, todo) for b, bucket in enumerate(buckets, 1)
-            if (todo := [c for c in bucket.cells if not folder.done(c.index)])]
+    bucket_of = {c.index: b for b, bucket in enumerate(buckets, 1) for c in bucket.cells}
+    groups: dict[tuple[int, int, int], list[Cell]] = {}
+    for cell, block in owned(sweep, ledger.seed_block, shard[0] - 1, shard[1]):
+        if ledger.finished(cell):
+            continue
+        for span in ledger.todo(cell, block):
+            groups.setdefault((bucket_of[cell.index], *span), []).append(cell)
+    return [(b, buckets[b - 1], cells, (lo, hi)) for (b, lo, hi), cells in groups.items()]
+
+
+def _claim(ledger: Ledger, unit: Unit) -> tuple[Unit | None, list]:
+    """The unit reduced to the cells whose piece this process could lock and that are still
+    to do (another process may hold or have done some); and the locks, to close after."""
+    block = unit.span[0] // ledger.seed_block
+    cells, locks = [], []
+    for cell in unit.cells:
+        lock = ledger.claim(cell, block)
+        if lock is None:
+            continue
+        if ledger.todo(cell, block) == [unit.span]:
+            cells.append(cell)
+            locks.append(lock)
+        else:
+            lock.close()
+    mine = dataclasses.replace(unit, cells=tuple(cells)) if cells else None
+    if mine is not None:
+        claimed = {(ledger.keys[c.index], block) for c in cells}
+        _stale_units(ledger.folder, claimed, mine.name(ledger.keys))
+    return mine, locks
+
+
+def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) -> None:
+    schema = storage.per_seed_schema(storage.stat_type(sweep), sweep.extra_options)
+    todo = sum(len(cells) * (hi - lo) for _, _, cells, (lo, hi) in work)
+    progress = _Progress(sweep.name, len(sweep.cells), report.cells_skipped, todo, quiet, say)
+    ran: set[int] = set()
     try:
-        for b, bucket, todo, units, built in _planned(sweep, work, budget, devices, chunk,
-                                                      report):
+        for b, bucket, todo, span, units, built in _planned(sweep, work, budget, devices,
+                                                            chunk, report):
             executable = built[-1]
-            _stale_units(folder, bucket, units)
             report.compiled += sum(e.source == "compiled" for e in built)
             report.from_cache += sum(e.source == "compile cache" for e in built)
-            how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
-                   "memory": "already compiled"}[executable.source]
-            over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
-            host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
-            say(f"bucket {b}/{len(buckets)} {describe_spec(bucket.spec)}: {len(todo)} cells in "
-                f"{len(units)} unit(s); chunk {executable.chunk} seeds x {executable.points} "
-                f"points on {len(devices)} device(s); device memory "
-                f"{format_bytes(executable.peak_bytes)} of {format_bytes(budget)}{over}, "
-                f"across-seed moments {format_bytes(host)} on the host; {how} in "
-                f"{sum(e.compile_s for e in built):.1f} s")
-            for unit in units:
-                run = _UnitRun(sweep, folder, unit, meta, schema, report.phases)
+            _say_bucket(say, b, len(sweep.buckets()), bucket, todo, span, units, built, budget,
+                        len(devices))
+            for planned in units:
+                unit, locks = _claim(ledger, planned)
+                if unit is None:
+                    progress.resumed(len(planned.cells) * (span[1] - span[0]))
+                    continue
+                run = _UnitRun(sweep, ledger, unit, schema, report.phases)
                 try:
                     report.inits += _run_unit(run, executable, progress)
                 finally:
                     run.close()
-                report.cells += len(unit.cells)
+                    for lock in locks:
+                        lock.close()
+                ran.update(c.index for c in unit.cells)
                 report.units.append({"cells": [c.index for c in unit.cells],
-                                     "chunk": executable.chunk, "points": executable.points,
+                                     "seeds": list(span), "chunk": executable.chunk,
+                                     "points": executable.points,
                                      "peak_bytes": executable.peak_bytes})
-            shutil.rmtree(folder.work_dir(bucket_dir_name(bucket)), ignore_errors=True)
     finally:
         progress.close()
+    report.cells += len(ran)
+
+
+def _say_bucket(say, b, n_buckets, bucket, todo, span, units, built, budget, n_devices) -> None:
+    executable = built[-1]
+    how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
+           "memory": "already compiled"}[executable.source]
+    over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
+    host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
+    seeds = "" if span[0] == 0 else f", seeds {span[0]}..{span[1] - 1}"
+    say(f"bucket {b}/{n_buckets} {describe_spec(bucket.spec)}: {len(todo)} cells in "
+        f"{len(units)} unit(s){seeds}; chunk {executable.chunk} seeds x {executable.points} "
+        f"points on {n_devices} device(s); device memory "
+        f"{format_bytes(executable.peak_bytes)} of {format_bytes(budget)}{over}, "
+        f"across-seed moments {format_bytes(host)} on the host; {how} in "
+        f"{sum(e.compile_s for e in built):.1f} s")

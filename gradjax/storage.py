@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,25 @@ from gradjax.sweep import Cell, Sweep
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
+MANIFEST_FILE = "manifest.json"  # written once every cell is finished
 COMPRESSION = "zstd"
-OWN_ENTRIES = frozenset({SWEEP_FILE, WORK_DIR, LOCK_FILE, "per_seed", "summary"})
+OWN_ENTRIES = frozenset({SWEEP_FILE, WORK_DIR, LOCK_FILE, MANIFEST_FILE, "per_seed", "summary"})
+
+
+LOCK_WAIT_S = 120.0  # opening or completing a folder takes well under a second per cell
+
+
+def wait_for_lock(file: Any, seconds: float) -> bool:
+    """flock `file` exclusively, waiting up to `seconds`; whether it was taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 class ResultsError(RuntimeError):
@@ -210,7 +228,7 @@ def utc_now() -> str:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a dot-prefixed temporary path beside `path`; on success fsync and rename it into
     place, on failure remove it. Readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -253,14 +271,35 @@ def read_checkpoint(path: Path) -> tuple[int, int, list[np.ndarray]] | None:
         return int(z["seeds_done"]), int(z["n"]), leaves
 
 
-def _fingerprint(sweep: Sweep) -> dict[str, Any]:
-    """What makes a folder's results: the sweep's text, seeds and name, and the source of
-    each plug-in model (an edited model is another sweep)."""
-    out = {"sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
-           "seeds": sweep.seeds, "name": sweep.name}
-    if sweep.model_sources:
-        out["model_sources"] = dict(sweep.model_sources)
-    return out
+FORMAT = 2  # of .run.json; 1 (text hash and seeds) was written before shards and growth
+
+
+def run_record(sweep: Sweep, keys: Sequence[str], seed_block: int) -> dict[str, Any]:
+    """What a folder's results are: per cell index the key of what fixes its numbers
+    (`gradjax.ledger.cell_key`), the seeds per cell, the statistics per_seed keeps and the seed
+    block its pieces use. Not the sweep file's text: a comment is not a change."""
+    return {"format": FORMAT, "name": sweep.name, "seeds": sweep.seeds,
+            "per_seed": list(sweep.per_seed), "seed_block": seed_block, "cells": list(keys)}
+
+
+def _difference(recorded: dict[str, Any], new: dict[str, Any], sweep: Sweep) -> str | None:
+    """Why `sweep` cannot continue the recorded results (None if it can: the same cells, or
+    more of them, or more seeds)."""
+    if recorded.get("format") != FORMAT:
+        return "written by an earlier gradjax"
+    if recorded["name"] != new["name"]:
+        return f"its name is {recorded['name']!r}"
+    if recorded["per_seed"] != new["per_seed"]:
+        return "it keeps other per-seed statistics"
+    if new["seeds"] < recorded["seeds"]:
+        return (f"it has {recorded['seeds']} seeds per cell and {sweep.source} asks for "
+                f"{new['seeds']}; seeds can be added, not removed")
+    present = set(new["cells"])
+    for index, key in enumerate(recorded["cells"]):
+        if key not in present:
+            return (f"its cell {index} is not a cell of {sweep.source}: options, labels, "
+                    "root_seed or a plug-in model's source changed")
+    return None
 
 
 class ResultsFolder:
@@ -276,64 +315,103 @@ class ResultsFolder:
         return self.root / "summary" / f"cell-{cell:05d}.parquet"
 
     def work_dir(self, unit: str) -> Path:
-        return self.root / WORK_DIR / unit
+        return self.root / WORK_DIR / "units" / unit
 
     def done(self, cell: int) -> bool:
-        """A cell is finished once its summary file exists (written after its per-seed file)."""
+        """A cell's summary file exists (written after its per-seed file)."""
         return self.summary_path(cell).exists()
 
-    def check(self, sweep: Sweep, overwrite: bool) -> None:
-        """Refuse a folder that holds another sweep's results (unless `overwrite`) or that is
-        not a results folder at all. Writes nothing."""
+    def recorded(self) -> dict[str, Any] | None:
+        run_file = self.root / RUN_FILE
+        return json.loads(run_file.read_text()) if run_file.exists() else None
+
+    def check(self, sweep: Sweep, record: dict[str, Any], overwrite: bool) -> None:
+        """Refuse a folder that holds results another sweep made (unless `overwrite`) or that
+        is not a results folder at all. A sweep with more seeds or more cells continues the
+        folder. Writes nothing."""
         root = self.root
         if root.exists() and not root.is_dir():
             raise ResultsError(f"{root}: exists and is not a folder")
-        run_file = root / RUN_FILE
-        if run_file.exists():
-            if overwrite:
-                return
-            recorded = json.loads(run_file.read_text())
-            if recorded != _fingerprint(sweep):
+        recorded = self.recorded()
+        if recorded is not None:
+            why = None if overwrite else _difference(recorded, record, sweep)
+            if why is not None:
                 raise ResultsError(
-                    f"{root}: holds results of a different sweep (its {SWEEP_FILE}, seed count "
-                    f"or plug-in model source differs from {sweep.source}); use --overwrite to "
-                    "replace them or --out to write elsewhere"
-                )
+                    f"{root}: holds results of a different sweep ({why}); use --overwrite to "
+                    "replace them or --out to write elsewhere")
         elif root.exists() and any(p.name not in OWN_ENTRIES for p in root.iterdir()):
             raise ResultsError(f"{root}: exists, is not empty and is not a gradjax results "
                                "folder; choose another --out")
 
     @contextlib.contextmanager
-    def open(self, sweep: Sweep, overwrite: bool) -> Iterator[ResultsFolder]:
-        """Check, lock and prepare the folder (clearing it with `overwrite`) for a run."""
-        self.check(sweep, overwrite)
+    def locked(self) -> Iterator[None]:
+        """The folder's own lock, held only while a run opens the folder or completes it
+        (pieces have locks of their own, `gradjax.ledger`): runs on one folder wait here,
+        up to LOCK_WAIT_S."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / LOCK_FILE, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ResultsError(f"{self.root}: another gradjax run is writing here") from None
+            if not wait_for_lock(lock, LOCK_WAIT_S):
+                raise ResultsError(f"{self.root}: another gradjax run has held the folder's "
+                                   f"lock for {LOCK_WAIT_S:g} s (opening or completing it)")
+            yield
+
+    def open(self, sweep: Sweep, record: dict[str, Any], overwrite: bool,
+             renumber: Any) -> dict[str, Any]:
+        """Check and prepare the folder (clearing it with `overwrite`) and record `record`;
+        `renumber(old_record)` moves finished cells whose index the sweep changed. Returns
+        the record in force (an existing folder keeps its seed block)."""
+        self.check(sweep, record, overwrite)
+        with self.locked():
+            self.check(sweep, record, overwrite)  # another run may have changed it meanwhile
             if overwrite:
                 self.clear()
+            old = self.recorded()
+            if old is not None:
+                record = {**record, "seed_block": old["seed_block"]}
+                renumber(old)
             for sub in ("per_seed", "summary", WORK_DIR):
                 (self.root / sub).mkdir(exist_ok=True)
-            self._remove_temporaries()
+            self.remove_temporaries(only_dead=True)
             write_text(sweep.text, self.root / SWEEP_FILE)
-            write_text(json.dumps(_fingerprint(sweep), indent=1) + "\n", self.root / RUN_FILE)
-            yield self
+            if record != old:  # more seeds or cells: the folder is no longer complete
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / MANIFEST_FILE).unlink()
+                write_text(json.dumps(record, indent=1) + "\n", self.root / RUN_FILE)
+        return record
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else in the folder)."""
         for sub in ("per_seed", "summary", WORK_DIR):
             shutil.rmtree(self.root / sub, ignore_errors=True)
-        for name in (SWEEP_FILE, RUN_FILE):
+        for name in (SWEEP_FILE, RUN_FILE, MANIFEST_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.root / name).unlink()
 
-    def _remove_temporaries(self) -> None:
-        """Temporary files left by a killed run (the rename never happened)."""
+    def remove_temporaries(self, only_dead: bool) -> None:
+        """Temporary files of killed runs (the rename never happened); with `only_dead`, only
+        those of this host's processes that are gone (another run may be writing the rest)."""
         for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink()
+            parts = tmp.name.rsplit(".", 3)
+            host, pid = (parts[1], parts[2]) if len(parts) == 4 else ("", "")
+            if only_dead and (host != _HOST or _alive(int(pid) if pid.isdigit() else -1)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def table_files(path: str | Path, table: str) -> list[Path]:

@@ -98,6 +98,70 @@ class Moments:
         return out
 
 
+    def rows(self, point: int, n_rows: int, mlp: bool) -> RowMoments:
+        """One point's moments per result row (an MLP's (layer, W/b) rows, or a model's
+        parameter leaves in `jax.tree_util` order; rows past them, the taps, have none),
+        each flattened to the tensor's entries: a form that merges and reduces with no
+        knowledge of the probe's structure."""
+        n_points = self.leaves()[0].shape[0]
+        if mlp:
+            layers = moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
+            pairs = [layer[p] for layer in layers for p in ("W", "b")]
+        else:
+            pairs = jax.tree.leaves(self.tree, is_leaf=_is_pair)
+        flat = [(np.ravel(pair["mean"][point]), np.ravel(pair["m2"][point])) for pair in pairs]
+        return RowMoments(self.n, tuple(flat) + (None,) * (n_rows - len(flat)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowMoments:
+    """Per-entry count n, mean and M2 over some seeds of one cell, per result row (None for a
+    row with no gradient of its own), float64: what a piece of a cell's seeds keeps so that
+    pieces computed anywhere merge into the cell's `grad_var_across_seeds`."""
+
+    n: int
+    rows: tuple[tuple[np.ndarray, np.ndarray] | None, ...]
+
+    def merge(self, other: RowMoments) -> RowMoments:
+        """Chan et al. (1979), as `Moments.merge`."""
+        if self.n == 0:
+            return other
+        if other.n == 0:
+            return self
+        n = self.n + other.n
+
+        def pair(a, b):
+            if a is None:
+                return None
+            delta = b[0] - a[0]
+            return a[0] + delta * (other.n / n), a[1] + b[1] + np.square(delta) * (
+                self.n * other.n / n)
+
+        with np.errstate(invalid="ignore", over="ignore"):
+            return RowMoments(n, tuple(pair(a, b) for a, b in
+                                       zip(self.rows, other.rows, strict=True)))
+
+    def var_across_seeds(self) -> np.ndarray:
+        """[rows]: the mean over a tensor's entries of their population variance across seeds
+        (M2 / n); NaN for rows with none."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.array([np.nan if r is None else np.mean(r[1]) / self.n
+                             for r in self.rows])
+
+    def save(self, path: Any) -> None:
+        """To an open binary file or a path (npz: plain arrays, no pickle)."""
+        arrays = {f"{k}{i}": v for i, r in enumerate(self.rows) if r is not None
+                  for k, v in zip(("mean", "m2"), r, strict=True)}
+        np.savez(path, n=self.n, rows=len(self.rows), **arrays)
+
+    @classmethod
+    def load(cls, path: Any) -> RowMoments:
+        with np.load(path, allow_pickle=False) as z:
+            rows = tuple((z[f"mean{i}"], z[f"m2{i}"]) if f"mean{i}" in z.files else None
+                         for i in range(int(z["rows"])))
+            return cls(int(z["n"]), rows)
+
+
 def _percentile(ordered: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     """numpy's default ("linear") percentile of the first `counts` entries along axis 0 of a
     sorted array (NaNs sort last, so those are the defined values); NaN where counts is 0."""

@@ -16,7 +16,7 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import engine, storage
+from gradjax import engine, ledger, storage
 from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, PARAM_STATS, STATS
 from gradjax.sweep import OPTIONS, parse_sweep
 
@@ -45,7 +45,14 @@ def test_layout_and_sweep_copy(folder):
         f"cell-{i:05d}.parquet" for i in range(3)]
     assert sorted(p.name for p in (folder / "summary").iterdir()) == [
         f"cell-{i:05d}.parquet" for i in range(3)]
-    assert not list((folder / ".work").iterdir())
+    # what is left of the work: each cell's moments over all its seeds (to grow the folder)
+    left = sorted(p.relative_to(folder / ".work").parts[0] for p in (folder / ".work").rglob("*")
+                  if p.is_file())
+    assert left == ["pieces"] * 3
+    assert len(list((folder / ".work").glob("pieces/*/seeds-0000000000-0000000005.npz"))) == 3
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["cells"] == 3
+    assert manifest["rows"] == {"summary": 3 * 4, "per_seed": 3 * 4 * 5}
     assert not list(folder.rglob("*.tmp"))
 
 
@@ -252,15 +259,19 @@ def test_float64_sweeps_store_float64_statistics():
     assert storage.stat_type(parse_sweep(TEXT, "x.toml")) == pa.float32()
 
 
-def test_run_file_records_sweep_hash_and_seeds(folder):
+def test_run_file_records_the_parsed_sweep_not_its_text(folder):
     record = json.loads((folder / ".run.json").read_text())
     sweep = parse_sweep(TEXT, "store.toml")
-    assert record == storage._fingerprint(sweep)
-    assert record["seeds"] == 5
+    assert record["seeds"] == 5 and record["name"] == sweep.name
+    assert len(record["cells"]) == len(sweep.cells) == len(set(record["cells"]))
+    commented = parse_sweep("# a comment\n" + TEXT.replace("=", " = "), "store.toml")
+    keys = [ledger.cell_key(commented, c) for c in commented.cells]
+    assert keys == record["cells"]
 
 
-def test_a_folder_being_written_is_refused(folder):
+def test_a_run_waits_for_the_folder_lock_and_says_who_holds_it(folder, monkeypatch):
+    monkeypatch.setattr(storage, "LOCK_WAIT_S", 0.2)
     with open(folder / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(storage.ResultsError, match="another gradjax run is writing"):
+        with pytest.raises(storage.ResultsError, match="another gradjax run has held"):
             engine.run_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
