@@ -1,7 +1,8 @@
 """The `gradjax` command line (also `python -m gradjax`).
 
-  gradjax run SWEEP.toml [--out DIR] [--seeds N] [--max-memory 2GB] [--overwrite] [--quiet]
-                         [--no-cache]
+  gradjax run SWEEP.toml [--out DIR|URI] [--seeds N] [--max-memory 2GB] [--overwrite]
+                         [--quiet] [--no-cache] [--shard I/N] [--seed-block N]
+                         [--executor local|ray [--address ADDR]] [--distributed ...]
   gradjax validate SWEEP.toml
   gradjax summary DIR [--by activation,scale] [--layer L]
   gradjax findings DIR
@@ -58,31 +59,81 @@ def _seeds(text: str) -> int:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 1 <= I <= N (e.g. 3/8)")
+    return int(i), int(n)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _run_options_error(args: argparse.Namespace) -> str | None:
+    """Options that do not go together, as one error line's text."""
+    if args.shard != (1, 1) and args.distributed:
+        return "--shard and --distributed: the multi-host job sets each process's shard"
+    if args.executor == "ray" and (args.shard != (1, 1) or args.distributed):
+        return "--executor ray with --shard or --distributed: Ray splits the work itself"
+    if args.overwrite and (args.shard != (1, 1) or args.distributed):
+        return ("--overwrite with shards: each would discard the others' work; clear the "
+                "folder once (or run with --overwrite once), then start the shards")
+    if args.address and args.executor != "ray":
+        return "--address is the Ray cluster's: use it with --executor ray"
+    return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep)
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
+    problem = _run_options_error(args)
+    if problem:
+        return _error(problem)
     if args.seeds is not None:
         sweep = sweep.with_seeds(args.seeds)
-    out = Path(args.out) if args.out else RESULTS / sweep.name
+    try:
+        out = storage.output_folder(args.out, RESULTS, sweep.name)
+    except storage.ResultsError as err:
+        return _error(str(err))
     from gradjax import engine  # the compute stack (JAX) only for the commands that compute
 
-    if not args.no_cache:
-        engine.enable_compile_cache()
+    cache = None if args.no_cache else engine.enable_compile_cache()
     try:
-        engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
-                         quiet=args.quiet)
+        _run(args, sweep, out, cache)
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
-    except storage.ResultsError as err:
+    except (storage.ResultsError, OSError) as err:
         return _error(str(err))
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume into {out}", file=sys.stderr)
         return 130
     return 0
+
+
+def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None:
+    from gradjax import engine
+
+    if args.executor == "ray":
+        from gradjax.ray_executor import run_on_ray
+
+        run_on_ray(sweep, out, address=args.address, max_memory=args.max_memory,
+                   overwrite=args.overwrite, seed_block=args.seed_block, cache=cache,
+                   log=None if args.quiet else print)
+        return
+    shard = args.shard
+    if args.distributed:
+        from gradjax.multihost import initialize
+
+        shard = initialize(args.coordinator, args.num_processes, args.process_id)
+    engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
+                     quiet=args.quiet, shard=shard, seed_block=args.seed_block)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -388,6 +439,24 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     run.add_argument("--no-cache", action="store_true",
                      help=f"do not use the persistent compile cache ({storage.user_cache_dir()})")
+    scale = run.add_argument_group("beyond one process (docs/scale-out.md)")
+    scale.add_argument("--shard", type=_shard, default=(1, 1), metavar="I/N",
+                       help="compute only the I-th of N fixed shares of the work (a job array's "
+                            "task); the last shard to finish completes the folder")
+    scale.add_argument("--seed-block", type=_positive, metavar="N",
+                       help="seeds per block of a new folder: the finest share of one cell "
+                            f"(default {storage.SEED_BLOCK})")
+    scale.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="ray: send the work as Ray tasks (the optional ray extra)")
+    scale.add_argument("--address", help="the Ray cluster to join (default: a running one, "
+                                          "else a local Ray)")
+    scale.add_argument("--distributed", action="store_true",
+                       help="join a multi-host JAX job (jax.distributed.initialize); each "
+                            "process computes its share")
+    scale.add_argument("--coordinator", help="with --distributed: HOST:PORT of process 0 "
+                                             "(default: from the cluster's environment)")
+    scale.add_argument("--num-processes", type=_positive, help="with --distributed")
+    scale.add_argument("--process-id", type=int, help="with --distributed")
     run.set_defaults(handler=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a sweep file, run nothing")

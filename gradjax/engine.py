@@ -58,11 +58,12 @@ from gradjax.budget import (
     peak_resident_bytes,
     process_footprint,
 )
-from gradjax.ledger import SEED_BLOCK, Ledger, cell_key, owned
+from gradjax.ledger import Ledger, cell_key, owned
 from gradjax.probe import make_points
 from gradjax.programs import MATMUL_PRECISION, compiled_chunk
 from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.stats import to_host
+from gradjax.storage import SEED_BLOCK
 from gradjax.summary import Moments
 from gradjax.sweep import Bucket, Cell, Sweep, SweepError
 

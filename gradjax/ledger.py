@@ -45,7 +45,6 @@ from gradjax.spec import STATS
 from gradjax.summary import RowMoments, cell_summary
 from gradjax.sweep import Cell, Sweep
 
-SEED_BLOCK = 65536  # seeds per block of a new folder; most sweeps have one block per cell
 _RANGE = re.compile(r"seeds-(\d{10})-(\d{10})\.npz")
 POSITION_COLUMNS = ("layer", "layer_from_output", "param", "n")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gradjax import engine, storage
 from gradjax.budget import DEFAULT_MAX_MEMORY
-from gradjax.ledger import SEED_BLOCK
+from gradjax.storage import SEED_BLOCK
 from gradjax.sweep import Sweep, load_sweep
 
 MAX_RETRIES = 3

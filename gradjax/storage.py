@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ TABLES: tuple[str, ...] = ("summary", "per_seed")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
 MANIFEST_FILE = "manifest.json"  # written once every cell is finished
 COMPRESSION = "zstd"
+SEED_BLOCK = 65536  # seeds per block of a new folder (`gradjax.ledger`): most cells have one
 OWN_ENTRIES = frozenset({SWEEP_FILE, WORK_DIR, LOCK_FILE, MANIFEST_FILE, "per_seed", "summary"})
 
 
@@ -212,6 +214,21 @@ def summary_table(frame: pd.DataFrame, extra: Sequence[Option] = ()) -> pa.Table
     schema = summary_schema(extra)
     arrays = [_arrow(frame[f.name].to_numpy(), f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def output_folder(out: str | None, results: Path, name: str) -> Path:
+    """Where a run writes: `results/<name>` (the name is a plain folder name, so it stays
+    inside `results`), or `--out`: a path or a file:// URI."""
+    if out is None:
+        return results / name
+    if "://" in out:
+        scheme, _, rest = out.partition("://")
+        if scheme != "file":
+            raise ResultsError(f"--out {out}: gradjax runs write to a local or mounted "
+                               "folder (a path or file:// URI); see docs/scale-out.md for "
+                               "object stores")
+        return Path(urllib.parse.unquote(rest))
+    return Path(out)
 
 
 def user_cache_dir() -> Path:

@@ -1,0 +1,115 @@
+"""Processes on one results folder: two shards started together, one SIGKILLed midway and run
+again; the two processes of a multi-host JAX job. Each ends with the per-seed table of a
+single run, bit for bit, no duplicate rows and no leftover work files."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gradjax
+from gradjax import engine
+from gradjax.sweep import parse_sweep
+
+SWEEP = """
+name = "shards"
+seeds = 240
+root_seed = 5
+
+[defaults]
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+inputs = [[0.5, -0.7], [1.0, 0.25]]
+targets = 0.5
+
+[grid]
+activation = ["relu", "tanh"]
+scale = [0.5, 1.0]
+"""
+TIMEOUT = 240
+CELLS, SEEDS = 4, 240
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The sweep run once, in this process, in one chunk per bucket."""
+    out = tmp_path_factory.mktemp("single") / "single"
+    engine.run_sweep(parse_sweep(SWEEP, "shards.toml"), out, quiet=True)
+    return out
+
+
+def start(sweep, out, *args, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradjax", "run", str(sweep), "--out", str(out), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+
+def finish(proc) -> str:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    return out + err
+
+
+def assert_complete_and_equal(out, single):
+    a, b = gradjax.load(out, "per_seed"), gradjax.load(single, "per_seed")
+    assert len(a) == CELLS * SEEDS * 4 and not a.duplicated(["cell", "seed", "layer",
+                                                               "param"]).any()
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    np.testing.assert_allclose(gradjax.load(out)["grad_var_across_seeds"],
+                               gradjax.load(single)["grad_var_across_seeds"], rtol=1e-6)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["rows"]["per_seed"] == CELLS * SEEDS * 4
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.parquet.*"))
+    assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()
+
+
+def test_two_shards_together_one_killed_and_run_again(single, tmp_path):
+    sweep = tmp_path / "shards.toml"
+    sweep.write_text(SWEEP)
+    out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # blocks of 100 seeds: 4 cells x 3 blocks; 16KB: a few seeds per chunk, many checkpoints
+    args = ("--seed-block", "100", "--max-memory", "16KB")
+    first = start(sweep, out, "--shard", "1/2", *args, env=env)
+    second = start(sweep, out, "--shard", "2/2", *args, env=env)
+    deadline = time.monotonic() + TIMEOUT
+    while not list(out.glob(".work/units/*/state.npz")):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    log = finish(second)
+    assert "wait for other shards" in log and not (out / "manifest.json").exists()
+
+    log = finish(start(sweep, out, "--shard", "1/2", *args, env=env))
+    assert "(shard 1/2)" in log
+    assert_complete_and_equal(out, single)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_the_processes_of_a_multi_host_jax_job_write_one_folder(single, tmp_path):
+    sweep = tmp_path / "shards.toml"
+    sweep.write_text(SWEEP)
+    out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    coordinator = f"localhost:{free_port()}"
+    procs = [start(sweep, out, "--distributed", "--coordinator", coordinator,
+                   "--num-processes", "2", "--process-id", str(p), "--seed-block", "100",
+                   env=env) for p in range(2)]
+    logs = [finish(proc) for proc in procs]
+    assert "(shard 1/2)" in logs[0] and "(shard 2/2)" in logs[1]
+    assert_complete_and_equal(out, single)
