@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None
 
         run_on_ray(sweep, out, address=args.address, max_memory=args.max_memory,
                    overwrite=args.overwrite, seed_block=args.seed_block, cache=cache,
-                   log=None if args.quiet else print)
+                   log=(lambda line: None) if args.quiet else print)
         return
     shard = args.shard
     if args.distributed:

@@ -21,15 +21,15 @@ from pathlib import Path
 from gradjax import engine, storage
 from gradjax.budget import DEFAULT_MAX_MEMORY
 from gradjax.storage import SEED_BLOCK
-from gradjax.sweep import Sweep, load_sweep
+from gradjax.sweep import Sweep, parse_sweep
 
 MAX_RETRIES = 3
 
 
-def _task(source: str, seeds: int, out: str, cells: list[int], span: tuple[int, int],
-          max_memory: int, chunk: int | None, cache: str | None) -> int:
+def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
+          span: tuple[int, int], max_memory: int, chunk: int | None, cache: str | None) -> int:
     """One group of work in a Ray worker: the inits it computed."""
-    sweep = load_sweep(source).with_seeds(seeds)
+    sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
         engine.enable_compile_cache(Path(cache))
     report = engine.run_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
@@ -44,8 +44,8 @@ def run_on_ray(
     log: Callable[[str], None] = print,
 ) -> int:
     """Run `sweep` into `out` as Ray tasks (connecting to `address`, or starting a local Ray
-    when none is running); returns the inits computed. `sweep` must come from a file
-    (`load_sweep`), which every worker reads again."""
+    when none is running); returns the inits computed. Workers parse the sweep's text again,
+    importing plug-in models from the sweep file's folder, as a local run does."""
     import ray
 
     if not ray.is_initialized():
@@ -57,7 +57,9 @@ def run_on_ray(
     groups = engine.share_of(sweep, ledger, (1, 1))
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus, max_retries=MAX_RETRIES)(_task)
-    pending = [task.remote(sweep.source, sweep.seeds, str(out), [c.index for c in cells],
+    # absolute paths: a worker's working folder is not the driver's
+    source, where = str(Path(sweep.source).resolve()), str(Path(out).resolve())
+    pending = [task.remote(sweep.text, source, sweep.seeds, where, [c.index for c in cells],
                            span, max_memory, chunk, str(cache) if cache else None)
                for _, _, cells, span in groups]
     log(f"{sweep.name}: {len(pending)} Ray task(s), {gpus} GPU each")

@@ -6,12 +6,14 @@ import contextlib
 import json
 
 import jax
+import numpy as np
+import pandas as pd
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
 
-import gradjax  # noqa: E402,F401  (sets the XLA flags before the backend starts)
+import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
 
 
 @pytest.fixture
@@ -106,3 +108,54 @@ def tiny_sweep_text(**overrides) -> str:
     for case in sweep.get("cases", ()):
         lines += ["", "[[cases]]", *_table(case)]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------- the sweep of the scale-out tests
+
+SHARDS_SWEEP = """
+name = "shards"
+seeds = 240
+root_seed = 5
+
+[defaults]
+in_dim = 2
+width = 3
+depth = 1
+out_dim = 1
+inputs = [[0.5, -0.7], [1.0, 0.25]]
+targets = 0.5
+
+[grid]
+activation = ["relu", "tanh"]
+scale = [0.5, 1.0]
+"""
+SHARDS_CELLS, SHARDS_SEEDS = 4, 240
+
+
+@pytest.fixture(scope="session")
+def shards_single(tmp_path_factory):
+    """SHARDS_SWEEP run once, in this process, in one chunk per bucket: what shards, Ray
+    tasks and multi-host processes must add up to."""
+    from gradjax import engine
+    from gradjax.sweep import parse_sweep
+
+    out = tmp_path_factory.mktemp("single") / "single"
+    engine.run_sweep(parse_sweep(SHARDS_SWEEP, "shards.toml"), out, quiet=True)
+    return out
+
+
+def assert_same_as_single(out, single) -> None:
+    """`out` is complete (manifest, no work files left) and holds `single`'s per-seed table
+    bit for bit, once per (cell, seed), and its across-seed variances to float32 rounding
+    (their per-chunk moments group the seeds otherwise)."""
+
+    a, b = gradjax.load(out, "per_seed"), gradjax.load(single, "per_seed")
+    rows = SHARDS_CELLS * SHARDS_SEEDS * 4
+    assert len(a) == rows and not a.duplicated(["cell", "seed", "layer", "param"]).any()
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    np.testing.assert_allclose(gradjax.load(out)["grad_var_across_seeds"],
+                               gradjax.load(single)["grad_var_across_seeds"], rtol=1e-6)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["rows"]["per_seed"] == rows
+    assert not list(out.rglob("*.tmp"))
+    assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()

@@ -2,7 +2,6 @@
 again; the two processes of a multi-host JAX job. Each ends with the per-seed table of a
 single run, bit for bit, no duplicate rows and no leftover work files."""
 
-import json
 import os
 import signal
 import socket
@@ -10,41 +9,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pandas as pd
-import pytest
+from conftest import SHARDS_SWEEP as SWEEP
+from conftest import assert_same_as_single
 
-import gradjax
-from gradjax import engine
-from gradjax.sweep import parse_sweep
-
-SWEEP = """
-name = "shards"
-seeds = 240
-root_seed = 5
-
-[defaults]
-in_dim = 2
-width = 3
-depth = 1
-out_dim = 1
-inputs = [[0.5, -0.7], [1.0, 0.25]]
-targets = 0.5
-
-[grid]
-activation = ["relu", "tanh"]
-scale = [0.5, 1.0]
-"""
 TIMEOUT = 240
-CELLS, SEEDS = 4, 240
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    """The sweep run once, in this process, in one chunk per bucket."""
-    out = tmp_path_factory.mktemp("single") / "single"
-    engine.run_sweep(parse_sweep(SWEEP, "shards.toml"), out, quiet=True)
-    return out
 
 
 def start(sweep, out, *args, env):
@@ -59,20 +27,8 @@ def finish(proc) -> str:
     return out + err
 
 
-def assert_complete_and_equal(out, single):
-    a, b = gradjax.load(out, "per_seed"), gradjax.load(single, "per_seed")
-    assert len(a) == CELLS * SEEDS * 4 and not a.duplicated(["cell", "seed", "layer",
-                                                               "param"]).any()
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
-    np.testing.assert_allclose(gradjax.load(out)["grad_var_across_seeds"],
-                               gradjax.load(single)["grad_var_across_seeds"], rtol=1e-6)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["rows"]["per_seed"] == CELLS * SEEDS * 4
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.parquet.*"))
-    assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()
-
-
-def test_two_shards_together_one_killed_and_run_again(single, tmp_path):
+def test_two_shards_together_one_killed_and_run_again(shards_single, tmp_path):
+    single = shards_single
     sweep = tmp_path / "shards.toml"
     sweep.write_text(SWEEP)
     out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -93,7 +49,7 @@ def test_two_shards_together_one_killed_and_run_again(single, tmp_path):
 
     log = finish(start(sweep, out, "--shard", "1/2", *args, env=env))
     assert "(shard 1/2)" in log
-    assert_complete_and_equal(out, single)
+    assert_same_as_single(out, single)
 
 
 def free_port() -> int:
@@ -102,7 +58,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_processes_of_a_multi_host_jax_job_write_one_folder(single, tmp_path):
+def test_the_processes_of_a_multi_host_jax_job_write_one_folder(shards_single, tmp_path):
+    single = shards_single
     sweep = tmp_path / "shards.toml"
     sweep.write_text(SWEEP)
     out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -112,4 +69,4 @@ def test_the_processes_of_a_multi_host_jax_job_write_one_folder(single, tmp_path
                    env=env) for p in range(2)]
     logs = [finish(proc) for proc in procs]
     assert "(shard 1/2)" in logs[0] and "(shard 2/2)" in logs[1]
-    assert_complete_and_equal(out, single)
+    assert_same_as_single(out, single)

@@ -1,0 +1,80 @@
+"""`--executor ray` on a local Ray (two CPUs): the numbers of a single run, also when a worker
+is SIGKILLed in the middle of its task (Ray retries it; the unit's checkpoint makes the retry
+compute each seed once)."""
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import SHARDS_SWEEP, assert_same_as_single
+
+from gradjax import cli
+from gradjax.ray_executor import run_on_ray
+from gradjax.sweep import load_sweep
+
+ray = pytest.importorskip("ray")  # the optional ray extra; `make test` installs it
+TIMEOUT = 240
+# ray.init starts its processes with fork + exec from this (JAX-threaded) process; JAX warns
+# at every fork, though nothing runs in the child before exec
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"XDG_CACHE_HOME": str(cache)}})
+    yield
+    ray.shutdown()
+
+
+def sweep_file(tmp_path):
+    path = tmp_path / "shards.toml"
+    path.write_text(SHARDS_SWEEP)
+    return load_sweep(path)
+
+
+def test_ray_tasks_write_the_numbers_of_a_single_run(local_ray, shards_single, tmp_path):
+    out = tmp_path / "out"
+    inits = run_on_ray(sweep_file(tmp_path), out, seed_block=100, log=lambda line: None)
+    assert inits == 4 * 240
+    assert_same_as_single(out, shards_single)
+    assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
+                     "ray", "--quiet"]) == 0  # a finished folder: nothing left to send
+
+
+def ray_task_workers() -> list[psutil.Process]:
+    """Ray's worker processes that are running a gradjax task (Ray titles them ray::_task)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("ray::_task" in part for part in (proc.info["cmdline"] or ())):
+            found.append(proc)
+    return found
+
+
+def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shards_single,
+                                                                 tmp_path):
+    out, result = tmp_path / "out", {}
+    sweep = sweep_file(tmp_path)
+
+    def drive():
+        result["inits"] = run_on_ray(sweep, out, seed_block=120, max_memory=16 * 1024,
+                                     log=lambda line: None)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not list(out.glob(".work/units/*/state.npz")):  # a task is midway
+        assert driver.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    workers = ray_task_workers()
+    assert workers
+    os.kill(workers[0].pid, signal.SIGKILL)
+    driver.join(TIMEOUT)
+    assert not driver.is_alive()
+    # the retry counts what it computed: not the seeds the killed attempt checkpointed
+    assert result["inits"] <= 4 * 240
+    assert_same_as_single(out, shards_single)
