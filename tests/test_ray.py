@@ -22,7 +22,7 @@ TIMEOUT = 240
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -37,15 +37,6 @@ def sweep_file(tmp_path):
     return load_sweep(path)
 
 
-def test_ray_tasks_write_the_numbers_of_a_single_run(local_ray, shards_single, tmp_path):
-    out = tmp_path / "out"
-    inits = run_on_ray(sweep_file(tmp_path), out, seed_block=100, log=lambda line: None)
-    assert inits == 4 * 240
-    assert_same_as_single(out, shards_single)
-    assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
-                     "ray", "--quiet"]) == 0  # a finished folder: nothing left to send
-
-
 def ray_task_workers() -> list[psutil.Process]:
     """Ray's worker processes that are running a gradjax task (Ray titles them ray::_task)."""
     found = []
@@ -57,6 +48,8 @@ def ray_task_workers() -> list[psutil.Process]:
 
 def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shards_single,
                                                                  tmp_path):
+    """Also: Ray tasks write the numbers of a single run, and the CLI sends nothing for a
+    finished folder."""
     out, result = tmp_path / "out", {}
     sweep = sweep_file(tmp_path)
 
@@ -77,4 +70,7 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
     assert not driver.is_alive()
     # the retry counts what it computed: not the seeds the killed attempt checkpointed
     assert result["inits"] <= 4 * 240
+    assert_same_as_single(out, shards_single)
+    assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
+                     "ray", "--quiet"]) == 0
     assert_same_as_single(out, shards_single)
