@@ -23,7 +23,7 @@ from gradjax.spec import (  # noqa: E402
     ProbeSpec,
     layer_sizes,
 )
-from gradjax.storage import load, stats_frame  # noqa: E402
+from gradjax.storage import ResultsError, load, stats_frame  # noqa: E402
 from gradjax.sweep import load_sweep  # noqa: E402
 
 __version__ = "0.1.0"
@@ -60,6 +60,7 @@ __all__ = [
     "PARAM_STATS",
     "WEIGHT_INITS",
     "ProbeSpec",
+    "ResultsError",
     "apply_mlp",
     "get_activation",
     "grad_stats",

@@ -109,8 +109,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
-    except (storage.ResultsError, OSError) as err:
+    except storage.ResultsError as err:
         return _error(str(err))
+    except OSError as err:  # a full disk, a read-only folder: nothing finished is harmed
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        problem = (err.strerror or str(err)).splitlines()[0]
+        return _error(f"writing the results in {out} failed ({problem}{where}); what was "
+                      "finished is kept: fix it and run the same command again to resume")
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume into {out}", file=sys.stderr)
         return 130

@@ -243,9 +243,11 @@ def run_metadata(sweep: Sweep) -> dict[str, str]:
 
 
 def enable_compile_cache(path: Path | None = None) -> Path:
-    """Turn on JAX's persistent compilation cache (every program, however quick to compile)."""
+    """Turn on JAX's persistent compilation cache (every program, however quick to compile),
+    in a folder only this user can read or write (0700)."""
     path = storage.user_cache_dir() if path is None else Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)  # private: a shared cache could hand this process another's programs
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -681,7 +683,7 @@ def run_sweep(
         check_models(sweep)
     meta = run_metadata(sweep)
     ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
-                         check=only is None)
+                         check=only is None, shard=shard)
     report.cells_skipped = sum(ledger.finished(c) for c in sweep.cells)
     for _ in range(PASSES):
         work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
@@ -750,17 +752,19 @@ def _devices(devices: int | Sequence | None) -> list:
 
 def open_ledger(sweep: Sweep, folder: storage.ResultsFolder, meta: dict[str, str],
                 overwrite: bool, seed_block: int, say: Callable[[str], None],
-                check: bool = True) -> Ledger:
+                check: bool = True, shard: tuple[int, int] = (1, 1)) -> Ledger:
     """Check and open the folder for `sweep` (moving finished cells an added axis value
-    renumbered) and, with `check`, drop finished cells whose files are unreadable, to
-    compute them again."""
+    renumbered) and, with `check`, drop finished cells whose files are damaged, to compute
+    them again: every page of the shard's own cells is read (its checksum checked), the
+    footers of the others (a shard does not read the whole folder)."""
     keys = [cell_key(sweep, cell) for cell in sweep.cells]
     record = storage.run_record(sweep, keys, seed_block)
     probe = Ledger(folder, sweep, seed_block, meta)
     record = folder.open(sweep, record, overwrite, renumber=probe.renumber)
     ledger = Ledger(folder, sweep, record["seed_block"], meta)
+    mine = {cell.index for cell, _ in owned(sweep, ledger.seed_block, shard[0] - 1, shard[1])}
     for cell in sweep.cells if check else ():
-        problem = ledger.forget_if_damaged(cell)
+        problem = ledger.forget_if_damaged(cell, whole=cell.index in mine)
         if problem:
             say(f"cell {cell.index}: {problem}; computing it again")
     return ledger

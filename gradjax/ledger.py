@@ -211,31 +211,36 @@ class Ledger:
                 and not self.piece_paths(cell, a, b)[0].exists()]
         return max(ends, default=0)
 
-    def damaged(self, cell: Cell) -> str | None:
+    def damaged(self, cell: Cell, whole: bool) -> str | None:
         """Why a finished cell's files cannot be trusted (truncated, corrupt, or rows that do
-        not add up), or None; it reads the Parquet footers only."""
+        not add up), or None. Reads the Parquet footers only, or with `whole` every page,
+        checking its checksum."""
         if not self.folder.done(cell.index):
             return None
         seeds = self.finished_seeds(cell)
         if seeds == 0:  # a finish that stopped before its moments: finishing again mends it
             return None if not _subtract((0, self.sweep.seeds), self.cover(cell)) else (
                 "its moments file is missing")
+        paths = [self.folder.summary_path(cell.index)]
+        if self.sweep.per_seed:
+            paths.append(self.folder.per_seed_path(cell.index))
         try:
-            rows = pq.read_metadata(self.folder.summary_path(cell.index)).num_rows
-            path = self.folder.per_seed_path(cell.index)
-            if self.sweep.per_seed:
-                per_seed = pq.read_metadata(path).num_rows
-                if per_seed < rows * seeds or per_seed % rows:  # more: a growth half-done
-                    return f"{path.name} has {per_seed} rows for {seeds} seeds of {rows} rows"
+            rows = [pq.read_metadata(path).num_rows for path in paths]
         except (OSError, pa.ArrowException) as err:
             return f"a file is unreadable ({err})"
+        if len(rows) == 2 and (rows[1] < rows[0] * seeds or rows[1] % rows[0]):
+            return f"{paths[1].name} has {rows[1]} rows for {seeds} seeds of {rows[0]} rows"
+        for path in paths if whole else ():  # a growth half-done leaves more rows, not fewer
+            problem = storage.unreadable(path)
+            if problem:
+                return f"{path.parent.name}/{path.name} is damaged ({problem})"
         return None
 
-    def forget_if_damaged(self, cell: Cell) -> str | None:
+    def forget_if_damaged(self, cell: Cell, whole: bool) -> str | None:
         """Remove a damaged finished cell's files and its finished moments (its rows are
-        gone), to compute it again; returns what was wrong."""
+        gone), to compute it again; returns what was wrong (`damaged`)."""
         with self.hold(cell):
-            problem = self.damaged(cell)
+            problem = self.damaged(cell, whole)
             if problem is None:
                 return None
             for path in (self.folder.per_seed_path(cell.index),
@@ -293,9 +298,9 @@ class Ledger:
         rows, _ = self.piece_paths(cell, a, b)
         try:
             if rows.exists():
-                table = pq.read_table(rows)
+                table = storage.read_verified(rows)
             else:  # a half-grown file holds more seeds
-                table = pq.read_table(self.folder.per_seed_path(cell.index))
+                table = storage.read_verified(self.folder.per_seed_path(cell.index))
                 table = table.filter(pc.field("seed") < b)
         except (OSError, pa.ArrowException) as err:
             raise _Unreadable((a, b)) from err

@@ -407,7 +407,7 @@ def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path
     from gradjax.storage import ResultsError
 
     models.resolve.cache_clear()
-    with pytest.raises(ResultsError, match="plug-in model source"):
+    with pytest.raises(ResultsError, match="plug-in model's source changed"):
         run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
 
 

@@ -67,6 +67,11 @@ def test_the_processes_of_a_multi_host_jax_job_write_one_folder(shards_single, t
     procs = [start(sweep, out, "--distributed", "--coordinator", coordinator,
                    "--num-processes", "2", "--process-id", str(p), "--seed-block", "100",
                    env=env) for p in range(2)]
-    logs = [finish(proc) for proc in procs]
+    try:
+        logs = [finish(proc) for proc in procs]
+    finally:  # a failed process leaves its peer waiting for it: stop both
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
     assert "(shard 1/2)" in logs[0] and "(shard 2/2)" in logs[1]
     assert_same_as_single(out, single)
