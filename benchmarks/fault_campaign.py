@@ -76,23 +76,29 @@ def same(a: Path, b: Path) -> str:
 
 
 def kills(sweep: Path, work: Path, straight: Path, n: int, rng: random.Random,
-          wall: float) -> tuple[int, str]:
-    out = work / "killed"
-    done = 0
+          wall: float) -> tuple[int, int, str]:
+    """SIGKILL runs at random points until `n` kills are done; a folder whose run completes
+    before its next kill is checked against the straight run, and the next kill starts a new
+    folder. Returns (kills, folders completed, first problem)."""
+    done = rounds = 0
     while done < n:
-        proc = gradjax_run(sweep, out)
-        time.sleep(rng.uniform(0.3, max(wall, 1.0)))
-        if proc.poll() is not None:
-            if completed(proc).returncode == 0:
+        out = work / f"killed-{rounds}"
+        while True:
+            proc = gradjax_run(sweep, out)
+            time.sleep(rng.uniform(0.5, max(wall / 3, 1.0)))
+            if proc.poll() is not None or done >= n:
                 break
-            return done, f"a run failed: {proc.stderr.read() if proc.stderr else ''}"
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        done += 1
-    final = completed(gradjax_run(sweep, out))
-    if final.returncode:
-        return done, final.stderr
-    return done, same(out, straight)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            done += 1
+        final = completed(proc)  # the run that was not killed, to its end
+        if final.returncode:
+            return done, rounds, final.stderr[-300:]
+        rounds += 1
+        problem = same(out, straight)
+        if problem:
+            return done, rounds, problem
+    return done, rounds, ""
 
 
 def shards(sweep: Path, work: Path, straight: Path, rng: random.Random, wall: float) -> str:
@@ -177,6 +183,7 @@ in_dim = 3
 width = 4
 depth = 3
 out_dim = 1
+activation = "relu"
 
 [[cases]]
 label = "relu_scale_1e6"
@@ -274,6 +281,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = args.work or Path(tempfile.mkdtemp(prefix="gradjax-campaign-"))
+    work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
     sweep = work / "campaign.toml"
     sweep.write_text(SWEEP)
@@ -284,9 +292,9 @@ def main() -> int:
     print(f"straight run: {wall:.1f} s, {len(gradjax.load(work / 'straight', 'per_seed'))} "
           "per-seed rows, 4 buckets x 3 cells x 400 seeds")
     problems = {}
-    n, problems["kills"] = kills(sweep, work, work / "straight", args.kills, rng, wall)
-    print(f"kills: {n} SIGKILLs, then a run to the end: "
-          f"{problems['kills'] or 'identical, no duplicates, no leftover parts'}")
+    n, rounds, problems["kills"] = kills(sweep, work, work / "straight", args.kills, rng, wall)
+    print(f"kills: {n} SIGKILLs at random points, resumed until {rounds} folder(s) completed: "
+          f"{problems['kills'] or 'each identical, no duplicates, no leftover parts'}")
     problems["shards"] = shards(sweep, work, work / "straight", rng, wall)
     print(f"two shards, one killed and run again: {problems['shards'] or 'identical'}")
     problems["full disk"] = full_disk(sweep, work, work / "straight")

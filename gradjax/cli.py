@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from gradjax import budget, storage
+from gradjax.remote import is_remote, pull, push
 from gradjax.spec import OPTION_TABLE, OPTIONS
 from gradjax.sweep import MAX_SEEDS, SweepError, load_sweep
 
@@ -104,8 +105,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gradjax import engine  # the compute stack (JAX) only for the commands that compute
 
     cache = None if args.no_cache else engine.enable_compile_cache()
+    remote = args.out if args.out and is_remote(args.out) else None
     try:
+        if remote:
+            pulled = pull(remote, out)
+            _say(args, f"staging {remote} in {out}" + (f" ({pulled} files pulled)"
+                                                        if pulled else ""))
         _run(args, sweep, out, cache)
+        if remote:
+            _say(args, f"pushed {push(out, remote)} files to {remote}")
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
@@ -120,6 +128,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted; run the same command again to resume into {out}", file=sys.stderr)
         return 130
     return 0
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    if not args.quiet:
+        print(line, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None:
@@ -435,7 +448,8 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     run = sub.add_parser("run", help="run (or resume) a sweep file", epilog=options_help(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("sweep", help="the sweep file (TOML)")
-    run.add_argument("--out", help="results folder (default: results/<name>)")
+    run.add_argument("--out", help="results folder (default: results/<name>), or a pyarrow "
+                                   "filesystem URI (file://, s3://, gs://)")
     run.add_argument("--seeds", type=_seeds, help="inits per cell, instead of the file's seeds")
     run.add_argument("--max-memory", type=budget.size_argument,
                      default=budget.DEFAULT_MAX_MEMORY,

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from gradjax.option import Option
@@ -219,15 +220,16 @@ def summary_table(frame: pd.DataFrame, extra: Sequence[Option] = ()) -> pa.Table
 
 def output_folder(out: str | None, results: Path, name: str) -> Path:
     """Where a run writes: `results/<name>` (the name is a plain folder name, so it stays
-    inside `results`), or `--out`: a path or a file:// URI."""
+    inside `results`), or `--out`: a path or a file:// URI. For an object store's URI, the
+    local staging folder (`gradjax.remote`)."""
     if out is None:
         return results / name
     if "://" in out:
         scheme, _, rest = out.partition("://")
         if scheme != "file":
-            raise ResultsError(f"--out {out}: gradjax runs write to a local or mounted "
-                               "folder (a path or file:// URI); see docs/scale-out.md for "
-                               "object stores")
+            from gradjax.remote import staging_folder
+
+            return staging_folder(out, results, name)
         return Path(urllib.parse.unquote(rest))
     return Path(out)
 
@@ -436,6 +438,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remote_files(uri: str, table: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The filesystem of a URI and the Parquet files of `table` in the folder it names."""
+    fs, root = pafs.FileSystem.from_uri(uri)
+    root = root.rstrip("/")
+    folder = root if root.rsplit("/", 1)[-1] == table else f"{root}/{table}"
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    files = sorted(i.path for i in fs.get_file_info(selector) if i.path.endswith(".parquet")
+                   and not i.base_name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{uri}: no Parquet files in {table}/ (no finished cell yet)")
+    return fs, files
+
+
 def table_files(path: str | Path, table: str) -> list[Path]:
     """The Parquet files of `table` in a results folder, or in `path` itself when it is that
     table's folder (results/x/per_seed)."""
@@ -489,7 +504,8 @@ def _check_matches(dataset: ds.Dataset, filters: Mapping[str, Any]) -> None:
 def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> pd.DataFrame:
     """A results folder's `summary` (default) or `per_seed` table as a pandas DataFrame.
 
-    `path` may also be the table's own folder (results/x/per_seed). Keyword filters keep rows
+    `path` may also be the table's own folder (results/x/per_seed), or a pyarrow filesystem
+    URI of either (file://, s3://, gs://; `gradjax.remote`). Keyword filters keep rows
     whose column equals the value (or is in it, for a list), e.g.
     `load("results/x", "per_seed", activation="relu", layer=1, param="W")`; `layer=-1` is each
     cell's output layer, -2 the layer below it. A filter that matches no row raises ValueError
@@ -497,12 +513,16 @@ def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> p
     plain strings, never categoricals.
     """
     table = _table_of(path, table)
-    files = table_files(path, table)
+    fs = None
+    if isinstance(path, str) and "://" in path:
+        fs, files = _remote_files(path, table)
+    else:
+        files = table_files(path, table)
     try:
-        dataset = ds.dataset(files, format=VERIFIED)
+        dataset = ds.dataset(files, format=VERIFIED, filesystem=fs)
         return _load(dataset, table, equals_filters)
     except (OSError, pa.ArrowInvalid) as err:
-        bad = next((f for f in files if unreadable(f)), None)
+        bad = next((f for f in files if fs is None and unreadable(f)), None)
         if bad is None:
             raise
         raise ResultsError(f"{bad}: truncated or corrupt ({unreadable(bad)}); run "
