@@ -11,16 +11,19 @@ across them (C a multiple of the device count), each device running the single-d
 on its share, concurrently. Per-seed numbers do not depend on C, on the number of points in a
 unit or on the device count (`gradjax.xla`), so neither the budget nor a resume changes them.
 
-Progress of a unit lives in `.work/bucket-B/unit-*/`: one Parquet part per (cell, chunk) and a
-checkpoint (`state.npz`: seeds done plus the float64 across-seed moments merged so far). Parts
-are written by a background thread while the next chunk computes (one chunk's parts at a
-time), and always before the checkpoint that covers them; on resume, parts past the checkpoint
-are dropped and the unit continues from it. The checkpoint is rewritten after a chunk once the
-compute since the last one is at least CHECKPOINT_RATIO times what writing it took, so its cost
-stays under ~1/CHECKPOINT_RATIO of the run even when the moments are large (tiny networks
-checkpoint after every chunk). When a unit has all seeds, each cell's per-seed file and then its
-summary file are written, and the unit's work folder is removed. A cell is done when its summary
-file exists.
+A run computes its share of the sweep's pieces (`gradjax.ledger`: cells x seed blocks; all of
+them unless it is one of several shards), grouped into units: cells of one bucket that need
+the same seeds. A unit holds the locks of its pieces while it runs. Its progress lives in
+`.work/units/unit-*/`: one Parquet part per (cell, chunk) and a checkpoint (`state.npz`: seeds
+done plus the float64 across-seed moments merged so far). Parts are written by a background
+thread while the next chunk computes (one chunk's parts at a time), and always before the
+checkpoint that covers them; on resume, parts past the checkpoint are dropped and the unit
+continues from it. The checkpoint is rewritten after a chunk once the compute since the last
+one is at least CHECKPOINT_RATIO times what writing it took, so its cost stays under
+~1/CHECKPOINT_RATIO of the run even when the moments are large (tiny networks checkpoint after
+every chunk). When a unit has all its seeds, each cell's piece is written and the unit's folder
+removed; a cell whose pieces cover every seed is finished (per-seed file, then summary) by
+whichever process gets there, and the last one completes the folder.
 """
 
 from __future__ import annotations
@@ -162,7 +165,9 @@ def check_models(sweep: Sweep) -> None:
             continue
         cell = bucket.cells[0]
         try:
-            tree_probe.shapes(bucket.spec, make_points(bucket.spec, **bucket.points([cell])))
+            with _x64_if_needed(sweep):
+                tree_probe.shapes(bucket.spec,
+                                  make_points(bucket.spec, **bucket.points([cell])))
         except Exception as err:  # noqa: BLE001 (user code: any failure is the model's)
             raise SweepError(sweep.source, cell.field("model"),
                              f"model {bucket.spec.model!r} (cell {cell.index}) fails: "
@@ -679,8 +684,7 @@ def run_sweep(
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = cache_events().misses
-    with _x64_if_needed(sweep):
-        check_models(sweep)
+    check_models(sweep)
     meta = run_metadata(sweep)
     ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
                          check=only is None, shard=shard)

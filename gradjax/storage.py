@@ -1,17 +1,20 @@
 """Results on disk: the folder layout, Arrow schemas, atomic Parquet writes, and `load`.
 
 results/<name>/
-  sweep.toml              the sweep file exactly as given
+  sweep.toml              the sweep file exactly as given (the last run's)
   per_seed/cell-NNNNN.parquet   one row per (cell, seed, layer, param)
   summary/cell-NNNNN.parquet    one row per (cell, layer, param)
-  .run.json               which sweep (text hash, seeds) the folder belongs to
-  .work/                  in-progress part files and checkpoints (see `gradjax.engine`)
-  .lock                   held (flock) by the run writing the folder
+  manifest.json           written once every cell is finished (cells, seeds, rows per table)
+  .run.json               what the folder's results are (`run_record`: the parsed sweep)
+  .work/                  pieces, kept moments, locks and in-progress units (`gradjax.ledger`)
+  .lock                   held (flock) only while a run opens or completes the folder
 
 Every file is written under a dot-prefixed temporary name and renamed into place, so a reader
 (or a resumed run) never sees a partial file; dot-prefixed names are skipped by pyarrow.dataset
-and do not match `*.parquet` globs. Cells are ordinary columns, not hive partitions, so pandas,
-pyarrow.dataset, DuckDB and polars all read the same typed columns with no extra flags.
+and do not match `*.parquet` globs. Every Parquet page carries a CRC, checked on read, so a
+damaged file is reported, never read as data. Cells are ordinary columns, not hive partitions,
+so pandas, pyarrow.dataset, DuckDB and polars all read the same typed columns with no extra
+flags.
 """
 
 from __future__ import annotations
