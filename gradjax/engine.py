@@ -250,9 +250,7 @@ def run_metadata(sweep: Sweep) -> dict[str, str]:
 def enable_compile_cache(path: Path | None = None) -> Path:
     """Turn on JAX's persistent compilation cache (every program, however quick to compile),
     in a folder only this user can read or write (0700)."""
-    path = storage.user_cache_dir() if path is None else Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)  # private: a shared cache could hand this process another's programs
+    path = storage.private_folder(storage.user_cache_dir() if path is None else Path(path))
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -594,9 +592,10 @@ class _UnitRun:
                 if table.num_rows != (b - a) * rows:
                     raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} "
                                        f"per-seed rows, expected {(b - a) * rows}")
+                piece = moments.rows(p, rows, mlp)
                 self.ledger.write_piece(cell, a, b, parts[0] if len(parts) == 1 else table,
-                                        moments.rows(p, rows, mlp))
-                self.ledger.finish(cell, {(a, b): table})
+                                        piece)
+                self.ledger.finish(cell, {(a, b): (table, piece)})
         shutil.rmtree(self.dir)
 
 

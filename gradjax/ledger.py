@@ -269,9 +269,9 @@ class Ledger:
         self.folder.remove_temporaries(only_dead=False)
 
     def finish(self, cell: Cell, in_memory: dict | None = None) -> bool:
-        """Write the cell's per-seed and summary files if its pieces cover every seed and no
-        other process is finishing it; True if the cell is finished now. `in_memory` maps a
-        piece's range to its table when the caller still holds it (no re-read)."""
+        """Write the cell's per-seed and summary files if its pieces cover every seed (waiting
+        for a process that is finishing it); True if the cell is finished now. `in_memory`
+        maps a piece's range to its (table, moments) when the caller still holds them."""
         if self.finished(cell):
             return True
         with self.hold(cell):
@@ -318,11 +318,13 @@ class Ledger:
         return moments
 
     def _finish(self, cell: Cell, cover: list[tuple[int, int]], in_memory: dict) -> None:
+        in_moments = {span: held[1] for span, held in in_memory.items()}
+        in_memory = {span: held[0] for span, held in in_memory.items()}
         tables = [self._rows(cell, a, b, in_memory) for a, b in cover]
         table = _with_cell(pa.concat_tables(tables) if len(tables) > 1 else tables[0], cell)
         moments = RowMoments(0, ())
         for a, b in cover:
-            moments = moments.merge(self._moments(cell, a, b))
+            moments = moments.merge(in_moments.get((a, b)) or self._moments(cell, a, b))
         positions = _positions(table, self.sweep.seeds)
         expected = self.sweep.seeds * len(positions["layer"])
         if table.num_rows != expected or moments.n != self.sweep.seeds:
@@ -336,8 +338,9 @@ class Ledger:
                               self.folder.summary_path(cell.index),
                               self.cell_meta(cell, "summary"))
         whole = self.piece_paths(cell, 0, self.sweep.seeds)[1]
-        with storage.atomic_path(whole) as tmp, open(tmp, "wb") as f:
-            moments.save(f)
+        if cover != [(0, self.sweep.seeds)]:  # else the one piece's moments are these
+            with storage.atomic_path(whole) as tmp, open(tmp, "wb") as f:
+                moments.save(f)
         for path in self.piece_dir(cell).iterdir():
             if path != whole:
                 path.unlink()

@@ -243,6 +243,14 @@ def user_cache_dir() -> Path:
     return Path(base) / "gradjax" / "jax"
 
 
+def private_folder(path: Path) -> Path:
+    """`path` made (if needed) and readable, writable and listable by this user only (0700):
+    a compile cache others could write could hand this process their programs."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
