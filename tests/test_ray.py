@@ -9,13 +9,13 @@ import time
 
 import psutil
 import pytest
+import ray
 from conftest import SHARDS_SWEEP, assert_same_as_single
 
 from gradjax import cli
 from gradjax.ray_executor import run_on_ray
 from gradjax.sweep import load_sweep
 
-ray = pytest.importorskip("ray")  # the optional ray extra; `make test` installs it
 TIMEOUT = 240
 # ray.init starts its processes with fork + exec from this (JAX-threaded) process; JAX warns
 # at every fork, though nothing runs in the child before exec

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from conftest import tiny_sweep_text
+from moto.server import ThreadedMotoServer
 
 import gradjax
 from gradjax import cli
@@ -47,8 +48,7 @@ def test_a_file_uri_is_a_local_folder(local, tmp_path):
 
 @pytest.fixture
 def s3(monkeypatch):
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
