@@ -458,8 +458,9 @@ def _duration(seconds: float) -> str:
         f"{secs}s")
 
 
-def _part_name(cell: Cell, first_seed: int) -> str:
-    return f"cell-{cell.index:05d}.seeds-{first_seed:010d}.parquet"
+def _part_name(key: str, first_seed: int) -> str:
+    """A part's name: the cell's key, not its index (which an added axis value changes)."""
+    return f"{key}.seeds-{first_seed:010d}.parquet"
 
 
 def _part_start(path: Path) -> int:
@@ -532,7 +533,7 @@ class _UnitRun:
         if state is not None:
             done, n, leaves = state
             moments = Moments.from_leaves(n, leaves, like)
-        for part in self.dir.glob("cell-*.parquet"):
+        for part in self.dir.glob("*.seeds-*.parquet"):
             if _part_start(part) >= done:
                 part.unlink()
         return done, moments
@@ -553,7 +554,8 @@ class _UnitRun:
             if whole:
                 self.whole[cell.index] = table
             self.pending.append(self.writer.submit(
-                storage.write_parquet, table, self.dir / _part_name(cell, start),
+                storage.write_parquet, table,
+                self.dir / _part_name(self.ledger.keys[cell.index], start),
                 self.ledger.cell_meta(cell, "per_seed")))
 
     def drain(self) -> None:
@@ -583,7 +585,7 @@ class _UnitRun:
         rows = len(self.positions["layer"])
         mlp = self.unit.bucket.spec.model == "mlp"
         for p, cell in enumerate(self.unit.cells):
-            parts = sorted(self.dir.glob(f"cell-{cell.index:05d}.seeds-*.parquet"),
+            parts = sorted(self.dir.glob(f"{self.ledger.keys[cell.index]}.seeds-*.parquet"),
                            key=_part_start)
             table = self.whole.get(cell.index) if len(parts) == 1 else None
             with self.phases.timing("write"):
@@ -596,7 +598,7 @@ class _UnitRun:
                 self.ledger.write_piece(cell, a, b, parts[0] if len(parts) == 1 else table,
                                         piece)
                 self.ledger.finish(cell, {(a, b): (table, piece)})
-        shutil.rmtree(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int:
@@ -687,17 +689,20 @@ def run_sweep(
     meta = run_metadata(sweep)
     ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
                          check=only is None, shard=shard)
-    report.cells_skipped = sum(ledger.finished(c) for c in sweep.cells)
-    for _ in range(PASSES):
-        work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
-        if not work:
-            break
-        with _x64_if_needed(sweep):
-            _run_share(sweep, ledger, work, use, max_memory, chunk, quiet, say, report)
-        if only is not None:
-            return _finish_report(report, started, sweep, shard, folder, max_memory, say,
-                                  misses)
-    complete_folder(ledger, say)
+    try:
+        report.cells_skipped = sum(ledger.finished(c) for c in sweep.cells)
+        for _ in range(PASSES):
+            work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
+            if not work:
+                break
+            with _x64_if_needed(sweep):
+                _run_share(sweep, ledger, work, use, max_memory, chunk, quiet, say, report)
+            if only is not None:
+                break
+        if only is None:
+            complete_folder(ledger, say)
+    finally:
+        folder.release()
     return _finish_report(report, started, sweep, shard, folder, max_memory, say, misses)
 
 
@@ -766,10 +771,14 @@ def open_ledger(sweep: Sweep, folder: storage.ResultsFolder, meta: dict[str, str
     record = folder.open(sweep, record, overwrite, renumber=probe.renumber)
     ledger = Ledger(folder, sweep, record["seed_block"], meta)
     mine = {cell.index for cell, _ in owned(sweep, ledger.seed_block, shard[0] - 1, shard[1])}
-    for cell in sweep.cells if check else ():
-        problem = ledger.forget_if_damaged(cell, whole=cell.index in mine)
-        if problem:
-            say(f"cell {cell.index}: {problem}; computing it again")
+    try:
+        for cell in sweep.cells if check else ():
+            problem = ledger.forget_if_damaged(cell, whole=cell.index in mine)
+            if problem:
+                say(f"cell {cell.index}: {problem}; computing it again")
+    except BaseException:
+        folder.release()
+        raise
     return ledger
 
 
@@ -901,7 +910,7 @@ def _claim(ledger: Ledger, unit: Unit) -> tuple[Unit | None, list]:
         lock = ledger.claim(cell, block)
         if lock is None:
             continue
-        if ledger.todo(cell, block) == [unit.span]:
+        if not ledger.finished(cell) and ledger.todo(cell, block) == [unit.span]:
             cells.append(cell)
             locks.append(lock)
         else:
@@ -931,11 +940,13 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
                 if unit is None:
                     progress.resumed(len(planned.cells) * (span[1] - span[0]))
                     continue
-                run = _UnitRun(sweep, ledger, unit, schema, report.phases)
                 try:
-                    report.inits += _run_unit(run, executable, progress)
+                    run = _UnitRun(sweep, ledger, unit, schema, report.phases)
+                    try:
+                        report.inits += _run_unit(run, executable, progress)
+                    finally:
+                        run.close()
                 finally:
-                    run.close()
                     for lock in locks:
                         lock.close()
                 ran.update(c.index for c in unit.cells)

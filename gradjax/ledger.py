@@ -134,9 +134,11 @@ class Ledger:
         return _subtract(span, self.cover(cell))
 
     def finished(self, cell: Cell) -> bool:
-        """Summary written and one moments file for [0, seeds): nothing left to do."""
-        _, moments = self.piece_paths(cell, 0, self.sweep.seeds)
-        return moments.exists() and self.folder.done(cell.index)
+        """Nothing left to do: one moments file for [0, seeds) whose rows are per_seed/'s (a
+        piece of all the seeds still has its own rows until the cell is finished), and the
+        summary (written before that moments file, or else of fewer seeds)."""
+        rows, moments = self.piece_paths(cell, 0, self.sweep.seeds)
+        return moments.exists() and not rows.exists() and self.folder.done(cell.index)
 
     @contextlib.contextmanager
     def hold(self, cell: Cell) -> Iterator[None]:
@@ -264,9 +266,9 @@ class Ledger:
                     "finished_utc": storage.utc_now()}
         storage.write_text(json.dumps(manifest, indent=1) + "\n",
                            self.folder.root / storage.MANIFEST_FILE)
-        for sub in ("units", "locks", "renumber"):
+        for sub in ("units", "locks", "renumber"):  # every run here is of this sweep (`.run.lock`)
             shutil.rmtree(self.work / sub, ignore_errors=True)
-        self.folder.remove_temporaries(only_dead=False)
+        self.folder.remove_temporaries(only_dead=True)
 
     def finish(self, cell: Cell, in_memory: dict | None = None) -> bool:
         """Write the cell's per-seed and summary files if its pieces cover every seed (waiting
@@ -341,8 +343,9 @@ class Ledger:
         if cover != [(0, self.sweep.seeds)]:  # else the one piece's moments are these
             with storage.atomic_path(whole) as tmp, open(tmp, "wb") as f:
                 moments.save(f)
-        for path in self.piece_dir(cell).iterdir():
-            if path != whole:
+        for path in self.piece_dir(cell).iterdir():  # the pieces of these seeds, no other
+            found = re.fullmatch(r"seeds-(\d{10})-(\d{10})\.(npz|parquet)", path.name)
+            if path != whole and found and int(found[2]) <= self.sweep.seeds:
                 path.unlink()
 
     def _write_per_seed(self, cell: Cell, table: pa.Table,
@@ -377,7 +380,8 @@ def _with_cell(table: pa.Table, cell: Cell) -> pa.Table:
     """The rows with this cell's index (pieces keep their key when an axis grows, not their
     index)."""
     column = table.schema.get_field_index("cell")
-    if table.num_rows and table.column(column)[0].as_py() == cell.index:
+    low_high = pc.min_max(table.column(column)).as_py()
+    if low_high["min"] == low_high["max"] == cell.index:
         return table
     return table.set_column(column, "cell", pa.array(np.full(table.num_rows, cell.index)))
 

@@ -54,16 +54,20 @@ def run_on_ray(
     engine.check_models(sweep)
     ledger = engine.open_ledger(sweep, folder, engine.run_metadata(sweep), overwrite,
                                 seed_block or SEED_BLOCK, log)
-    groups = engine.share_of(sweep, ledger, (1, 1))
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_gpus=gpus, max_retries=MAX_RETRIES)(_task)
-    # absolute paths: a worker's working folder is not the driver's
-    source, where = str(Path(sweep.source).resolve()), str(Path(out).resolve())
-    pending = [task.remote(sweep.text, source, sweep.seeds, where, [c.index for c in cells],
-                           span, max_memory, chunk, str(cache) if cache else None)
-               for _, _, cells, span in groups]
-    log(f"{sweep.name}: {len(pending)} Ray task(s), {gpus} GPU each")
-    inits = sum(ray.get(pending))
-    engine.complete_folder(ledger, log)
+    try:  # the driver holds the folder's run lock (shared with its tasks) until the end
+        groups = engine.share_of(sweep, ledger, (1, 1))
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(num_gpus=gpus, max_retries=MAX_RETRIES)(_task)
+        # absolute paths: a worker's working folder is not the driver's
+        source, where = str(Path(sweep.source).resolve()), str(Path(out).resolve())
+        pending = [task.remote(sweep.text, source, sweep.seeds, where,
+                               [c.index for c in cells], span, max_memory, chunk,
+                               str(cache) if cache else None)
+                   for _, _, cells, span in groups]
+        log(f"{sweep.name}: {len(pending)} Ray task(s), {gpus} GPU each")
+        inits = sum(ray.get(pending))
+        engine.complete_folder(ledger, log)
+    finally:
+        folder.release()
     log(f"{sweep.name}: {inits:,} inits computed by Ray workers; results in {folder.root}")
     return inits

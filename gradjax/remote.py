@@ -3,9 +3,10 @@
 A run needs what object stores do not give: atomic renames and file locks (`gradjax.storage`,
 `gradjax.ledger`). So a run into a URI computes into a local *staging* folder
 (results/.stage/<name>-<hash of the URI>), pulled from the URI first when the staging folder
-is new (to resume or grow on another machine), and pushes the folder to the URI at the end:
-every file whose size differs or that is missing there, and the removal of the pieces that
-finishing a cell replaced. Locks and in-progress units stay local. Readers see each object
+is new (to resume or grow on another machine; a staging folder older than the store's is
+refused), and pushes the folder to the URI at the end: every file that is missing there or
+changed since this staging folder last pushed it, and the removal of the pieces that finishing
+a cell replaced. Locks and in-progress units stay local. Readers see each object
 whole (a PUT is atomic), and a folder is complete once its manifest.json is there.
 
 Any pyarrow filesystem URI works (`pyarrow.fs.FileSystem.from_uri`), with its options in the
@@ -16,13 +17,16 @@ Credentials come from the environment, as for any pyarrow or AWS tool.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from gradjax.storage import LOCK_FILE, WORK_DIR
+from gradjax.storage import LOCK_FILE, RUN_FILE, RUN_LOCK, WORK_DIR, ResultsError
 
-LOCAL_ONLY = (LOCK_FILE, f"{WORK_DIR}/units", f"{WORK_DIR}/locks", f"{WORK_DIR}/renumber")
+PUSHED = f"{WORK_DIR}/pushed.json"  # what this staging folder last pushed: (size, mtime) per file
+LOCAL_ONLY = (LOCK_FILE, RUN_LOCK, PUSHED, f"{WORK_DIR}/units", f"{WORK_DIR}/locks",
+              f"{WORK_DIR}/renumber")
 
 
 def is_remote(out: str) -> bool:
@@ -51,11 +55,25 @@ def _local_files(folder: Path) -> dict[str, int]:
     return out
 
 
+def _read(fs: pafs.FileSystem, path: str) -> bytes | None:
+    try:
+        with fs.open_input_stream(path) as src:
+            return src.read()
+    except FileNotFoundError:
+        return None
+
+
 def pull(uri: str, folder: Path) -> int:
-    """Copy the URI's folder into a new staging `folder`; the number of files copied."""
-    if (folder / ".run.json").exists():
-        return 0
+    """Copy the URI's folder into a new staging `folder`; the number of files copied. An
+    existing staging folder whose record differs from the store's (another machine ran since)
+    is refused: computing on from a stale copy would overwrite newer results."""
     fs, root = pafs.FileSystem.from_uri(uri)
+    if (folder / RUN_FILE).exists():
+        there = _read(fs, f"{root}/{RUN_FILE}")
+        if there is not None and there != (folder / RUN_FILE).read_bytes():
+            raise ResultsError(f"{uri} changed since {folder} was staged from it (another "
+                               f"machine ran); remove {folder} to stage it again")
+        return 0
     files = _files(fs, root)
     for rel in files:
         target = folder / rel
@@ -71,12 +89,18 @@ def push(folder: Path, uri: str) -> int:
     cells finished here. Returns the number of files copied."""
     fs, root = pafs.FileSystem.from_uri(uri)
     there, here = _files(fs, root), _local_files(folder)
-    changed = sorted(rel for rel, size in here.items() if there.get(rel) != size)
+    record = folder / PUSHED
+    pushed = json.loads(record.read_text()) if record.exists() else {}
+    stamps = {rel: [here[rel], (folder / rel).stat().st_mtime_ns] for rel in here}
+    # new, or changed since this folder pushed it (a rewrite of the same size included)
+    changed = sorted(rel for rel in here if rel not in there or pushed.get(rel) != stamps[rel])
     changed.sort(key=lambda rel: rel == "manifest.json")
     for rel in changed:
         fs.create_dir(f"{root}/{rel}".rsplit("/", 1)[0], recursive=True)
         with open(folder / rel, "rb") as src, fs.open_output_stream(f"{root}/{rel}") as dst:
             dst.write(src.read())
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(stamps))
     for rel in sorted(set(there) - set(here)):
         # pieces that finishing a cell here replaced; not what another machine pushed for
         # cells this folder never had

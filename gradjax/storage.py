@@ -8,6 +8,7 @@ results/<name>/
   .run.json               what the folder's results are (`run_record`: the parsed sweep)
   .work/                  pieces, kept moments, locks and in-progress units (`gradjax.ledger`)
   .lock                   held (flock) only while a run opens or completes the folder
+  .run.lock               shared by the runs of one version of the sweep; growing needs it alone
 
 Every file is written under a dot-prefixed temporary name and renamed into place, so a reader
 (or a resumed run) never sees a partial file; dot-prefixed names are skipped by pyarrow.dataset
@@ -58,13 +59,14 @@ from gradjax.sweep import Cell, Sweep
 TABLES: tuple[str, ...] = ("summary", "per_seed")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
 MANIFEST_FILE = "manifest.json"  # written once every cell is finished
+RUN_LOCK = ".run.lock"  # shared by the runs of one version of the sweep (`ResultsFolder.open`)
 COMPRESSION = "zstd"
 SEED_BLOCK = 65536  # seeds per block of a new folder (`gradjax.ledger`): most cells have one
-OWN_ENTRIES = frozenset({SWEEP_FILE, RUN_FILE, WORK_DIR, LOCK_FILE, MANIFEST_FILE, "per_seed",
-                         "summary"})
+OWN_ENTRIES = frozenset({SWEEP_FILE, RUN_FILE, WORK_DIR, LOCK_FILE, RUN_LOCK, MANIFEST_FILE,
+                         "per_seed", "summary"})
 
 
-LOCK_WAIT_S = 120.0  # opening or completing a folder takes well under a second per cell
+LOCK_WAIT_S = 600.0  # opening (renumbering) or completing a folder: well under 1 s per cell
 
 
 def wait_for_lock(file: Any, seconds: float) -> bool:
@@ -398,11 +400,13 @@ class ResultsFolder:
         self.check(sweep, record, overwrite)
         with self.locked():
             self.check(sweep, record, overwrite)  # another run may have changed it meanwhile
-            if overwrite:
-                self.clear()
-            old = self.recorded()
+            old = None if overwrite else self.recorded()
             if old is not None:
                 record = {**record, "seed_block": old["seed_block"]}
+            self._hold_run_lock(changing=overwrite or record != old)
+            if overwrite:
+                self.clear()
+            if old is not None:
                 renumber(old)
             for sub in ("per_seed", "summary", WORK_DIR):
                 (self.root / sub).mkdir(exist_ok=True)
@@ -412,7 +416,29 @@ class ResultsFolder:
                 with contextlib.suppress(FileNotFoundError):
                     (self.root / MANIFEST_FILE).unlink()
                 write_text(json.dumps(record, indent=1) + "\n", self.root / RUN_FILE)
+            fcntl.flock(self._run_lock, fcntl.LOCK_SH)
         return record
+
+    def _hold_run_lock(self, changing: bool) -> None:
+        """Share `.run.lock` with the other runs of this version of the sweep for the rest of
+        this run (`release`); a run that changes what the folder holds (growth, --overwrite)
+        needs it alone, so that no run of the previous version writes on meanwhile."""
+        self._run_lock = open(self.root / RUN_LOCK, "a")  # noqa: SIM115 (held past this call)
+        try:
+            fcntl.flock(self._run_lock, (fcntl.LOCK_EX if changing else fcntl.LOCK_SH)
+                        | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise ResultsError(f"{self.root}: a run of another version of this sweep (fewer "
+                               "seeds or cells) is still writing here; let it finish or stop "
+                               "it, then run again") from None
+
+    def release(self) -> None:
+        """Let go of `.run.lock` (the run is over)."""
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.close()
+            self._run_lock = None
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else in the folder)."""

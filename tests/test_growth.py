@@ -111,3 +111,29 @@ def test_bad_shards_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--overwrite with --shard"):
         run(tmp_path / "x", shard=(1, 2), overwrite=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_more_seeds_with_a_partial_per_seed_table_compute_the_cell_again(tmp_path):
+    """Without every per-seed statistic the old rows cannot be summarized again: the cell is
+    computed anew, and its tables hold the new seed count."""
+    text = tiny_sweep_text(**SWEEP | {"per_seed": ["grad_sq_norm"]})
+    out = tmp_path / "partial"
+    run(out, text, seeds=6)
+    grown = run(out, text)
+    assert grown.inits == 3 * 11
+    assert (storage.load(out)["seeds"] == 11).all()
+    assert len(storage.load(out, "per_seed")) == 3 * 11 * 4
+    assert run(out, text).inits == 0  # finished: nothing left
+
+
+def test_growing_waits_for_no_run_of_the_previous_version(tmp_path):
+    import fcntl
+
+    out = tmp_path / "busy"
+    run(out, seeds=6)
+    with open(out / ".run.lock", "a") as lock:  # a run of the 6-seed sweep, still writing
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        assert run(out, seeds=6).inits == 0  # the same version runs beside it
+        with pytest.raises(storage.ResultsError, match="another version of this sweep"):
+            run(out)
+    assert run(out).inits == 3 * 5

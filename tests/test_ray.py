@@ -72,5 +72,5 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
     assert result["inits"] <= 4 * 240
     assert_same_as_single(out, shards_single)
     assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
-                     "ray", "--quiet"]) == 0
+                     "ray", "--quiet", "--no-cache"]) == 0  # (the cache would stay on here)
     assert_same_as_single(out, shards_single)
