@@ -175,13 +175,6 @@ scale = 1e6
 [[cases]]
 label = "scale_1e-30"
 scale = 1e-30
-
-[[cases]]
-label = "bfloat16_sigmoid_deep"
-dtype = "bfloat16"
-activation = "sigmoid"
-depth = 12
-width = 2
 """
 
 
@@ -193,11 +186,7 @@ def test_numerical_extremes_record_nonfinite_and_underflow_counts(tmp_path):
     assert (by["scale_1e6"]["grad_nonfinite"] > 0).any()
     # scale 1e-30: every gradient has a factor 1e-30 or smaller: float32 underflows
     assert (by["scale_1e-30"]["grad_frac_underflow"] > 0).any()
-    deep = by["bfloat16_sigmoid_deep"]  # depth 200 in float32: benchmarks/fault_campaign.py
-    assert np.isfinite(deep["grad_sq_norm"]).all()
-    first = deep.query("layer == 1")
-    # sigmoid' <= 1/4 at each of 12 layers, weights of order 1: vanishing, recorded, no crash
-    assert first["grad_max_abs"].median() < 1e-5 and first["grad_nonfinite"].eq(0).all()
+    # bfloat16 and a depth-200 sigmoid net: benchmarks/fault_campaign.py (two more compiles)
 
 
 # ----------------------------------------------------------------- malformed sweep files
