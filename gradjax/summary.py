@@ -27,6 +27,18 @@ from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
 
 
+def chan_merge(n_a: int, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, mean_b: np.ndarray,
+               m2_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry (mean, M2) of two disjoint sets of n_a and n_b samples (Chan, Golub and
+    LeVeque 1979): delta = mean_b - mean_a, mean = mean_a + delta n_b / n,
+    M2 = M2_a + M2_b + delta^2 n_a n_b / n. An exploding cell's inf gradients make its moments
+    inf/NaN, as they should, without warnings."""
+    n = n_a + n_b
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = mean_b - mean_a
+        return mean_a + delta * (n_b / n), m2_a + m2_b + np.square(delta) * (n_a * n_b / n)
+
+
 def _is_pair(node: Any) -> bool:
     return isinstance(node, dict) and set(node) == {"mean", "m2"}
 
@@ -51,18 +63,12 @@ class Moments:
             return other
         if other.n == 0:
             return self
-        n = self.n + other.n
-
         def pair(a: dict, b: dict) -> dict:
-            delta = b["mean"] - a["mean"]
-            return {
-                "mean": a["mean"] + delta * (other.n / n),
-                "m2": a["m2"] + b["m2"] + np.square(delta) * (self.n * other.n / n),
-            }
+            mean, m2 = chan_merge(self.n, a["mean"], a["m2"], other.n, b["mean"], b["m2"])
+            return {"mean": mean, "m2": m2}
 
-        # an exploding cell has inf gradients: its moments become inf/NaN, as they should
-        with np.errstate(invalid="ignore", over="ignore"):
-            return Moments(n, jax.tree.map(pair, self.tree, other.tree, is_leaf=_is_pair))
+        return Moments(self.n + other.n,
+                       jax.tree.map(pair, self.tree, other.tree, is_leaf=_is_pair))
 
     def leaves(self) -> list[np.ndarray]:
         return jax.tree.leaves(self.tree)
@@ -128,18 +134,9 @@ class RowMoments:
             return other
         if other.n == 0:
             return self
-        n = self.n + other.n
-
-        def pair(a, b):
-            if a is None:
-                return None
-            delta = b[0] - a[0]
-            return a[0] + delta * (other.n / n), a[1] + b[1] + np.square(delta) * (
-                self.n * other.n / n)
-
-        with np.errstate(invalid="ignore", over="ignore"):
-            return RowMoments(n, tuple(pair(a, b) for a, b in
-                                       zip(self.rows, other.rows, strict=True)))
+        rows = tuple(None if a is None else chan_merge(self.n, *a, other.n, *b)
+                     for a, b in zip(self.rows, other.rows, strict=True))
+        return RowMoments(self.n + other.n, rows)
 
     def var_across_seeds(self) -> np.ndarray:
         """[rows]: the mean over a tensor's entries of their population variance across seeds
