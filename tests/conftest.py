@@ -144,6 +144,18 @@ def shards_single(tmp_path_factory):
     return out
 
 
+def assert_same_results(a, b) -> None:
+    """Two results folders (or URIs) hold the same per-seed table bit for bit, and the same
+    summary, but grad_var_across_seeds, whose per-chunk moments are float32 sums over however
+    the seeds were grouped, to 1e-6."""
+    pd.testing.assert_frame_equal(gradjax.load(a, "per_seed"), gradjax.load(b, "per_seed"),
+                                  check_exact=True)
+    sa, sb = gradjax.load(a), gradjax.load(b)
+    np.testing.assert_allclose(sa.pop("grad_var_across_seeds"),
+                               sb.pop("grad_var_across_seeds"), rtol=1e-6)
+    pd.testing.assert_frame_equal(sa, sb, check_exact=True)
+
+
 def assert_same_as_single(out, single) -> None:
     """`out` is complete (manifest, no work files left) and holds `single`'s per-seed table
     bit for bit, once per (cell, seed), and its across-seed variances to float32 rounding

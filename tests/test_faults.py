@@ -13,9 +13,8 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import tiny_sweep_text
+from conftest import assert_same_results, tiny_sweep_text
 from hypothesis import HealthCheck, given, settings
 
 import gradjax
@@ -38,14 +37,7 @@ def reference(tmp_path_factory):
 
 
 def assert_like_reference(out, reference):
-    """The reference's per-seed table and summary; grad_var_across_seeds to float32 rounding
-    where its chunk moments grouped the seeds otherwise."""
-    pd.testing.assert_frame_equal(gradjax.load(out, "per_seed"),
-                                  gradjax.load(reference, "per_seed"), check_exact=True)
-    a, b = gradjax.load(out), gradjax.load(reference)
-    np.testing.assert_allclose(a.pop("grad_var_across_seeds"), b.pop("grad_var_across_seeds"),
-                               rtol=1e-6)
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert_same_results(out, reference)
     assert not list(Path(out).rglob("*.tmp"))
 
 

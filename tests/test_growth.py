@@ -4,10 +4,8 @@ folder (run one after the other here; together in test_scale_out) add up to a si
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
-from conftest import tiny_sweep_text
+from conftest import assert_same_results, tiny_sweep_text
 
 from gradjax import engine, storage
 from gradjax.sweep import parse_sweep
@@ -31,17 +29,6 @@ def fresh(tmp_path_factory):
     run(root / "three")
     run(root / "four", MORE_CELLS)
     return root
-
-
-def assert_same_results(a, b):
-    """Per-seed tables bit for bit; summaries too, but grad_var_across_seeds, whose per-chunk
-    moments are float32 sums over another grouping of seeds, to 1e-6."""
-    pd.testing.assert_frame_equal(storage.load(a, "per_seed"), storage.load(b, "per_seed"),
-                                  check_exact=True)
-    sa, sb = storage.load(a), storage.load(b)
-    np.testing.assert_allclose(sa.pop("grad_var_across_seeds"),
-                               sb.pop("grad_var_across_seeds"), rtol=1e-6)
-    pd.testing.assert_frame_equal(sa, sb, check_exact=True)
 
 
 def test_more_seeds_compute_only_the_new_seeds(fresh, tmp_path):

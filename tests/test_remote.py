@@ -4,11 +4,9 @@ second machine (another staging folder) resuming and growing the folder from the
 
 import os
 
-import numpy as np
-import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from conftest import tiny_sweep_text
+from conftest import assert_same_results, tiny_sweep_text
 from moto.server import ThreadedMotoServer
 
 import gradjax
@@ -26,24 +24,13 @@ def local(tmp_path_factory):
     return root / "out"
 
 
-def assert_same(uri_or_path, local):
-    """Per-seed rows bit for bit; the summary too, but grad_var_across_seeds, whose chunk
-    moments group the seeds otherwise when a folder grew, to float32 rounding."""
-    pd.testing.assert_frame_equal(gradjax.load(uri_or_path, "per_seed"),
-                                  gradjax.load(local, "per_seed"), check_exact=True)
-    a, b = gradjax.load(uri_or_path), gradjax.load(local)
-    np.testing.assert_allclose(a.pop("grad_var_across_seeds"), b.pop("grad_var_across_seeds"),
-                               rtol=1e-6)
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
-
-
 def test_a_file_uri_is_a_local_folder(local, tmp_path):
     (tmp_path / "tiny.toml").write_text(TEXT)
     uri = f"file://{tmp_path}/via%20uri"
     assert cli.main(["run", str(tmp_path / "tiny.toml"), "--out", uri, "--quiet",
                      "--no-cache"]) == 0
     assert (tmp_path / "via uri" / "manifest.json").exists()
-    assert_same(uri, local)
+    assert_same_results(uri, local)
 
 
 @pytest.fixture
@@ -71,7 +58,7 @@ def test_s3_results_resume_and_grow_from_another_machine(local, tmp_path, s3, mo
     os.rename(tmp_path / "results", tmp_path / "first-machine")
     (tmp_path / "tiny.toml").write_text(TEXT)
     assert cli.main(["run", "tiny.toml", "--out", s3, "--quiet", "--no-cache"]) == 0
-    assert_same(s3, local)
+    assert_same_results(s3, local)
     fs, root = pafs.FileSystem.from_uri(s3)
     names = {i.path.removeprefix(root + "/") for i in fs.get_file_info(
         pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File}
