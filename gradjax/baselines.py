@@ -121,15 +121,20 @@ def tensor_stats_np(g: np.ndarray, k: int) -> Stats:
     }
 
 
-def unit_cosine_np(g_w: np.ndarray) -> np.ndarray:
-    """Mean pairwise cosine of the columns of g_w [..., fan_in, fan_out], zero columns left
-    out, as |sum u|^2 - sum |u|^2 over m (m - 1) ordered pairs; NaN below two live columns."""
+def unit_cos_sq_np(g_w: np.ndarray) -> np.ndarray:
+    """Mean squared cosine over pairs of distinct columns of g_w [..., fan_in, fan_out], zero
+    columns left out, as |Gram|_F^2 - sum |u|^4 over m (m - 1) ordered pairs, the Gram matrix
+    on the smaller side; NaN below two live columns."""
     norms = np.sqrt(np.sum(np.square(g_w), axis=-2))
     alive = norms > 0
     u = g_w / np.where(alive, norms, F32(1))[..., None, :]
     m = np.sum(alive, axis=-1).astype(F32)
-    pairs = np.sum(np.square(np.sum(u, axis=-1)), axis=-1) - np.sum(np.square(u), axis=(-2, -1))
-    return np.where(m >= 2, pairs / np.where(m >= 2, m * (m - 1), F32(1)), F32(np.nan))
+    ut = np.swapaxes(u, -1, -2)
+    gram = u @ ut if u.shape[-2] <= u.shape[-1] else ut @ u
+    diagonal = np.sum(np.square(np.sum(np.square(u), axis=-2)), axis=-1)
+    pairs = np.sum(np.square(gram), axis=(-2, -1)) - diagonal
+    mean = np.clip(pairs / np.where(m >= 2, m * (m - 1), F32(1)), 0, 1)
+    return np.where(m >= 2, mean, F32(np.nan)).astype(F32)
 
 
 def _forward(params: NpParams, x: np.ndarray, activation: str):
@@ -178,7 +183,7 @@ def _param_stats(g: np.ndarray, live, is_weight: bool) -> Stats:
         out["grad_frac_underflow"] = np.full(lead, np.nan, F32)
     else:
         out["grad_frac_underflow"] = _mean(((g == 0) & live).astype(F32), k)
-    out["grad_unit_cos"] = unit_cosine_np(g) if is_weight else np.full(lead, np.nan, F32)
+    out["grad_unit_cos_sq"] = unit_cos_sq_np(g) if is_weight else np.full(lead, np.nan, F32)
     return out
 
 
@@ -441,15 +446,18 @@ def tensor_stats_torch(torch, g, k: int) -> dict:
     }
 
 
-def unit_cosine_torch(torch, g_w):
-    """`unit_cosine_np` in torch (columns of g_w [..., fan_in, fan_out])."""
+def unit_cos_sq_torch(torch, g_w):
+    """`unit_cos_sq_np` in torch (columns of g_w [..., fan_in, fan_out])."""
     norms = g_w.square().sum(dim=-2).sqrt()
     alive = norms > 0
     u = g_w / torch.where(alive, norms, 1.0)[..., None, :]
     m = alive.sum(dim=-1).to(g_w.dtype)
-    pairs = u.sum(dim=-1).square().sum(dim=-1) - u.square().sum(dim=(-2, -1))
+    ut = u.transpose(-1, -2)
+    gram = u @ ut if u.shape[-2] <= u.shape[-1] else ut @ u
+    pairs = gram.square().sum(dim=(-2, -1)) - u.square().sum(dim=-2).square().sum(dim=-1)
     two = m >= 2
-    return torch.where(two, pairs / torch.where(two, m * (m - 1), 1.0), float("nan"))
+    mean = (pairs / torch.where(two, m * (m - 1), 1.0)).clamp(0, 1)
+    return torch.where(two, mean, float("nan"))
 
 
 def _liveness_torch(params, inputs, dphis, d_out):
@@ -475,7 +483,7 @@ def _param_stats_torch(torch, g, live, is_weight: bool) -> dict:
     out["grad_frac_underflow"] = (
         nan if live is None else _mean_torch(((g == 0) & live).to(g.dtype), k)
     )
-    out["grad_unit_cos"] = unit_cosine_torch(torch, g) if is_weight else nan
+    out["grad_unit_cos_sq"] = unit_cos_sq_torch(torch, g) if is_weight else nan
     return out
 
 

@@ -46,7 +46,7 @@ from gradjax.stats import (
     shifted_moments,
     tensor_stats,
     to_host,
-    unit_cosine,
+    unit_cos_sq,
 )
 
 
@@ -234,7 +234,8 @@ def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
     g = g.astype(f)
     out = tensor_stats(g, computed=True)
     out["grad_frac_underflow"] = underflow
-    out["grad_unit_cos"] = unit_cosine(g, computed=True) if is_weight else jnp.asarray(jnp.nan, f)
+    out["grad_unit_cos_sq"] = (unit_cos_sq(g, computed=True) if is_weight
+                               else jnp.asarray(jnp.nan, f))
     return out
 
 

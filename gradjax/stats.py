@@ -91,24 +91,30 @@ def tensor_stats(g: jax.Array, computed: bool = False) -> dict[str, jax.Array]:
     }
 
 
-def unit_cosine(g_w: jax.Array, computed: bool = False) -> jax.Array:
-    """Mean pairwise cosine similarity between the gradient vectors of a layer's output units.
+def unit_cos_sq(g_w: jax.Array, computed: bool = False) -> jax.Array:
+    """Mean over pairs of distinct units of the squared cosine between their gradient vectors.
 
     g_w is [fan_in, fan_out]; unit j's gradient vector is column j, rescaled by its own power of
-    two (a cosine has no unit) so that no column's norm underflows. With unit vectors u_j,
-    sum_{j != k} u_j . u_k = |sum_j u_j|^2 - m, where sum_j u_j = g_w @ (1 / norms) and m is the
-    number of units with a nonzero gradient, so the mean over the m(m-1) ordered pairs costs
-    one mat-vec, not a Gram matrix. Units whose gradient is exactly zero have no direction and
-    are left out; NaN when fewer than two units remain. 1.0 means every unit receives the same
-    gradient (the symmetric, `constant` init).
+    two (a cosine has no unit) so that no column's norm underflows, then normalized to u_j.
+    With C = U^T U (cos_jk = C_jk), the sum over ordered pairs j != k of cos_jk^2 is
+    |C|_F^2 - sum_j |u_j|^4, and |U^T U|_F = |U U^T|_F, so the Gram matrix is taken on the
+    smaller side: min(fan_in, fan_out)^2 * max(fan_in, fan_out) multiply-adds per tensor.
+    Squaring makes it blind to sign: it is 1 for any rank-1 gradient (one example gives
+    dL/dW = x (outer) delta, every column a multiple of x, of either sign), 0 for mutually
+    orthogonal units, and about 1/fan_in for independent random directions. Units whose
+    gradient is exactly zero have no direction and are left out; NaN below two live units.
     """
     g_w, _ = scaled(g_w, axis=0, computed=computed)
     norms = jnp.sqrt(jnp.sum(jnp.square(g_w), axis=0))
     alive = norms > 0
     m = jnp.sum(alive, dtype=g_w.dtype)
-    total = g_w @ jnp.where(alive, 1 / jnp.where(alive, norms, 1), 0)
-    pairs = jnp.sum(jnp.square(total)) - m
-    return jnp.where(m >= 2, pairs / jnp.where(m >= 2, m * (m - 1), 1), jnp.nan)
+    u = g_w * jnp.where(alive, 1 / jnp.where(alive, norms, 1), 0)[None, :]
+    fan_in, fan_out = u.shape
+    gram = u @ u.T if fan_in <= fan_out else u.T @ u
+    diagonal = jnp.sum(jnp.square(jnp.sum(jnp.square(u), axis=0)))
+    pairs = jnp.sum(jnp.square(gram)) - diagonal
+    two = m >= 2
+    return jnp.where(two, jnp.clip(pairs / jnp.where(two, m * (m - 1), 1), 0, 1), jnp.nan)
 
 
 def batch_moments(u: jax.Array, computed: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:

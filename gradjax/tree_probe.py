@@ -10,7 +10,7 @@ carried along, with no gradient and no row), then the taps in natural order of t
 (layer2 before layer10). A leaf row has the gradient statistics (PARAM_STATS) and
 NaN activation statistics; a tap row the reverse. Per-leaf `grad_frac_underflow` is NaN: telling
 dead-unit zeros from underflow needs the boolean replay of backprop that only the MLP's own
-probe does. `grad_unit_cos` of a leaf with ndim >= 2 takes its last axis as the units (the
+probe does. `grad_unit_cos_sq` of a leaf with ndim >= 2 takes its last axis as the units (the
 MLP's [fan_in, fan_out], Flax's [..., in, out]; Equinox stores [out, in], so there it compares
 input units). Activation statistics of a tap need the model's `activation` option; without one
 only preact_mean and preact_var are defined.
@@ -37,7 +37,7 @@ from gradjax.models import BUILT_IN, Family, resolve
 from gradjax.models.family import SCALES
 from gradjax.probe import activation_stats, chunk_moments, loop_over_points
 from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
-from gradjax.stats import batch_moments, tensor_stats, unit_cosine
+from gradjax.stats import batch_moments, tensor_stats, unit_cos_sq
 
 LAYER = re.compile(r"layer(\d+)")
 
@@ -117,8 +117,8 @@ def leaf_stats(g: jax.Array, f) -> dict[str, jax.Array]:
     g = g.astype(f)
     out = tensor_stats(g, computed=True)
     out["grad_frac_underflow"] = jnp.asarray(jnp.nan, f)
-    cos = unit_cosine(g.reshape(-1, g.shape[-1]), computed=True) if g.ndim >= 2 else jnp.nan
-    out["grad_unit_cos"] = jnp.asarray(cos, f)
+    cos = unit_cos_sq(g.reshape(-1, g.shape[-1]), computed=True) if g.ndim >= 2 else jnp.nan
+    out["grad_unit_cos_sq"] = jnp.asarray(cos, f)
     out.update({k: jnp.asarray(jnp.nan, f) for k in LAYER_STATS})
     out.update(delta_log2_scale=jnp.int32(0), preact_log2_scale=jnp.int32(0))
     return out

@@ -96,11 +96,14 @@ def mlp_backprop(params, x, y, activation: str) -> dict:
             "dphi": [dphi(z) for z in zs[:-1]]}
 
 
-def mean_pairwise_cosine(g: np.ndarray) -> float:
-    """Mean cosine over ordered pairs of distinct nonzero columns, by an explicit double loop."""
-    cols = [g[:, j] for j in range(g.shape[1]) if np.any(g[:, j] != 0)]
+def mean_squared_cosine(g: np.ndarray) -> float:
+    """Mean squared cosine over ordered pairs of distinct nonzero columns, by an explicit
+    double loop in float64 (each column scaled to unit norm first, so tiny columns are
+    exact)."""
+    cols = [g[:, j].astype(np.float64) for j in range(g.shape[1]) if np.any(g[:, j] != 0)]
+    cols = [c / np.abs(c).max() for c in cols]
     sims = [
-        a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        (a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) ** 2
         for i, a in enumerate(cols)
         for j, b in enumerate(cols)
         if i != j

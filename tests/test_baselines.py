@@ -130,8 +130,8 @@ def test_loop_yields_per_init_stats_with_a_points_axis():
 def test_vec_yields_chunks_laid_out_like_run_seeds():
     chunks = list(baselines.numpy_vec(GAUSSIAN_SPEC, 5, [1.0], [0.0], chunk=2))
     assert [c["loss_value"].shape for c in chunks] == [(2, 1), (2, 1), (1, 1)]
-    assert chunks[0]["grad_unit_cos"].shape == (2, 1, 3, 2)
-    assert np.isnan(chunks[0]["grad_unit_cos"][..., 1]).all()  # biases have no unit cosine
+    assert chunks[0]["grad_unit_cos_sq"].shape == (2, 1, 3, 2)
+    assert np.isnan(chunks[0]["grad_unit_cos_sq"][..., 1]).all()  # biases have no unit cosine
 
 
 def test_points_reuse_the_same_draws():

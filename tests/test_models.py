@@ -340,7 +340,7 @@ def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
     params = generic[leaves.to_numpy()]
     assert len(params) == len(own) and set(params.index) == set(own.index)
     for stat in ("grad_var", "grad_sq_norm", "grad_max_abs", "grad_frac_zero", "grad_cv",
-                 "grad_unit_cos", "loss_value"):
+                 "grad_unit_cos_sq", "loss_value"):
         np.testing.assert_allclose(params[stat], own.loc[params.index, stat], rtol=1e-4,
                                    atol=1e-7, err_msg=stat)
     taps = generic[generic.index.get_level_values("param").str.startswith("taps")]

@@ -122,5 +122,5 @@ def test_constant_init_gives_every_unit_the_same_gradient():
         first_unit = jnp.broadcast_to(layer["W"][:, :1], layer["W"].shape)
         np.testing.assert_allclose(layer["W"], first_unit, rtol=1e-6)
     stats = gradjax.grad_stats(params, x, y, activation="tanh")
-    np.testing.assert_allclose(stats["grad_unit_cos"][:2, 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(stats["grad_unit_cos_sq"][:2, 0], 1.0, rtol=1e-6)
     np.testing.assert_allclose(stats["grad_cv"][:2, 1], 0.0, atol=1e-6)

@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import mean_pairwise_cosine, mlp_backprop
+from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
 from gradjax import network, probe
-from gradjax.stats import tensor_stats, to_host, unit_cosine
+from gradjax.stats import tensor_stats, to_host, unit_cos_sq
 
 
 def test_tensor_stats_match_numpy():
@@ -34,16 +34,39 @@ def test_all_zero_tensor_has_nan_cv_and_counts_nonfinite():
     assert bad["grad_nonfinite"] == 2
 
 
-def test_unit_cosine_matches_pairwise_loop():
+def _rank(r: int, shape: tuple[int, int], rng) -> np.ndarray:
+    """A random [fan_in, fan_out] matrix of rank r, columns of random signs and sizes."""
+    return rng.standard_normal((shape[0], r)) @ rng.standard_normal((r, shape[1]))
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (9, 4), (3, 8)])  # either side the smaller
+@pytest.mark.parametrize("magnitude", [1.0, 1e-30, 1e30])
+def test_unit_cos_sq_matches_pairwise_loop(shape, magnitude):
+    """Rank 1 (one example: columns +-x) reads 1 whatever the signs, where the signed mean
+    cosine of the same matrix averages +1 and -1 towards 0; rank 2 and random matrices match
+    a double loop in float64; dead units are left out; at tiny and huge magnitudes too."""
     rng = np.random.default_rng(1)
-    g = rng.standard_normal((6, 5))
-    g[:, 2] = 0  # a dead unit has no direction and is left out
-    assert float(unit_cosine(jnp.asarray(g, jnp.float32))) == pytest.approx(
-        mean_pairwise_cosine(g), abs=1e-6
-    )
-    same = np.tile(rng.standard_normal((6, 1)), (1, 4))
-    assert float(unit_cosine(jnp.asarray(same, jnp.float32))) == pytest.approx(1.0, abs=1e-6)
-    assert np.isnan(unit_cosine(jnp.ones((6, 1))))
+    rank1 = np.outer(rng.standard_normal(shape[0]), rng.choice([-1.0, 1.0], shape[1])
+                     * rng.uniform(0.5, 2, shape[1]))
+    signed = np.mean([np.sign(rank1[0, j] * rank1[0, k]) for j in range(shape[1])
+                      for k in range(shape[1]) if j != k])
+    assert abs(signed) < 0.9  # what the signed mean cosine read for a rank-1 gradient
+    for g in (rank1, _rank(2, shape, rng), rng.standard_normal(shape)):
+        g = g * magnitude
+        g[:, 1] = 0  # a dead unit has no direction and is left out
+        g32 = g.astype(np.float32)
+        got = float(unit_cos_sq(jnp.asarray(g32)))
+        assert got == pytest.approx(mean_squared_cosine(g32), abs=2e-6)
+    assert float(unit_cos_sq(jnp.asarray(rank1 * magnitude, jnp.float32))) == pytest.approx(
+        1.0, abs=1e-6)
+
+
+def test_unit_cos_sq_of_orthogonal_units_is_zero():
+    q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((8, 5)))
+    signs = np.array([1.0, -1.0, 3.0, -0.5, 2.0])  # orthogonal columns of any sign and size
+    assert float(unit_cos_sq(jnp.asarray(q * signs, jnp.float32))) == pytest.approx(0, abs=1e-6)
+    assert np.isnan(unit_cos_sq(jnp.ones((6, 1))))
+    assert np.isnan(unit_cos_sq(jnp.zeros((6, 3))))
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
@@ -64,8 +87,8 @@ def test_grad_stats_of_a_deep_net_match_numpy_backprop(activation, x64):
             assert got["grad_var"][l, col] == pytest.approx(t.var(), rel=1e-10, abs=1e-300)
             assert got["grad_sq_norm"][l, col] == pytest.approx(np.sum(t**2), rel=1e-10)
             assert got["grad_frac_zero"][l, col] == pytest.approx(np.mean(t == 0))
-        assert got["grad_unit_cos"][l, 0] == pytest.approx(
-            mean_pairwise_cosine(g["W"]), rel=1e-8, nan_ok=True)
+        assert got["grad_unit_cos_sq"][l, 0] == pytest.approx(
+            mean_squared_cosine(g["W"]), rel=1e-8, nan_ok=True)
         delta = ref["deltas"][l]
         assert got["delta_sq_norm"][l] == pytest.approx(np.mean(np.sum(delta**2, 1)), rel=1e-10)
     for l, (z, d) in enumerate(zip(ref["z"], ref["dphi"], strict=True)):
@@ -175,3 +198,17 @@ def test_the_probe_outputs_exactly_the_declared_statistics():
     # one init's gradient: no per-example gradients, no parameters' own norms, no training
     assert set(out) == {*STATS, *LOG2_SCALES} - {*EXAMPLE_STATS, "loss_halved_step"}
     assert set(tensor_stats(jnp.ones(3))) == {*TENSOR_STATS, "grad_log2_scale"}
+
+
+def test_one_example_gives_every_layer_parallel_unit_gradients():
+    """The issue's case: a batch-1 tanh MLP, where dL/dW_l = h_{l-1} (outer) delta_l is rank 1
+    in every layer; numpy's rank of the gradient says so independently."""
+    params = gradjax.init_mlp(jax.random.key(5), (32, 64, 64, 16, 1), init="lecun_normal")
+    x = jax.random.normal(jax.random.key(6), (1, 32))
+    y = jnp.ones((1, 1))
+    stats = gradjax.grad_stats(params, x, y, activation="tanh")
+    _, grads = gradjax.loss_and_grads(params, x, y, activation="tanh")
+    for l, g in enumerate(grads[:-1]):
+        singular = np.linalg.svd(np.asarray(g["W"], np.float64), compute_uv=False)
+        assert singular[1] < 1e-5 * singular[0]  # rank 1 up to float32 rounding
+        assert stats["grad_unit_cos_sq"][l, 0] == pytest.approx(1.0, abs=1e-5)

@@ -87,7 +87,7 @@ def test_per_seed_schema_and_rows(folder):
         w, b = frame[frame["param"] == "W"][stat], frame[frame["param"] == "b"][stat]
         np.testing.assert_array_equal(w.to_numpy(), b.to_numpy())
     assert frame.groupby("seed")["loss_value"].nunique().eq(1).all()
-    assert frame["grad_unit_cos"][frame["param"] == "b"].isna().all()
+    assert frame["grad_unit_cos_sq"][frame["param"] == "b"].isna().all()
 
 
 def test_metadata_of_every_file(folder):

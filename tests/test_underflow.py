@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import mean_pairwise_cosine, mlp_backprop
+from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
 from gradjax import keys, pow2, probe
-from gradjax.stats import tensor_stats, to_host, unit_cosine
+from gradjax.stats import tensor_stats, to_host, unit_cos_sq
 from gradjax.summary import Moments
 
 TINY = float(np.finfo(np.float32).smallest_subnormal)
@@ -138,12 +138,12 @@ def test_max_exponent_is_floor_log2_for_every_float32():
     assert int(pow2.max_exponent(jnp.float32([1e-3, jnp.inf, jnp.nan]))) == -10
 
 
-def test_unit_cosine_of_tiny_and_huge_columns():
+def test_unit_cos_sq_of_tiny_and_huge_columns():
     rng = np.random.default_rng(3)
     g = rng.standard_normal((6, 4)) * np.array([1e-30, 1e-25, 1e20, 1.0])
     g32 = g.astype(np.float32)
-    got = float(unit_cosine(jnp.asarray(g32)))
-    assert got == pytest.approx(mean_pairwise_cosine(g32.astype(np.float64)), abs=1e-6)
+    got = float(unit_cos_sq(jnp.asarray(g32)))
+    assert got == pytest.approx(mean_squared_cosine(g32), abs=1e-6)
 
 
 def _deep_tiny_net():
@@ -182,7 +182,7 @@ def test_grad_stats_of_a_deep_net_whose_squares_underflow():
     np.testing.assert_allclose(got["preact_var"][:-1], [z.var() for z in ref["z"]], rtol=1e-3)
     np.testing.assert_allclose(got["preact_mean"][:-1], [z.mean() for z in ref["z"]], rtol=1e-3)
     assert abs(ref["z"][-1]).max() < 1e-19  # the deepest pre-activations' squares underflow
-    assert np.all(got["grad_unit_cos"][:, 0] == got["grad_unit_cos"][:, 0])  # never NaN here
+    assert np.all(got["grad_unit_cos_sq"][:, 0] == got["grad_unit_cos_sq"][:, 0])  # no NaN
 
 
 def test_across_seed_moments_at_any_magnitude():
