@@ -127,10 +127,25 @@ class Stat:
     doc: str  # one line
     scale: tuple[str, int] | None = None
     reduction: bool = True  # a plain reduction of one tensor (`gradjax.stats.tensor_stats`)
-    mlp_only: bool = False  # only the MLP's own probe computes it (NaN for other models)
-    # "per_example" or "steps": NaN unless the cell asks for that; "params": of the parameters
-    # themselves, not of their gradient (computed beside the gradient statistics)
+    mlp_only: bool = False  # only the MLP's own probe computes it (null for other models)
+    # what it needs, null without: "per_example" / "structural_zeros" (that option on),
+    # "steps" (step > 0: an update), "activation" (on a tap: a model with an `activation`
+    # option); "params": of the parameters themselves, not of their gradient (computed beside
+    # the gradient statistics)
     needs: str = ""
+    # the rows it has a value on, null on the others: "params" (a parameter tensor's: every
+    # MLP row, a plug-in's leaves, not its taps), "layers" (a layer's activations: every MLP
+    # row and the taps, not a plug-in's leaves), "hidden" ("layers" but the MLP's output
+    # layer, which has no activation) or "all"; "" takes it from `level` (`on`)
+    rows: str = ""
+    min_n: int = 0  # null for a tensor of fewer entries: a spread of one value is undefined
+    min_units: int = 0  # null for a tensor of fewer units (last axis; a 1-D tensor has none)
+
+    @property
+    def on(self) -> str:
+        """The rows it has a value on (`rows`, or its level's: tensor "params", layer
+        "layers", init and cell "all")."""
+        return self.rows or {"tensor": "params", "layer": "layers"}.get(self.level, "all")
 
 
 _G, _D, _U = ("grad_log2_scale", 1), ("delta_log2_scale", 1), ("preact_log2_scale", 1)
@@ -143,22 +158,25 @@ def _sq(scale: tuple[str, int]) -> tuple[str, int]:
 STAT_TABLE: tuple[Stat, ...] = (
     Stat("grad_mean", "tensor", "loss / parameter", "mean of the gradient's entries", _G),
     Stat("grad_var", "tensor", "(loss / parameter)^2", "population variance (ddof = 0) of the "
-         "gradient's entries", _sq(_G)),
+         "gradient's entries", _sq(_G), min_n=2),
     Stat("grad_sq_norm", "tensor", "(loss / parameter)^2", "sum of squares, |dL/dW|_F^2",
          _sq(_G)),
     Stat("grad_max_abs", "tensor", "loss / parameter", "max of |g|", _G),
     Stat("grad_mean_abs", "tensor", "loss / parameter", "mean of |g|", _G),
     Stat("grad_cv", "tensor", "ratio", "std / mean|g|; NaN when every entry is 0. Near 0 means "
-         "\"all entries the same value\""),
+         "\"all entries the same value\"", min_n=2),
     Stat("grad_frac_zero", "tensor", "fraction", "fraction of entries exactly 0"),
     Stat("grad_frac_subnormal", "tensor", "fraction", "nonzero entries below the dtype's "
          "smallest normal number"),
     Stat("grad_nonfinite", "tensor", "count", "count of inf/NaN entries"),
     Stat("grad_frac_underflow", "tensor", "fraction", "fraction of entries exactly 0 that are "
-         "**not** structurally zero (see below)", reduction=False, mlp_only=True),
-    Stat("grad_unit_cos", "tensor", "cosine", "mean pairwise cosine similarity between the "
-         "gradient vectors of the units (columns of dL/dW), leaving out units whose gradient "
-         "is exactly 0; NaN for 1-D tensors and single-unit layers", reduction=False),
+         "**not** structurally zero (see below)", reduction=False, mlp_only=True,
+         needs="structural_zeros"),
+    Stat("grad_unit_cos_sq", "tensor", "cosine^2", "mean over pairs of distinct units of the "
+         "squared cosine between their gradient vectors (columns of dL/dW), leaving out units "
+         "whose gradient is exactly 0: 1 when every unit's gradient is parallel up to sign (any "
+         "rank-1 gradient), 0 when they are orthogonal, about 1/fan_in for random directions; "
+         "NaN below two live units", reduction=False, min_units=2),
     Stat("param_sq_norm", "tensor", "parameter^2", "sum of squares of the parameter tensor "
          "itself, |W|_F^2 (after `step` updates: how far weight decay or growth took it)",
          reduction=False, needs="params"),
@@ -174,33 +192,35 @@ STAT_TABLE: tuple[Stat, ...] = (
          "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm)",
          _sq(_D), mlp_only=True),
     Stat("preact_mean", "layer", "pre-activation", "mean over examples x units of u = norm(z), "
-         "the activation's input", _U),
+         "the activation's input", _U, rows="hidden"),
     Stat("preact_var", "layer", "pre-activation^2", "population variance over examples x "
-         "units of u", _sq(_U)),
+         "units of u", _sq(_U), rows="hidden"),
     Stat("act_frac_dead", "layer", "fraction", "fraction of units with phi'(u) == 0 for "
-         "**every** example"),
+         "**every** example", rows="hidden", needs="activation"),
     Stat("act_frac_saturated", "layer", "fraction", "fraction of units with |phi'(u)| < 1% of "
-         "sup|phi'| for every example"),
-    Stat("act_deriv_mean", "layer", "slope", "mean of phi'(u) over examples x units"),
+         "sup|phi'| for every example", rows="hidden", needs="activation"),
+    Stat("act_deriv_mean", "layer", "slope", "mean of phi'(u) over examples x units",
+         rows="hidden", needs="activation"),
     Stat("loss_value", "init", "loss", "the batch-mean loss at the init (after `step` updates: "
          "at those parameters, on that step's batch)"),
     Stat("loss_halved_step", "init", "step", "the first t <= step at which the loss on the "
          "init's step-0 batch fell below half its value at the init; NaN if none did",
          needs="steps"),
     Stat("grad_var_across_seeds", "cell", "(loss / parameter)^2", "per entry, the population "
-         "variance across the cell's inits; then the mean over the tensor's entries"),
+         "variance across the cell's inits; then the mean over the tensor's entries",
+         rows="params"),
     Stat("frac_seeds_all_zero", "cell", "fraction", "fraction of inits whose gradient tensor "
-         "is exactly 0 everywhere (born dead)"),
+         "is exactly 0 everywhere (born dead)", rows="params"),
     Stat("frac_loss_halved", "cell", "fraction", "fraction of inits whose loss fell below half "
          "its step-0 value by `step` (the median step at which it did: "
-         "loss_halved_step_p50)", needs="steps"),
+         "loss_halved_step_p50); 0 at step 0, before any update"),
 )
 STAT_BY_NAME: dict[str, Stat] = {s.name: s for s in STAT_TABLE}
 TENSOR_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
                                       if s.level == "tensor" and s.reduction)
 # per tensor at every init; EXAMPLE_STATS need the per-example gradients (`per_example`)
-PARAM_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
-                                     if s.level == "tensor" and not s.needs)
+PARAM_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "tensor"
+                                     and s.needs not in ("params", "per_example"))
 # per tensor, beside the gradient's: of the parameters, and of the per-example gradients
 EXAMPLE_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE
                                        if s.needs in ("params", "per_example"))
@@ -233,24 +253,47 @@ LEVELS: dict[str, str] = {  # what a level's statistics are taken over
 }
 
 
+_NULL_ON = {"params": "taps", "layers": "a plug-in's leaves",
+            "hidden": "the MLP's output layer, a plug-in's leaves", "all": ""}
+_NULL_WITHOUT = {"per_example": "`per_example = false`",
+                 "structural_zeros": "`structural_zeros = false`", "steps": "step 0",
+                 "activation": "taps of a model with no `activation` option"}
+
+
+def null_on(stat: Stat) -> str:
+    """The rows on which `stat` does not apply (null in the tables), in words; "" for none."""
+    parts = [_NULL_ON[stat.on], _NULL_WITHOUT.get(stat.needs, ""),
+             "models other than the MLP" if stat.mlp_only else "",
+             f"tensors of fewer than {stat.min_n} entries" if stat.min_n else "",
+             f"tensors of fewer than {stat.min_units} units (1-D tensors)"
+             if stat.min_units else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def stats_markdown() -> str:
     """The statistics tables of docs/conventions.md, one per level (tests/test_sweep.py
     checks the two agree)."""
     out = []
     for level, over in LEVELS.items():
-        out += [f"**{over}**", "", "| statistic | unit | definition |", "|---|---|---|"]
+        out += [f"**{over}**", "", "| statistic | unit | definition | null on |",
+                "|---|---|---|---|"]
         for s in STAT_TABLE:
             if s.level == level:
-                only = " (MLP only: NaN for other models)" if s.mlp_only else ""
-                only += {"per_example": " (with `per_example = true`, else NaN)",
-                         "steps": " (with `steps`, else NaN)"}.get(s.needs, "")
-                out.append(f"| `{s.name}` | {s.unit} | {s.doc.replace('|', chr(92) + '|')}"
-                           f"{only} |")
+                out.append(f"| `{s.name}` | {s.unit} | {s.doc.replace('|', chr(92) + '|')} | "
+                           f"{null_on(s) or '-'} |")
         out.append("")
     columns = ", ".join(f"`<stat>_{a}`" for a in AGGREGATES)
+    out.append(
+        "**Null and NaN.** A statistic is null (missing) in the Parquet tables on the rows where "
+        "it does not apply (\"null on\" above): DuckDB's avg() and count() and polars skip "
+        "those rows. NaN is a value that was computed and is undefined (grad_cv of an all-zero "
+        "gradient, gsnr with no example variance): avg() over a NaN is NaN. pandas reads both "
+        "as NaN (`gradjax.load`); `gradjax.stats_frame` keeps null as <NA>.")
+    out.append("")
     out.append(f"Across a cell's inits every per-init statistic becomes the summary columns "
                f"{columns} (numpy's population std and linear percentiles; an init whose value "
-               "is NaN, e.g. grad_cv of an all-zero tensor, is left out).")
+               "is NaN, e.g. grad_cv of an all-zero tensor, is left out; NaN where every init's "
+               "is). On the rows where a statistic does not apply its aggregates are null.")
     return "\n".join(out)
 
 

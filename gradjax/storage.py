@@ -51,6 +51,7 @@ from gradjax.spec import (
     OPTION_TABLE,
     PARAM_STATS,
     SCALED,
+    STAT_BY_NAME,
     STATS,
     THEORY_COLUMNS,
 )
@@ -153,6 +154,60 @@ def as_rows(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def rule_options(cell: Cell) -> dict[str, Any]:
+    """What `not_applicable` asks of a cell: its options, with those of its program
+    (`Cell.spec`): activation None for a model with no activation option, structural_zeros
+    and per_example as computed."""
+    spec = cell.spec
+    return {**cell.options, "activation": spec.activation,
+            "structural_zeros": spec.structural_zeros, "per_example": spec.per_example}
+
+
+def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
+                   ) -> dict[str, np.ndarray]:
+    """Per statistic (STATS and CELL_STATS), a bool [rows] over one init's rows: True where it
+    does not apply, as `gradjax.spec.Stat` declares (`on`, `needs`, `mlp_only`, `min_n`,
+    `min_units`; the "null on" column of docs/conventions.md). There it is null in the tables;
+    a value computed and undefined stays NaN. The one place the rule is applied.
+
+    `positions`: param, layer_from_output, and n and units where known (units: a tensor's
+    last axis, 0 for a 1-D tensor; an MLP's follow from width and out_dim). `options`: a
+    cell's (`rule_options`): model, per_example, structural_zeros, step, activation (None: the
+    model has no activation option), width and out_dim."""
+    tap = np.array([str(p).startswith("taps[") for p in positions["param"]], dtype=bool)
+    mlp = options.get("model", "mlp") == "mlp"
+    output = np.asarray(positions["layer_from_output"]) == -1
+    leaf = ~tap & (not mlp)
+    off = {"params": tap, "layers": leaf, "hidden": leaf | (output & mlp),
+           "all": np.zeros_like(tap)}
+    without = {"per_example": not options.get("per_example"),
+               "structural_zeros": not options.get("structural_zeros"),
+               "steps": not options.get("step"),
+               "activation": tap & (options.get("activation") is None)}
+    n, units = positions.get("n"), _units(positions, options)
+    out = {}
+    for name in (*STATS, *CELL_STATS):
+        stat = STAT_BY_NAME[name]
+        mask = off[stat.on] | without.get(stat.needs, False) | (stat.mlp_only and not mlp)
+        if stat.min_n and n is not None:
+            mask = mask | (np.asarray(n) < stat.min_n)
+        if stat.min_units and units is not None:
+            mask = mask | (units < stat.min_units)
+        out[name] = np.broadcast_to(mask, tap.shape)
+    return out
+
+
+def _units(positions: Mapping[str, Any], options: Mapping[str, Any]) -> np.ndarray | None:
+    """Each row's units (`not_applicable`), None where unknown."""
+    if "units" in positions:
+        return np.asarray(positions["units"])
+    if options.get("model", "mlp") != "mlp" or options.get("out_dim") is None:
+        return None
+    fan_out = np.where(np.asarray(positions["layer_from_output"]) == -1, options["out_dim"],
+                       options.get("width") or 0)
+    return np.where(np.asarray(positions["param"]) == "W", fan_out, 0)
+
+
 def per_seed_table(
     sweep_name: str, cell: Cell, seeds: np.ndarray, stats: Mapping[str, np.ndarray],
     schema: pa.Schema, positions: Mapping[str, Any] | None = None,
@@ -163,6 +218,7 @@ def per_seed_table(
     positions = position_columns(cell) if positions is None else positions
     stats = as_rows(stats)
     c, per_init = stats["grad_var"].shape
+    null = not_applicable(positions, rule_options(cell))
     rows = c * per_init
     def constant(value: Any, type_: pa.DataType) -> pa.Array:
         # pa.repeat: a 400,000-row string column in 2 ms, where pa.array of a list takes 230
@@ -183,7 +239,8 @@ def per_seed_table(
         else:
             columns[name] = np.tile(values, c)
     for name in STATS:
-        columns[name] = np.asarray(stats[name]).reshape(rows)
+        columns[name] = pa.array(np.asarray(stats[name]).reshape(rows),
+                                 mask=np.tile(null[name], c))
     arrays = [_arrow(columns[f.name], f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -203,12 +260,24 @@ def position_columns(cell: Cell) -> dict[str, Any]:
     return {**_layer_positions(len(sizes) - 1), "n": np.asarray(n, np.int64)}
 
 
-def stats_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
+def stats_frame(stats: Mapping[str, Any], params: Any = None) -> pd.DataFrame:
     """`gradjax.grad_stats`' result as a tidy DataFrame: one row per (layer, param), with the
     columns layer, layer_from_output, param and every statistic (a layer statistic repeated on
-    the W and b rows, loss_value on every row), as in the per-seed table."""
-    frame = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
-    frame.update(as_rows(stats))
+    the W and b rows, loss_value on every row), as in the per-seed table. The statistics are
+    pandas' nullable Float64: <NA> where one does not apply (`not_applicable`, as null in the
+    tables; also those `grad_stats` does not compute: per-example, param_sq_norm,
+    loss_halved_step), NaN where it was computed and is undefined. With the MLP's `params`
+    (a list of {"W", "b"}), also n and the rules that need each tensor's size."""
+    frame: dict[str, Any] = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
+    if params is not None:
+        shapes = [np.shape(layer[p]) for layer in params for p in ("W", "b")]
+        frame["n"] = np.array([int(np.prod(s)) for s in shapes], np.int64)
+        frame["units"] = np.array([s[-1] if len(s) >= 2 else 0 for s in shapes], np.int64)
+    null = not_applicable(frame, {"model": "mlp", "structural_zeros": True, "activation": ""})
+    frame.pop("units", None)
+    for name, values in as_rows(stats).items():
+        frame[name] = pd.arrays.FloatingArray(np.asarray(values, np.float64),
+                                              null[name] | (name not in stats))
     return pd.DataFrame(frame)
 
 
@@ -219,8 +288,15 @@ def _arrow(values: Any, type_: pa.DataType) -> pa.Array:
 def summary_table(frame: pd.DataFrame, extra: Sequence[Option] = ()) -> pa.Table:
     """A cell's summary frame (see `gradjax.summary`) in the summary schema, no pandas metadata."""
     schema = summary_schema(extra)
-    arrays = [_arrow(frame[f.name].to_numpy(), f.type) for f in schema]
+    arrays = [_arrow(_values(frame[f.name]), f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _values(column: pd.Series) -> Any:
+    """A frame's column for `_arrow`: a nullable Float64 column keeps <NA> as null and NaN as
+    NaN (a plain float column's NaN stays NaN)."""
+    values = column.array
+    return pa.array(values) if isinstance(values, pd.arrays.FloatingArray) else column.to_numpy()
 
 
 def output_folder(out: str | None, results: Path, name: str) -> Path:
@@ -479,6 +555,8 @@ def _remote_files(uri: str, table: str) -> tuple[pafs.FileSystem, list[str]]:
     """The filesystem of a URI and the Parquet files of `table` in the folder it names."""
     fs, root = pafs.FileSystem.from_uri(uri)
     root = root.rstrip("/")
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{uri}: no such results folder")
     folder = root if root.rsplit("/", 1)[-1] == table else f"{root}/{table}"
     selector = pafs.FileSelector(folder, allow_not_found=True)
     files = sorted(i.path for i in fs.get_file_info(selector) if i.path.endswith(".parquet")
@@ -494,12 +572,25 @@ def table_files(path: str | Path, table: str) -> list[Path]:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such results folder" if not path.exists() else
+                                f"{path}: not a folder (a results folder or its {table}/)")
     folder = path if path.name == table and not (path / table).is_dir() else path / table
     files = sorted(folder.glob("*.parquet"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no Parquet files (no finished cell yet, or a "
-                                "sweep with per_seed = false)")
+        raise FileNotFoundError(f"{folder}: no Parquet files ({_why_none(folder, table)})")
     return files
+
+
+def _why_none(folder: Path, table: str) -> str:
+    """Why a table's folder has no files: no cell finished, or the sweep keeps no per-seed
+    table (`per_seed = false`, recorded in the results folder's RUN_FILE)."""
+    run_file = folder.parent / RUN_FILE
+    if table == "per_seed" and run_file.exists():
+        with contextlib.suppress(ValueError, KeyError):
+            if not json.loads(run_file.read_text())["per_seed"]:
+                return "its sweep has per_seed = false: use the summary table"
+    return "no finished cell yet"
 
 
 def _table_of(path: str | Path, table: str | None) -> str:
@@ -526,16 +617,34 @@ def _layer_condition(value: Any) -> pc.Expression:
     return condition
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple | set | frozenset)
+
+
 def _check_matches(dataset: ds.Dataset, filters: Mapping[str, Any]) -> None:
-    """Raise ValueError naming the values present for a filter that matches no row."""
+    """Raise ValueError naming the values present for a filter that matches no row, or a list
+    filter with a value (or more) that matches no row, or an empty list (it matches nothing).
+    A value matches when the column holds it exactly (==, as the filter itself); a negative
+    `layer` counts from the output layer (layer_from_output)."""
     for column, value in filters.items():
-        condition = _layer_condition(value) if column == "layer" else _equals(column, value)
-        if dataset.count_rows(filter=condition) == 0:
+        values = list(value) if _is_list(value) else [value]
+        missing = [v for v in values if not _present(dataset, column, v)]
+        if missing or not values:
             present = pc.unique(dataset.to_table(columns=[column]).column(column)).to_pylist()
             shown = ", ".join(repr(v) for v in sorted(present))
             if column == "layer":
                 shown += " (or -1 for the output layer, -2 below it, ...)"
-            raise ValueError(f"{column}={value!r} matches no row; values present: {shown}")
+            what = (" matches no row (an empty list matches nothing)" if not values else
+                    " matches no row" if len(missing) == len(values) else
+                    f": {', '.join(repr(v) for v in missing)} "
+                    f"match{'es' if len(missing) == 1 else ''} no row")
+            raise ValueError(f"{column}={value!r}{what}; values present: {shown}")
+
+
+def _present(dataset: ds.Dataset, column: str, value: Any) -> bool:
+    """Whether some row has `column` == `value` (`layer`: counted from the output if < 0)."""
+    condition = _layer_condition(value) if column == "layer" else _equals(column, value)
+    return dataset.count_rows(filter=condition) > 0
 
 
 def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> pd.DataFrame:
@@ -545,9 +654,10 @@ def load(path: str | Path, table: str | None = None, **equals_filters: Any) -> p
     URI of either (file://, s3://, gs://; `gradjax.remote`). Keyword filters keep rows
     whose column equals the value (or is in it, for a list), e.g.
     `load("results/x", "per_seed", activation="relu", layer=1, param="W")`; `layer=-1` is each
-    cell's output layer, -2 the layer below it. A filter that matches no row raises ValueError
-    listing the values present. Rows come sorted by cell (then seed), layer, param; strings are
-    plain strings, never categoricals.
+    cell's output layer, -2 the layer below it. A filter that matches no row, a list filter
+    with a value that matches no row (== exactly, as the filter) and an empty list raise
+    ValueError naming the values present. Rows come sorted by cell (then seed), layer, param;
+    strings are plain strings, never categoricals.
     """
     table = _table_of(path, table)
     fs = None
@@ -589,6 +699,8 @@ def _load(dataset: ds.Dataset, table: str, equals_filters: Mapping[str, Any]) ->
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(unknown)}; "
                          f"allowed: {', '.join(dataset.schema.names)}")
+    lists = {c: v for c, v in equals_filters.items() if _is_list(v)}
+    _check_matches(dataset, lists)  # every value of a list must match, as a scalar must
     condition = None
     for column, value in equals_filters.items():
         term = _layer_condition(value) if column == "layer" else _equals(column, value)

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 
 from gradjax.probe import is_scaled_moments, moments_by_layer, moments_to_host
-from gradjax.spec import AGGREGATES, PERCENTILES, STATS
-from gradjax.storage import position_columns
+from gradjax.spec import AGGREGATES, CELL_STATS, PERCENTILES, STATS
+from gradjax.storage import not_applicable, position_columns, rule_options
 from gradjax.sweep import Cell
 from gradjax.theory import add_theory_columns
 
@@ -179,8 +179,8 @@ def describe(values: np.ndarray) -> dict[str, np.ndarray]:
     """Mean, std (ddof=0) and the 5th/50th/95th percentiles over axis 0 (the seeds).
 
     NaN values are left out: they mark a statistic that is undefined for that init (grad_cv of
-    an all-zero gradient, the activation statistics of the output layer). NaN where no init has
-    a value. Infinite values are kept.
+    an all-zero gradient) or, read from a null, one that does not apply to the row. NaN where
+    no init has a value. Infinite values are kept.
     """
     x = np.asarray(values, np.float64)
     defined = ~np.isnan(x)
@@ -206,7 +206,10 @@ def cell_summary(
 ) -> pd.DataFrame:
     """One row per tensor of one cell, from its per-seed table (rows ordered by seed, then as
     `positions`, default the MLP's `position_columns`) and its per-row
-    `grad_var_across_seeds`; with `gradjax.theory`'s columns."""
+    `grad_var_across_seeds`; with `gradjax.theory`'s columns. A statistic is null (<NA> in
+    a nullable Float64 column, null in `gradjax.storage.summary_table`) on the rows where it
+    does not apply (`gradjax.storage.not_applicable`, or null for every seed in `per_seed`),
+    NaN where it applies and no init has a value."""
     positions = position_columns(cell) if positions is None else positions
     per_init = len(positions["layer"])
     seeds = per_seed.num_rows // per_init
@@ -218,16 +221,28 @@ def cell_summary(
         **positions,
         "seeds": seeds,
     }
+    null = not_applicable(positions, rule_options(cell))
     for stat in STATS:
-        values = per_seed.column(stat).to_numpy().reshape(seeds, per_init)
+        column = per_seed.column(stat)
+        values = column.to_numpy().reshape(seeds, per_init)
+        never = null[stat] | column.is_null().to_numpy(zero_copy_only=False).reshape(
+            seeds, per_init).all(axis=0)
         described = describe(values)
         for agg in AGGREGATES:
-            frame[f"{stat}_{agg}"] = described[agg]
+            frame[f"{stat}_{agg}"] = _nullable(described[agg], never)
     frame["grad_var_across_seeds"] = np.asarray(var_across_seeds, np.float64).reshape(-1)
     max_abs = per_seed.column("grad_max_abs").to_numpy().reshape(seeds, per_init)
-    taps = np.array([str(p).startswith("taps[") for p in positions["param"]])
-    frame["frac_seeds_all_zero"] = np.where(taps, np.nan, np.mean(max_abs == 0, axis=0))
+    frame["frac_seeds_all_zero"] = np.mean(max_abs == 0, axis=0)
+    # no init has halved its loss before an update: 0 at step 0 (loss_halved_step is null)
     halved = per_seed.column("loss_halved_step").to_numpy().reshape(seeds, per_init)
-    trained = bool(cell.options.get("step"))
-    frame["frac_loss_halved"] = np.mean(~np.isnan(halved), axis=0) if trained else np.nan
+    frame["frac_loss_halved"] = np.mean(~np.isnan(halved), axis=0)
+    for stat in CELL_STATS:
+        frame[stat] = _nullable(np.asarray(frame[stat], np.float64), null[stat])
     return add_theory_columns(pd.DataFrame(frame))
+
+
+def _nullable(values: np.ndarray, null: np.ndarray) -> Any:
+    """`values` with <NA> where `null` (a nullable Float64 array; NaN stays NaN), or as they
+    are where nothing is null."""
+    null = np.asarray(null, bool)
+    return pd.arrays.FloatingArray(values.astype(np.float64), null) if null.any() else values

@@ -320,8 +320,11 @@ def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     count = np.where(np.arange(len(layer)) < len(leaves), last_leaf, len(names))
     if names and all(LAYER.fullmatch(t) for t in names):
         count[len(leaves):] = last_leaf
+    # for `gradjax.storage.not_applicable` only (no table stores it): a leaf's units (its
+    # last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
+    units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
     return {"layer": layer, "layer_from_output": layer - count - 1, "param": param,
-            "n": np.asarray(n, np.int64)}
+            "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names))}
 
 
 

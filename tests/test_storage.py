@@ -18,7 +18,7 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax import engine, ledger, storage
 from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, PARAM_STATS, STATS
-from gradjax.sweep import OPTIONS, parse_sweep
+from gradjax.sweep import OPTIONS, load_sweep, parse_sweep
 
 SWEEP = {
     "name": "store",
@@ -275,3 +275,162 @@ def test_a_run_waits_for_the_folder_lock_and_says_who_holds_it(folder, monkeypat
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(storage.ResultsError, match="another gradjax run has held"):
             engine.run_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
+
+
+def test_an_empty_list_filter_is_one_clear_error(folder):
+    with pytest.raises(ValueError, match=r"^activation=\[\] matches no row \(an empty list "
+                                         r"matches nothing\); values present: 'relu'$"):
+        gradjax.load(folder, activation=[])
+
+
+def test_a_list_filter_names_its_values_that_match_no_row(folder):
+    # as a scalar filter does: scale=7.0 raises, so does 7.0 in a list (exact ==, as the filter)
+    with pytest.raises(ValueError, match=r"^scale=\[0.5, 7.0\]: 7.0 matches no row; values "
+                                         r"present: 0.5, 1.0$"):
+        gradjax.load(folder, scale=[0.5, 7.0])
+    with pytest.raises(ValueError, match=r"scale=\[0.5, 0.50001\]: 0.50001 matches"):
+        gradjax.load(folder, scale=[0.5, 0.50001])
+    with pytest.raises(ValueError, match=r"^layer=\[-1, -3, 4\]: -3, 4 match no row; values "
+                                         r"present: 1, 2 \(or -1"):
+        gradjax.load(folder, "per_seed", layer=[-1, -3, 4])
+    assert len(gradjax.load(folder, scale=[0.5, 1], layer=[-1, 1])) == 12  # all present
+
+
+def test_loading_a_folder_that_does_not_exist_says_so(folder, tmp_path):
+    for path in (tmp_path / "nope", str(tmp_path / "nope"), f"file://{tmp_path}/nope"):
+        with pytest.raises(FileNotFoundError, match=r"nope: no such results folder$"):
+            gradjax.load(path)
+    with pytest.raises(FileNotFoundError, match=r"nope/per_seed: no such results folder$"):
+        gradjax.load(tmp_path / "nope" / "per_seed")
+    empty = tmp_path / "empty"
+    (empty / "per_seed").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"summary: no Parquet files \(no finished cell "
+                                                r"yet\)$"):
+        gradjax.load(empty)
+    with pytest.raises(FileNotFoundError, match=r"\(no finished cell yet\)$"):
+        gradjax.load(empty, "per_seed")
+    (empty / ".run.json").write_text(json.dumps({"per_seed": []}))
+    with pytest.raises(FileNotFoundError, match=r"per_seed: no Parquet files \(its sweep has "
+                                                r"per_seed = false: use the summary table\)$"):
+        gradjax.load(empty, "per_seed")
+
+
+NULLS = {**SWEEP, "name": "nulls", "grid": {"scale": [0.0, 1.0]}}
+
+
+@pytest.fixture(scope="module")
+def nulls(tmp_path_factory):
+    """The 2-3-1 ReLU net of `folder` (the same program), at scale 0 and 1."""
+    out = tmp_path_factory.mktemp("nulls") / "nulls"
+    engine.run_sweep(parse_sweep(tiny_sweep_text(**NULLS), "nulls.toml"), out, quiet=True,
+                     devices=1, chunk=6)
+    return out
+
+
+def test_a_statistic_that_does_not_apply_is_null_and_a_computed_nan_stays_nan(nulls):
+    """Layer 2 is the output layer (no activation statistics), its b has one entry (no
+    grad_var or grad_cv) and its W one unit (no grad_unit_cos_sq, nor has any b); no
+    per_example; step 0 (no loss_halved_step). At scale 0 (W = 0) no gradient reaches layer 1:
+    its gradients are exactly 0 and their grad_cv, 0 / 0, is a computed NaN."""
+    con = duckdb.connect()
+    per_seed = f"read_parquet('{nulls}/per_seed/*.parquet')"
+
+    def one(sql: str) -> tuple:
+        return con.execute(sql.replace("PER_SEED", per_seed)).fetchone()
+
+    assert one("select count(*) from PER_SEED")[0] == 3 * 5 * 4
+    # activation statistics: layer 1 only; avg() is over those rows (numpy, from pyarrow)
+    table = pq.read_table(nulls / "per_seed")
+    layer1 = table.filter(pa.compute.equal(table.column("layer"), 1))
+    want = np.mean(layer1.column("preact_var").to_numpy())
+    count, got = one("select count(preact_var), avg(preact_var) from PER_SEED")
+    assert count == 30 and np.isfinite(want) and got == pytest.approx(want, rel=1e-12)
+    assert one("select count(act_deriv_mean) from PER_SEED where layer = 2") == (0,)
+    # a one-entry tensor has no spread: grad_var and grad_cv are null, not 0
+    assert one("select count(*), count(grad_var), count(grad_cv) from PER_SEED where n = 1"
+               ) == (15, 0, 0)
+    assert one("select count(grad_var) from PER_SEED where n > 1") == (45,)
+    assert one("select count(grad_unit_cos_sq) from PER_SEED where param = 'b' or layer = 2"
+               ) == (0,)
+    assert one("select count(grad_unit_cos_sq) from PER_SEED where layer = 1 and param = 'W'"
+               ) == (15,)
+    assert one("select count(gsnr), count(grad_noise_var), count(loss_halved_step) "
+               "from PER_SEED") == (0, 0, 0)
+    # computed NaN stays NaN: at scale 0 every layer-1 gradient is 0, grad_cv 0 / 0
+    zero = "from PER_SEED where scale = 0 and layer = 1"
+    assert one(f"select count(*), count(grad_cv), sum(isnan(grad_cv)::int), "
+               f"sum((grad_max_abs = 0)::int) {zero}") == (10, 10, 10, 10)
+    assert np.isnan(one(f"select avg(grad_cv) {zero}")[0])
+    summary = f"read_parquet('{nulls}/summary/*.parquet')"
+    rows = con.execute(
+        "select scale, label, layer, param, grad_cv_mean, frac_seeds_all_zero, grad_var_p50, "
+        "preact_var_mean, loss_halved_step_mean, frac_loss_halved, gsnr_mean "
+        f"from {summary} order by cell, layer, param").df()
+    born_dead = rows[(rows["scale"] == 0) & (rows["layer"] == 1)]
+    assert np.isnan(born_dead["grad_cv_mean"]).all()  # NaN (not null: pandas reads it so too)
+    assert (born_dead["frac_seeds_all_zero"] == 1).all()
+    counts = one(f"select count(grad_cv_mean), count(grad_var_p50), count(preact_var_mean), "
+                 f"count(loss_halved_step_mean), count(gsnr_mean), count(*) from {summary}")
+    assert counts == (9, 9, 6, 0, 0, 12)
+    assert one(f"select count(grad_cv_mean) from {summary} where scale = 0 and layer = 1"
+               ) == (2,)  # the NaN aggregates are values
+    assert (rows["frac_loss_halved"] == 0).all()  # step 0: no init has halved its loss
+
+
+def test_stats_frame_marks_what_does_not_apply_and_keeps_a_computed_nan():
+    params = [{k: np.zeros_like(v) if k == "W" else v for k, v in layer.items()}
+              for layer in gradjax.init_mlp(jax.random.key(0), (2, 3, 1))]
+    x, y = np.array([[0.5, -0.7]]), np.array([[1.0]])
+    frame = gradjax.stats_frame(gradjax.grad_stats(params, x, y, activation="relu"), params)
+    assert frame["n"].tolist() == [6, 3, 3, 1]
+    assert frame["grad_var"].isna().tolist() == [False, False, False, True]  # <NA>: n = 1
+    assert np.isnan(frame.loc[0, "grad_cv"]) and frame.loc[0, "grad_var"] == 0  # W = 0 above
+    assert frame["preact_var"].isna().tolist() == [False, False, True, True]  # output layer
+    assert frame["grad_unit_cos_sq"].isna().tolist() == [False, True, True, True]
+    for stat in ("gsnr", "param_sq_norm", "loss_halved_step"):  # grad_stats has none
+        assert frame[stat].isna().all()
+
+
+PLUGIN = '''
+import jax
+import jax.numpy as jnp
+
+
+def net(in_dim, out_dim):
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"dense": {"kernel": jax.random.normal(k1, (in_dim, 4)),
+                          "bias": jax.random.normal(k2, (4,))},
+                "head": {"kernel": jax.random.normal(k3, (4, out_dim))}}
+
+    def apply(p, x):
+        z = x @ p["dense"]["kernel"] + p["dense"]["bias"][None, :]
+        return jnp.tanh(z) @ p["head"]["kernel"], {"hidden": z}
+
+    return init, apply
+'''
+
+
+def test_a_plugin_s_leaves_and_taps_have_nulls_where_a_statistic_does_not_apply(tmp_path):
+    (tmp_path / "plug.py").write_text(PLUGIN)
+    (tmp_path / "plug.toml").write_text(
+        'name = "plug"\nseeds = 2\n[defaults]\nmodel = "plug:net"\nin_dim = 3\nout_dim = 1\n')
+    engine.run_sweep(load_sweep(tmp_path / "plug.toml"), tmp_path / "out", quiet=True,
+                     devices=1)
+    table = pq.read_table(tmp_path / "out" / "per_seed")
+    nulls = {p: {s for s in STATS if table.filter(pa.compute.equal(table["param"], p))[s]
+                 .null_count == 2} for p in set(table["param"].to_pylist())}
+    never = {"grad_frac_underflow", "grad_noise_var", "gsnr", "delta_sq_norm",
+             "loss_halved_step"}  # MLP only, per_example = false, step 0
+    activation = {"preact_mean", "preact_var", "act_frac_dead", "act_frac_saturated",
+                  "act_deriv_mean"}
+    assert nulls["['dense']['kernel']"] == never | activation
+    # a 1-D leaf and a [4, 1] kernel have fewer than 2 units: no unit-direction statistic
+    assert nulls["['dense']['bias']"] == nulls["['head']['kernel']"] == (
+        never | activation | {"grad_unit_cos_sq"})
+    # a tap has no gradient, and no activation option means no phi' statistics
+    assert nulls["taps['hidden']"] == set(STATS) - {"preact_mean", "preact_var", "loss_value"}
+    summary = pq.read_table(tmp_path / "out" / "summary").to_pandas(types_mapper=pd.ArrowDtype)
+    tap = summary[summary["param"] == "taps['hidden']"].iloc[0]
+    assert tap["grad_var_mean"] is pd.NA and tap["grad_var_across_seeds"] is pd.NA
+    assert tap["frac_seeds_all_zero"] is pd.NA and tap["preact_var_mean"] > 0
