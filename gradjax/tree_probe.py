@@ -7,7 +7,8 @@ moments and points it shares); the family comes from `gradjax.models.resolve`:
 
 Rows are the float parameter leaves in `jax.tree_util` order (integer and boolean leaves are
 carried along, with no gradient and no row), then the taps in natural order of their names
-(layer2 before layer10). A leaf row has the gradient statistics (PARAM_STATS) and
+(layer2 before layer10); their `layer` numbers follow the forward pass, not that order
+(`positions`, `gradjax.layer_order`). A leaf row has the gradient statistics (PARAM_STATS) and
 NaN activation statistics; a tap row the reverse. Per-leaf `grad_frac_underflow` is NaN: telling
 dead-unit zeros from underflow needs the boolean replay of backprop that only the MLP's own
 probe does. `grad_unit_cos_sq` of a leaf with ndim >= 2 takes its last axis as the units (the
@@ -32,14 +33,13 @@ import numpy as np
 
 from gradjax import data, keys, training
 from gradjax.activations import derivative, get_activation, max_abs_derivative
+from gradjax.layer_order import layer_numbers
 from gradjax.losses import loss_of_logits
-from gradjax.models import BUILT_IN, Family, resolve
+from gradjax.models import Family, resolve
 from gradjax.models.family import SCALES
 from gradjax.probe import activation_stats, chunk_moments, loop_over_points
 from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
 from gradjax.stats import batch_moments, tensor_stats, unit_cos_sq
-
-LAYER = re.compile(r"layer(\d+)")
 
 
 def natural_order(names) -> list[str]:
@@ -290,42 +290,53 @@ def _checked_shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, di
 def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     """The position columns of one init's rows: layer, layer_from_output, param and n.
 
-    Rows are the float leaves. A built-in family's parameters are a list of {"W", "b"}
-    layers: layer = list index + 1, param = "W" or "b". A plug-in's leaf gets layer = its
-    position among the leaves and param = `jax.tree_util.keystr` of its path. Tap rows have
-    param = "taps['name']" and layer = l for a tap called layer<l>, else its position among
-    the taps.
+    Rows are the float leaves, then the taps (`natural_order`). `layer` numbers the model's
+    modules in forward order and a tap takes the layer of the leaves that produce it
+    (`gradjax.layer_order`); `layer_from_output` is -1 on the output layer (the last module)
+    for every model. `param` is a leaf's `jax.tree_util.keystr` path, or just "W" / "b" for
+    parameters laid out as a list of {"W", "b"} layers (the built-in families'), and
+    "taps['name']" for a tap.
     """
+    if spec not in _POSITIONS:
+        _POSITIONS[spec] = _positions(spec, points)
+    return _POSITIONS[spec]
+
+
+_POSITIONS: dict[ProbeSpec, dict[str, Any]] = {}  # positions depend on the spec alone
+
+
+def _positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     params, taps = shapes(spec, points)
-    leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-              if is_param(leaf)]
-    layered = spec.model in BUILT_IN  # a list of {"W", "b"} layers
-    layer, param, n = [], [], []
-    for i, (path, leaf) in enumerate(leaves, 1):
-        if layered:
-            layer.append(path[0].idx + 1)
-            param.append(jax.tree_util.keystr(path[1:]).strip("[]'\""))
-        else:
-            layer.append(i)
-            param.append(jax.tree_util.keystr(path))
-        n.append(int(np.prod(leaf.shape)))
-    last_leaf = max(layer, default=0)
+    flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    leaves = [(path, leaf) for path, leaf in flat if is_param(leaf)]
     names = natural_order(taps)
-    for i, name in enumerate(names, 1):
-        match = LAYER.fullmatch(name)
-        layer.append(int(match.group(1)) if match else i)
-        param.append(f"taps[{name!r}]")
-        n.append(int(np.prod(taps[name].shape[1:])))
-    layer = np.asarray(layer, np.int64)
-    count = np.where(np.arange(len(layer)) < len(leaves), last_leaf, len(names))
-    if names and all(LAYER.fullmatch(t) for t in names):
-        count[len(leaves):] = last_leaf
+    concrete = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in flat]
+    treedef = jax.tree.structure(params)
+
+    def apply_leaves(floats, x, point):
+        _, apply = build(spec, point)
+        it = iter(floats)
+        whole = [next(it) if is_param(c) else c for c in concrete]
+        return outputs_and_taps(apply, treedef.unflatten(whole), x)
+
+    x = jax.ShapeDtypeStruct((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
+    leaf_layer, tap_layer, n_layers = layer_numbers(
+        apply_leaves, [jax.ShapeDtypeStruct(a.shape, a.dtype) for _, a in leaves], x,
+        [path for path, _ in leaves], names, _one_abstract_point(points))
+    layered = isinstance(params, list) and all(
+        isinstance(p, dict) and set(p) <= {"W", "b"} for p in params)
+    param = [jax.tree_util.keystr(path[1:] if layered else path) for path, _ in leaves]
+    if layered:
+        param = [p.strip("[]'\"") for p in param]
+    layer = np.concatenate([leaf_layer, tap_layer]).astype(np.int64)
+    n = [int(np.prod(leaf.shape)) for _, leaf in leaves]
+    n += [int(np.prod(taps[name].shape[1:])) for name in names]
     # for `gradjax.storage.not_applicable` only (no table stores it): a leaf's units (its
     # last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
     units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
-    return {"layer": layer, "layer_from_output": layer - count - 1, "param": param,
+    return {"layer": layer, "layer_from_output": layer - n_layers - 1,
+            "param": param + [f"taps[{name!r}]" for name in names],
             "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names))}
-
 
 
 def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:

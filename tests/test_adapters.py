@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import gradjax
 from gradjax.adapters.equinox import from_equinox
 from gradjax.adapters.flax_nnx import from_nnx
+from gradjax.engine import run_sweep
+from gradjax.sweep import load_sweep
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = jax.random.key(7)
@@ -174,7 +177,7 @@ def test_nnx_init_draws_the_params_of_the_module_built_from_the_key():
     init, apply = from_nnx(TwoLayer)
     params = init(KEY)
     _, expected = nnx.split(TwoLayer(nnx.Rngs(params=KEY)), nnx.Param)
-    assert_trees_close(params, expected, 0, 0)
+    assert_trees_close(params, nnx.to_pure_dict(expected), 0, 0)
     out, taps = apply(params, X)
     direct_out, direct_taps = TwoLayer(nnx.Rngs(params=KEY))(X)
     np.testing.assert_allclose(out, direct_out, rtol=1e-6)
@@ -186,10 +189,10 @@ def test_nnx_grad_through_apply_is_nnx_grad_of_the_module():
     init, apply = from_nnx(TwoLayer)
     grads = jax.grad(lambda p: mse(apply(p, X)[0]))(init(KEY))
     expected = nnx.grad(lambda m: mse(m(X)[0]))(TwoLayer(nnx.Rngs(params=KEY)))
-    assert_trees_close(grads, expected)
+    assert_trees_close(grads, nnx.to_pure_dict(expected))
     names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(grads)[0]]
-    prefixes = [f"['{layer}']['{w}']" for layer in ("hidden", "out") for w in ("bias", "kernel")]
-    assert [n[: len(p)] for n, p in zip(names, prefixes, strict=True)] == prefixes
+    assert names == [f"['{layer}']['{w}']" for layer in ("hidden", "out")
+                     for w in ("bias", "kernel")]
 
 
 def test_nnx_init_is_deterministic_and_vmaps_over_keys():
@@ -282,3 +285,50 @@ def test_transformer_nnx_options_are_checked():
         block(in_dim=30)
     with pytest.raises(ValueError, match="divide"):
         block(heads=3)
+
+
+LAYER_ORDER = '''
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gradjax.adapters.flax_nnx import from_nnx
+
+
+class StemMidOut(nnx.Module):
+    """Modules whose names sort out, mid, stem, used in the forward order stem, mid, out."""
+
+    def __init__(self, rngs):
+        self.stem = nnx.Linear(3, 4, rngs=rngs)
+        self.mid = nnx.Linear(4, 4, rngs=rngs)
+        self.out = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        a = self.stem(x)
+        b = self.mid(jnp.tanh(a))
+        return self.out(jnp.tanh(b)), {"after_stem": a, "after_mid": b}
+
+
+def stem_mid_out(in_dim: int, out_dim: int):
+    return from_nnx(StemMidOut)
+'''
+
+
+def test_nnx_layers_are_numbered_in_forward_order_not_by_name(tmp_path):
+    """stem -> mid -> out: layer 1 is stem (kernel and bias together), -1 is out, and each tap
+    sits at the layer of the module that produces it."""
+    (tmp_path / "ordered.py").write_text(LAYER_ORDER)
+    sweep_file = tmp_path / "order.toml"
+    sweep_file.write_text('name = "order"\nseeds = 2\n[defaults]\nmodel = "ordered:stem_mid_out"'
+                          '\nin_dim = 3\nout_dim = 2\nbatch = 2\n')
+    run_sweep(load_sweep(sweep_file), tmp_path / "out", quiet=True, devices=1)
+    rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
+    layer = dict(zip(rows.param, rows.layer, strict=True))
+    from_output = dict(zip(rows.param, rows.layer_from_output, strict=True))
+    want = {"['stem']['kernel']": 1, "['stem']['bias']": 1, "['mid']['kernel']": 2,
+            "['mid']['bias']": 2, "['out']['kernel']": 3, "['out']['bias']": 3,
+            "taps['after_stem']": 1, "taps['after_mid']": 2}
+    assert layer == want
+    assert all(from_output[p] == layer[p] - 4 for p in want)
+    output = gradjax.load(tmp_path / "out", "per_seed", seed=0, layer=-1)
+    assert sorted(output.param) == ["['out']['bias']", "['out']['kernel']"]

@@ -6,6 +6,7 @@ against the MLP's own probe."""
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,12 +140,15 @@ def test_plugin_per_leaf_rows_match_numpy_backprop(tmp_path):
             assert sorted(got.index) == sorted([*grads, "taps['hidden']"])
             for param, g in grads.items():
                 row = got.loc[param]
-                assert row["n"] == g.size and row["layer_from_output"] == row["layer"] - 4
+                assert row["n"] == g.size and row["layer_from_output"] == row["layer"] - 3
                 np.testing.assert_allclose(row["grad_var"], g.var(), rtol=2e-5, atol=1e-30)
                 np.testing.assert_allclose(row["grad_sq_norm"], np.sum(g**2), rtol=2e-5)
                 np.testing.assert_allclose(row["grad_mean"], g.mean(), rtol=1e-4, atol=1e-6)
                 assert np.isnan(row["preact_var"]) and np.isnan(row["grad_frac_underflow"])
                 per_seed.setdefault(param, []).append(g)
+            # dense's kernel and bias share layer 1, head is the output layer
+            assert list(got.loc[["['dense']['kernel']", "['dense']['bias']",
+                                 "['head']['kernel']", "taps['hidden']"], "layer"]) == [1, 1, 2, 1]
             tap = got.loc["taps['hidden']"]
             np.testing.assert_allclose(tap["preact_var"], z.var(), rtol=2e-5)
             np.testing.assert_allclose(tap["loss_value"], loss, rtol=2e-5)
@@ -332,10 +336,8 @@ def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
     own = rows[rows.label == "own probe"].set_index(["scale", "seed", "layer", "param"])
     generic = rows[rows.label == "generic probe"].copy()
     leaves = ~generic.param.str.startswith("taps")
-    # a plug-in's rows are named by keystr: "[l - 1]['W']" is the MLP's (layer l, "W")
-    named = generic.loc[leaves, "param"].str.extract(r"\[(\d+)\]\['(W|b)'\]")
-    generic.loc[leaves, "layer"] = named[0].astype(int) + 1
-    generic.loc[leaves, "param"] = named[1]
+    # parameters laid out as a list of {"W", "b"} layers are named and numbered like the MLP's
+    assert set(generic.loc[leaves, "param"]) == {"W", "b"}
     generic = generic.set_index(["scale", "seed", "layer", "param"])
     params = generic[leaves.to_numpy()]
     assert len(params) == len(own) and set(params.index) == set(own.index)
@@ -482,3 +484,34 @@ def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeyp
     row = straight[(straight.seed == 5) & (straight.gain == 0.5)
                    & (straight.param == "['head']['kernel']")].iloc[0]
     np.testing.assert_allclose(row["grad_var"], grads["['head']['kernel']"].var(), rtol=1e-10)
+
+
+def test_layers_follow_the_forward_pass_whatever_the_names_and_the_preparation():
+    """`layer_order.layer_numbers` on plain JAX: leaves cast and broadcast up front in reverse
+    order, a jitted inner layer, and root-level leaves; taps take the producing layer."""
+    from gradjax.layer_order import layer_numbers
+
+    params = {"a_out": jnp.ones((4, 2)), "b_mid": {"w": jnp.ones((4, 4)), "c": jnp.ones(4)},
+              "z_in": {"w": jnp.ones((3, 4))}}
+
+    @jax.jit
+    def dense(w, h):
+        return h @ w
+
+    def apply(p, x):
+        p = jax.tree.map(lambda a: (a * 2).astype(jnp.float32), p)  # every leaf first, a..z
+        bias = jnp.broadcast_to(p["b_mid"]["c"], (x.shape[0], 4))
+        first = jnp.tanh(dense(p["z_in"]["w"], x))
+        second = first @ p["b_mid"]["w"] + bias
+        return jnp.tanh(second) @ p["a_out"], {"second": second, "first": first}
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [path for path, _ in flat]
+    leaf, taps, n = layer_numbers(
+        lambda ls, x, _: apply(jax.tree.unflatten(jax.tree.structure(params), ls), x),
+        [leaf for _, leaf in flat], jax.ShapeDtypeStruct((2, 3), jnp.float32), paths,
+        ["first", "second"])
+    names = [jax.tree_util.keystr(p) for p in paths]
+    assert dict(zip(names, leaf.tolist(), strict=True)) == {
+        "['a_out']": 3, "['b_mid']['c']": 2, "['b_mid']['w']": 2, "['z_in']['w']": 1}
+    assert taps.tolist() == [1, 2] and n == 3

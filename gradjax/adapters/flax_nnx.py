@@ -4,9 +4,10 @@
 
 - `init(key)` calls `make(nnx.Rngs(key))` with the typed PRNG key as the default stream, so
   every stream the model asks for (`rngs.params()`, `rngs.dropout`, ...) draws from that key, and
-  returns the `nnx.State` of its `nnx.Param` variables. `jax.tree_util.keystr` names each leaf by
-  attribute path (`['attn']['kernel'].value`). The same key gives the same params; `init` jits
-  and vmaps over keys.
+  returns its `nnx.Param` variables as a plain nested dict of arrays (`nnx.to_pure_dict`), so
+  `jax.tree_util.keystr` names each leaf by attribute path (`['attn']['kernel']`) and the
+  leaves of one module share its path. The same key gives the same params; `init` jits and
+  vmaps over keys.
 - `apply(params, x)` merges the params into the module's graph (`nnx.merge`) and calls it on
   the batch `x` `[batch, in_dim]` (NNX modules take a batch). It returns what the module returns:
   logits `[batch, out_dim]`, or `(logits, taps)` with `taps` a dict of arrays `[batch, ...]`.
@@ -32,8 +33,9 @@ from flax import nnx
 
 __all__ = ["from_nnx"]
 
-Init = Callable[[jax.Array], nnx.State]
-Apply = Callable[[nnx.State, jax.Array], Any]
+Params = dict[str, Any]  # nested dicts of arrays, `nnx.to_pure_dict` of the Param state
+Init = Callable[[jax.Array], Params]
+Apply = Callable[[Params, jax.Array], Any]
 
 
 def _split(make: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> tuple:
@@ -41,22 +43,24 @@ def _split(make: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> tuple:
     return nnx.split(make(nnx.Rngs(key)), nnx.Param, ...)
 
 
-def _graph_and_rest(make: Callable[[nnx.Rngs], nnx.Module]) -> tuple[Any, nnx.State]:
-    """The module's graph and its non-parameter state, built without drawing any parameter
-    unless there is such state.
+def _graph_and_rest(make: Callable[[nnx.Rngs], nnx.Module]
+                    ) -> tuple[Any, nnx.State, nnx.State]:
+    """The module's graph, its params' structure and its non-parameter state, built without
+    drawing any parameter unless there is such state.
 
     Args:
         make: builds the module from an `nnx.Rngs`.
 
     Returns:
-        `(graphdef, rest)`: the graph definition and the state that is not `nnx.Param`.
+        `(graphdef, params, rest)`: the graph definition, the `nnx.Param` state (abstract
+        unless built concretely) and the state that is not `nnx.Param`.
     """
     abstract = nnx.eval_shape(lambda: make(nnx.Rngs(jax.random.key(0))))
-    graphdef, _, rest = nnx.split(abstract, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     if jax.tree.leaves(rest):  # its values are needed: build once, concretely
         with jax.ensure_compile_time_eval():
-            graphdef, _, rest = _split(make, jax.random.key(0))
-    return graphdef, rest
+            graphdef, params, rest = _split(make, jax.random.key(0))
+    return graphdef, params, rest
 
 
 def from_nnx(make: Callable[[nnx.Rngs], nnx.Module]) -> tuple[Init, Apply]:
@@ -68,16 +72,18 @@ def from_nnx(make: Callable[[nnx.Rngs], nnx.Module]) -> tuple[Init, Apply]:
             `(logits, taps)` with `taps` a dict name -> array `[batch, ...]`.
 
     Returns:
-        `init(key) -> params`, the `nnx.State` of the model's `nnx.Param` variables, and
-        `apply(params, x)`, the model with those params called on the batch `x`.
+        `init(key) -> params`, the model's `nnx.Param` variables as nested dicts of arrays,
+        and `apply(params, x)`, the model with those params called on the batch `x`.
     """
-    graphdef, rest = _graph_and_rest(make)
+    graphdef, template, rest = _graph_and_rest(make)
 
-    def init(key: jax.Array) -> nnx.State:
+    def init(key: jax.Array) -> Params:
         _, params, _ = _split(make, key)
-        return params
+        return nnx.to_pure_dict(params)
 
-    def apply(params: nnx.State, x: jax.Array) -> Any:
-        return nnx.merge(graphdef, params, rest, copy=True)(x)  # no mutation leaks out
+    def apply(params: Params, x: jax.Array) -> Any:
+        state = jax.tree.map(lambda a: a, template)  # a fresh State to fill in
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(graphdef, state, rest, copy=True)(x)  # no mutation leaks out
 
     return init, apply
