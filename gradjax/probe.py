@@ -332,7 +332,26 @@ def grad_stats(params: Params, x, y, *, activation: str, **options) -> dict[str,
     pre-activations. Magnitudes (`gradjax.spec.SCALED`) are float64, exact to rounding
     whatever the size of the gradient's entries. `stats_frame` makes it a tidy DataFrame.
     """
+    check_mlp_params(params)
     return to_host(grad_stats_on_device(params, x, y, activation=activation, **options))
+
+
+def check_mlp_params(params: Any) -> None:
+    """TypeError, one line, unless `params` is the MLP's: a list of {"W", "b"} layers."""
+    if not (isinstance(params, list | tuple) and params and all(
+            isinstance(layer, dict) and set(layer) == {"W", "b"} for layer in params)):
+        layout = "a list of {'W': [fan_in, fan_out], 'b': [fan_out]} layers"
+        raise TypeError(
+            f"grad_stats takes the MLP's parameters, {layout} as gradjax.init_mlp returns "
+            f"them, not {type(params).__name__} {_summary(params)}; for another model's "
+            "parameters run it as a plug-in (docs/extending.md)")
+
+
+def _summary(params: Any) -> str:
+    """A short description of what was passed instead: its top-level keys or length."""
+    if isinstance(params, dict):
+        return "with keys " + ", ".join(map(repr, list(params)[:4]))
+    return f"of length {len(params)}" if isinstance(params, list | tuple) else ""
 
 
 def draw_init(spec: ProbeSpec, init_key: jax.Array):

@@ -212,3 +212,12 @@ def test_one_example_gives_every_layer_parallel_unit_gradients():
         singular = np.linalg.svd(np.asarray(g["W"], np.float64), compute_uv=False)
         assert singular[1] < 1e-5 * singular[0]  # rank 1 up to float32 rounding
         assert stats["grad_unit_cos_sq"][l, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_grad_stats_refuses_parameters_that_are_not_the_mlp_s_in_one_line():
+    nnx_like = {"stem": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+    for params in (nnx_like, [], [{"kernel": jnp.ones((2, 1))}]):
+        with pytest.raises(TypeError) as err:
+            gradjax.grad_stats(params, jnp.ones((1, 2)), jnp.ones((1, 1)), activation="tanh")
+        assert len(str(err.value).splitlines()) == 1
+        assert "list of {'W': [fan_in, fan_out], 'b': [fan_out]} layers" in str(err.value)
