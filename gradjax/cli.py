@@ -4,7 +4,7 @@
                          [--quiet] [--no-cache] [--shard I/N] [--seed-block N]
                          [--executor local|ray [--address ADDR]] [--distributed ...]
   gradjax validate SWEEP.toml
-  gradjax summary DIR [--by activation,scale] [--layer L]
+  gradjax summary DIR [--by activation,scale] [--layer L] [--where OPTION=VALUE] [--pool]
   gradjax findings DIR
   gradjax bench ... / gradjax report ...   (options from `gradjax.bench` / `gradjax.report`)
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
+import signal
 import sys
 import types
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from gradjax import budget, storage
+from gradjax.inert import inert_lines
+from gradjax.preflight import check_sweep
 from gradjax.remote import is_remote, pull, push
 from gradjax.spec import OPTION_TABLE, OPTIONS
 from gradjax.sweep import MAX_SEEDS, SweepError, load_sweep
@@ -43,7 +47,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "grad_frac_zero_mean": "frac_zero",
     "frac_seeds_all_zero": "born_dead",
     "grad_cv_p50": "cv",
-    "grad_unit_cos_mean": "unit_cos",
+    "grad_unit_cos_sq_mean": "unit_cos_sq",
     "grad_var_across_seeds": "var_seeds",
 }
 
@@ -125,9 +129,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _error(f"writing the results in {out} failed ({problem}{where}); what was "
                       "finished is kept: fix it and run the same command again to resume")
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command again to resume into {out}", file=sys.stderr)
-        return 130
+        return _interrupted(out)
     return 0
+
+
+def _interrupted(out: Path) -> int:
+    """One line, status 130, and no more SIGINTs. Every finished chunk is on disk (the engine
+    checkpoints before it stops). A compile still running in a background thread cannot be
+    stopped, and the interpreter would wait for it at exit (or abort, interrupted inside
+    XLA), so then the process ends at once, with its output flushed."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"interrupted: the finished chunks are kept; run the same command again to resume "
+          f"into {out}", file=sys.stderr)
+    engine = sys.modules.get("gradjax.engine")
+    if engine is not None and engine.busy_threads():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    signal.signal(signal.SIGINT, previous)
+    return 130
 
 
 def _say(args: argparse.Namespace, line: str) -> None:
@@ -155,9 +175,12 @@ def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Every check `gradjax run` makes before it writes (`preflight.check_sweep`, JAX only for
+    plug-in models); with --estimate, the run's programs compiled and one chunk of each
+    timed (`engine.estimate_run`)."""
     try:
         sweep = load_sweep(args.sweep)
-        budget.check_budget(sweep, args.max_memory)
+        check_sweep(sweep, args.max_memory)
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
@@ -167,7 +190,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
           f"({len(sweep.cells) * sweep.seeds:,} inits); results go to {RESULTS / sweep.name}")
     if not args.estimate:
         print("time and peak memory: run `gradjax validate --estimate` to measure them (it "
-              "compiles each bucket and times one chunk)")
+              "compiles the run's programs and times one chunk of each)")
         return 0
     from gradjax import engine
 
@@ -175,12 +198,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         engine.enable_compile_cache()
     guess = engine.estimate_run(sweep, args.max_memory)
     total = guess.compile_s + guess.compute_s
+    cache = ("the compile cache now holds all of them: a run loads them instead" if
+             not args.no_cache else "compile cache off: a run compiles them again")
     print(f"estimate (one chunk per bucket, measured here): about {total:.2g} s in all: "
-          f"{guess.compile_s:.3g} s compiling {guess.buckets} program(s) (now in the compile "
-          f"cache), {guess.compute_s:.3g} s computing, Parquet writes not included; peak "
-          f"device memory {budget.format_bytes(guess.device_bytes)} (XLA's analysis, budget "
-          f"{budget.format_bytes(args.max_memory)}), across-seed moments "
-          f"{budget.format_bytes(guess.host_bytes)} on the host")
+          f"{guess.compile_s:.3g} s compiling {guess.programs} program(s) ({guess.compiled} "
+          f"compiled now; {cache}), {guess.compute_s:.3g} s computing, Parquet writes not "
+          f"included; peak device memory {budget.format_bytes(guess.device_bytes)} (XLA's "
+          f"analysis, budget {budget.format_bytes(args.max_memory)}), across-seed moments "
+          f"{budget.format_bytes(guess.host_bytes)} on the host; the estimate took "
+          f"{guess.wall_s:.2g} s")
     return 0
 
 
@@ -212,8 +238,8 @@ def weight_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def summary_columns(frame: pd.DataFrame, stats: Sequence[str] | None) -> dict[str, str]:
     """Summary column -> header: SUMMARY_COLUMNS, or the chosen columns (a statistic's bare name
     means its median over inits, `<stat>_p50`)."""
-    if not stats:
-        return dict(SUMMARY_COLUMNS)
+    if not stats:  # (a folder written before a statistic existed lacks its column)
+        return {c: short for c, short in SUMMARY_COLUMNS.items() if c in frame.columns}
     chosen = {}
     for name in stats:
         column = name if name in frame.columns else f"{name}_p50"
@@ -225,15 +251,92 @@ def summary_columns(frame: pd.DataFrame, stats: Sequence[str] | None) -> dict[st
     return chosen
 
 
+MAX_SHOWN_VALUES = 6  # an error line names at most this many of an option's values
+
+
+def _values_text(values: Sequence) -> str:
+    shown = [f"{v:g}" if isinstance(v, float) else str(v) if v != "" else '""'
+             for v in values[:MAX_SHOWN_VALUES]]
+    return ", ".join(shown) + (", ..." if len(values) > MAX_SHOWN_VALUES else "")
+
+
+def _distinct(column: pd.Series) -> list:
+    values = list(column.drop_duplicates())
+    try:
+        return sorted(values)
+    except TypeError:  # (mixed types, e.g. None beside strings)
+        return values
+
+
+def where_rows(frame: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """The rows whose option equals the value of each `OPTION=VALUE` (numbers compared as
+    numbers, 8 = 8.0); a filter that names no option or matches no row is a ValueError."""
+    allowed = ["label", *option_columns(frame)]
+    for item in where:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or key not in allowed:
+            raise ValueError(f"--where {item!r}: not OPTION=VALUE with an option of "
+                             f"{', '.join(allowed)}")
+        column = frame[key]
+        if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+            match = column.astype(str).str.lower() == text.lower()
+        else:
+            try:
+                match = pd.Series(np.isclose(column.to_numpy(np.float64), float(text)),
+                                  index=frame.index)
+            except ValueError:
+                match = pd.Series(False, index=frame.index)
+        if not match.any():
+            raise ValueError(f"--where {key}={text}: matches no row; values present: "
+                             f"{_values_text(_distinct(column))}")
+        frame = frame[match]
+    return frame
+
+
+def pooled_options(frame: pd.DataFrame, by: Sequence[str]) -> dict[str, list]:
+    """The options (and label) outside `by` that take more than one value among the cells of
+    one group of `by`: what a median over a group's cells would pool, with their values."""
+    if "cell" in by:
+        return {}
+    cells = frame.drop_duplicates("cell")
+    pooled = {}
+    for column in varying_options(frame):
+        if column in by:
+            continue
+        spread = cells.groupby(list(by), dropna=False)[column].nunique(dropna=False)
+        if spread.max() > 1:
+            pooled[column] = _distinct(cells[column])
+    return pooled
+
+
+def _pool_error(pooled: dict[str, list]) -> str:
+    """One line: which options would be pooled, and the three ways out."""
+    if len(pooled) == 1:
+        ((column, values),) = pooled.items()
+        return (f"{column} varies ({_values_text(values)}) and is not in --by: add it to --by, "
+                f"fix it with --where {column}=VALUE, or pass --pool to pool over it")
+    named = [f"{c} ({_values_text(v)})" for c, v in pooled.items()]
+    what = ", ".join(named[:-1]) + f" and {named[-1]}"
+    return (f"{what} vary and are not in --by: add them to --by, fix them with --where "
+            "OPTION=VALUE, or pass --pool to pool over them")
+
+
 def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | None,
-                 stats: Sequence[str] | None = None) -> str:
+                 stats: Sequence[str] | None = None, *, pool: bool = False,
+                 where: Sequence[str] = ()) -> str:
     """A compact table of the W rows: per group of `by` values and layer, the median over the
-    group's cells of a few summary columns. `layer` < 0 counts from the output layer."""
+    group's cells of a few summary columns. `layer` < 0 counts from the output layer. A group
+    pools cells that differ in an option outside `by` only with `pool` (else ValueError naming
+    the options): a median over depths 2 and 8 reads as one depth's value."""
+    frame = where_rows(frame, where)
     by = list(by) if by else (varying_options(frame) or ["cell"])
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(f"--by: unknown column(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(['cell', 'label', *option_columns(frame)])}")
+    pooled = pooled_options(frame, by)
+    if pooled and not pool:
+        raise ValueError(_pool_error(pooled))
     columns = summary_columns(frame, stats)
     rows = weight_rows(frame)
     keys = [*by, "layer"] + (["param"] if rows["param"].nunique() > 1 else [])
@@ -246,13 +349,13 @@ def summary_text(frame: pd.DataFrame, by: Sequence[str] | None, layer: int | Non
         **{short: (col, "median") for col, short in columns.items()},
     ).reset_index()
     table["seeds"] = table["seeds"].round().astype("int64")
-    others = [c for c in varying_options(frame) if c not in by]
     if (table["cells"] == 1).all():
         table = table.drop(columns="cells")
         how = "one cell per row"
     else:
-        how = (f"each row is the median over its `cells` (the other options vary: "
-               f"{', '.join(others) or 'none'})")
+        over = "; ".join(f"{c} {_values_text(v)}" for c, v in pooled.items())
+        how = ("each row is the median over its `cells`"
+               + (f" (--pool: pooled over {over})" if over else " (the same options)"))
     text = table.to_string(index=False, float_format=lambda v: f"{v:.3g}")
     legend = ", ".join(f"{short} = {col}" for col, short in columns.items() if short != col)
     what = "W rows" if (rows["param"] == "W").all() else "Parameter rows (W for the MLP)"
@@ -265,14 +368,15 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     try:
         stats = [c.strip() for c in args.stat.split(",") if c.strip()] if args.stat else None
-        print(summary_text(storage.load(args.dir, "summary"), by, args.layer, stats))
+        print(summary_text(storage.load(args.dir, "summary"), by, args.layer, stats,
+                           pool=args.pool, where=args.where or ()))
     except (FileNotFoundError, ValueError) as err:
         return _error(str(err))
     return 0
 
 
 BIAS_SCALED = ("normal", "constant")  # the bias inits that use bias_scale
-UNIT_COS_VALUES = np.array([1.0, -1.0 / 3.0, -1.0])  # 3 (or 2) live units, each cos = +-1
+UNIT_COS_SQ = "grad_unit_cos_sq"  # 1 = every unit's gradient parallel up to sign
 PROFILE_ROWS = 4  # deeper cells show their first and last two layers
 
 
@@ -311,11 +415,12 @@ def _profile_lines(rows: pd.DataFrame) -> list[str]:
         if i == 2 and len(rows) > PROFILE_ROWS:
             lines.append(f"  ... {len(rows) - PROFILE_ROWS} more layers "
                          "(gradjax summary DIR --layer L shows any layer)")
-        cos = r["grad_unit_cos_mean"]
+        cos = r.get(f"{UNIT_COS_SQ}_mean", math.nan)
         lines.append(
             f"  W{r['layer']}: exact zeros {r['grad_frac_zero_mean']:.1%} of entries, "
             f"born dead {r['frac_seeds_all_zero']:.2%} of inits, grad_cv median "
-            f"{r['grad_cv_p50']:.3g}" + ("" if np.isnan(cos) else f", unit cosine mean {cos:.3f}")
+            f"{r['grad_cv_p50']:.3g}"
+            + ("" if np.isnan(cos) else f", squared unit cosine mean {cos:.3f}")
         )
     first, last = rows.iloc[0]["delta_sq_norm_p50"], rows.iloc[-1]["delta_sq_norm_p50"]
     if len(rows) > 1 and last > 0 and np.isfinite(first / last):
@@ -333,9 +438,11 @@ def _trend(ratio: float) -> str:
 
 
 def _seed_lines(w: pd.DataFrame, cells: pd.DataFrame, cos_exact: dict) -> list[str]:
-    """What the seed's three examples show, for cells shaped like them (2-3-1, batch 1)."""
+    """What the seed's three examples show, for cells shaped like them (2-3-1, batch 1) at the
+    init (step 0 of a training sweep)."""
     seed_like = cells[(cells["in_dim"] == 2) & (cells["width"] == 3) & (cells["depth"] == 1)
-                      & (cells["out_dim"] == 1) & (cells["batch"] == 1)]
+                      & (cells["out_dim"] == 1) & (cells["batch"] == 1)
+                      & ((cells["step"] == 0) if "step" in cells else True)]
     lines = []
     relu = _find_cell(seed_like, activation="relu")
     if relu is not None:
@@ -353,10 +460,11 @@ def _seed_lines(w: pd.DataFrame, cells: pd.DataFrame, cos_exact: dict) -> list[s
     if shares:
         lines.append(
             "* One example makes dL/dW1 = outer(x, delta1): every hidden unit's column of W1's "
-            "gradient is a multiple of x, so the gradients of any two units have cosine exactly "
-            "+-1 and W1's rows are x_1 and x_2 times one shared vector, the repeated values in the "
-            "seed's printouts. Measured: the mean pairwise cosine is 1 or -1/3 (3 live units) or "
-            f"+-1 (2 live units) in {min(shares):.1%} of inits of every such cell."
+            "gradient is a multiple of x, so the gradients of any two units are parallel up to "
+            "sign and W1's rows are x_1 and x_2 times one shared vector, the repeated values in "
+            "the seed's printouts. Measured: the mean squared cosine between units' gradients "
+            f"({UNIT_COS_SQ}: 1 = parallel up to sign, 0 = orthogonal) is exactly 1 in "
+            f"{min(shares):.1%} of the inits with 2 or more live units, in every such cell."
         )
     return lines
 
@@ -379,24 +487,70 @@ def _tiny_init_line(w: pd.DataFrame, tiny: pd.Series, ref: pd.Series | None) -> 
     return text + "."
 
 
+def _cos_exact(folder: str | Path, w: pd.DataFrame) -> dict[int, float]:
+    """Per cell, the fraction of inits (with 2 or more live units) whose W1 has squared unit
+    cosine 1 (a rank-1 gradient); NaN where the per-seed table has no such value."""
+    try:
+        first = storage.load(folder, "per_seed", layer=1, param="W")
+    except (FileNotFoundError, ValueError):  # per_seed = false
+        first = pd.DataFrame()
+    if UNIT_COS_SQ not in first:  # (or a folder written before the statistic existed)
+        first = pd.DataFrame({"cell": [], UNIT_COS_SQ: []})
+    exact = {}
+    for cell in w["cell"].unique():
+        cos = first.loc[first["cell"] == cell, UNIT_COS_SQ].to_numpy(np.float64)
+        cos = cos[~np.isnan(cos)]
+        exact[cell] = float(np.isclose(cos, 1.0, atol=1e-5).mean()) if cos.size else math.nan
+    return exact
+
+
+def _training_lines(cells: pd.DataFrame, varying: Sequence[str]) -> list[str]:
+    """What training did, per configuration (the cells that differ only in `step`): the median
+    loss over inits at each recorded step, then, by the last step, the fraction of inits whose
+    loss fell below half its step-0 value and the median step at which it did. Empty for a
+    folder with no step after the init."""
+    if "step" not in cells or not (cells["step"] > 0).any():
+        return []
+    config = [c for c in varying if c != "step"]
+    labels = ["label"] if cells["label"].nunique() > 1 else []
+    lines = ["Training: the loss (median over inits) at each recorded step, and how many inits "
+             "halved it (below half its step-0 value; median over them of the first step "
+             "that did), per configuration:"]
+    keys = [*labels, *config]
+    groups = cells.groupby(keys, sort=False, dropna=False) if keys else [((), cells)]
+    for _, rows in groups:
+        rows = rows.sort_values("step")
+        losses = ", ".join(f"{loss:.3g} at {'step ' if k == 0 else ''}{step}" for k, (step, loss)
+                           in enumerate(zip(rows["step"], rows["loss_value_p50"], strict=True)))
+        last = rows.iloc[-1]
+        name = _cell_name(last, config) if keys or last["label"] else "Every init"
+        lines.append(f"  {name}: loss {losses}; {_halved_text(last)}")
+    return lines
+
+
+def _halved_text(last: pd.Series) -> str:
+    step, frac, median = last["step"], last["frac_loss_halved"], last["loss_halved_step_p50"]
+    if step == 0 or np.isnan(frac):
+        return "nothing trained yet"
+    if frac == 0:
+        return f"no init halved its loss by step {step}"
+    return (f"{frac:.1%} of inits halved their loss by step {step}, at step {median:g} "
+            "(median)")
+
+
 def findings_text(folder: str | Path) -> str:
-    """What a results folder shows, cell by cell; then, for cells shaped like the seed's
-    examples (2-3-1, one example), what they show in the seed's terms."""
+    """What a results folder shows: for a training sweep first what training did (the loss,
+    per configuration), then the gradients cell by cell; then, for cells shaped like the
+    seed's examples (2-3-1, one example), what they show in the seed's terms."""
     summary = storage.load(folder, "summary")
+    inert = inert_lines(summary)  # options that change nothing, in any model's cells
     mlp = models(summary) == "mlp"
     others = summary.loc[~mlp].drop_duplicates("cell")
     note = (f"({len(others)} cells of other models ({', '.join(others['model'].unique())}) are "
             "left out here: `gradjax summary` shows their parameter rows.)")
     summary = summary[mlp]
     if summary.empty:
-        return note
-    try:
-        first = storage.load(folder, "per_seed", layer=1, param="W")
-    except (FileNotFoundError, ValueError):  # per_seed = false, or no grad_unit_cos kept
-        first = pd.DataFrame({"cell": [], "grad_unit_cos": []})
-    if "grad_unit_cos" not in first:
-        first = pd.DataFrame({"cell": [], "grad_unit_cos": []})
-    first = first[first["cell"].isin(summary["cell"])]
+        return "\n".join([*inert, note])
     w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
     cells = w[w["layer"] == 1].set_index("cell", drop=False)
     varying = [c for c in varying_options(cells) if c != "label"]
@@ -404,14 +558,14 @@ def findings_text(folder: str | Path) -> str:
     lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
              f"random inits each ({folder})",
              f"Every cell: {_option_text(cells.iloc[0], fixed)}", ""]
-    cos_exact = {}
+    training = _training_lines(cells, varying)
+    if training:
+        lines += [*training, "", "Gradients, per configuration and step:"]
+    cos_exact = _cos_exact(folder, w)
     for cell, rows in w.groupby("cell"):
-        cos = first.loc[first["cell"] == cell, "grad_unit_cos"].to_numpy(np.float64)
-        cos = cos[~np.isnan(cos)]
-        hit = np.isclose(cos[:, None], UNIT_COS_VALUES[None], atol=1e-5).any(axis=1)
-        cos_exact[cell] = float(hit.mean()) if cos.size else math.nan
         lines.append(_cell_name(cells.loc[cell], varying))
         lines += _profile_lines(rows)
+    lines += ["", *inert] if inert else []
     seed = _seed_lines(w, cells, cos_exact)
     if seed:
         lines += ["", "In the seed's terms:", *seed]
@@ -497,6 +651,12 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     summary.add_argument("--layer", type=int, help="only this layer (1 = first; -1 = output)")
     summary.add_argument("--stat", help="comma-separated summary columns to print, e.g. "
                          "grad_var_p50,delta_sq_norm_mean (a bare statistic means its _p50)")
+    summary.add_argument("--where", action="append", metavar="OPTION=VALUE",
+                         help="only the cells with this option value (repeatable), e.g. "
+                         "depth=8")
+    summary.add_argument("--pool", action="store_true",
+                         help="let a row take the median over cells that differ in options "
+                         "outside --by (refused otherwise)")
     summary.set_defaults(handler=_cmd_summary)
 
     findings = sub.add_parser("findings", help="what a results folder shows, cell by cell, "
@@ -526,4 +686,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(external).parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error (status 2)
         return int(exit_.code or 0)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:  # before a run started (importing JAX), or another command
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -7,7 +7,8 @@ figure as a base64 data URI, so the page is a single self-contained file. Figure
                       that vary; `--heatmap-axes ROWS,COLUMNS[,PANELS]`) at one layer
                       (`--layer`), one panel per value of a third option, each panel on its
                       own colour scale (`--colour-scale shared` for one): median gradient
-                      variance, exact-zero fraction, unit cosine, saturation (`--heatmap-stats`)
+                      variance, exact-zero fraction, squared unit cosine, saturation
+                      (`--heatmap-stats`)
   profiles.png        per-layer statistics (`--stat`; default |dL/dz_l|^2 beside |dL/dW_l|^2),
                       mean over inits on a log axis: one line per value of the first varying
                       option, one panel per value of the next one or two (activation first),
@@ -15,10 +16,12 @@ figure as a base64 data URI, so the page is a single self-contained file. Figure
   histograms.png      a statistic (`--hist-stat`) across seeds for a few cells (`--cells`)
   examples.png        small multiples for sweeps of at most six cells (the seed's examples)
 
-A figure the sweep cannot support (no complete grid of two options, say) is skipped with a
-note on the page instead. Options that vary besides the ones a figure shows are fixed to one
-value unless they follow the shown ones (output_activation follows activation in the seed's
-examples); the figure itself says so, as it says which cells or panels it leaves out.
+Every label of a statistic ends in its unit from `gradjax.spec.STAT_TABLE` (`stat_label`), so
+the figures share one unit convention. A figure the sweep cannot support (no complete grid of
+two options, say) is skipped with a note on the page instead. Options that vary besides the
+ones a figure shows are fixed to one value unless they follow the shown ones (output_activation
+follows activation in the seed's examples); the figure itself says so, as it says which cells
+or panels it leaves out.
 matplotlib is the `plot` extra; it is imported only here, and `main` checks for it first.
 """
 
@@ -46,31 +49,44 @@ from gradjax.sweep import OPTIONS
 from gradjax.theory import add_theory_columns
 
 
+def stat_label(stat: str, what: str) -> str:
+    """An axis label of statistic `stat`: what is drawn, then the unit `STAT_TABLE` declares
+    for it (one unit convention for every figure)."""
+    return f"{what} [{STAT_BY_NAME[stat].unit}]"
+
+
 @dataclasses.dataclass(frozen=True)
 class HeatmapStat:
+    stat: str  # the statistic (`STAT_TABLE`)
     column: str  # the summary column
     title: str  # what is shown
-    unit: str  # colour-bar label
+    what: str  # colour-bar label, before the unit
     look: str  # what to look at
+    limits: tuple[float, float] | None = None  # a fixed colour range (else from the values)
+
+    @property
+    def unit(self) -> str:
+        """The colour bar's label, unit included."""
+        return stat_label(self.stat, self.what)
 
 
 HEATMAP_STATS: dict[str, HeatmapStat] = {
     "grad_var": HeatmapStat(
-        "grad_var_p50", "median gradient variance",
-        f"median over inits of Var(dL/dW entries) [{STAT_BY_NAME['grad_var'].unit}]",
-        "dark = gradients vanish",
+        "grad_var", "grad_var_p50", "median gradient variance",
+        "median over inits of Var(dL/dW entries)", "dark = gradients vanish",
     ),
     "frac_zero": HeatmapStat(
-        "grad_frac_zero_mean", "fraction of gradient entries exactly 0",
+        "grad_frac_zero", "grad_frac_zero_mean", "fraction of gradient entries exactly 0",
         "fraction of dL/dW entries == 0, mean over inits", "bright = many gradients exactly zero",
     ),
-    "unit_cos": HeatmapStat(
-        "grad_unit_cos_mean", "cosine between units' gradients",
-        "mean pairwise cosine of units' dL/dW columns (-1..1)",
-        "near 1 = every unit gets the same gradient direction",
+    "unit_cos_sq": HeatmapStat(
+        "grad_unit_cos_sq", "grad_unit_cos_sq_mean", "squared cosine between units' gradients",
+        "mean over unit pairs of cos^2 between their dL/dW columns, mean over inits",
+        "1 = every unit's gradient is parallel up to sign, 0 = orthogonal",
+        limits=(0.0, 1.0),
     ),
     "saturation": HeatmapStat(
-        "act_frac_saturated_mean", "fraction of saturated units",
+        "act_frac_saturated", "act_frac_saturated_mean", "fraction of saturated units",
         "fraction of units with |phi'| < 1% of its max, mean over inits",
         "bright = saturated units pass almost no gradient",
     ),
@@ -89,6 +105,7 @@ AXIS_ORDER = (
 FACET_ORDER = ("depth", "init", "norm", "bias_scale", "width")
 MAX_PANELS = 12  # profile panels (each with one plot per statistic)
 MAX_EXAMPLE_CELLS = 6
+UNIT_COS_SQ = "grad_unit_cos_sq"  # how alike the units' gradient directions are
 MAX_HIST_CELLS = 6
 LOG_SPAN = 100.0  # use a log colour/axis scale when positive values span more than this
 LABEL_TOLERANCE = 0.01  # an axis label is within 1 % of its value
@@ -111,6 +128,7 @@ class Figure:
     text: str
     png: bytes
     image_text: str = ""
+    artist: Any = dataclasses.field(default=None, repr=False, compare=False)  # matplotlib's
 
 
 @dataclasses.dataclass
@@ -408,12 +426,13 @@ def _image_text(fig) -> str:
 
 def _figure(name: str, heading: str, text: str, fig) -> Figure:
     png = _png(fig)
-    return Figure(name, heading, text, png, _image_text(fig))
+    return Figure(name, heading, text, png, _image_text(fig), fig)
 
 
 # --------------------------------------------------------------------------- training
 
 TRAINING_PANELS = 18  # at most this many configurations (panels) per training figure
+STEP_MARKER = 4.0  # marker size at the recorded steps
 
 
 def _training_configs(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -439,8 +458,8 @@ def training_figures(summary: pd.DataFrame) -> list[Figure | str]:
     out: list[Figure | str] = [
         _training_figure("training_loss", "Loss against optimizer step", shown, panels, line,
                          note, _loss_lines),
-        _training_figure("training_grad_norm", "|dL/dW| of the first and last layer against "
-                         "step", shown, panels, line, note, _grad_norm_lines),
+        _training_figure("training_grad_norm", "|dL/dW|^2 of the first and last layer "
+                         "against step", shown, panels, line, note, _grad_norm_lines),
     ]
     with_gsnr = [(k, r) for k, r in shown if r["gsnr_p50"].notna().any()]
     if with_gsnr:
@@ -468,10 +487,12 @@ def _panel_titles(groups, panels: list[str]) -> list[str]:
 
 
 def _training_figure(name, heading, groups, panels, line, notes, draw) -> Figure:
+    """One panel per configuration, all on one y axis (the panels are there to be compared),
+    a marker at every recorded step (the lines between them are no measurement)."""
     cols = min(3, len(groups))
     rows_n = math.ceil(len(groups) / cols)
     fig = _new_figure(4.2 * cols, 2.9 * rows_n + 0.6)
-    axes = np.atleast_1d(fig.subplots(rows_n, cols, squeeze=False)).ravel()
+    axes = np.atleast_1d(fig.subplots(rows_n, cols, squeeze=False, sharey=True)).ravel()
     colours = {}
     for ax, (_, rows), title in zip(axes, groups, _panel_titles(groups, panels), strict=False):
         ax.set_title(textwrap.fill(title, 45), fontsize=9)
@@ -483,6 +504,10 @@ def _training_figure(name, heading, groups, panels, line, notes, draw) -> Figure
         ax.set_xlim(0, rows["step"].max())
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)
+    for k, ax in enumerate(axes):
+        ax.tick_params(labelleft=True)  # (sharey hides the inner panels' tick labels)
+        if k % cols:
+            ax.set_ylabel("")  # (the first panel of a row names the statistic)
     for ax in axes[len(groups):]:
         ax.set_visible(False)
     handles = {}
@@ -494,35 +519,38 @@ def _training_figure(name, heading, groups, panels, line, notes, draw) -> Figure
     _footer(fig, notes)
     text = (f"{heading}. One panel per configuration (its label, then what tells it apart "
             f"from the others of that label), one colour per "
-            f"{line[0] if line else 'cell'}; step 0 is the init. " + _notes_sentence(notes))
+            f"{line[0] if line else 'cell'}, all panels on one y axis; a marker at each "
+            "recorded step (the lines between them only join them); step 0 is the init. "
+            + _notes_sentence(notes))
     return _figure(name, heading, text, fig)
 
 
 def _loss_lines(ax, rows, colour, label) -> None:
     first = rows[rows["layer"] == 1].drop_duplicates("step")
-    ax.plot(first["step"], first["loss_value_p50"], color=colour, label=label)
+    ax.plot(first["step"], first["loss_value_p50"], "o-", ms=STEP_MARKER, color=colour,
+            label=label)
     ax.fill_between(first["step"], first["loss_value_p05"], first["loss_value_p95"],
                     color=colour, alpha=0.15, linewidth=0)
     ax.set_yscale("log")
-    ax.set_ylabel("loss: median, 5-95% of inits")
+    ax.set_ylabel(stat_label("loss_value", "loss: median, 5-95% of inits"))
 
 
 def _grad_norm_lines(ax, rows, colour, label) -> None:
     last = rows["layer"] == rows["depth"] + 1
-    for part, style, suffix in ((rows[rows["layer"] == 1], "-", "first"),
-                                (rows[last], "--", "last")):
+    for part, style, suffix in ((rows[rows["layer"] == 1], "o-", "first"),
+                                (rows[last], "s--", "last")):
         part = part.drop_duplicates("step")
-        ax.plot(part["step"], np.sqrt(part["grad_sq_norm_p50"].to_numpy(np.float64)),
-                style, color=colour, label=f"{label}, {suffix}" if label else suffix)
+        ax.plot(part["step"], part["grad_sq_norm_p50"], style, ms=STEP_MARKER, color=colour,
+                label=f"{label}, {suffix}" if label else suffix)
     ax.set_yscale("log")
-    ax.set_ylabel("median |dL/dW|")
+    ax.set_ylabel(stat_label("grad_sq_norm", "median |dL/dW|^2"))
 
 
 def _gsnr_lines(ax, rows, colour, label) -> None:
     first = rows[rows["layer"] == 1].drop_duplicates("step")
-    ax.plot(first["step"], first["gsnr_p50"], color=colour, label=label)
+    ax.plot(first["step"], first["gsnr_p50"], "o-", ms=STEP_MARKER, color=colour, label=label)
     ax.set_yscale("log")
-    ax.set_ylabel("median gsnr, first layer W")
+    ax.set_ylabel(stat_label("gsnr", "median gsnr, first layer W"))
 
 
 # --------------------------------------------------------------------------- heatmaps
@@ -636,7 +664,7 @@ def heatmap_figure(
                       1.4 + (1.0 + 0.36 * len(grid.row_values)) * len(grid.facets))
     where = "output layer" if layer == -1 else f"layer {layer}"
     inits = None if "init" in (*axes, facet) else "/".join(dict.fromkeys(rows["init"]))
-    _draw_heatmap_panels(fig, grid, signed=stat == "unit_cos", shared=shared, unit=info.unit,
+    _draw_heatmap_panels(fig, grid, limits=info.limits, shared=shared, unit=info.unit,
                          inits=inits)
     scales = ("one colour scale for all panels" if shared or len(grid.facets) == 1
               else "each panel has its own colour scale")
@@ -656,15 +684,16 @@ def heatmap_figure(
 
 
 def _draw_heatmap_panels(
-    fig, grid: _Grid, *, signed: bool, shared: bool, unit: str, inits: str | None
+    fig, grid: _Grid, *, limits: tuple[float, float] | None, shared: bool, unit: str,
+    inits: str | None
 ) -> None:
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad="0.85")
     axes = fig.subplots(len(grid.facets), 1, squeeze=False)[:, 0]
-    common = _colour_norm(grid.values, signed=signed)
+    common = _colour_norm(grid.values, limits=limits)
     for ax, f, values in zip(axes, grid.facets, grid.values, strict=True):
-        norm, log = common if shared else _colour_norm(values, signed=signed)
+        norm, log = common if shared else _colour_norm(values, limits=limits)
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
         columns = distinct_labels(grid.col_values)
         ax.set_xticks(range(len(columns)), columns,
@@ -688,7 +717,7 @@ def _draw_heatmap_panels(
 def _column_label(col_key: str, inits: str | None) -> str:
     if col_key == "scale":
         return ("weight scale (multiplies the init's std"
-                + (f"; init {inits}" if inits else "") + ") [unitless]")
+                + (f"; init {inits}" if inits else "") + ")")
     return AXIS_LABELS.get(col_key, col_key)
 
 
@@ -704,14 +733,15 @@ def _annotate(ax, values: np.ndarray, norm, log: bool) -> None:
                     fontsize=6.5, color="black" if norm(v) > 0.6 else "white")
 
 
-def _colour_norm(values: np.ndarray, *, signed: bool):
-    """(matplotlib norm, is_log): -1..1 for cosines; log where positive values span decades,
-    symmetric-log (linear below the smallest positive value) when zeros sit among them."""
+def _colour_norm(values: np.ndarray, *, limits: tuple[float, float] | None = None):
+    """(matplotlib norm, is_log): `limits` where the statistic has a fixed range (a squared
+    cosine's 0..1); else log where positive values span decades, symmetric-log (linear below
+    the smallest positive value) when zeros sit among them."""
     from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 
     finite = values[np.isfinite(values)]
-    if signed:
-        return Normalize(-1.0, 1.0), False
+    if limits is not None:
+        return Normalize(*limits), False
     if finite.size == 0:
         return Normalize(0.0, 1.0), False
     if _log_span(finite) and finite.min() >= 0:
@@ -754,9 +784,7 @@ LOG_ALWAYS = ("grad_sq_norm", "delta_sq_norm", "grad_var")
 
 def _profile_stat(stat: str) -> ProfileStat:
     """A statistic's labels: drawn by hand for the default ones, else from `STAT_TABLE`."""
-    declared = STAT_BY_NAME[stat]
-    return PROFILE_LABELS.get(stat, ProfileStat(stat, declared.doc,
-                                                f"{stat} [{declared.unit}]"))
+    return PROFILE_LABELS.get(stat, ProfileStat(stat, STAT_BY_NAME[stat].doc, stat))
 
 
 @dataclasses.dataclass
@@ -906,6 +934,9 @@ def profile_figure(summary: pd.DataFrame, stats: Sequence[str] = PROFILE_STATS) 
     styles = _line_styles(layout)
     fig = _new_figure(8.5, 4.0)
     grid, per_row = _profile_grid(fig, len(layout.panels), layout, len(stats))
+    for s in range(len(stats)):  # one y axis per statistic: the panels are there to be compared
+        for axes in grid[1:]:
+            axes[s].sharey(grid[0][s])
     logs = {stat: _profile_log(layout.rows, stat) for stat in stats}
     edges, theory = set(), False
     for k, (panel, axes) in enumerate(zip(layout.panels, grid, strict=True)):
@@ -934,11 +965,10 @@ def _label_profile_axes(ax, stat: str, panel_name: str, *, y_label: bool) -> Non
     from matplotlib.ticker import MaxNLocator
 
     info = _profile_stat(stat)
-    unit = _unit(stat).replace("^2", "²")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("weight layer l (1 = next to the input)", fontsize=8.5)
     if y_label:  # (the first panel of a row; the others' titles name the statistic)
-        ax.set_ylabel(f"{info.quantity}\nmean over inits [{unit}]", fontsize=8.5)
+        ax.set_ylabel(stat_label(stat, f"{info.quantity}\nmean over inits"), fontsize=8.5)
     ax.set_title(f"{panel_name}: {info.symbol}" if panel_name else
                  f"{info.symbol}: {info.meaning}", fontsize=9.5)
     ax.grid(True, which="major", alpha=0.3)
@@ -965,8 +995,8 @@ def _profile_text(w, layout: _Profiles, stats, edges: set[str], theory: bool) ->
                                           if layout.panel_keys else "") + "; "
             + (f"all {n_cells} cells are drawn" if drawn == n_cells
                else f"{drawn} of the {n_cells} cells are drawn")
-            + ". A straight stretch on a log axis is a constant factor per layer (chi1 in "
-            "mean-field theory).")
+            + "; the panels share each statistic's y axis. A straight stretch on a log axis "
+            "is a constant factor per layer (chi1 in mean-field theory).")
     if edges:
         text += (" Triangles on the bottom (top) edge: layers whose mean is exactly 0 (inf or "
                  "NaN), the float32 underflow (overflow) of vanishing (exploding) gradients.")
@@ -992,18 +1022,6 @@ def _default_hist_cells(rows: pd.DataFrame, stat: str) -> list[int]:
         return list(ranked["cell"])
     picks = np.unique(np.linspace(0, len(ranked) - 1, MAX_HIST_CELLS).round().astype(int))
     return list(ranked["cell"].iloc[picks])
-
-
-def _unit(stat: str) -> str:
-    """The unit of a per-seed statistic, for axis labels."""
-    if stat.startswith(("grad_frac", "act_frac")):
-        return "fraction"
-    return {
-        "grad_sq_norm": "loss^2", "grad_var": "loss^2", "delta_sq_norm": "loss^2",
-        "grad_mean": "loss", "grad_max_abs": "loss", "grad_mean_abs": "loss",
-        "loss_value": "loss", "grad_cv": "unitless", "grad_unit_cos": "cosine",
-        "grad_nonfinite": "count", "act_deriv_mean": "unitless",
-    }.get(stat, "pre-activation units" if stat.startswith("preact") else "unitless")
 
 
 def histogram_figure(
@@ -1054,7 +1072,7 @@ def histogram_figure(
                          + (f", {values.size - shown.size} of {values.size} inits zero or "
                             "undefined" if values.size > shown.size else ""))
         ax.set_title(name, fontsize=8.5)
-        ax.set_xlabel(f"{stat} of {where} [{_unit(stat)}]")
+        ax.set_xlabel(stat_label(stat, f"{stat} of {where}"))
         ax.set_ylabel("fraction of inits")
     for k in range(len(chosen), n_rows * cols):
         axes[k // cols][k % cols].set_visible(False)
@@ -1100,7 +1118,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
             offset = -0.012 if layer == 1 else 0.012
             axes[2][k].bar(levels + offset, counts / zeros.size, width=0.022, color=colour,
                            label=name)
-            cos = values["grad_unit_cos"].to_numpy(np.float64)
+            cos = values[UNIT_COS_SQ].to_numpy(np.float64)
             if np.isfinite(cos).any():
                 levels, counts = np.unique(np.round(cos[np.isfinite(cos)], 2), return_counts=True)
                 axes[3][k].bar(levels + offset, counts / cos.size, width=0.022, color=colour,
@@ -1110,14 +1128,16 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
                 f"{_fmt(np.nanmedian(mean_abs))}, median cv {_fmt(np.nanmedian(cv))}, "
                 f"{np.mean(zeros):.1%} of entries exactly 0, "
                 f"{np.mean(values['grad_max_abs'].to_numpy() == 0):.1%} of inits all-zero"
-                + (f", unit cosine takes {_distinct(cos)}" if np.isfinite(cos).any() else ""))
+                + (f", squared unit cosine takes {_distinct(cos)}" if np.isfinite(cos).any()
+                   else ""))
         axes[0][k].set_title(_cell_title(cell), fontsize=8.5)
-        axes[0][k].set_xlabel("mean |dL/dW| per tensor [loss]")
-        axes[1][k].set_xlabel("std / mean |dL/dW| per tensor (grad_cv) [unitless]")
-        axes[2][k].set_xlabel("fraction of the tensor's entries exactly 0")
+        axes[0][k].set_xlabel(stat_label("grad_mean_abs", "mean |dL/dW| per tensor"))
+        axes[1][k].set_xlabel(stat_label("grad_cv", "std / mean |dL/dW| per tensor (grad_cv)"))
+        axes[2][k].set_xlabel(stat_label("grad_frac_zero", "the tensor's entries exactly 0"))
         axes[2][k].set_xlim(-0.06, 1.06)
-        axes[3][k].set_xlabel("mean cosine between units' gradients [-1..1]")
-        axes[3][k].set_xlim(-1.08, 1.08)
+        axes[3][k].set_xlabel(stat_label(UNIT_COS_SQ, "mean squared cosine between units' "
+                                                       "gradients"))
+        axes[3][k].set_xlim(-0.06, 1.06)
         axes[3][k].text(0.02, 0.97, "(one output unit: no cosine for the last layer)"
                         if n_layers > 1 and cell["out_dim"] == 1 else "",
                         transform=axes[3][k].transAxes, fontsize=6.5, va="top")
@@ -1127,8 +1147,8 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
     fig.suptitle(
         "Why are gradients the same value? Each column is one network over "
         f"{int(cells['seeds'].iloc[0]):,} inits.\nRow 1: how big; row 2: how alike (cv near 0 = "
-        "all entries equal); row 3: how many are exactly 0;\nrow 4: how aligned (a few discrete "
-        "cosines such as 1, -1/3, -1 = every unit's gradient is parallel)", fontsize=10)
+        "all entries equal); row 3: how many are exactly 0;\nrow 4: how aligned (squared "
+        "cosine 1 = every unit's gradient is parallel up to sign, 0 = orthogonal)", fontsize=10)
     text = ("Small multiples of the per-init weight-gradient statistics, one column per cell. "
             + "; ".join(findings) + ".")
     return _figure("examples", "The sweep's cells side by side", text, fig)

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import tiny_sweep_text
 
@@ -51,11 +52,11 @@ def test_findings_speak_in_the_seed_terms_and_match_the_tables(seed_folder, caps
     w1_sq = tiny.loc[tiny["layer"] == 1, "grad_sq_norm_mean"].item()
     assert f"W1's are tiny ({w1_sq:.3g} vs" in text
     assert w2_cv < 0.05 * w1_cv  # W2's entries are nearly one value under the tiny init
-    # one example: every pair of W1 columns has cosine +-1, so the mean pairwise cosine of an
-    # init is 1 or -1/3 (3 live units) or +-1 (2 live units): checked on the per-seed rows
-    cos = gradjax.load(seed_folder, "per_seed", layer=1, param="W")["grad_unit_cos"].dropna()
-    assert np.isclose(cos.to_numpy()[:, None], [1.0, -1 / 3, -1.0], atol=1e-5).any(axis=1).all()
-    assert "in 100.0% of inits of every such cell" in text
+    # one example: dL/dW1 = outer(x, delta1) has rank 1, so every pair of W1 columns has cosine
+    # +-1 and the mean squared cosine of every init with 2 or more live units is exactly 1
+    cos = gradjax.load(seed_folder, "per_seed", layer=1, param="W")["grad_unit_cos_sq"].dropna()
+    assert len(cos) > 0 and np.allclose(cos.to_numpy(), 1.0, atol=1e-5)
+    assert "is exactly 1 in 100.0% of the inits with 2 or more live units, in every such" in text
     assert "dL/dW1 = outer(x, delta1)" in text
 
 
@@ -67,9 +68,14 @@ def test_summary_table_groups_and_filters(seed_folder, capsys):
     assert out[1].split()[:5] == ["label", "activation", "output_activation", "scale",
                                   "bias_scale"]
     assert len(out) == 2 + 3 * 2 + 1  # what the rows are, header, 3 cells x 2 layers, legend
-    assert cli.main(["summary", str(seed_folder), "--by", "activation", "--layer", "-1"]) == 0
+    assert cli.main(["summary", str(seed_folder), "--by", "activation", "--layer", "-1"]) == 2
+    assert capsys.readouterr().err.startswith('error: label ("", relu_example, '
+                                              'tiny_init_example), ')
+    assert cli.main(["summary", str(seed_folder), "--by", "activation", "--layer", "-1",
+                     "--pool"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "median over its `cells` (the other options vary: label, " in lines[0]
+    assert ('median over its `cells` (--pool: pooled over label "", relu_example, '
+            'tiny_init_example; ') in lines[0]
     assert lines[1].split()[:4] == ["activation", "layer", "cells", "seeds"]
     sigmoid = lines[3].split()
     assert sigmoid[:4] == ["sigmoid", "2", "2", "40"]
@@ -79,6 +85,115 @@ def test_summary_table_groups_and_filters(seed_folder, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --by: unknown column(s) colour")
     assert cli.main(["summary", str(seed_folder / "nope")]) == 2
+
+
+# ------------------------------------------------ synthetic summary folders (no JAX run)
+
+SYNTHETIC = dict(model="mlp", in_dim=2, width=4, depth=1, out_dim=1, activation="tanh",
+                 output_activation="linear", init="normal", scale=1.0, bias_init="zeros",
+                 bias_scale=1.0, loss="mse", norm="none", batch=1, step=0, optimizer="sgd",
+                 learning_rate=0.1)
+SYNTHETIC_STATS = ("grad_sq_norm_p50", "grad_sq_norm_mean", "delta_sq_norm_p50",
+                   "grad_frac_zero_mean", "frac_seeds_all_zero", "grad_cv_p50",
+                   "grad_unit_cos_sq_mean", "grad_var_across_seeds", "loss_value_p50",
+                   "frac_loss_halved", "loss_halved_step_p50")
+
+
+def write_summary(folder: Path, cells: list[dict], stats) -> Path:
+    """A results folder with only a summary table, in the results schema's column order
+    (sweep, cell, label, options, layer, ...): one W and one b row per layer of each cell,
+    every statistic `stats(cell options, layer)`."""
+    rows = []
+    for cell, options in enumerate(cells):
+        options = {**SYNTHETIC, **options}
+        label = options.pop("label", "")
+        n_layers = options["depth"] + 1
+        for layer in range(1, n_layers + 1):
+            for param in ("W", "b"):
+                rows.append({"sweep": "synthetic", "cell": cell, "label": label, **options,
+                             "layer": layer, "layer_from_output": layer - n_layers - 1,
+                             "param": param, "seeds": 10, **stats(options, layer)})
+    (folder / "summary").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "summary" / "cell-00000.parquet")
+    return folder
+
+
+def _depth_value(options: dict, layer: int) -> dict:
+    """Each cell's own numbers, so a row shows whose median it is."""
+    value = options["depth"] * 100 + options["scale"] * 10 + (options["activation"] == "relu")
+    return {s: value + layer / 10 for s in SYNTHETIC_STATS}
+
+
+@pytest.fixture(scope="module")
+def depth_folder(tmp_path_factory):
+    """activation x scale x depth (2, 8): a grid with an option that `--by` can leave out."""
+    cells = [dict(activation=a, scale=s, depth=d) for a in ("relu", "tanh") for s in (1.0, 2.0)
+             for d in (2, 8)]
+    return write_summary(tmp_path_factory.mktemp("depths"), cells, _depth_value)
+
+
+def _row(lines: list[str], *first: str) -> list[str]:
+    return next(line.split() for line in lines if line.split()[: len(first)] == list(first))
+
+
+def test_summary_refuses_to_pool_an_option_outside_by(depth_folder, capsys):
+    argv = ["summary", str(depth_folder), "--by", "activation,scale", "--layer", "1"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: depth varies (2, 8) and is not in --by: add it to --by, fix it with --where "
+        "depth=VALUE, or pass --pool to pool over it"]
+    depth_2 = 2 * 100 + 2.0 * 10 + 1 + 0.1  # relu, scale 2, depth 2, layer 1
+    depth_8 = 8 * 100 + 2.0 * 10 + 1 + 0.1
+    assert cli.main([*argv, "--where", "depth=2"]) == 0
+    assert float(_row(capsys.readouterr().out.splitlines(), "relu", "2")[4]) == pytest.approx(
+        depth_2, rel=2e-3)
+    assert cli.main(["summary", str(depth_folder), "--by", "activation,scale,depth",
+                     "--layer", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert float(_row(lines, "relu", "2", "8")[5]) == pytest.approx(depth_8, rel=2e-3)
+    assert cli.main([*argv, "--pool"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "median over its `cells` (--pool: pooled over depth 2, 8)" in lines[0]
+    relu_2 = _row(lines, "relu", "2")
+    assert relu_2[3] == "2"  # cells
+    assert float(relu_2[5]) == pytest.approx(np.median([depth_2, depth_8]), rel=2e-3)
+    assert cli.main([*argv, "--where", "depth=3"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --where depth=3: matches no row; values present: 2, 8"]
+
+
+def _trained(options: dict, layer: int) -> dict:
+    """A training cell's numbers in closed form: the loss falls by `rate` per step; sgd at
+    scale 0.5 never halves it."""
+    step, scale = options["step"], options["scale"]
+    rate = {"sgd": 0.97, "adam": 0.8}[options["optimizer"]] ** scale
+    stuck = (options["optimizer"], scale) == ("sgd", 0.5)
+    halved = 0.0 if stuck or step == 0 else min(1.0, step * scale / 16)
+    return {**_depth_value(options, layer), "loss_value_p50": 0.6 * rate**step,
+            "frac_loss_halved": halved,
+            "loss_halved_step_p50": 4.0 / scale if halved > 0 else np.nan}
+
+
+def test_findings_on_a_training_sweep_lead_with_the_loss(tmp_path, capsys):
+    steps = (0, 5, 20)
+    cells = [dict(optimizer=o, scale=s, step=t) for o in ("sgd", "adam") for s in (0.5, 1.0)
+             for t in steps]
+    folder = write_summary(tmp_path / "train", cells, _trained)
+    assert cli.main(["findings", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].startswith("Training: the loss (median over inits) at each recorded step")
+    expected = []
+    for optimizer, scale in (("sgd", 0.5), ("sgd", 1.0), ("adam", 0.5), ("adam", 1.0)):
+        rate = {"sgd": 0.97, "adam": 0.8}[optimizer] ** scale
+        losses = [0.6 * rate**t for t in steps]
+        halved = ("no init halved its loss by step 20" if (optimizer, scale) == ("sgd", 0.5)
+                  else f"{min(1.0, 20 * scale / 16):.1%} of inits halved their loss by step 20, "
+                  f"at step {4.0 / scale:g} (median)")
+        expected.append(f"  scale {scale:g}, optimizer {optimizer}: loss {losses[0]:.3g} at step "
+                        f"0, {losses[1]:.3g} at 5, {losses[2]:.3g} at 20; {halved}")
+    assert lines[4:8] == expected
+    assert lines[8:10] == ["", "Gradients, per configuration and step:"]
+    assert lines[10] == "scale 0.5, step 0, optimizer sgd" and lines[11].startswith("  W1: ")
 
 
 def test_summary_prints_the_chosen_statistics(seed_folder, capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from gradjax import report
 from gradjax.activations import ACTIVATIONS
-from gradjax.spec import LAYER_STATS, PARAM_STATS
+from gradjax.spec import LAYER_STATS, PARAM_STATS, STAT_BY_NAME, STAT_TABLE
 from gradjax.theory import add_theory_columns
 
 pytest.importorskip("matplotlib")
@@ -52,7 +52,7 @@ def _fake_stats(rng, options: dict) -> dict[str, np.ndarray]:
         "grad_frac_subnormal": np.zeros(sq_norm.shape),
         "grad_nonfinite": np.zeros(sq_norm.shape),
         "grad_frac_underflow": np.zeros(sq_norm.shape),
-        "grad_unit_cos": np.stack([rng.uniform(-1, 1, (SEEDS, n_layers)),
+        "grad_unit_cos_sq": np.stack([rng.uniform(0, 1, (SEEDS, n_layers)),
                                    np.full((SEEDS, n_layers), np.nan)], axis=-1),
     }
     saturated = min(1.0, options["scale"] / 4)
@@ -207,14 +207,15 @@ def test_theory_columns_are_recomputed_for_older_folders(grid_folder):
 def test_colour_scales():
     from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 
-    norm, log = report._colour_norm(np.array([1e-9, 1e-3, np.nan]), signed=False)
+    norm, log = report._colour_norm(np.array([1e-9, 1e-3, np.nan]))
     assert log and isinstance(norm, LogNorm)
-    norm, log = report._colour_norm(np.array([0.0, 1e-5, 0.2]), signed=False)
+    norm, log = report._colour_norm(np.array([0.0, 1e-5, 0.2]))
     assert log and isinstance(norm, SymLogNorm) and norm(0.0) == 0.0  # zeros stay visible
-    norm, log = report._colour_norm(np.array([0.0, 0.3, 0.9]), signed=False)
+    norm, log = report._colour_norm(np.array([0.0, 0.3, 0.9]))
     assert not log and type(norm) is Normalize and (norm.vmin, norm.vmax) == (0.0, 0.9)
-    norm, _ = report._colour_norm(np.array([-1e-4, 1e-3]), signed=True)
-    assert (norm.vmin, norm.vmax) == (-1.0, 1.0)
+    limits = report.HEATMAP_STATS["unit_cos_sq"].limits  # a squared cosine: always 0..1
+    norm, log = report._colour_norm(np.array([1e-4, 1e-3]), limits=limits)
+    assert not log and (norm.vmin, norm.vmax) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -373,7 +374,7 @@ def test_profiles_facet_by_the_second_option_and_show_dz_beside_dw():
     assert _titles(figure, dz) == {p + dz for p in panels}
     assert _titles(figure, dw) == {p + dw for p in panels}
     image = figure.image_text
-    assert "mean over the batch\nmean over inits [loss²]" in image  # y label of dL/dz
+    assert "mean over the batch\nmean over inits [(loss / pre-activation)^2]" in image
     assert "one line per scale, one panel per activation and depth" in figure.text
     assert "all 18 cells are drawn" in figure.text and "Options not shown" not in image
 
@@ -445,3 +446,89 @@ def test_report_without_matplotlib_is_one_error_line(examples_folder, tmp_path):
     assert done.stderr.splitlines() == [
         "error: gradjax report needs matplotlib: pip install 'gradjax[plot]'"]
     assert not out.exists()
+
+
+# ------------------------------------------------------------ one unit convention, training
+
+
+def _training_summary(steps=(0, 5, 20, 50)) -> pd.DataFrame:
+    """sgd and adam x two scales at `steps`; adam's loss is 100 x sgd's, so panels drawn each
+    on its own axis would not be comparable."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for k, (optimizer, scale, step) in enumerate(itertools.product(("sgd", "adam"), (0.5, 2.0),
+                                                                   steps)):
+        options = {**OPTIONS, "activation": "tanh", "scale": scale, "step": step,
+                   "optimizer": optimizer, "learning_rate": 0.1}
+        frame = _cell_frames("train", k, "", options, rng)[1]
+        loss = (0.01 if optimizer == "sgd" else 1.0) * scale / (1 + step)
+        frames.append(frame.assign(loss_value_p50=loss, loss_value_p05=loss / 2,
+                                   loss_value_p95=loss * 2, gsnr_p50=scale / (1 + step)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _axis_labels(figure: report.Figure) -> list[str]:
+    """Every axis label of a figure (colour bars included), whitespace made single spaces."""
+    return [" ".join(label.split()) for ax in figure.artist.axes
+            for label in (ax.get_xlabel(), ax.get_ylabel()) if label.strip()]
+
+
+def _unit(stat: str) -> str:
+    return f"[{STAT_BY_NAME[stat].unit}]"
+
+
+def _check_units(figures: dict, expected: dict) -> None:
+    """No unit spelled by hand (every bracket in an axis label is a unit of the statistics
+    table), and each figure's labels name the units of the statistics it draws."""
+    units = {s.unit for s in STAT_TABLE}
+    for name, figure in figures.items():
+        for label in _axis_labels(figure):
+            assert set(re.findall(r"\[([^\]]+)\]", label)) <= units, (name, label)
+    for name, stats in expected.items():
+        labels = " ".join(_axis_labels(figures[name]))
+        assert all(_unit(stat) in labels for stat in stats), (name, labels)
+
+
+def test_every_statistic_label_carries_the_unit_of_the_statistics_table(examples_folder):
+    grid = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0])
+    figures = {f.name: f for f in report.heatmap_figures(grid, 1, list(report.HEATMAP_STATS))}
+    examples = _summary(examples_folder)
+    figures.update({f.name: f for f in (
+        report.profile_figure(report.with_theory(grid)),
+        report.histogram_figure(examples_folder, examples, 1, "grad_sq_norm", None),
+        report.examples_figure(examples_folder, examples))})
+    _check_units(figures, {
+        **{f"heatmap-{k}": [info.stat] for k, info in report.HEATMAP_STATS.items()},
+        "profiles": ["delta_sq_norm", "grad_sq_norm"], "histograms": ["grad_sq_norm"],
+        "examples": ["grad_mean_abs", "grad_cv", "grad_frac_zero", "grad_unit_cos_sq"]})
+    assert "[(loss / parameter)^2]" in " ".join(_axis_labels(figures["heatmap-grad_var"]))
+    assert "[(loss / parameter)^2]" in " ".join(_axis_labels(figures["profiles"]))
+
+
+def test_training_panels_share_the_y_axis_and_mark_the_measured_steps():
+    steps = (0, 5, 20, 50)
+    figures = report.training_figures(_training_summary(steps))
+    assert [f.name for f in figures] == ["training_loss", "training_grad_norm", "training_gsnr"]
+    for figure in figures:
+        panels = [ax for ax in figure.artist.axes if ax.get_visible() and ax.get_lines()]
+        assert len(panels) == 2  # sgd and adam
+        assert panels[0].get_ylim() == panels[1].get_ylim()
+        lines = [line for ax in panels for line in ax.get_lines()]
+        for line in lines:
+            assert line.get_marker() not in (None, "", " ", "None")
+            assert set(line.get_xdata()) == set(steps)
+    loss = [ax for ax in figures[0].artist.axes if ax.get_lines()]
+    low, high = loss[0].get_ylim()
+    assert low <= 0.01 * 0.5 / 51 and high >= 2.0  # both optimizers' losses on one axis
+    _check_units({f.name: f for f in figures}, {
+        "training_loss": ["loss_value"], "training_grad_norm": ["grad_sq_norm"],
+        "training_gsnr": ["gsnr"]})
+
+
+def test_unit_cos_sq_heatmap_is_on_the_fixed_range_0_to_1():
+    summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0])
+    rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
+    figure = report.heatmap_figure(rows, 1, "unit_cos_sq")
+    image = figure.artist.axes[0].get_images()[0]
+    assert image.norm.vmin == 0.0 and image.norm.vmax == 1.0
+    assert "1 = every unit's gradient is parallel up to sign" in figure.image_text
