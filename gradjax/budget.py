@@ -114,6 +114,27 @@ def process_footprint() -> int:
     return resident_bytes()
 
 
+@functools.cache
+def _libc_trim():
+    """glibc's malloc_trim, or None (another C library, or not Linux)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim). XLA's compiler
+    frees hundreds of MB when a compile ends (about 600 MB for a width-128 depth-3 MLP's chunk
+    program, measured), which glibc otherwise keeps in the process's resident set: on a CPU
+    backend, memory the budget's chunks would then not have."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def peak_resident_bytes() -> int | None:
     """This process's peak resident set size so far, in bytes (None where unknown)."""
     try:

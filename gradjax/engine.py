@@ -35,9 +35,12 @@ import functools
 import hashlib
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -53,18 +56,21 @@ from tqdm import tqdm
 from gradjax import storage, tree_probe
 from gradjax.budget import (
     DEFAULT_MAX_MEMORY,
-    check_budget,
     estimate_bytes,
     format_bytes,
     host_reserve,
     moment_bytes,
     peak_resident_bytes,
     process_footprint,
+    release_free_memory,
 )
-from gradjax.ledger import Ledger, cell_key, owned
+from gradjax.inert import inert_lines
+from gradjax.ledger import Ledger, blocks, cell_key, owned
+from gradjax.models.family import SCALES, resolve
+from gradjax.preflight import check_sweep
 from gradjax.probe import make_points
 from gradjax.programs import MATMUL_PRECISION, compiled_chunk
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import COMMON, MIN_AXIS, ProbeSpec
 from gradjax.stats import to_host
 from gradjax.storage import SEED_BLOCK
 from gradjax.summary import Moments
@@ -72,6 +78,56 @@ from gradjax.sweep import Bucket, Cell, Sweep, SweepError
 
 CHECKPOINT_RATIO = 10.0
 GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 80% of budget
+POLL_S = 0.05  # the longest a run waits (on a compile, on a chunk's results) without polling
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT during a run, raised where it is safe: between chunks, or while the main thread
+    waits on a compile or on a chunk's results; never inside a JAX call (an exception thrown
+    into a thread of XLA aborts the process). The finished chunks are checkpointed first."""
+
+
+_STOP = threading.Event()  # set by the run's SIGINT handler
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[None]:
+    """While a run goes on in the main thread, SIGINT only sets a flag that the run polls
+    (`_check_stop`); a second SIGINT while it stops does nothing more. Off the main thread
+    (where Python cannot install a handler) SIGINT is left as it is."""
+    _STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: _STOP.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None
+                      else previous)
+
+
+def _check_stop() -> None:
+    if _STOP.is_set():
+        raise Interrupted
+
+
+def _wait_until(ready: Callable[[], bool]) -> None:
+    """Return once `ready()`; meanwhile poll for SIGINT, sleeping 1 ms at first and at most
+    POLL_S (a chunk that is ready at once costs no sleep, a slow one at most ~POLL_S)."""
+    pause = 0.001
+    while not ready():
+        _check_stop()
+        time.sleep(pause)
+        pause = min(2 * pause, POLL_S)
+
+
+def busy_threads() -> list[str]:
+    """gradjax's background threads still alive (a compile in XLA cannot be stopped)."""
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith("gradjax-") and t.is_alive()]
+
+
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -133,18 +189,38 @@ def units_of(bucket: Bucket, cells: Sequence[Cell], points: int,
 
 
 def describe_spec(spec: ProbeSpec) -> str:
-    """Every option that fixes a bucket's compiled program, by its sweep-file name."""
+    """Every option that fixes a bucket's compiled program, by its sweep-file name. For a
+    model other than the MLP: what its factory takes (a traced one "per cell") and the options
+    of the probe around it (loss, data, dtype, ...), never the MLP's own (init, bias_init,
+    activation, norm), which it does not take."""
+    if spec.model != "mlp":
+        return _describe_model(spec)
     sizes = spec.sizes
-    if spec.model == "mlp":
-        shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",
-                 "depth": spec.depth, "out_dim": sizes[-1]}
-    else:
-        shape = {"in_dim": sizes[0], "out_dim": sizes[-1], **dict(spec.model_options)}
+    shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",
+             "depth": spec.depth, "out_dim": sizes[-1]}
     skip = ("sizes", "model_options", "model_folder")
     options = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
                if f.name not in skip and f.name not in shape}
     options["optimizer"] = spec.optimizer or "none (step 0)"
     return ", ".join(f"{k} {v}" for k, v in {**shape, **options}.items())
+
+
+def _describe_model(spec: ProbeSpec) -> str:
+    family = resolve(spec.model, spec.model_folder)
+    static = dict(spec.model_options)
+    takes = ", ".join(f"{n} {static[n]}" if n in static else f"{n} per cell"
+                      for n in family.params) or "no options"
+    if not family.handles_scale:
+        takes += "; scale and bias_scale multiplied onto its leaves"
+    dims = {"in_dim": spec.sizes[0], "out_dim": spec.sizes[-1]}
+    common = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name in COMMON and f.name not in ("model", *SCALES)}
+    if spec.output_activation != "leaky_relu":
+        common.pop("leaky_slope", None)
+    common["optimizer"] = spec.optimizer or "none (step 0)"
+    shown = {k: v for k, v in dims.items() if k not in family.params} | common
+    return (f"model {spec.model} ({takes}), "
+            + ", ".join(f"{k} {v}" for k, v in shown.items()))
 
 
 def params_of(bucket: Bucket) -> int | None:
@@ -300,6 +376,8 @@ def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) 
         fresh |= new
     cached = events.hits > hits and events.misses == misses
     source = ("compile cache" if cached else "compiled") if fresh else "memory"
+    if fresh:
+        release_free_memory()  # the compiler's freed memory, kept by the C heap otherwise
     return Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
                       time.perf_counter() - start if fresh else 0.0, source)
 
@@ -401,13 +479,28 @@ class Report:
 PROGRESS_EVERY_S = 30.0  # without a terminal, a progress line at most this often
 
 
+def progress_line(name: str, cells: tuple[int, int, int], inits: tuple[int, int],
+                  rate: float, left: float) -> str:
+    """The progress line. `cells` is (complete, in progress, total) over the whole sweep: a
+    cell is complete when all its seeds are (in this run or before), in progress while some
+    of its seeds are computed and others not yet (every cell of the unit running now, as a
+    unit computes its cells together); so complete + in progress <= total. `inits` is (done,
+    to do) of this run's share, counting inits found done in a checkpoint."""
+    complete, running, total = cells
+    return (f"{name}: cells {complete}/{total} complete, {running} in progress; inits "
+            f"{inits[0]:,}/{inits[1]:,} of this run, {_rate(rate)} inits/s, about "
+            f"{_duration(left)} left")
+
+
 class _Progress:
     """A tqdm bar on a terminal; elsewhere (a log file, a pipe) a line at most every
-    PROGRESS_EVERY_S seconds: cells done, inits done, the rate and the time left."""
+    PROGRESS_EVERY_S seconds (`progress_line`): cells complete and in progress, inits done,
+    the rate and the time left."""
 
     def __init__(self, name: str, cells_total: int, cells_done: int, todo: int, quiet: bool,
                  say: Callable[[str], None]):
         self.name, self.cells_total, self.cells_done = name, cells_total, cells_done
+        self.running: set[int] = set()  # cells with some seeds computed, not yet complete
         self.total, self.done = todo, 0  # the inits of this run's share
         terminal = sys.stderr.isatty()
         self.bar = tqdm(total=self.total, initial=self.done, unit="init", unit_scale=True,
@@ -416,7 +509,7 @@ class _Progress:
         self.say = None if quiet or terminal else say
         self.computed, self.started = 0, time.perf_counter()
         self.last_line = self.started
-        self.finish_cells(0)
+        self.finish_cells(())
 
     def resumed(self, inits: int) -> None:
         """Inits found done in a unit's checkpoint or by another process (not computed by
@@ -430,9 +523,21 @@ class _Progress:
         self.bar.update(inits)
         self._line()
 
-    def finish_cells(self, n: int) -> None:
-        self.cells_done += n
-        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total}")
+    def start_cells(self, cells: Sequence[int]) -> None:
+        """Cells whose seeds start to be computed (a unit's)."""
+        self.running.update(cells)
+        self._postfix()
+
+    def finish_cells(self, cells: Sequence[int]) -> None:
+        """Cells now complete (every seed, every piece: a unit's cells are not complete
+        while other seed blocks of theirs are still to do)."""
+        self.cells_done += len(set(cells))
+        self.running.difference_update(cells)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"cells {self.cells_done}/{self.cells_total} complete, "
+                                 f"{len(self.running)} in progress")
 
     def _line(self) -> None:
         now = time.perf_counter()
@@ -441,9 +546,9 @@ class _Progress:
         self.last_line = now
         rate = self.computed / max(now - self.started, 1e-9)
         left = (self.total - self.done) / rate if rate > 0 else math.inf
-        self.say(f"{self.name}: cells {self.cells_done}/{self.cells_total} done, "
-                 f"{self.done:,}/{self.total:,} inits, {_rate(rate)} inits/s, "
-                 f"about {_duration(left)} left")
+        self.say(progress_line(self.name, (self.cells_done, len(self.running),
+                                           self.cells_total), (self.done, self.total),
+                               rate, left))
 
     def close(self) -> None:
         self.bar.close()
@@ -479,6 +584,8 @@ def run_chunks(
     root, n_real = np.uint32(root_seed), np.int32(n_real)
 
     def fetch(start, count, outs):
+        leaves = jax.tree.leaves(outs)
+        _wait_until(lambda: all(leaf.is_ready() for leaf in leaves))
         stats = to_host({k: np.concatenate([np.asarray(out[0][k]) for out in outs])[:count]
                          for k in outs[0][0]})
         moments = Moments(0, None)
@@ -577,13 +684,15 @@ class _UnitRun:
             storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
 
-    def finish(self, moments: Moments) -> None:
+    def finish(self, moments: Moments) -> list[int]:
         """Each cell's piece (its parts joined, or its one part renamed) and its row moments;
-        then each cell is finished if its pieces now cover every seed."""
+        then each cell is finished if its pieces now cover every seed. Returns the cells
+        finished."""
         self.drain()
         a, b = self.unit.span
         rows = len(self.positions["layer"])
         mlp = self.unit.bucket.spec.model == "mlp"
+        finished = []
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"{self.ledger.keys[cell.index]}.seeds-*.parquet"),
                            key=_part_start)
@@ -597,8 +706,11 @@ class _UnitRun:
                 piece = moments.rows(p, rows, mlp)
                 self.ledger.write_piece(cell, a, b, parts[0] if len(parts) == 1 else table,
                                         piece)
-                self.ledger.finish(cell, {(a, b): (table, piece)})
+                if self.ledger.finish(cell, {(a, b): (table, piece)}):
+                    finished.append(cell.index)
         shutil.rmtree(self.dir, ignore_errors=True)
+        release_free_memory()  # the unit's tables, freed
+        return finished
 
 
 def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int:
@@ -608,25 +720,31 @@ def _run_unit(run: _UnitRun, executable: Executable, progress: _Progress) -> int
     n_cells = len(run.unit.cells)
     first, last = run.unit.span
     progress.resumed((done - first) * n_cells)
-    computed, since, write_s = 0, time.perf_counter(), 0.0
+    progress.start_cells([c.index for c in run.unit.cells])
+    computed, since, write_s, saved = 0, time.perf_counter(), 0.0, done
     chunks = run_chunks(executable, run.sweep.root_seed, run.points, n_cells, done, last)
-    while True:
-        with run.phases.timing("compute"):
-            item = next(chunks, None)
-        if item is None:
-            break
-        start, count, stats, chunk_moments = item
-        stats = {k: v[:, :n_cells] for k, v in stats.items()}
-        run.write_parts(start, stats)
-        moments = moments.merge(_first_points(chunk_moments, n_cells))
-        done = start + count
-        computed += count * n_cells
-        progress.advance(count * n_cells)
-        if time.perf_counter() - since >= CHECKPOINT_RATIO * write_s and done < last:
-            write_s = run.checkpoint(done, moments)
-            since = time.perf_counter()
-    run.finish(moments)
-    progress.finish_cells(n_cells)
+    try:
+        while True:
+            with run.phases.timing("compute"):
+                item = next(chunks, None)
+            if item is None:
+                break
+            start, count, stats, chunk_moments = item
+            stats = {k: v[:, :n_cells] for k, v in stats.items()}
+            run.write_parts(start, stats)
+            moments = moments.merge(_first_points(chunk_moments, n_cells))
+            done = start + count
+            computed += count * n_cells
+            progress.advance(count * n_cells)
+            if time.perf_counter() - since >= CHECKPOINT_RATIO * write_s and done < last:
+                write_s, saved = run.checkpoint(done, moments), done
+                since = time.perf_counter()
+            _check_stop()
+    except Interrupted:
+        if done > saved:  # keep every finished chunk: a resume starts after the last one
+            run.checkpoint(done, moments)
+        raise
+    progress.finish_cells(run.finish(moments))
     return computed
 
 
@@ -678,29 +796,29 @@ def run_sweep(
     """
     started = time.perf_counter()
     check_shard(shard, overwrite)
-    if refuse_over:
-        check_budget(sweep, max_memory)
+    check_sweep(sweep, max_memory if refuse_over else None)
     folder = storage.ResultsFolder(Path(out))
     use = _devices(devices)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = cache_events().misses
-    check_models(sweep)
     meta = run_metadata(sweep)
     ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
                          check=only is None, shard=shard)
     try:
         report.cells_skipped = sum(ledger.finished(c) for c in sweep.cells)
-        for _ in range(PASSES):
-            work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
-            if not work:
-                break
-            with _x64_if_needed(sweep):
-                _run_share(sweep, ledger, work, use, max_memory, chunk, quiet, say, report)
-            if only is not None:
-                break
-        if only is None:
-            complete_folder(ledger, say)
+        with stop_on_sigint():
+            for _ in range(PASSES):
+                work = share_of(sweep, ledger, shard) if only is None else _groups(sweep, only)
+                if not work:
+                    break
+                with _x64_if_needed(sweep):
+                    _run_share(sweep, ledger, work, use, max_memory, chunk, quiet, say, report)
+                if only is not None:
+                    break
+            if only is None and complete_folder(ledger, say) and not quiet:
+                for line in inert_lines(storage.load(folder.root, "summary")):
+                    say(line)
     finally:
         folder.release()
     return _finish_report(report, started, sweep, shard, folder, max_memory, say, misses)
@@ -807,42 +925,96 @@ def _x64_if_needed(sweep: Sweep) -> Iterator[None]:
         yield
 
 
+FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
+
+
+def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
+    """The bytes a group of a bucket's cells may plan its chunks in: `budget` on an
+    accelerator; on a CPU backend (device memory is host memory) what is left of it after the
+    process's own resident set and the unit's host reserve. The resident set is rounded up to
+    FOOTPRINT_STEP so that processes whose footprints differ by a few MB (`validate
+    --estimate` and the run it fills the compile cache for) plan the same chunks."""
+    if devices[0].platform != "cpu":
+        return budget
+    held = (_round_up(process_footprint(), FOOTPRINT_STEP)
+            + host_reserve(bucket.spec, len(cells), params_of(bucket)))
+    return max(budget - held, 1)
+
+
+def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell], span: tuple[int, int],
+               budget: int, devices: Sequence, chunk: int | None = None
+               ) -> tuple[list[Unit], list[Executable]]:
+    """`plan_bucket` for one group of a run's work (cells of `bucket` needing the seeds
+    `span`) within the run's `budget`: the one planner of `run_sweep` and `estimate_run`, so
+    the estimate compiles the very programs the run uses. Safe in any thread."""
+    with _x64_if_needed(sweep):  # JAX's x64 switch is per thread
+        return plan_bucket(bucket, cells, span[1] - span[0],
+                           device_budget(bucket, cells, budget, devices), devices, chunk, span)
+
+
+def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
+    """The (b, bucket, cells, seeds span) groups of a run into an empty folder, as `share_of`
+    gives them: each bucket's cells, once per seed block."""
+    return [(b, bucket, list(bucket.cells), span)
+            for b, bucket in enumerate(sweep.buckets(), 1)
+            for span in blocks(sweep.seeds, seed_block)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Estimate:
     """What `estimate_run` measured and extrapolated for a whole sweep."""
 
-    compile_s: float  # every bucket's program (0 for programs already in the compile cache)
-    compute_s: float  # one timed chunk per bucket, times the bucket's chunks
+    compile_s: float  # what a run without the compile cache spends compiling, one at a time
+    compute_s: float  # one timed chunk of each program, times the chunks the run computes
     device_bytes: int  # XLA's peak of the largest chunk program
     host_bytes: int  # the largest unit's across-seed moments
-    buckets: int
+    programs: int  # the chunk programs the run uses (every one planned, compiled or loaded)
+    compiled: int  # of them, compiled here (the others came from the persistent cache)
+    wall_s: float  # what the estimate itself took
 
 
-def estimate_run(sweep: Sweep, budget: int, devices: int | None = None) -> Estimate:
-    """Plan and compile every bucket as `run_sweep` would (so a persistent compile cache
-    serves the run afterwards), time one chunk of each, and extrapolate to all seeds. Writes
-    no results; Parquet writing is not included in the time."""
-    check_budget(sweep, budget)
-    use = jax.devices()[: devices or jax.device_count()]
-    compile_s = compute_s = 0.0
-    device_bytes = host_bytes = 0
+def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = None,
+                 seed_block: int = SEED_BLOCK) -> Estimate:
+    """Plan every group of a run into an empty folder with the run's own planner
+    (`plan_group`: the same budget, chunk sizes, point counts and devices), so that with the
+    persistent compile cache on, the run loads every program the estimate compiled and
+    compiles none; then time one chunk of each program and extrapolate to all seeds. Groups
+    of equal seed count share their programs, which are compiled concurrently (XLA compiles
+    one program on one thread). Writes no results; Parquet writing is not in the time."""
+    started = time.perf_counter()
+    check_sweep(sweep, budget)
+    use = _devices(devices)
+    work = fresh_work(sweep, seed_block)
+    keys = [(b, span[1] - span[0]) for b, _, _, span in work]  # groups alike plan alike
+    groups = {key: group[1:] for key, group in zip(keys, work, strict=True)}
+    threads = max(1, min(len(groups), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(threads, "gradjax-estimate") as pool:
+        plans = dict(zip(groups, pool.map(lambda group: plan_group(sweep, *group, budget, use),
+                                          groups.values()), strict=True))
+    built = [e for _, executables in plans.values() for e in executables
+             if e.source != "memory"]  # (a program another group compiled is not counted)
+    compute_s, device_bytes, host_bytes = 0.0, 0, 0
+    for key, (units, executables) in plans.items():
+        executable, unit = executables[-1], units[0]
+        chunks = math.ceil(key[1] / executable.chunk) * len(units) * keys.count(key)
+        compute_s += _time_one_chunk(sweep, executable, unit) * chunks
+        device_bytes = max(device_bytes, executable.peak_bytes)
+        host_bytes = max(host_bytes, moment_bytes(unit.bucket.spec, len(unit.cells),
+                                                  params_of(unit.bucket)))
+    return Estimate(sum(e.compile_s for e in built), compute_s, device_bytes, host_bytes,
+                    len(built), sum(e.source == "compiled" for e in built),
+                    time.perf_counter() - started)
+
+
+def _time_one_chunk(sweep: Sweep, executable: Executable, unit: Unit) -> float:
+    """Seconds to compute and fetch the unit's first chunk of seeds."""
     with _x64_if_needed(sweep):
-        check_models(sweep)
-        for bucket in sweep.buckets():
-            units, built = plan_bucket(bucket, bucket.cells, sweep.seeds, budget, use)
-            executable = built[-1]
-            compile_s += sum(e.compile_s for e in built)
-            first = min(executable.chunk, sweep.seeds)
-            start = time.perf_counter()
-            for _ in run_chunks(executable, sweep.root_seed, units[0].points(),
-                             len(units[0].cells), 0, first):
-                pass
-            chunks = math.ceil(sweep.seeds / executable.chunk) * len(units)
-            compute_s += (time.perf_counter() - start) * chunks
-            device_bytes = max(device_bytes, executable.peak_bytes)
-            host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
-            host_bytes = max(host_bytes, host)
-    return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(sweep.buckets()))
+        start = time.perf_counter()
+        first, last = unit.span
+        for _ in run_chunks(executable, sweep.root_seed, unit.points(), len(unit.cells),
+                            first, min(last, first + executable.chunk)):
+            pass
+        return time.perf_counter() - start
 
 
 def _peak_memory(peak: int | None, budget: int) -> str:
@@ -864,27 +1036,20 @@ def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
     idle time (measured in docs/performance.md); on a GPU it runs beside the device's
     computation."""
     def plan(bucket, todo, span):
-        with _x64_if_needed(sweep):  # JAX's x64 switch is per thread
-            return plan_bucket(bucket, todo, span[1] - span[0], device_budget(bucket, todo),
-                               devices, chunk, span)
-
-    def device_budget(bucket, todo) -> int:
-        if devices[0].platform != "cpu":
-            return budget
-        held = process_footprint() + host_reserve(bucket.spec, len(todo), params_of(bucket))
-        return max(budget - held, 1)
+        return plan_group(sweep, bucket, todo, span, budget, devices, chunk)
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gradjax-compile")
     try:
         future = pool.submit(plan, *work[0][1:]) if work else None
         for i, (b, bucket, todo, span) in enumerate(work):
             with report.phases.timing("compile"):
+                _wait_until(future.done)
                 units, built = future.result()
             if i + 1 < len(work):
                 future = pool.submit(plan, *work[i + 1][1:])
             yield b, bucket, todo, span, units, built
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:  # interrupted: a compile under way is left to finish (XLA cannot stop it)
+        pool.shutdown(wait=not _STOP.is_set(), cancel_futures=True)
 
 
 def share_of(sweep: Sweep, ledger: Ledger, shard: tuple[int, int]) -> list[tuple]:
@@ -936,6 +1101,7 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
             _say_bucket(say, b, len(sweep.buckets()), bucket, todo, span, units, built, budget,
                         len(devices))
             for planned in units:
+                _check_stop()
                 unit, locks = _claim(ledger, planned)
                 if unit is None:
                     progress.resumed(len(planned.cells) * (span[1] - span[0]))

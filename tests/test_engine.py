@@ -184,7 +184,8 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
     engine.run_sweep(sweep, tmp_path / "bar", devices=1, chunk=6, log=lambda msg: None)
     bar = terminal.getvalue()
     assert "100%" in bar and "33.0/33.0" in bar and "init/s" in bar
-    assert bar.rstrip().endswith("cells 3/3]")  # the last state drawn counts every cell
+    # the last state drawn counts every cell complete
+    assert bar.rstrip().endswith("cells 3/3 complete, 0 in progress]")
     terminal.seek(0)
     terminal.truncate()
     engine.run_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
@@ -193,17 +194,18 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
 
 def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
     """Not a terminal (a log file): no bar, but a line per PROGRESS_EVERY_S (0 here: every
-    chunk) with cells done, inits, the rate and the time left."""
+    chunk) with cells complete and in progress, inits, the rate and the time left."""
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
     lines = []
     engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
                      log=lines.append)
     assert sys.stderr.getvalue() == ""
-    progress = [line for line in lines if " inits, " in line and " left" in line]
+    progress = [line for line in lines if " inits/s, " in line and " left" in line]
     assert len(progress) == 2  # one unit of 3 cells, 11 seeds in chunks of 6
-    assert progress[0].startswith("tiny: cells 0/3 done, 18/33 inits, ")
-    assert progress[-1].startswith("tiny: cells 0/3 done, 33/33 inits, ")
+    # the unit's 3 cells are in progress, not complete, until their last chunk is written
+    assert progress[0].startswith("tiny: cells 0/3 complete, 3 in progress; inits 18/33 ")
+    assert progress[-1].startswith("tiny: cells 0/3 complete, 3 in progress; inits 33/33 ")
     assert progress[-1].endswith(" inits/s, about 0s left")
 
 
