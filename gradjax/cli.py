@@ -638,8 +638,9 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
                           default=budget.DEFAULT_MAX_MEMORY,
                           metavar="SIZE", help="the device memory budget run will use")
     validate.add_argument("--estimate", action="store_true",
-                          help="estimate the run's time and peak memory: compile each bucket "
-                          "and time one chunk (writes no results)")
+                          help="estimate the run's time and peak memory: compile the run's "
+                          "programs (into the compile cache) and time one chunk of each "
+                          "(writes no results)")
     validate.add_argument("--no-cache", action="store_true",
                           help="with --estimate, do not use the persistent compile cache")
     validate.set_defaults(handler=_cmd_validate)

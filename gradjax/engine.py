@@ -926,6 +926,7 @@ def _x64_if_needed(sweep: Sweep) -> Iterator[None]:
 
 
 FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
+COMPILE_THREADS = 2  # cores one XLA:CPU compile keeps busy (measured: ~1.7 s of CPU per s)
 
 
 def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
@@ -964,7 +965,7 @@ def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
 class Estimate:
     """What `estimate_run` measured and extrapolated for a whole sweep."""
 
-    compile_s: float  # what a run without the compile cache spends compiling, one at a time
+    compile_s: float  # compiling (or loading from the persistent cache) each program, summed
     compute_s: float  # one timed chunk of each program, times the chunks the run computes
     device_bytes: int  # XLA's peak of the largest chunk program
     host_bytes: int  # the largest unit's across-seed moments
@@ -979,20 +980,21 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
     (`plan_group`: the same budget, chunk sizes, point counts and devices), so that with the
     persistent compile cache on, the run loads every program the estimate compiled and
     compiles none; then time one chunk of each program and extrapolate to all seeds. Groups
-    of equal seed count share their programs, which are compiled concurrently (XLA compiles
-    one program on one thread). Writes no results; Parquet writing is not in the time."""
+    of equal seed count share their programs, which are compiled concurrently (XLA:CPU takes
+    about COMPILE_THREADS cores per program). Writes no results; Parquet writing is not in
+    the time."""
     started = time.perf_counter()
     check_sweep(sweep, budget)
     use = _devices(devices)
     work = fresh_work(sweep, seed_block)
     keys = [(b, span[1] - span[0]) for b, _, _, span in work]  # groups alike plan alike
     groups = {key: group[1:] for key, group in zip(keys, work, strict=True)}
-    threads = max(1, min(len(groups), os.cpu_count() or 1))
+    threads = max(1, min(len(groups), (os.cpu_count() or 1) // COMPILE_THREADS))
+    process_footprint()  # fixed before a compile grows it, as in a run (`device_budget`)
     with concurrent.futures.ThreadPoolExecutor(threads, "gradjax-estimate") as pool:
         plans = dict(zip(groups, pool.map(lambda group: plan_group(sweep, *group, budget, use),
                                           groups.values()), strict=True))
-    built = [e for _, executables in plans.values() for e in executables
-             if e.source != "memory"]  # (a program another group compiled is not counted)
+    built = [e for _, executables in plans.values() for e in executables]
     compute_s, device_bytes, host_bytes = 0.0, 0, 0
     for key, (units, executables) in plans.items():
         executable, unit = executables[-1], units[0]
@@ -1002,7 +1004,8 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
         host_bytes = max(host_bytes, moment_bytes(unit.bucket.spec, len(unit.cells),
                                                   params_of(unit.bucket)))
     return Estimate(sum(e.compile_s for e in built), compute_s, device_bytes, host_bytes,
-                    len(built), sum(e.source == "compiled" for e in built),
+                    len({tuple(map(id, e.fns)) for e in built}),
+                    sum(e.source == "compiled" for e in built),
                     time.perf_counter() - started)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gradjax import engine, storage
 from gradjax.budget import DEFAULT_MAX_MEMORY
+from gradjax.preflight import check_sweep
 from gradjax.storage import SEED_BLOCK
 from gradjax.sweep import Sweep, parse_sweep
 
@@ -51,7 +52,7 @@ def run_on_ray(
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     folder = storage.ResultsFolder(Path(out))
-    engine.check_models(sweep)
+    check_sweep(sweep, max_memory)
     ledger = engine.open_ledger(sweep, folder, engine.run_metadata(sweep), overwrite,
                                 seed_block or SEED_BLOCK, log)
     try:  # the driver holds the folder's run lock (shared with its tasks) until the end
