@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow lint report bench clean
+.PHONY: run test test-fast test-slow lint report bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,15 @@ run: $(STAMP)
 	$(PY) -m gradjax run sweeps/seed_examples.toml --overwrite
 	$(PY) -m gradjax findings results/seed_examples
 
-test: $(STAMP)
-	$(PY) -m ruff check gradjax tests benchmarks
-	$(PY) -m pytest -q
+lint: $(STAMP)  # ruff, and the import layers of pyproject.toml (an uphill import fails)
+	$(PY) -m ruff check gradjax tests benchmarks examples
+	$(VENV)/bin/lint-imports
+
+test: lint  # everything but the slow tests, on two workers
+	$(PY) -m pytest -q -n 2
+
+test-fast: lint  # the inner loop: math and unit tests, no whole runs
+	$(PY) -m pytest -q -n 2 -m "not slow and not integration"
 
 test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option: ~4 min)
 	$(PY) -m pytest -q -m slow

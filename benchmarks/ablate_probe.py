@@ -45,9 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradjax
-from gradjax import bench, data, keys
-from gradjax.probe import make_points, pad_points
-from gradjax.programs import chunk_function
+from gradjax.bench import measure as bench
+from gradjax.nn import data, keys
+from gradjax.probe.mlp_probe import make_points, pad_points
+from gradjax.probe.programs import chunk_function
 
 
 def hashed_params(seed, sizes):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradjax  # noqa: F401  (XLA flags before the backend starts)
-from gradjax.network import loss_and_grads
+from gradjax.nn.network import loss_and_grads
 
 SEEDS, POINTS, WIDTH, BATCH = 256, 12, 128, 16
 

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 
 import gradjax
-from gradjax.adapters.equinox import from_equinox
+from gradjax.nn.adapters.equinox import from_equinox
 
 
 class ConvNet(eqx.Module):
@@ -59,7 +59,7 @@ def conv_net(
             also gives the taps their activation statistics (dead, saturated units).
 
     Returns:
-        `(init, apply)` from `gradjax.adapters.equinox.from_equinox`.
+        `(init, apply)` from `gradjax.nn.adapters.equinox.from_equinox`.
     """
     side = math.isqrt(in_dim)
     if side * side != in_dim:

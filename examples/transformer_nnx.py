@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gradjax.adapters.flax_nnx import from_nnx
+from gradjax.nn.adapters.flax_nnx import from_nnx
 
 
 class Block(nnx.Module):
@@ -67,7 +67,7 @@ def transformer_block(
         heads: attention heads; must divide `d_model`.
 
     Returns:
-        `(init, apply)` from `gradjax.adapters.flax_nnx.from_nnx`.
+        `(init, apply)` from `gradjax.nn.adapters.flax_nnx.from_nnx`.
     """
     if in_dim % d_model:
         raise ValueError(f"transformer_block: in_dim={in_dim} is not a multiple of "

@@ -3,15 +3,16 @@
 `import gradjax` loads no JAX: reading results (`load`), sweep files (`load_sweep`) and the
 names of every choice and statistic need only numpy, pandas and pyarrow. The compute parts
 (`grad_stats`, `init_mlp`, `run_sweep`, ...) are imported on first use (`__getattr__`). The one
-import-time effect is `gradjax.xla.pin_reductions`, which must run before JAX picks a backend.
+import-time effect is `gradjax.nn.xla.pin_reductions`, which must run before JAX picks a backend.
 """
 
 import importlib
 
-from gradjax import xla
+from gradjax.nn import xla
 
 xla.pin_reductions()
 
+from gradjax.results.storage import ResultsError, load, stats_frame  # noqa: E402
 from gradjax.spec import (  # noqa: E402
     ACTIVATIONS,
     BIAS_INITS,
@@ -23,21 +24,20 @@ from gradjax.spec import (  # noqa: E402
     ProbeSpec,
     layer_sizes,
 )
-from gradjax.storage import ResultsError, load, stats_frame  # noqa: E402
 from gradjax.sweep import load_sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
 # name -> the module (which imports JAX) that defines it
 _COMPUTE: dict[str, str] = {
-    "UNROLLED_THREEFRY": "gradjax.keys",
-    "init_key": "gradjax.keys",
-    "apply_mlp": "gradjax.network",
-    "init_mlp": "gradjax.network",
-    "loss_and_grads": "gradjax.network",
-    "get_activation": "gradjax.activations",
-    "grad_stats": "gradjax.probe",
-    "run_sweep": "gradjax.engine",
+    "UNROLLED_THREEFRY": "gradjax.nn.keys",
+    "init_key": "gradjax.nn.keys",
+    "apply_mlp": "gradjax.nn.network",
+    "init_mlp": "gradjax.nn.network",
+    "loss_and_grads": "gradjax.nn.network",
+    "get_activation": "gradjax.nn.activations",
+    "grad_stats": "gradjax.probe.mlp_probe",
+    "run_sweep": "gradjax.run.engine",
 }
 
 

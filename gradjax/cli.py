@@ -6,7 +6,8 @@
   gradjax validate SWEEP.toml
   gradjax summary DIR [--by activation,scale] [--layer L] [--where OPTION=VALUE] [--pool]
   gradjax findings DIR
-  gradjax bench ... / gradjax report ...   (options from `gradjax.bench` / `gradjax.report`)
+  gradjax bench ... / gradjax report ...   (options from `gradjax.bench.measure` /
+  `gradjax.analysis.report`)
 
 Exit status: 0 on success, 2 for a bad sweep file, command line or results folder (one
 `error: ...` line on stderr), 130 when interrupted. `bench` and `report` are imported only when
@@ -28,16 +29,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradjax import budget, storage
-from gradjax.inert import inert_lines
-from gradjax.preflight import check_sweep
-from gradjax.remote import is_remote, pull, push
+from gradjax.results import storage
+from gradjax.results.inert import inert_lines
+from gradjax.results.remote import is_remote, output_folder, pull, push
+from gradjax.run.preflight import check_sweep
 from gradjax.spec import OPTION_TABLE, OPTIONS
-from gradjax.sweep import MAX_SEEDS, SweepError, load_sweep
+from gradjax.sweep import MAX_SEEDS, SweepError, budget, load_sweep
 
 EXTERNAL: dict[str, tuple[str, str]] = {
-    "bench": ("gradjax.bench", "time gradjax against the baselines"),
-    "report": ("gradjax.report", "plots and mean-field comparison of a results folder"),
+    "bench": ("gradjax.bench.measure", "time gradjax against the baselines"),
+    "report": ("gradjax.analysis.report", "plots and mean-field comparison of a results folder"),
 }
 RESULTS = Path("results")
 # the default columns of `gradjax summary`: summary column -> short header
@@ -103,10 +104,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         sweep = sweep.with_seeds(args.seeds)
     try:
-        out = storage.output_folder(args.out, RESULTS, sweep.name)
+        out = output_folder(args.out, RESULTS, sweep.name)
     except storage.ResultsError as err:
         return _error(str(err))
-    from gradjax import engine  # the compute stack (JAX) only for the commands that compute
+    from gradjax.run import engine  # the compute stack (JAX) only for the commands that compute
 
     cache = None if args.no_cache else engine.enable_compile_cache()
     remote = args.out if args.out and is_remote(args.out) else None
@@ -141,7 +142,7 @@ def _interrupted(out: Path) -> int:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"interrupted: the finished chunks are kept; run the same command again to resume "
           f"into {out}", file=sys.stderr)
-    engine = sys.modules.get("gradjax.engine")
+    engine = sys.modules.get("gradjax.run.engine")
     if engine is not None and engine.busy_threads():
         sys.stdout.flush()
         sys.stderr.flush()
@@ -156,10 +157,10 @@ def _say(args: argparse.Namespace, line: str) -> None:
 
 
 def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None:
-    from gradjax import engine
+    from gradjax.run import engine
 
     if args.executor == "ray":
-        from gradjax.ray_executor import run_on_ray
+        from gradjax.run.ray_executor import run_on_ray
 
         run_on_ray(sweep, out, address=args.address, max_memory=args.max_memory,
                    overwrite=args.overwrite, seed_block=args.seed_block, cache=cache,
@@ -167,7 +168,7 @@ def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None
         return
     shard = args.shard
     if args.distributed:
-        from gradjax.multihost import initialize
+        from gradjax.run.multihost import initialize
 
         shard = initialize(args.coordinator, args.num_processes, args.process_id)
     engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
@@ -192,7 +193,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print("time and peak memory: run `gradjax validate --estimate` to measure them (it "
               "compiles the run's programs and times one chunk of each)")
         return 0
-    from gradjax import engine
+    from gradjax.run import engine
 
     if not args.no_cache:
         engine.enable_compile_cache()
@@ -212,7 +213,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def option_columns(frame: pd.DataFrame) -> list[str]:
     """The option columns of a results table: gradjax's and any plug-in's (they sit between
-    `label` and `layer`, `gradjax.storage`'s schemas)."""
+    `label` and `layer`, `gradjax.results.storage`'s schemas)."""
     columns = list(frame.columns)
     return columns[columns.index("label") + 1 : columns.index("layer")]
 
@@ -593,7 +594,8 @@ def options_help() -> str:
 
 
 def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentParser:
-    """The parser; `external` is the imported `gradjax.bench` or `gradjax.report` module when
+    """The parser; `external` is the imported `gradjax.bench.measure` or `gradjax.analysis.report`
+    module when
     that subcommand was chosen (the others get a placeholder parser)."""
     parser = argparse.ArgumentParser(
         prog="gradjax", description="Gradient statistics over thousands of random inits.")

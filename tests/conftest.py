@@ -1,6 +1,7 @@
 """Strict JAX hygiene for every test: rank promotion raises, warnings are errors (pyproject),
 and the CPU shows two devices so sharded code paths run in CI; `tiny_sweep_text`, the small
-sweep that test_cli, test_engine and test_storage run."""
+sweep that test_cli, test_engine and test_storage run; and the `integration` marker on the
+modules that go through whole runs (`make test-fast` leaves them out)."""
 
 import contextlib
 import json
@@ -14,6 +15,21 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
 
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
+
+
+# modules whose tests run whole sweeps (subprocesses, resumes, shards, Ray, object stores):
+# `make test-fast` (-m "not integration") is the math and unit tests without them
+INTEGRATION_MODULES = frozenset({
+    "test_adapters", "test_cli", "test_engine", "test_faults", "test_growth", "test_inert",
+    "test_interrupt", "test_models", "test_ray", "test_remote", "test_resume",
+    "test_scale_out", "test_training", "test_validate",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -39,7 +55,7 @@ def counting_calls(monkeypatch, module, name: str):
         calls.append(1)
         return original(*args, **kwargs)
 
-    from gradjax import programs  # its cache of compiled chunk programs holds the wrapped one
+    from gradjax.probe import programs  # its cache of compiled chunk programs holds the wrapped one
 
     programs.clear_compiled()
     monkeypatch.setattr(module, name, counted)
@@ -136,7 +152,7 @@ SHARDS_CELLS, SHARDS_SEEDS = 4, 240
 def shards_single(tmp_path_factory):
     """SHARDS_SWEEP run once, in this process, in one chunk per bucket: what shards, Ray
     tasks and multi-host processes must add up to."""
-    from gradjax import engine
+    from gradjax.run import engine
     from gradjax.sweep import parse_sweep
 
     out = tmp_path_factory.mktemp("single") / "single"

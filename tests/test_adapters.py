@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 
 import gradjax
-from gradjax.adapters.equinox import from_equinox
-from gradjax.adapters.flax_nnx import from_nnx
-from gradjax.engine import run_sweep
+from gradjax.nn.adapters.equinox import from_equinox
+from gradjax.nn.adapters.flax_nnx import from_nnx
+from gradjax.run.engine import run_sweep
 from gradjax.sweep import load_sweep
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -57,7 +57,7 @@ def assert_vmapped_init_is_per_key_init(init):
 
 
 def test_importing_gradjax_adapters_imports_no_library():
-    code = ("import sys, gradjax.adapters as a; assert a.__all__ == []; "
+    code = ("import sys, gradjax.nn.adapters as a; assert a.__all__ == []; "
             "print(sorted({'jax', 'flax', 'equinox'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
@@ -292,7 +292,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gradjax.adapters.flax_nnx import from_nnx
+from gradjax.nn.adapters.flax_nnx import from_nnx
 
 
 class StemMidOut(nnx.Module):

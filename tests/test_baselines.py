@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import gradjax
-from gradjax import baselines, bench
+from gradjax.bench import measure as bench
+from gradjax.bench import peers as baselines
 from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None

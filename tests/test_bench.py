@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import pandas as pd
 import pytest
 
-from gradjax import baselines, bench, budget
+from gradjax.bench import measure as bench
+from gradjax.bench import peers as baselines
 from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.sweep import budget
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

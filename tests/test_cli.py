@@ -259,10 +259,10 @@ def test_run_refuses_another_sweeps_folder(seed_folder, tmp_path, capsys):
 
 def test_bench_and_report_are_delegated(monkeypatch, capsys):
     seen = []
-    fake = types.ModuleType("gradjax.report")
+    fake = types.ModuleType("gradjax.analysis.report")
     fake.add_arguments = lambda p: (p.add_argument("dir"), p.add_argument("--fmt"))
     fake.main = lambda args: seen.append((args.dir, args.fmt)) or 0
-    monkeypatch.setitem(sys.modules, "gradjax.report", fake)
+    monkeypatch.setitem(sys.modules, "gradjax.analysis.report", fake)
     assert cli.main(["report", "results/x", "--fmt", "svg"]) == 0
     assert seen == [("results/x", "svg")]
 
@@ -271,7 +271,7 @@ def test_a_missing_optional_dependency_fails_only_its_subcommand(monkeypatch, ca
     real = cli.importlib.import_module
 
     def import_module(name, *args):
-        if name == "gradjax.bench":
+        if name == "gradjax.bench.measure":
             raise ModuleNotFoundError("No module named 'psutil'")
         return real(name, *args)
 
@@ -291,7 +291,8 @@ def test_module_entry_point_and_lazy_imports(tmp_path):
         assert command in result.stdout
     code = ("import sys; from gradjax.cli import main; "
             f"rc = main(['validate', {str(SEED_SWEEP)!r}]); "
-            "print(rc, [m for m in ('gradjax.bench', 'gradjax.report', 'matplotlib') "
+            "print(rc, [m for m in ('gradjax.bench.measure', 'gradjax.analysis.report', "
+            "'matplotlib') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120).stdout

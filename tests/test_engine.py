@@ -12,9 +12,11 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import budget, engine, keys, storage
+from gradjax.nn import keys
+from gradjax.results import storage
+from gradjax.run import engine
 from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
-from gradjax.sweep import SweepError, parse_sweep
+from gradjax.sweep import SweepError, budget, parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
 SWEEP = {"seeds": SEEDS, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}
@@ -234,18 +236,19 @@ def test_overflowing_cells_give_inf_and_nan_without_warnings(tmp_path):
 
 
 def test_chan_merge_matches_numpy_and_tolerates_inf():
-    from gradjax.summary import Moments, describe
+    from gradjax.results.summary import describe
+    from gradjax.run.moments import ChunkMoments
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((10, 2, 3))
     parts = [x[:3], x[3:4], x[4:]]
-    total = Moments(0, None)
+    total = ChunkMoments(0, None)
     for part in parts:
         chunk = [{"mean": part.mean(0), "m2": part.var(0) * len(part)}]
-        total = total.merge(Moments(len(part), chunk))
+        total = total.merge(ChunkMoments(len(part), chunk))
     np.testing.assert_allclose(total.tree[0]["mean"], x.mean(0), rtol=1e-14)
     np.testing.assert_allclose(total.tree[0]["m2"] / total.n, x.var(0), rtol=1e-13)
-    blown = Moments(2, [{"mean": np.array([np.inf, 1.0]), "m2": np.array([np.inf, 0.0])}])
+    blown = ChunkMoments(2, [{"mean": np.array([np.inf, 1.0]), "m2": np.array([np.inf, 0.0])}])
     merged = blown.merge(blown)
     assert np.isnan(merged.tree[0]["mean"][0]) and merged.tree[0]["mean"][1] == 1.0
     stats = describe(np.array([[np.inf, np.nan], [np.inf, np.nan], [1.0, np.nan]]))

@@ -18,7 +18,9 @@ from conftest import assert_same_results, tiny_sweep_text
 from hypothesis import HealthCheck, given, settings
 
 import gradjax
-from gradjax import cli, engine, storage
+from gradjax import cli
+from gradjax.results import remote, storage
+from gradjax.run import engine
 from gradjax.sweep import TOP_LEVEL, parse_sweep
 
 TEXT = tiny_sweep_text(seeds=6, root_seed=7, grid={"scale": [0.5, 1.0, 2.0]})
@@ -244,8 +246,8 @@ def test_gradjax_never_evaluates_or_unpickles():
 
 
 def test_results_stay_inside_the_results_root_unless_out_is_given(tmp_path):
-    assert storage.output_folder(None, tmp_path, "ok") == tmp_path / "ok"
-    assert storage.output_folder("file:///data/x%20y", tmp_path, "ok") == Path("/data/x y")
+    assert remote.output_folder(None, tmp_path, "ok") == tmp_path / "ok"
+    assert remote.output_folder("file:///data/x%20y", tmp_path, "ok") == Path("/data/x y")
     for name in ("../up", "a/b", ".hidden"):
         text = tiny_sweep_text(name=name)
         with pytest.raises(Exception, match="outside the results folder"):

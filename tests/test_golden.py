@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 import gradjax
-from gradjax.engine import run_sweep
+from gradjax.results.storage import not_applicable, rule_options
+from gradjax.run.engine import run_sweep
 from gradjax.spec import EXAMPLE_STATS, STATS
-from gradjax.storage import not_applicable, rule_options
 from gradjax.sweep import load_sweep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_option.toml"
@@ -48,7 +48,8 @@ def test_every_option_gives_the_recorded_numbers(tmp_path):
 
 def _without_not_applicable(want: pd.DataFrame, got: pd.DataFrame, sweep) -> pd.DataFrame:
     """The recorded table with NaN where a statistic does not apply (the "null on" column of
-    docs/conventions.md, `gradjax.storage.not_applicable`), as `load` reads a null. The table
+    docs/conventions.md, `gradjax.results.storage.not_applicable`), as `load` reads a null. The
+    table
     was recorded before such values were null: grad_var and grad_cv of a one-entry tensor read
     0 then (none here: out_dim is 2), the others were NaN already. Positions and options come
     from this run's rows, which are in the recorded order."""

@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import assert_same_results, tiny_sweep_text
 
-from gradjax import engine, storage
+from gradjax.results import storage
+from gradjax.run import engine
 from gradjax.sweep import parse_sweep
 
 SWEEP = {"seeds": 11, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}

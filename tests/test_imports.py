@@ -8,8 +8,9 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import cli, initializers, losses, network, spec
-from gradjax.activations import get_activation
+from gradjax import cli, spec
+from gradjax.nn import initializers, losses, network
+from gradjax.nn.activations import get_activation
 
 READ_WITHOUT_JAX = """
 import sys
@@ -39,8 +40,8 @@ def test_reading_results_validate_summary_findings_and_help_load_no_jax(tmp_path
 
 
 def test_compute_names_load_on_first_use():
-    assert gradjax.grad_stats.__module__ == "gradjax.probe"
-    assert gradjax.run_sweep.__module__ == "gradjax.engine"
+    assert gradjax.grad_stats.__module__ == "gradjax.probe.mlp_probe"
+    assert gradjax.run_sweep.__module__ == "gradjax.run.engine"
     with pytest.raises(AttributeError, match="no attribute 'grad_statz'"):
         gradjax.grad_statz  # noqa: B018
 

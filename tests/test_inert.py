@@ -9,8 +9,8 @@ import pandas as pd
 
 import gradjax
 from gradjax.cli import findings_text
-from gradjax.engine import run_sweep
-from gradjax.inert import inert_lines, inert_options
+from gradjax.results.inert import inert_lines, inert_options
+from gradjax.run.engine import run_sweep
 from gradjax.sweep import load_sweep
 
 ZERO_BIAS = '''

@@ -13,8 +13,8 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import engine
-from gradjax.engine import Interrupted, progress_line, run_sweep
+from gradjax.run import engine
+from gradjax.run.engine import Interrupted, progress_line, run_sweep
 from gradjax.sweep import parse_sweep
 
 SEEDS = 400

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import gradjax
-from gradjax.engine import run_sweep
+from gradjax.run.engine import run_sweep
 from gradjax.sweep import SweepError, load_sweep
 
 TOY = '''
@@ -324,7 +324,7 @@ label = "own probe"
 model = "mlp"
 [[cases]]
 label = "generic probe"
-model = "gradjax.models.mlp:factory"
+model = "gradjax.nn.models.mlp:factory"
 """
 
 
@@ -405,8 +405,8 @@ def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path
     rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
     assert list(rows.param) == ["['w']"] and (rows.grad_sq_norm > 0).all()
     (tmp_path / "toy.py").write_text(TOY + "\n# edited\n")
-    from gradjax import models
-    from gradjax.storage import ResultsError
+    from gradjax.nn import models
+    from gradjax.results.storage import ResultsError
 
     models.resolve.cache_clear()
     with pytest.raises(ResultsError, match="plug-in model's source changed"):
@@ -416,7 +416,7 @@ def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path
 def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
     import argparse
 
-    from gradjax import report
+    from gradjax.analysis import report
 
     path = toy_sweep(tmp_path, "", seeds=2)
     run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
@@ -428,7 +428,7 @@ def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
 
 
 def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
-    from gradjax import keys
+    from gradjax.nn import keys
 
     path = toy_sweep(tmp_path, """
         loss = "softmax_cross_entropy"
@@ -456,7 +456,7 @@ def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
 
 
 def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeypatch):
-    from gradjax import engine
+    from gradjax.run import engine
 
     path = toy_sweep(tmp_path, 'dtype = "float64"\n[grid]\ngain = [0.5, 2.0]\n', seeds=6)
     sweep = load_sweep(path)
@@ -489,7 +489,7 @@ def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeyp
 def test_layers_follow_the_forward_pass_whatever_the_names_and_the_preparation():
     """`layer_order.layer_numbers` on plain JAX: leaves cast and broadcast up front in reverse
     order, a jitted inner layer, and root-level leaves; taps take the producing layer."""
-    from gradjax.layer_order import layer_numbers
+    from gradjax.nn.layer_order import layer_numbers
 
     params = {"a_out": jnp.ones((4, 2)), "b_mid": {"w": jnp.ones((4, 4)), "c": jnp.ones(4)},
               "z_in": {"w": jnp.ones((3, 4))}}

@@ -7,8 +7,10 @@ import pytest
 from conftest import counting_calls
 
 import gradjax
-from gradjax import keys, network, probe, programs
-from gradjax.activations import derivative, max_abs_derivative
+from gradjax.nn import keys, network
+from gradjax.nn.activations import derivative, max_abs_derivative
+from gradjax.probe import mlp_probe as probe
+from gradjax.probe import programs
 
 # W1 has 64 x 64 = 4096 entries: the size at which XLA:CPU would switch reduction kernels.
 WIDE = probe.ProbeSpec(sizes=(64, 64, 64, 1), activation="tanh", batch=3,
@@ -188,7 +190,7 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
 def test_init_key_and_init_mlp_rebuild_the_parameters_a_sweep_used(init):
     """What the probe draws for (root_seed, seed) at a scale point, against the public
     rebuild; bit for bit."""
-    from gradjax.network import scale_params
+    from gradjax.nn.network import scale_params
 
     spec = probe.ProbeSpec(sizes=(3, 4, 4, 4, 2), activation="tanh", init=init,
                            bias_init="normal", inputs="fixed", targets="fixed")

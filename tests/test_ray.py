@@ -13,7 +13,7 @@ import ray
 from conftest import SHARDS_SWEEP, assert_same_as_single
 
 from gradjax import cli
-from gradjax.ray_executor import run_on_ray
+from gradjax.run.ray_executor import run_on_ray
 from gradjax.sweep import load_sweep
 
 TIMEOUT = 240

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradjax import report
-from gradjax.activations import ACTIVATIONS
+from gradjax.analysis import report
+from gradjax.nn.activations import ACTIVATIONS
+from gradjax.nn.theory import add_theory_columns
 from gradjax.spec import LAYER_STATS, PARAM_STATS, STAT_BY_NAME, STAT_TABLE
-from gradjax.theory import add_theory_columns
 
 pytest.importorskip("matplotlib")
 

@@ -7,8 +7,8 @@ import pytest
 from reference import seed_example_grads, seed_literal_w1_grad
 
 import gradjax
-from gradjax.probe import make_points
-from gradjax.programs import run_seeds
+from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.programs import run_seeds
 from gradjax.spec import ProbeSpec
 
 # (hidden activation, output activation, x, scale of every parameter)

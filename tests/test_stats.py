@@ -7,8 +7,9 @@ import pytest
 from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
-from gradjax import network, probe
-from gradjax.stats import tensor_stats, to_host, unit_cos_sq
+from gradjax.nn import network
+from gradjax.probe import mlp_probe as probe
+from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq
 
 
 def test_tensor_stats_match_numpy():

@@ -16,9 +16,10 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax import engine, ledger, storage
-from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, PARAM_STATS, STATS
-from gradjax.sweep import OPTIONS, load_sweep, parse_sweep
+from gradjax.results import ledger, storage
+from gradjax.run import engine
+from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, OPTIONS, PARAM_STATS, STATS
+from gradjax.sweep import load_sweep, parse_sweep
 
 SWEEP = {
     "name": "store",
@@ -178,7 +179,7 @@ def test_summary_has_every_aggregate_and_the_theory_columns(folder):
     for stat in (*PARAM_STATS, *LAYER_STATS, "loss_value"):
         for agg in ("mean", "std", "p05", "p50", "p95"):
             assert summary[f"{stat}_{agg}"].dtype == np.float64
-    from gradjax.theory import THEORY_COLUMNS
+    from gradjax.nn.theory import THEORY_COLUMNS
 
     for column in ("grad_var_across_seeds", "frac_seeds_all_zero", *THEORY_COLUMNS):
         assert summary[column].dtype == np.float64

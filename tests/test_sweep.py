@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from gradjax import cli
-from gradjax.probe import make_points
-from gradjax.sweep import OPTIONS, SweepError, load_sweep, parse_sweep
+from gradjax.probe.mlp_probe import make_points
+from gradjax.spec import OPTIONS
+from gradjax.sweep import SweepError, load_sweep, parse_sweep
 
 TOP = 'name = "t"\nseeds = 4\n'
 DEFAULTS = """

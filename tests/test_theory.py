@@ -1,4 +1,4 @@
-"""Mean-field theory (gradjax.theory): checked against closed forms, Monte Carlo in numpy, an
+"""Mean-field theory (gradjax.nn.theory): checked against closed forms, Monte Carlo in numpy, an
 independent numpy iteration, and gradjax's own measurements of deep tanh networks."""
 
 import json
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
-from gradjax import theory
-from gradjax.probe import make_points
-from gradjax.programs import run_seeds
+from gradjax.nn import theory
+from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.programs import run_seeds
 from gradjax.spec import WEIGHT_INITS, ProbeSpec
 
 RNG = np.random.default_rng(20170401)
@@ -58,7 +58,7 @@ def test_tanh_moments_against_dense_numpy_integral(q):
 def test_smooth_activations_agree_with_gauss_hermite_at_small_q(activation):
     import jax.numpy as jnp
 
-    from gradjax.activations import derivative, get_activation
+    from gradjax.nn.activations import derivative, get_activation
 
     z, w = hermegauss(200)
     w = w / w.sum()
@@ -316,7 +316,8 @@ def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
     fan_in_normal cell, which raised IndexError before."""
     from conftest import tiny_sweep_text
 
-    from gradjax import engine, storage
+    from gradjax.results import storage
+    from gradjax.run import engine
     from gradjax.sweep import parse_sweep
 
     text = tiny_sweep_text(

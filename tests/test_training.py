@@ -11,7 +11,9 @@ from conftest import tiny_sweep_text
 from reference import mlp_backprop
 
 import gradjax
-from gradjax import data, engine, keys, storage
+from gradjax.nn import data, keys
+from gradjax.results import storage
+from gradjax.run import engine
 from gradjax.sweep import SweepError, parse_sweep
 
 ROOT = 5
@@ -281,7 +283,7 @@ def test_a_grid_over_the_learning_rate_compiles_once(tmp_path):
 
 
 def test_the_optimizer_factory_refuses_an_unknown_name():
-    from gradjax import training
+    from gradjax.probe import training
 
     with pytest.raises(ValueError, match="sgd, momentum, adam"):
         training.optimizer("rmsprop", 0.1, 0.0, 0.9)
@@ -296,7 +298,7 @@ def test_the_optimizer_factory_refuses_an_unknown_name():
 
 def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
     pytest.importorskip("matplotlib")
-    from gradjax import report
+    from gradjax.analysis import report
 
     text = tiny_sweep_text(seeds=4, root_seed=ROOT, steps=[0, 2, 6], defaults={
         "activation": "tanh", "learning_rate": 0.3, "per_example": True, "inputs": "gaussian",

@@ -1,7 +1,7 @@
 """Magnitude statistics are right to rounding at any magnitude, from subnormal to huge.
 
 Squares of float32 entries below ~1e-19 underflow and above ~1e19 overflow; each statistic with
-a unit is computed on an exactly rescaled tensor (`gradjax.pow2`). Everything here is checked
+a unit is computed on an exactly rescaled tensor (`gradjax.probe.pow2`). Everything here is checked
 against numpy in float64 on the same float32 values.
 """
 
@@ -12,9 +12,11 @@ import pytest
 from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
-from gradjax import keys, pow2, probe
-from gradjax.stats import tensor_stats, to_host, unit_cos_sq
-from gradjax.summary import Moments
+from gradjax.nn import keys
+from gradjax.probe import mlp_probe as probe
+from gradjax.probe import pow2
+from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq
+from gradjax.run.moments import ChunkMoments
 
 TINY = float(np.finfo(np.float32).smallest_subnormal)
 F32_MAX = float(np.finfo(np.float32).max)
@@ -196,11 +198,11 @@ def test_across_seed_moments_at_any_magnitude():
     g[:, 0, 0] = 1e30
     g[:, 0, 1] = (1e-30 * rng.standard_normal(seeds)).astype(np.float32)
     valid = np.arange(seeds) < 8  # the last two are a chunk's padding
-    merged = Moments(0, None)
+    merged = ChunkMoments(0, None)
     for part in (slice(0, 3), slice(3, seeds)):
         chunk = probe.chunk_moments({"W": jnp.asarray(g[part])}, jnp.asarray(valid[part]),
                                     jnp.float32)
-        merged = merged.merge(Moments.from_chunk(chunk))
+        merged = merged.merge(ChunkMoments.from_chunk(chunk))
     d = g[valid].astype(np.float64)
     np.testing.assert_allclose(merged.tree["W"]["mean"], d.mean(0), rtol=1e-5)
     np.testing.assert_allclose(merged.tree["W"]["m2"], ((d - d.mean(0)) ** 2).sum(0), rtol=1e-4)
@@ -210,7 +212,7 @@ def test_across_seed_moments_at_any_magnitude():
 def test_sweep_grad_var_across_seeds_of_underflowing_gradients(tmp_path):
     """End to end: the summary's grad_var_across_seeds and the per-seed grad_var of a deep
     tiny-scale net against numpy float64 on gradients recomputed seed by seed."""
-    from gradjax.engine import run_sweep
+    from gradjax.run.engine import run_sweep
     from gradjax.sweep import parse_sweep
 
     text = ('name = "under"\nseeds = 4\n[defaults]\nin_dim = 3\nwidth = 4\ndepth = 6\n'

@@ -9,7 +9,8 @@ import gradjax
 
 DRAW = """
 import json, jax, gradjax
-from gradjax import keys, network
+from gradjax.nn import keys
+from gradjax.nn import network
 key = keys.init_key(0, 12)
 params = network.init_mlp(key, (5, 7, 7, 7, 2), init="he_normal")
 x = jax.random.normal(keys.data_key(key, keys.INPUTS), (3, 5))

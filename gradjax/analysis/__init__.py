@@ -1,0 +1,2 @@
+"""What a results folder shows: the figures and the self-contained HTML report (`report`).
+"""

@@ -1,0 +1,103 @@
+"""The compiled chunk programs of every model family, and the process's one cache of them.
+
+`chunk_function` picks the program (`gradjax.probe.mlp_probe` for the MLP,
+`gradjax.probe.tree_probe` for any
+other family); `compiled_chunk` compiles it for one chunk size, point shapes and device, and
+keeps it, so `gradjax run`, `gradjax bench` and `run_seeds` never compile the same program
+twice in a process. `run_seeds` is the probe alone, chunk by chunk, for tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from gradjax.probe import mlp_probe as probe
+from gradjax.probe import tree_probe
+from gradjax.probe.stats import to_host
+from gradjax.spec import MIN_AXIS, ProbeSpec
+
+
+def chunk_function(spec: ProbeSpec, with_moments: bool = False):
+    """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
+    (stats [C, P, ...], moments or None). The MLP runs `gradjax.probe.mlp_probe`'s chunk program,
+    any
+    other model `gradjax.probe.tree_probe`'s."""
+    program = probe.chunk_program if spec.model == "mlp" else tree_probe.chunk_program
+    return jax.jit(functools.partial(program, spec, with_moments))
+
+
+_COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs
+
+# Every matmul of a chunk program in full float32. NVIDIA GPUs otherwise multiply float32 in
+# TF32 (10 mantissa bits: a relative error near 1e-3 per product, four orders of magnitude
+# above float32 rounding), which would move grad_var and every statistic built on products
+# of parameters with activations; on CPU the setting changes nothing (tests/test_golden.py).
+MATMUL_PRECISION = "highest"
+
+
+def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device
+                   ) -> tuple[Any, bool]:
+    """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
+    whether it was compiled just now). Every compiled chunk program of the process, for
+    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept."""
+    leaves, tree = jax.tree.flatten(points)
+    key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
+           device.id)
+    if key in _COMPILED:
+        return _COMPILED[key], False
+    on = functools.partial(jax.device_put, device=device)
+    with jax.default_matmul_precision(MATMUL_PRECISION):
+        lowered = chunk_function(spec, with_moments).lower(
+            np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
+            np.int32(leaves[0].shape[0]),
+        )
+    _COMPILED[key] = lowered.compile()
+    return _COMPILED[key], True
+
+
+def clear_compiled() -> None:
+    """Forget every compiled chunk program (tests that count traces start from here)."""
+    _COMPILED.clear()
+
+
+def run_seeds(
+    spec: ProbeSpec,
+    points: dict[str, jax.Array],
+    seeds: np.ndarray,
+    *,
+    root_seed: int = 0,
+    chunk: int = 256,
+    with_moments: bool = False,
+):
+    """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk, on the first
+    device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
+    `gradjax.run.engine`'s host loop over the same compiled programs).
+
+    Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
+    padded with masked seeds, so a run compiles once whatever the number of seeds.
+
+    moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
+    "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
+    deviations across seeds, to be merged across chunks with Chan's formula.
+    """
+    points, n_points = probe.pad_points(points)
+    chunk = max(chunk, MIN_AXIS)
+    device = jax.devices()[0]
+    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device)
+    points = jax.device_put(points, device)
+    seeds = np.asarray(seeds, np.int32)
+    for start in range(0, len(seeds), chunk):
+        part = seeds[start : start + chunk]
+        valid = np.zeros(chunk, bool)
+        valid[: len(part)] = True
+        padded = np.zeros(chunk, np.int32)
+        padded[: len(part)] = part
+        stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
+        n = len(part)
+        stats = {k: v[:n, :n_points] for k, v in to_host(stats).items()}
+        moments = probe.moments_by_layer(probe.moments_to_host(moments), n_points)
+        yield slice(start, start + n), stats, moments

@@ -1,0 +1,348 @@
+"""The probe for any model family: statistics per parameter leaf and per tap.
+
+Written for one init and vmapped from outside, like `gradjax.probe.mlp_probe` (whose point loop,
+chunk
+moments and points it shares); the family comes from `gradjax.nn.models.resolve`:
+
+    chunk(root_seed, seeds[C], valid[C], points[P]) -> stats[C, P, rows], moments
+
+Rows are the float parameter leaves in `jax.tree_util` order (integer and boolean leaves are
+carried along, with no gradient and no row), then the taps in natural order of their names
+(layer2 before layer10); their `layer` numbers follow the forward pass, not that order
+(`positions`, `gradjax.nn.layer_order`). A leaf row has the gradient statistics (PARAM_STATS) and
+NaN activation statistics; a tap row the reverse. Per-leaf `grad_frac_underflow` is NaN: telling
+dead-unit zeros from underflow needs the boolean replay of backprop that only the MLP's own
+probe does. `grad_unit_cos_sq` of a leaf with ndim >= 2 takes its last axis as the units (the
+MLP's [fan_in, fan_out], Flax's [..., in, out]; Equinox stores [out, in], so there it compares
+input units). Activation statistics of a tap need the model's `activation` option; without one
+only preact_mean and preact_var are defined.
+
+The factory is called inside the traced point function with the point's traced options (JAX
+scalars), so a grid over them compiles once; each init is drawn inside it too (a traced option
+may enter `init`), the same key giving the same unit-scale draw at every point.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradjax.nn import data, keys
+from gradjax.nn.activations import derivative, get_activation, max_abs_derivative
+from gradjax.nn.layer_order import layer_numbers
+from gradjax.nn.losses import loss_of_logits
+from gradjax.nn.models import Family, resolve
+from gradjax.nn.models.family import SCALES
+from gradjax.probe import training
+from gradjax.probe.mlp_probe import activation_stats, chunk_moments, loop_over_points
+from gradjax.probe.stats import batch_moments, tensor_stats, unit_cos_sq
+from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
+
+
+def natural_order(names) -> list[str]:
+    """Tap names sorted with their numbers read as numbers (layer2 before layer10)."""
+    return sorted(names, key=lambda n: [int(t) if t.isdigit() else t
+                                         for t in re.split(r"(\d+)", n)])
+
+
+def family_of(spec: ProbeSpec) -> Family:
+    return resolve(spec.model, spec.model_folder)
+
+
+def build(spec: ProbeSpec, point: Mapping[str, Any]):
+    """(init, apply) of the spec's model at one point (its traced options as JAX scalars)."""
+    family = family_of(spec)
+    options = dict(spec.model_options)
+    options.update(point.get("model", {}))
+    if family.handles_scale:
+        options.update({n: point[n] for n in SCALES if n in family.params})
+    return family.factory(**options)
+
+
+def is_param(leaf) -> bool:
+    """A float leaf: a parameter (integer and boolean leaves are carried along untouched)."""
+    return jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
+def scale_leaves(params, scale, bias_scale):
+    """Every float leaf with ndim >= 2 times `scale`, every 1-D float leaf times
+    `bias_scale`."""
+    def one(leaf):
+        if not is_param(leaf):
+            return leaf
+        factor = scale if leaf.ndim >= 2 else bias_scale if leaf.ndim == 1 else 1
+        return leaf * jnp.asarray(factor, leaf.dtype)
+
+    return jax.tree.map(one, params)
+
+
+def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any]):
+    """One init's parameters at the point: `init(key)`, float leaves in the sweep's dtype,
+    then scaled (unless the factory takes the scales itself)."""
+    dt = jnp.dtype(spec.dtype)
+    params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
+                          jax.tree.map(jnp.asarray, init(key)))
+    if family_of(spec).handles_scale:
+        return params
+    return scale_leaves(params, point["scale"], point["bias_scale"])
+
+
+def outputs_and_taps(apply, params, x) -> tuple[jax.Array, dict]:
+    """`apply`'s logits and taps ({} without); ValueError for any other kind of result."""
+    out = apply(params, x)
+    if not isinstance(out, tuple):
+        return out, {}
+    if len(out) != 2 or not isinstance(out[1], Mapping):
+        raise ValueError(f"apply returned a tuple of {len(out)} items; it returns the logits, "
+                         "or (logits, taps) with taps a dict name -> [batch, ...] array")
+    return out[0], dict(out[1])
+
+
+def split_params(params) -> tuple[list, Any]:
+    """(the float leaves, a function of new float leaves -> the whole params pytree)."""
+    leaves, treedef = jax.tree.flatten(params)
+    mask = [is_param(a) for a in leaves]
+
+    def rebuild(floats):
+        it = iter(floats)
+        return treedef.unflatten([next(it) if m else a for a, m in zip(leaves, mask, strict=True)])
+
+    return [a for a, m in zip(leaves, mask, strict=True) if m], rebuild
+
+
+def leaf_stats(g: jax.Array, f) -> dict[str, jax.Array]:
+    g = g.astype(f)
+    out = tensor_stats(g, computed=True)
+    out["grad_frac_underflow"] = jnp.asarray(jnp.nan, f)
+    cos = unit_cos_sq(g.reshape(-1, g.shape[-1]), computed=True) if g.ndim >= 2 else jnp.nan
+    out["grad_unit_cos_sq"] = jnp.asarray(cos, f)
+    out.update({k: jnp.asarray(jnp.nan, f) for k in LAYER_STATS})
+    out.update(delta_log2_scale=jnp.int32(0), preact_log2_scale=jnp.int32(0))
+    return out
+
+
+def tap_stats(u: jax.Array, spec: ProbeSpec, f) -> dict[str, jax.Array]:
+    u = u.reshape(u.shape[0], -1).astype(f)
+    nan = jnp.asarray(jnp.nan, f)
+    if spec.activation is None:
+        mean, var, k = batch_moments(u, computed=True)
+        out = {k_: nan for k_ in LAYER_STATS}
+        out.update(preact_mean=mean, preact_var=var, preact_log2_scale=k)
+    else:
+        phi = get_activation(spec.activation, leaky_slope=spec.leaky_slope)
+        max_deriv = max_abs_derivative(spec.activation, spec.leaky_slope)
+        out = activation_stats(u, derivative(phi, u), max_deriv, f)
+        out["delta_sq_norm"] = nan
+    out.update({k: nan for k in PARAM_STATS})
+    out.update(delta_log2_scale=jnp.int32(0), grad_log2_scale=jnp.int32(0))
+    return out
+
+
+def by_shape(fn, arrays: list) -> list[dict]:
+    """[fn(a) for a in arrays], computed once per distinct shape and dtype: arrays alike are
+    stacked and `fn` vmapped over them, so compile time grows with the number of distinct
+    shapes rather than of leaves (a resmlp's chunk program, width 32: depth 8 compiled in
+    8.3 s before, 6.5 s after; depth 32 in 29.8 s before, 15.9 s after)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault((a.shape, str(a.dtype)), []).append(i)
+    out: list[dict] = [{}] * len(arrays)
+    for members in groups.values():
+        if len(members) == 1:
+            out[members[0]] = fn(arrays[members[0]])
+            continue
+        stacked = jax.vmap(fn)(jnp.stack([arrays[i] for i in members]))
+        for j, i in enumerate(members):
+            out[i] = {k: v[j] for k, v in stacked.items()}
+    return out
+
+
+def init_stats(spec: ProbeSpec, apply, params, x, y):
+    """(gradients, statistics as rows) of one init on one batch."""
+    f = spec.stat_dtype
+
+    floats, rebuild = split_params(params)
+
+    def value(leaves):
+        logits, taps = outputs_and_taps(apply, rebuild(leaves), x)
+        loss = loss_of_logits(logits, y, loss=spec.loss, output_activation=spec.output_activation,
+                              leaky_slope=spec.leaky_slope)
+        return loss, taps
+
+    (loss, taps), grads = jax.value_and_grad(value, has_aux=True)(floats)
+    rows = by_shape(lambda g: leaf_stats(g, f), grads)
+    rows += by_shape(lambda u: tap_stats(u, spec, f), [taps[n] for n in natural_order(taps)])
+    stats = {k: jnp.stack([r[k] for r in rows]) for k in (*PARAM_STATS, *LAYER_STATS,
+                                                          *LOG2_SCALES)}
+    stats["loss_value"] = loss.astype(f)
+    return grads, stats
+
+
+def trained_stats(spec: ProbeSpec, apply, params, point, key, drawn, teacher):
+    """`init_stats` after the point's optimizer steps (the float leaves are trained), with
+    `loss_halved_step` and `EXAMPLE_STATS` (NaN on tap rows, and unless `per_example`)."""
+    floats, rebuild = split_params(params)
+    trained = None
+
+    def loss_on(leaves, x, y):
+        logits, _ = outputs_and_taps(apply, rebuild(leaves), x)
+        return loss_of_logits(logits, y, loss=spec.loss, output_activation=spec.output_activation,
+                              leaky_slope=spec.leaky_slope)
+
+    if spec.trains:
+        floats, (x, y), trained = training.to_step(
+            spec, floats, point, loss_on, lambda t: data.point_batch(spec, key, point, t, teacher))
+        params = rebuild(floats)
+    else:
+        x, y = data.point_batch(spec, key, point, 0, teacher, drawn)
+    grads, stats = init_stats(spec, apply, params, x, y)
+    stats["loss_halved_step"] = training.halved_step(spec, trained)
+    rows = stats["grad_var"].shape[0]
+    f = jnp.dtype(spec.stat_dtype)
+    for name in EXAMPLE_STATS:
+        stats[name] = jnp.full(rows, jnp.nan, f)
+    norms = jnp.stack([training.param_sq_norm(p, f) for p in floats])  # the trained leaves
+    stats["param_sq_norm"] = stats["param_sq_norm"].at[: len(norms)].set(norms)
+    if spec.per_example:
+        per_example = jax.vmap(lambda xi, yi: jax.grad(loss_on)(floats, xi[None], yi[None]))(x, y)
+        leaf_rows = by_shape(lambda g: training.example_noise(g, f), per_example)
+        for name in leaf_rows[0]:
+            stats[name] = stats[name].at[: len(leaf_rows)].set(
+                jnp.stack([r[name] for r in leaf_rows]))
+    return grads, stats
+
+
+def teacher_of(spec: ProbeSpec, init, apply, key: jax.Array):
+    """The init's teacher (targets "teacher"): the family's own init drawn from the init's
+    teacher stream, unscaled; x -> its logits. None for other targets."""
+    if spec.targets != "teacher":
+        return None
+    dt = jnp.dtype(spec.dtype)
+    params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
+                          jax.tree.map(jnp.asarray, init(keys.teacher_key(key))))
+    return lambda x: outputs_and_taps(apply, params, x)[0]
+
+
+def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
+                  n_points):
+    """`gradjax.probe.mlp_probe.chunk_program` for any model: the data drawn once per seed, then
+    point
+    by point the factory, the inits, and the statistics vmapped over seeds."""
+    init_keys = jax.vmap(lambda s: keys.init_key(root_seed, s))(seeds)
+    drawn = jax.vmap(lambda k: data.draw_batch(spec, k))(init_keys)
+
+    def at_point(point):
+        init, apply = build(spec, point)
+
+        def one(key, batch):
+            params = draw_params(spec, init, key, point)
+            return trained_stats(spec, apply, params, point, key, batch,
+                                 teacher_of(spec, init, apply, key))
+
+        grads, stats = jax.vmap(one)(init_keys, drawn)
+        moments = chunk_moments(grads, valid, spec.stat_dtype) if with_moments else None
+        return stats, moments
+
+    stats, moments = loop_over_points(at_point, points, n_points)
+    if moments is not None:
+        moments = {"n": jnp.sum(valid), "moments": moments["moments"]}
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), stats), moments
+
+
+def _one_abstract_point(points: Mapping[str, Any]) -> dict:
+    """The shapes of one point of `points` (their leading axis dropped)."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), dict(points))
+
+
+_SHAPES: dict[ProbeSpec, tuple[Any, dict]] = {}  # shapes depend on the spec alone
+
+
+def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
+    """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed;
+    once per spec: the checks, the planner and each unit's row positions ask); ValueError
+    when `apply`'s logits are not [batch, out_dim] or a tap has no batch axis."""
+    if spec not in _SHAPES:
+        _SHAPES[spec] = _checked_shapes(spec, points)
+    return _SHAPES[spec]
+
+
+def _checked_shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
+    def run(point):
+        init, apply = build(spec, point)
+        params = draw_params(spec, init, keys.init_key(0, 0), point)
+        x = jnp.zeros((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
+        logits, taps = outputs_and_taps(apply, params, x)
+        return params, logits, taps
+
+    params, logits, taps = jax.eval_shape(run, _one_abstract_point(points))
+    want = (spec.batch, spec.sizes[-1])
+    if tuple(logits.shape) != want:
+        raise ValueError(f"apply returned logits of shape {tuple(logits.shape)}; expected "
+                         f"(batch, out_dim) = {want}")
+    for name, tap in taps.items():
+        if not hasattr(tap, "shape") or tap.ndim < 1 or tap.shape[0] != spec.batch:
+            raise ValueError(f"tap {name!r} is not an array [batch = {spec.batch}, ...]")
+    return params, taps
+
+
+def positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
+    """The position columns of one init's rows: layer, layer_from_output, param and n.
+
+    Rows are the float leaves, then the taps (`natural_order`). `layer` numbers the model's
+    modules in forward order and a tap takes the layer of the leaves that produce it
+    (`gradjax.nn.layer_order`); `layer_from_output` is -1 on the output layer (the last module)
+    for every model. `param` is a leaf's `jax.tree_util.keystr` path, or just "W" / "b" for
+    parameters laid out as a list of {"W", "b"} layers (the built-in families'), and
+    "taps['name']" for a tap.
+    """
+    if spec not in _POSITIONS:
+        _POSITIONS[spec] = _positions(spec, points)
+    return _POSITIONS[spec]
+
+
+_POSITIONS: dict[ProbeSpec, dict[str, Any]] = {}  # positions depend on the spec alone
+
+
+def _positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
+    params, taps = shapes(spec, points)
+    flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    leaves = [(path, leaf) for path, leaf in flat if is_param(leaf)]
+    names = natural_order(taps)
+    concrete = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in flat]
+    treedef = jax.tree.structure(params)
+
+    def apply_leaves(floats, x, point):
+        _, apply = build(spec, point)
+        it = iter(floats)
+        whole = [next(it) if is_param(c) else c for c in concrete]
+        return outputs_and_taps(apply, treedef.unflatten(whole), x)
+
+    x = jax.ShapeDtypeStruct((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
+    leaf_layer, tap_layer, n_layers = layer_numbers(
+        apply_leaves, [jax.ShapeDtypeStruct(a.shape, a.dtype) for _, a in leaves], x,
+        [path for path, _ in leaves], names, _one_abstract_point(points))
+    layered = isinstance(params, list) and all(
+        isinstance(p, dict) and set(p) <= {"W", "b"} for p in params)
+    param = [jax.tree_util.keystr(path[1:] if layered else path) for path, _ in leaves]
+    if layered:
+        param = [p.strip("[]'\"") for p in param]
+    layer = np.concatenate([leaf_layer, tap_layer]).astype(np.int64)
+    n = [int(np.prod(leaf.shape)) for _, leaf in leaves]
+    n += [int(np.prod(taps[name].shape[1:])) for name in names]
+    # for `gradjax.results.storage.not_applicable` only (no table stores it): a leaf's units (its
+    # last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
+    units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
+    return {"layer": layer, "layer_from_output": layer - n_layers - 1,
+            "param": param + [f"taps[{name!r}]" for name in names],
+            "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names))}
+
+
+def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:
+    """Entries of one init's parameters."""
+    params, _ = shapes(spec, points)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params) if is_param(leaf))
