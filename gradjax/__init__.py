@@ -36,7 +36,7 @@ _COMPUTE: dict[str, str] = {
     "init_mlp": "gradjax.nn.network",
     "loss_and_grads": "gradjax.nn.network",
     "get_activation": "gradjax.nn.activations",
-    "grad_stats": "gradjax.probe.mlp_probe",
+    "grad_stats": "gradjax.probe.api",
     "run_sweep": "gradjax.run.engine",
 }
 

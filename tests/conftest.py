@@ -16,7 +16,6 @@ jax.config.update("jax_num_cpu_devices", 2)
 
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
 
-
 # modules whose tests run whole sweeps (subprocesses, resumes, shards, Ray, object stores):
 # `make test-fast` (-m "not integration") is the math and unit tests without them
 INTEGRATION_MODULES = frozenset({

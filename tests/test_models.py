@@ -515,3 +515,44 @@ def test_layers_follow_the_forward_pass_whatever_the_names_and_the_preparation()
     assert dict(zip(names, leaf.tolist(), strict=True)) == {
         "['a_out']": 3, "['b_mid']['c']": 2, "['b_mid']['w']": 2, "['z_in']['w']": 1}
     assert taps.tolist() == [1, 2] and n == 3
+
+
+UNTYPED = '''
+import jax
+import jax.numpy as jnp
+
+
+def tiny_resnet(in_dim, out_dim, width, blocks):
+    """No annotations, no defaults: `blocks` is an int because the sweep writes 2."""
+    def init(key):
+        keys = jax.random.split(key, blocks + 2)
+        return {"stem": jax.random.normal(keys[0], (in_dim, width)),
+                "blocks": [jax.random.normal(k, (width, width)) / width for k in keys[1:-1]],
+                "head": jax.random.normal(keys[-1], (width, out_dim))}
+
+    def apply(p, x):
+        h = x @ p["stem"]
+        for w in p["blocks"]:
+            h = h + jnp.tanh(h @ w)
+        return h @ p["head"]
+
+    return init, apply
+'''
+
+
+def test_a_factory_parameter_without_annotation_takes_its_kind_from_the_sweep(tmp_path):
+    (tmp_path / "untyped.py").write_text(UNTYPED)
+    body = ('name = "untyped"\nseeds = 2\n[defaults]\nmodel = "untyped:tiny_resnet"\n'
+            'in_dim = 3\nout_dim = 1\nwidth = 4\nblocks = 2\n')
+    (tmp_path / "ok.toml").write_text(body)
+    sweep = load_sweep(tmp_path / "ok.toml")
+    assert [o.kind for o in sweep.extra_options if o.name == "blocks"] == ["int"]
+    run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    rows = gradjax.load(tmp_path / "out", "per_seed")
+    assert rows["blocks"].tolist() == [2] * len(rows)
+    assert rows["param"].str.startswith("['blocks']").sum() == 2 * 2  # 2 blocks x 2 seeds
+    (tmp_path / "mixed.toml").write_text(body.replace("blocks = 2\n", "") +
+                                         '[grid]\nblocks = [2, "two"]\n')
+    with pytest.raises(SweepError) as err:
+        load_sweep(tmp_path / "mixed.toml")
+    assert "takes values of several kinds (int, text)" in err.value.line()

@@ -45,3 +45,27 @@ def test_the_readme_library_snippet_reproduces_the_number_it_stands_beside(capsy
     stated = re.search(r"\(`grad_cv`, median over inits\) is ([0-9.]+)", readme).group(1)
     assert median == pytest.approx(float(stated), rel=0.15)
     assert len(namespace["gradjax"].stats_frame(namespace["stats"][0])) == 4
+
+
+def test_the_readme_plugin_snippet_gives_per_leaf_rows_in_forward_order(capsys):
+    """Five lines: an (init, apply) pair's statistics per leaf, `out` after `hidden` although
+    the names sort the same way round, and grad_sq_norm equal to numpy's of jax.grad."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
+    snippet = next(b for b in blocks if "grad_stats((init, apply)" in b)
+    assert len(snippet.strip().splitlines()) == 5
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102
+    stats, init, apply = namespace["stats"], namespace["init"], namespace["apply"]
+    assert list(stats["param"]) == ["['hidden']", "['out']"]
+    assert list(stats["layer"]) == [1, 2] and list(stats["layer_from_output"]) == [-2, -1]
+    x, y = jnp.ones((4, 2)), jnp.ones((4, 1))
+    grads = jax.grad(lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=1)))(
+        init(jax.random.key(0)))
+    want = [float(np.sum(np.square(np.asarray(grads[k], np.float64)))) for k in ("hidden", "out")]
+    np.testing.assert_allclose(stats["grad_sq_norm"], want, rtol=1e-5)
+    assert "[2 rows x" in capsys.readouterr().out  # the frame was printed

@@ -344,8 +344,8 @@ def check_mlp_params(params: Any) -> None:
         layout = "a list of {'W': [fan_in, fan_out], 'b': [fan_out]} layers"
         raise TypeError(
             f"grad_stats takes the MLP's parameters, {layout} as gradjax.init_mlp returns "
-            f"them, not {type(params).__name__} {_summary(params)}; for another model's "
-            "parameters run it as a plug-in (docs/extending.md)")
+            f"them, not {type(params).__name__} {_summary(params)}; for any other model pass "
+            "its (init, apply) pair and params=...")
 
 
 def _summary(params: Any) -> str:

@@ -25,7 +25,7 @@ may enter `init`), the same key giving the same unit-scale draw at every point.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -40,8 +40,16 @@ from gradjax.nn.models import Family, resolve
 from gradjax.nn.models.family import SCALES
 from gradjax.probe import training
 from gradjax.probe.mlp_probe import activation_stats, chunk_moments, loop_over_points
-from gradjax.probe.stats import batch_moments, tensor_stats, unit_cos_sq
-from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, LOG2_SCALES, PARAM_STATS, ProbeSpec
+from gradjax.probe.stats import batch_moments, tensor_stats, to_host, unit_cos_sq
+from gradjax.spec import (
+    EXAMPLE_STATS,
+    LAYER_STATS,
+    LEAKY_SLOPE,
+    LOG2_SCALES,
+    PARAM_STATS,
+    ProbeSpec,
+    default,
+)
 
 
 def natural_order(names) -> list[str]:
@@ -310,22 +318,29 @@ _POSITIONS: dict[ProbeSpec, dict[str, Any]] = {}  # positions depend on the spec
 
 def _positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     params, taps = shapes(spec, points)
+    x = jax.ShapeDtypeStruct((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
+    return model_positions(lambda p, xx, point: build(spec, point)[1](p, xx), params, taps, x,
+                           _one_abstract_point(points))
+
+
+def model_positions(apply: Callable, params: Any, taps: Mapping[str, Any], x: Any,
+                    extra: Any = ()) -> dict[str, Any]:
+    """The position columns (`positions`) of a model's rows, from `apply(params, x, extra)`
+    (logits, or (logits, taps)) and the shapes of its params, taps and batch x."""
     flat = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
     leaves = [(path, leaf) for path, leaf in flat if is_param(leaf)]
     names = natural_order(taps)
     concrete = [jnp.zeros(leaf.shape, leaf.dtype) for _, leaf in flat]
     treedef = jax.tree.structure(params)
 
-    def apply_leaves(floats, x, point):
-        _, apply = build(spec, point)
+    def apply_leaves(floats, xx, point):
         it = iter(floats)
         whole = [next(it) if is_param(c) else c for c in concrete]
-        return outputs_and_taps(apply, treedef.unflatten(whole), x)
+        return outputs_and_taps(lambda p, b: apply(p, b, point), treedef.unflatten(whole), xx)
 
-    x = jax.ShapeDtypeStruct((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
     leaf_layer, tap_layer, n_layers = layer_numbers(
         apply_leaves, [jax.ShapeDtypeStruct(a.shape, a.dtype) for _, a in leaves], x,
-        [path for path, _ in leaves], names, _one_abstract_point(points))
+        [path for path, _ in leaves], names, extra)
     layered = isinstance(params, list) and all(
         isinstance(p, dict) and set(p) <= {"W", "b"} for p in params)
     param = [jax.tree_util.keystr(path[1:] if layered else path) for path, _ in leaves]
@@ -334,12 +349,45 @@ def _positions(spec: ProbeSpec, points: Mapping[str, Any]) -> dict[str, Any]:
     layer = np.concatenate([leaf_layer, tap_layer]).astype(np.int64)
     n = [int(np.prod(leaf.shape)) for _, leaf in leaves]
     n += [int(np.prod(taps[name].shape[1:])) for name in names]
-    # for `gradjax.results.storage.not_applicable` only (no table stores it): a leaf's units (its
-    # last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
+    # for `gradjax.results.storage.not_applicable` only (no table stores it): a leaf's units
+    # (its last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
     units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
     return {"layer": layer, "layer_from_output": layer - n_layers - 1,
             "param": param + [f"taps[{name!r}]" for name in names],
             "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names))}
+
+
+def model_grad_stats(model: tuple[Callable, Callable], x, y, *, params: Any = None,
+                     key: jax.Array | None = None, activation: str | None = None,
+                     loss: str = default("loss"),
+                     output_activation: str = default("output_activation"),
+                     leaky_slope: float = LEAKY_SLOPE) -> dict[str, Any]:
+    """`gradjax.grad_stats` of any `(init, apply)` model: one init's statistics per float
+    parameter leaf and per tap, as host numpy arrays [rows], beside the rows' position columns
+    (`layer` in forward order, `layer_from_output`, `param`, `n`); `loss_value` a scalar.
+
+    `params` are the model's parameters (e.g. `init(key)` scaled as you like); without them
+    `init(key)` is drawn. `activation` names the activation of its taps (their act_* statistics;
+    None: only preact_mean and preact_var). Rows follow the sweep's per-seed table of a plug-in
+    cell, so `gradjax.stats_frame` makes them the same frame.
+    """
+    init, apply = model
+    if params is None:
+        if key is None:
+            raise TypeError("grad_stats of an (init, apply) model takes params=... or key=... "
+                            "(to draw init(key))")
+        params = init(key)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    floats, _ = split_params(params)
+    logits, taps = jax.eval_shape(lambda p, b: outputs_and_taps(apply, p, b), params, x)
+    spec = ProbeSpec(sizes=(int(x.shape[-1]), int(logits.shape[-1])), activation=activation,
+                     output_activation=output_activation, loss=loss, leaky_slope=leaky_slope,
+                     dtype=str(floats[0].dtype), batch=int(x.shape[0]), inputs="fixed",
+                     targets="fixed", model="(init, apply)")
+    stats = jax.jit(lambda p, b, t: init_stats(spec, apply, p, b, t)[1])(params, x, y)
+    positions = model_positions(lambda p, b, _: apply(p, b), params, taps,
+                                jax.ShapeDtypeStruct(x.shape, x.dtype))
+    return {**positions, **to_host(stats)}
 
 
 def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:

@@ -268,13 +268,20 @@ def stats_frame(stats: Mapping[str, Any], params: Any = None) -> pd.DataFrame:
     pandas' nullable Float64: <NA> where one does not apply (`not_applicable`, as null in the
     tables; also those `grad_stats` does not compute: per-example, param_sq_norm,
     loss_halved_step), NaN where it was computed and is undefined. With the MLP's `params`
-    (a list of {"W", "b"}), also n and the rules that need each tensor's size."""
-    frame: dict[str, Any] = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
+    (a list of {"W", "b"}), also n and the rules that need each tensor's size. A model's rows
+    (`grad_stats` of an `(init, apply)` pair) bring their own positions, n included."""
+    if "param" in stats:  # a model's rows: leaves, then taps
+        frame: dict[str, Any] = {f.name: stats[f.name] for f in POSITION}
+        frame["units"] = stats["units"]
+        options = {"model": "(init, apply)", "activation": stats.get("activation")}
+    else:
+        frame = _layer_positions(np.asarray(stats["grad_var"]).shape[0])
+        options = {"model": "mlp", "structural_zeros": True, "activation": ""}
     if params is not None:
         shapes = [np.shape(layer[p]) for layer in params for p in ("W", "b")]
         frame["n"] = np.array([int(np.prod(s)) for s in shapes], np.int64)
         frame["units"] = np.array([s[-1] if len(s) >= 2 else 0 for s in shapes], np.int64)
-    null = not_applicable(frame, {"model": "mlp", "structural_zeros": True, "activation": ""})
+    null = not_applicable(frame, options)
     frame.pop("units", None)
     for name, values in as_rows(stats).items():
         frame[name] = pd.arrays.FloatingArray(np.asarray(values, np.float64),

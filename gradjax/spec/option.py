@@ -27,7 +27,8 @@ DTYPE_BYTES: dict[str, int] = {"float32": 4, "float64": 8, "bfloat16": 2}  # byt
 DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 LEAKY_SLOPE = 0.01  # leaky_relu's negative slope, the `leaky_slope` option's default
 DTYPE = "float32"  # the `dtype` option's default
-KINDS: tuple[str, ...] = ("int", "float", "name", "text", "bool", "model", "inputs", "targets")
+KINDS: tuple[str, ...] = ("int", "float", "name", "text", "bool", "model", "inputs", "targets",
+                         "value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Option:
     """One sweep-file option.
 
     kind: "int" | "float" | "name" (one of `choices`) | "text" (any string) | "bool" |
-    "model" | "inputs" | "targets". `default` None means required, unless `derived` (batch:
-    from fixed inputs, else 1). `traced`: the compiled program takes the value per point, so
-    a grid over it compiles once.
+    "model" | "inputs" | "targets" | "value" (a plug-in parameter with neither annotation nor
+    default: a number, string or boolean whose kind the sweep's values settle, never traced).
+    `default` None means required, unless `derived` (batch: from fixed inputs, else 1).
+    `traced`: the compiled program takes the value per point, so a grid over it compiles once.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Option:
             return what if self.low is None else f"{what} >= {self.low:g}"
         return {
             "bool": "true, false",
+            "value": "a number, a string or a boolean, of one kind in every cell",
             "text": "a string",
             "model": f"{', '.join(self.choices)}, or \"package.module:factory\"",
             "inputs": "rows of in_dim numbers (a fixed batch), gaussian, digits",

@@ -149,6 +149,11 @@ def check_value(option: Option, value: Any) -> Any:
         return _check_number(option, value)
     if option.kind in ("inputs", "targets"):
         return _check_data(option.name, value)
+    if option.kind == "value":
+        if not isinstance(value, bool | int | float | str) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise _Bad(f"{_show(value)} is not a number, string or boolean", option.allowed())
+        return value
     if option.kind == "bool":
         if not isinstance(value, bool):
             raise _Bad(f"{_show(value)} is not a boolean", "true, false")
@@ -630,7 +635,8 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
         axes.append(("step", _steps(source, doc["steps"], defaults, axes, cases)))
     cells = parser.expand(defaults, axes, cases)
     per_seed = _per_seed(source, doc.get("per_seed", True))
-    return Sweep(name, seeds, root_seed, text, source, cells, parser.extra, parser.sources(),
+    extra = tuple(_settled(option, cells, source) for option in parser.extra)
+    return Sweep(name, seeds, root_seed, text, source, cells, extra, parser.sources(),
                  per_seed)
 
 
@@ -643,3 +649,24 @@ def load_sweep(path: str | Path) -> Sweep:
         problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise SweepError(str(path), "file", problem.lower(), "a readable UTF-8 TOML file") from None
     return parse_sweep(text, str(path))
+
+
+_VALUE_KINDS = {bool: "bool", int: "int", float: "float", str: "text"}
+
+
+def _settled(option: Option, cells: Sequence[Cell], source: str) -> Option:
+    """A "value" option (a plug-in parameter with neither annotation nor default) as the kind
+    its values in the sweep's cells share: int, float (ints among floats count as floats),
+    text or bool; never traced. Other options as they are."""
+    if option.kind != "value":
+        return option
+    kinds = {_VALUE_KINDS[type(c.options[option.name])] for c in cells
+             if c.options.get(option.name) is not None}
+    if kinds == {"int", "float"}:
+        kinds = {"float"}
+    if len(kinds) > 1:
+        field = next(c.field(option.name) for c in cells if c.options.get(option.name) is not None)
+        raise SweepError(source, field, f"option {option.name!r} takes values of several kinds "
+                         f"({', '.join(sorted(kinds))})", "values of one kind, or annotate the "
+                         "factory's parameter")
+    return dataclasses.replace(option, kind=kinds.pop() if kinds else "text")

@@ -79,7 +79,9 @@ def load_factory(model: str, folder: str = ""):
 
 
 def option_of(param: inspect.Parameter, hints: dict) -> Option:
-    """The option a factory parameter declares (ValueError when its kind cannot be told)."""
+    """The option a factory parameter declares: its kind from its annotation, else from its
+    default, else ("value") from the sweep's values; ValueError for an annotation or default
+    of another type."""
     hint = hints.get(param.name, inspect.Parameter.empty)
     default = None if param.default is inspect.Parameter.empty else param.default
     if typing.get_origin(hint) is typing.Literal:
@@ -87,6 +89,10 @@ def option_of(param: inspect.Parameter, hints: dict) -> Option:
         if all(isinstance(c, str) for c in choices):
             return Option(param.name, "name", "a plug-in option", default, choices=choices)
     kind = _KIND_OF_TYPE.get(hint) or _KIND_OF_TYPE.get(type(default))
+    if kind is None and hint is inspect.Parameter.empty and param.default is param.empty:
+        # neither annotation nor default: the sweep's values settle its kind (TOML is typed)
+        return Option(param.name, "value", "a plug-in option (its kind from the sweep's "
+                      "values; annotate it `float` to have it traced)")
     if kind is None:
         raise ValueError(f"factory parameter {param.name!r} needs a default or an annotation "
                          "of int, float, str, bool or Literal[...] strings")
