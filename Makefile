@@ -20,8 +20,9 @@ lint: $(STAMP)  # ruff, and the import layers of pyproject.toml (an uphill impor
 	$(PY) -m ruff check gradjax tests benchmarks examples
 	$(VENV)/bin/lint-imports
 
-test: lint  # everything but the slow tests
-	$(PY) -m pytest -q
+test: lint  # everything but the slow tests: two workers, then what must run alone
+	$(PY) -m pytest -q -n 2 -m "not slow and not alone"
+	$(PY) -m pytest -q -m alone
 
 test-fast: lint  # the inner loop: math and unit tests, no whole runs
 	$(PY) -m pytest -q -n 2 -m "not slow and not integration"

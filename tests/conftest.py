@@ -186,3 +186,16 @@ def assert_same_as_single(out, single) -> None:
     assert manifest["complete"] and manifest["rows"]["per_seed"] == rows
     assert not list(out.rglob("*.tmp"))
     assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()
+
+
+def run_plugin(folder, module: str, source: str, model: str, defaults: str) -> pd.DataFrame:
+    """Write plug-in `module` (its `source`) and a 2-seed sweep of `model` with the TOML lines
+    `defaults` into `folder`, run it in-process, and return seed 0's per-seed rows."""
+    from gradjax.run.engine import run_sweep
+    from gradjax.sweep import load_sweep
+
+    (folder / f"{module}.py").write_text(source)
+    path = folder / f"{module}.toml"
+    path.write_text(f'name = "{module}"\nseeds = 2\n[defaults]\nmodel = "{model}"\n{defaults}')
+    run_sweep(load_sweep(path), folder / "out", quiet=True, devices=1)
+    return gradjax.load(folder / "out", "per_seed", seed=0)

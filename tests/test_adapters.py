@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_plugin
 from flax import nnx
 
 import gradjax
 from gradjax.nn.adapters.equinox import from_equinox
 from gradjax.nn.adapters.flax_nnx import from_nnx
-from gradjax.run.engine import run_sweep
-from gradjax.sweep import load_sweep
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = jax.random.key(7)
@@ -317,12 +316,8 @@ def stem_mid_out(in_dim: int, out_dim: int):
 def test_nnx_layers_are_numbered_in_forward_order_not_by_name(tmp_path):
     """stem -> mid -> out: layer 1 is stem (kernel and bias together), -1 is out, and each tap
     sits at the layer of the module that produces it."""
-    (tmp_path / "ordered.py").write_text(LAYER_ORDER)
-    sweep_file = tmp_path / "order.toml"
-    sweep_file.write_text('name = "order"\nseeds = 2\n[defaults]\nmodel = "ordered:stem_mid_out"'
-                          '\nin_dim = 3\nout_dim = 2\nbatch = 2\n')
-    run_sweep(load_sweep(sweep_file), tmp_path / "out", quiet=True, devices=1)
-    rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
+    rows = run_plugin(tmp_path, "ordered", LAYER_ORDER, "ordered:stem_mid_out",
+                      "in_dim = 3\nout_dim = 2\nbatch = 2\n")
     layer = dict(zip(rows.param, rows.layer, strict=True))
     from_output = dict(zip(rows.param, rows.layer_from_output, strict=True))
     want = {"['stem']['kernel']": 1, "['stem']['bias']": 1, "['mid']['kernel']": 2,

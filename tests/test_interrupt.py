@@ -130,6 +130,7 @@ scale = [0.5, 1.0]
 """
 
 
+@pytest.mark.alone  # its peak RSS is measured: beside another worker it read 1.43 GB
 def test_a_cpu_run_stays_within_max_memory(tmp_path):
     """The process's peak resident set (what the last log line reports, read from the kernel)
     stays within --max-memory: XLA's compiler frees some 600 MB when it ends, which the C heap

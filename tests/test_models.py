@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_plugin
 
 import gradjax
 from gradjax.run.engine import run_sweep
@@ -359,12 +360,8 @@ def test_the_five_line_flax_example_of_the_docs_runs_as_a_sweep(tmp_path):
     docs = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
     section = docs.split("## Your Flax or Equinox model in five lines")[1]
     code = section.split("```python\n")[1].split("```")[0]
-    (tmp_path / "mymodels.py").write_text(code)
-    path = tmp_path / "five.toml"
-    path.write_text('name = "five"\nseeds = 2\n[defaults]\nmodel = "mymodels:mlp"\n'
-                    "hidden = 3\nin_dim = 4\nout_dim = 2\nbatch = 2\n")
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
-    rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
+    rows = run_plugin(tmp_path, "mymodels", code, "mymodels:mlp",
+                      "hidden = 3\nin_dim = 4\nout_dim = 2\nbatch = 2\n")
     kernels = rows[rows.param.str.contains("kernel")]
     assert sorted(kernels["n"]) == [3 * 2, 4 * 3]
     assert (kernels["grad_sq_norm"] > 0).all() and rows["loss_value"].nunique() == 1
