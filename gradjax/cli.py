@@ -595,8 +595,7 @@ def options_help() -> str:
 
 def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentParser:
     """The parser; `external` is the imported `gradjax.bench.measure` or `gradjax.analysis.report`
-    module when
-    that subcommand was chosen (the others get a placeholder parser)."""
+    module when that subcommand was chosen (the others get a placeholder parser)."""
     parser = argparse.ArgumentParser(
         prog="gradjax", description="Gradient statistics over thousands of random inits.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

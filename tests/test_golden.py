@@ -49,10 +49,9 @@ def test_every_option_gives_the_recorded_numbers(tmp_path):
 def _without_not_applicable(want: pd.DataFrame, got: pd.DataFrame, sweep) -> pd.DataFrame:
     """The recorded table with NaN where a statistic does not apply (the "null on" column of
     docs/conventions.md, `gradjax.results.storage.not_applicable`), as `load` reads a null. The
-    table
-    was recorded before such values were null: grad_var and grad_cv of a one-entry tensor read
-    0 then (none here: out_dim is 2), the others were NaN already. Positions and options come
-    from this run's rows, which are in the recorded order."""
+    table was recorded before such values were null: grad_var and grad_cv of a one-entry tensor read
+    0 then (none here: out_dim is 2), the others were NaN already. Positions and options come from
+    this run's rows, which are in the recorded order."""
     want = want.copy()
     for cell in sweep.cells:
         rows = np.flatnonzero(got["cell"].to_numpy() == cell.index)

@@ -325,8 +325,7 @@ def numpy_loop(
     """The seed's style: a Python loop that draws and probes one init at a time.
 
     Arguments mirror `gradjax.probe.mlp_probe.make_points` (xs / ys: [P, batch, dim] fixed data, or
-    None
-    where the spec draws it per init). Yields each init's statistics with a [P] points axis.
+    None where the spec draws it per init). Yields each init's statistics with a [P] points axis.
     """
     check_supported(spec)
     points = _points(scales, bias_scales, xs, ys)

@@ -24,8 +24,7 @@ from gradjax.spec import MIN_AXIS, ProbeSpec
 def chunk_function(spec: ProbeSpec, with_moments: bool = False):
     """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
     (stats [C, P, ...], moments or None). The MLP runs `gradjax.probe.mlp_probe`'s chunk program,
-    any
-    other model `gradjax.probe.tree_probe`'s."""
+    any other model `gradjax.probe.tree_probe`'s."""
     program = probe.chunk_program if spec.model == "mlp" else tree_probe.chunk_program
     return jax.jit(functools.partial(program, spec, with_moments))
 

@@ -2,8 +2,7 @@
 
 Every statistic here is taken over the *entries of one tensor for one init*; statistics across
 inits (seeds) are computed later, in `gradjax.results.summary`. All functions are written for a
-single
-init and are vmapped from outside.
+single init and are vmapped from outside.
 
 Magnitudes never underflow or overflow. A statistic with a unit (a mean, a variance, a squared
 norm) is computed on the tensor rescaled by an exact power of two, 2**-k with k the exponent of

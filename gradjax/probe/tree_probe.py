@@ -1,8 +1,7 @@
 """The probe for any model family: statistics per parameter leaf and per tap.
 
 Written for one init and vmapped from outside, like `gradjax.probe.mlp_probe` (whose point loop,
-chunk
-moments and points it shares); the family comes from `gradjax.nn.models.resolve`:
+chunk moments and points it shares); the family comes from `gradjax.nn.models.resolve`:
 
     chunk(root_seed, seeds[C], valid[C], points[P]) -> stats[C, P, rows], moments
 
@@ -239,8 +238,7 @@ def teacher_of(spec: ProbeSpec, init, apply, key: jax.Array):
 def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
                   n_points):
     """`gradjax.probe.mlp_probe.chunk_program` for any model: the data drawn once per seed, then
-    point
-    by point the factory, the inits, and the statistics vmapped over seeds."""
+    point by point the factory, the inits, and the statistics vmapped over seeds."""
     init_keys = jax.vmap(lambda s: keys.init_key(root_seed, s))(seeds)
     drawn = jax.vmap(lambda k: data.draw_batch(spec, k))(init_keys)
 

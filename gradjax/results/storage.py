@@ -62,8 +62,7 @@ RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", 
 MANIFEST_FILE = "manifest.json"  # written once every cell is finished
 RUN_LOCK = ".run.lock"  # shared by the runs of one version of the sweep (`ResultsFolder.open`)
 COMPRESSION = "zstd"
-SEED_BLOCK = 65536  # seeds per block of a new folder (`gradjax.results.ledger`): most cells have
-                    # one
+SEED_BLOCK = 65536  # seeds per block of a new folder (`results.ledger`): most cells have one
 OWN_ENTRIES = frozenset({SWEEP_FILE, RUN_FILE, WORK_DIR, LOCK_FILE, RUN_LOCK, MANIFEST_FILE,
                          "per_seed", "summary"})
 
@@ -382,8 +381,7 @@ FORMAT = 2  # of .run.json; 1 (text hash and seeds) was written before shards an
 def run_record(sweep: Sweep, keys: Sequence[str], seed_block: int) -> dict[str, Any]:
     """What a folder's results are: per cell index the key of what fixes its numbers
     (`gradjax.results.ledger.cell_key`), the seeds per cell, the statistics per_seed keeps and the
-    seed
-    block its pieces use. Not the sweep file's text: a comment is not a change."""
+    seed block its pieces use. Not the sweep file's text: a comment is not a change."""
     return {"format": FORMAT, "name": sweep.name, "seeds": sweep.seeds,
             "per_seed": list(sweep.per_seed), "seed_block": seed_block, "cells": list(keys)}
 

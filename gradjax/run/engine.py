@@ -12,19 +12,18 @@ on its share, concurrently. Per-seed numbers do not depend on C, on the number o
 unit or on the device count (`gradjax.nn.xla`), so neither the budget nor a resume changes them.
 
 A run computes its share of the sweep's pieces (`gradjax.results.ledger`: cells x seed blocks; all
-of
-them unless it is one of several shards), grouped into units: cells of one bucket that need
-the same seeds. A unit holds the locks of its pieces while it runs. Its progress lives in
-`.work/units/unit-*/`: one Parquet part per (cell, chunk) and a checkpoint (`state.npz`: seeds
-done plus the float64 across-seed moments merged so far). Parts are written by a background
-thread while the next chunk computes (one chunk's parts at a time), and always before the
-checkpoint that covers them; on resume, parts past the checkpoint are dropped and the unit
-continues from it. The checkpoint is rewritten after a chunk once the compute since the last
-one is at least CHECKPOINT_RATIO times what writing it took, so its cost stays under
-~1/CHECKPOINT_RATIO of the run even when the moments are large (tiny networks checkpoint after
-every chunk). When a unit has all its seeds, each cell's piece is written and the unit's folder
-removed; a cell whose pieces cover every seed is finished (per-seed file, then summary) by
-whichever process gets there, and the last one completes the folder.
+of them unless it is one of several shards), grouped into units: cells of one bucket that need the
+same seeds. A unit holds the locks of its pieces while it runs. Its progress lives in
+`.work/units/unit-*/`: one Parquet part per (cell, chunk) and a checkpoint (`state.npz`: seeds done
+plus the float64 across-seed moments merged so far). Parts are written by a background thread while
+the next chunk computes (one chunk's parts at a time), and always before the checkpoint that covers
+them; on resume, parts past the checkpoint are dropped and the unit continues from it. The
+checkpoint is rewritten after a chunk once the compute since the last one is at least
+CHECKPOINT_RATIO times what writing it took, so its cost stays under ~1/CHECKPOINT_RATIO of the run
+even when the moments are large (tiny networks checkpoint after every chunk). When a unit has all
+its seeds, each cell's piece is written and the unit's folder removed; a cell whose pieces cover
+every seed is finished (per-seed file, then summary) by whichever process gets there, and the last
+one completes the folder.
 """
 
 from __future__ import annotations

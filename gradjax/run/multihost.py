@@ -4,10 +4,9 @@ Every process runs the same command. `jax.distributed.initialize` connects them 
 arguments it reads the cluster's environment: Slurm, Open MPI, Cloud TPU; on other clusters
 pass the coordinator, the process count and this process's id). Process p of P then runs shard
 p + 1 of P (`gradjax.results.ledger`) on its own local devices, into the one results folder on
-shared
-storage, and the process that finishes last completes the folder. No collective operation
-is needed: per-seed numbers depend on the seed alone, so the folder is the one a single process
-would write.
+shared storage, and the process that finishes last completes the folder. No collective operation is
+needed: per-seed numbers depend on the seed alone, so the folder is the one a single process would
+write.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The built-in MLP family: its options and its generic `(init, apply)` form.
 
 Sweeps with `model = "mlp"` (the default) run the MLP's own probe (`gradjax.probe.mlp_probe`),
-which adds
-what only a known architecture allows: dL/dz per layer and the boolean replay of backprop that
-tells dead-unit zeros from underflow. `factory` gives the same network in the plug-in form
+which adds what only a known architecture allows: dL/dz per layer and the boolean replay of backprop
+that tells dead-unit zeros from underflow. `factory` gives the same network in the plug-in form
 (`gradjax.nn.models`), for your own code and for the tests that check the generic probe against the
 MLP's: `init(key)` is `gradjax.nn.network.draw_unit_params` at scale 1 and `apply` returns the
 logits and one tap per hidden layer (its normalized pre-activation u, `layer1`, `layer2`, ...).
