@@ -1066,7 +1066,7 @@ def histogram_figure(
             zeros = np.count_nonzero(finite == 0) if log else 0
             if zeros:
                 ax.plot([], [], " ", label=f"{zeros / values.size:.1%} of inits = 0 (not shown)")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper right")
             lines.append(f"{name}: median {_fmt(p50)}, 5-95% {_fmt(p05)}..{_fmt(p95)}"
                          + (f", {values.size - shown.size} of {values.size} inits zero or "
                             "undefined" if values.size > shown.size else ""))
@@ -1142,7 +1142,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
                         transform=axes[3][k].transAxes, fontsize=6.5, va="top")
         for row in range(4):
             axes[row][k].set_ylabel("fraction of inits")
-            axes[row][k].legend(fontsize=7)
+            axes[row][k].legend(fontsize=7, loc="upper right")
     fig.suptitle(
         "Why are gradients the same value? Each column is one network over "
         f"{int(cells['seeds'].iloc[0]):,} inits.\nRow 1: how big; row 2: how alike (cv near 0 = "
