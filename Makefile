@@ -27,8 +27,9 @@ test: lint  # everything but the slow tests: two workers, then what must run alo
 test-fast: lint  # the inner loop: math and unit tests, no whole runs
 	$(PY) -m pytest -q -n 2 -m "not slow and not integration"
 
-test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option: ~4 min)
-	$(PY) -m pytest -q -m slow
+test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option: ~4 min),
+	# compiled at XLA's default optimization level (tests/conftest.py)
+	GRADJAX_TEST_DEFAULT_OPT=1 $(PY) -m pytest -q -m slow
 
 report: $(STAMP)
 	$(PY) -m gradjax report results/seed_examples
