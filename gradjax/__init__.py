@@ -2,8 +2,9 @@
 
 `import gradjax` loads no JAX: reading results (`load`), sweep files (`load_sweep`) and the
 names of every choice and statistic need only numpy, pandas and pyarrow. The compute parts
-(`grad_stats`, `init_mlp`, `run_sweep`, ...) are imported on first use (`__getattr__`). The one
-import-time effect is `gradjax.nn.xla.pin_reductions`, which must run before JAX picks a backend.
+(`grad_stats`, `init_mlp`, `run_sweep`, ...) are imported on first use (`__getattr__`). The
+one import-time effect is `gradjax.nn.xla.pin_reductions`, which must run before JAX picks a
+backend.
 """
 
 import importlib
@@ -24,7 +25,7 @@ from gradjax.spec import (  # noqa: E402
     ProbeSpec,
     layer_sizes,
 )
-from gradjax.sweep import load_sweep  # noqa: E402
+from gradjax.sweep import load_sweep, sweep_from_dict  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,7 @@ _COMPUTE: dict[str, str] = {
     "loss_and_grads": "gradjax.nn.network",
     "get_activation": "gradjax.nn.activations",
     "grad_stats": "gradjax.probe.api",
-    "run_sweep": "gradjax.run.engine",
+    "run_sweep": "gradjax.run.library",
 }
 
 
@@ -72,4 +73,5 @@ __all__ = [
     "loss_and_grads",
     "run_sweep",
     "stats_frame",
+    "sweep_from_dict",
 ]

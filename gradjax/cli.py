@@ -3,7 +3,7 @@
   gradjax run SWEEP.toml [--out DIR|URI] [--seeds N] [--max-memory 2GB] [--overwrite]
                          [--quiet] [--no-cache] [--shard I/N] [--seed-block N]
                          [--executor local|ray [--address ADDR]] [--distributed ...]
-  gradjax validate SWEEP.toml
+  gradjax validate SWEEP.toml [--max-memory 2GB] [--estimate]
   gradjax summary DIR [--by activation,scale] [--layer L] [--where OPTION=VALUE] [--pool]
   gradjax findings DIR
   gradjax bench ... / gradjax report ...   (options from `gradjax.bench.measure` /
@@ -40,7 +40,7 @@ EXTERNAL: dict[str, tuple[str, str]] = {
     "bench": ("gradjax.bench.measure", "time gradjax against the baselines"),
     "report": ("gradjax.analysis.report", "plots and mean-field comparison of a results folder"),
 }
-RESULTS = Path("results")
+RESULTS = storage.RESULTS
 # the default columns of `gradjax summary`: summary column -> short header
 SUMMARY_COLUMNS: dict[str, str] = {
     "grad_sq_norm_p50": "sq_norm",
@@ -171,14 +171,14 @@ def _run(args: argparse.Namespace, sweep, out: Path, cache: Path | None) -> None
         from gradjax.run.multihost import initialize
 
         shard = initialize(args.coordinator, args.num_processes, args.process_id)
-    engine.run_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
+    engine.execute_sweep(sweep, out, max_memory=args.max_memory, overwrite=args.overwrite,
                      quiet=args.quiet, shard=shard, seed_block=args.seed_block)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     """Every check `gradjax run` makes before it writes (`preflight.check_sweep`, JAX only for
-    plug-in models); with --estimate, the run's programs compiled and one chunk of each
-    timed (`engine.estimate_run`)."""
+    plug-in models); with --estimate, the run's time and memory from a model of its cost
+    (`gradjax.run.estimate`), compiling nothing."""
     try:
         sweep = load_sweep(args.sweep)
         check_sweep(sweep, args.max_memory)
@@ -190,24 +190,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
           f"compiled bucket(s), {sweep.seeds:,} seeds each "
           f"({len(sweep.cells) * sweep.seeds:,} inits); results go to {RESULTS / sweep.name}")
     if not args.estimate:
-        print("time and peak memory: run `gradjax validate --estimate` to measure them (it "
-              "compiles the run's programs and times one chunk of each)")
+        print("time and memory: run `gradjax validate --estimate` to estimate them (it compiles "
+              "nothing)")
         return 0
-    from gradjax.run import engine
+    from gradjax.run.estimate import estimate_run
 
-    if not args.no_cache:
-        engine.enable_compile_cache()
-    guess = engine.estimate_run(sweep, args.max_memory)
-    total = guess.compile_s + guess.compute_s
-    cache = ("the compile cache now holds all of them: a run loads them instead" if
-             not args.no_cache else "compile cache off: a run compiles them again")
-    print(f"estimate (one chunk per bucket, measured here): about {total:.2g} s in all: "
-          f"{guess.compile_s:.3g} s compiling {guess.programs} program(s) ({guess.compiled} "
-          f"compiled now; {cache}), {guess.compute_s:.3g} s computing, Parquet writes not "
-          f"included; peak device memory {budget.format_bytes(guess.device_bytes)} (XLA's "
-          f"analysis, budget {budget.format_bytes(args.max_memory)}), across-seed moments "
-          f"{budget.format_bytes(guess.host_bytes)} on the host; the estimate took "
-          f"{guess.wall_s:.2g} s")
+    guess = estimate_run(sweep, args.max_memory)
+    print(f"estimate (a model of the run's cost, nothing compiled; docs/sweeps.md): about "
+          f"{guess.total_s:.2g} s: {guess.start_s:.2g} s starting, {guess.compile_s:.2g} s "
+          f"compiling {guess.programs} program(s) (less with the persistent compile cache "
+          f"warm), {guess.compute_s:.2g} s computing {guess.chunks} chunk(s), Parquet writes "
+          f"of a large sweep not included; device memory about "
+          f"{budget.format_bytes(guess.device_bytes)} per chunk (budget "
+          f"{budget.format_bytes(args.max_memory)}), across-seed moments "
+          f"{budget.format_bytes(guess.host_bytes)} on the host; seconds of the reference "
+          f"machine (2 CPU cores); the estimate took {guess.wall_s:.2g} s")
     return 0
 
 
@@ -639,11 +636,8 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
                           default=budget.DEFAULT_MAX_MEMORY,
                           metavar="SIZE", help="the device memory budget run will use")
     validate.add_argument("--estimate", action="store_true",
-                          help="estimate the run's time and peak memory: compile the run's "
-                          "programs (into the compile cache) and time one chunk of each "
-                          "(writes no results)")
-    validate.add_argument("--no-cache", action="store_true",
-                          help="with --estimate, do not use the persistent compile cache")
+                          help="estimate the run's time and memory from a model of its cost "
+                          "(compiles nothing, writes nothing)")
     validate.set_defaults(handler=_cmd_validate)
 
     summary = sub.add_parser("summary", help="print a compact table of a results folder")

@@ -30,7 +30,7 @@ import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
 # `make test-fast` (-m "not integration") is the math and unit tests without them
 INTEGRATION_MODULES = frozenset({
     "test_adapters", "test_cli", "test_engine", "test_faults", "test_growth", "test_inert",
-    "test_interrupt", "test_models", "test_ray", "test_remote", "test_resume",
+    "test_interrupt", "test_models", "test_notebook", "test_ray", "test_remote", "test_resume",
     "test_scale_out", "test_training", "test_validate",
 })
 
@@ -165,7 +165,7 @@ def shards_single(tmp_path_factory):
     from gradjax.sweep import parse_sweep
 
     out = tmp_path_factory.mktemp("single") / "single"
-    engine.run_sweep(parse_sweep(SHARDS_SWEEP, "shards.toml"), out, quiet=True)
+    engine.execute_sweep(parse_sweep(SHARDS_SWEEP, "shards.toml"), out, quiet=True)
     return out
 
 
@@ -201,11 +201,11 @@ def assert_same_as_single(out, single) -> None:
 def run_plugin(folder, module: str, source: str, model: str, defaults: str) -> pd.DataFrame:
     """Write plug-in `module` (its `source`) and a 2-seed sweep of `model` with the TOML lines
     `defaults` into `folder`, run it in-process, and return seed 0's per-seed rows."""
-    from gradjax.run.engine import run_sweep
+    from gradjax.run.engine import execute_sweep
     from gradjax.sweep import load_sweep
 
     (folder / f"{module}.py").write_text(source)
     path = folder / f"{module}.toml"
     path.write_text(f'name = "{module}"\nseeds = 2\n[defaults]\nmodel = "{model}"\n{defaults}')
-    run_sweep(load_sweep(path), folder / "out", quiet=True, devices=1)
+    execute_sweep(load_sweep(path), folder / "out", quiet=True, devices=1)
     return gradjax.load(folder / "out", "per_seed", seed=0)

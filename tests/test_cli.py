@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -230,19 +231,28 @@ def test_findings_on_another_sweep_name_what_varies(tmp_path, capsys):
         lines)
 
 
-def test_validate_estimates_time_and_memory_and_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_validate_estimates_time_and_memory_compiling_and_writing_nothing(
+        tmp_path, capsys, monkeypatch):
     sweep = tmp_path / "tiny.toml"
     sweep.write_text(TINY)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["validate", str(sweep)]) == 0
     assert "--estimate" in capsys.readouterr().out
-    assert cli.main(["validate", str(sweep), "--estimate", "--no-cache"]) == 0
+    compiles: list[float] = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: compiles.append(seconds)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    assert cli.main(["validate", str(sweep), "--estimate"]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
-    match = re.fullmatch(r"estimate \(one chunk per bucket, measured here\): about ([\d.e+]+) s in "
-                         r"all: ([\d.]+) s compiling 1 program\(s\).*, ([\d.]+) s computing, "
-                         r"Parquet writes not included; peak device memory ([\d.]+) KB .*", line)
+    match = re.fullmatch(r"estimate \(a model of the run's cost, nothing compiled; "
+                         r"docs/sweeps.md\): about ([\d.e+]+) s: [\d.]+ s starting, "
+                         r"([\d.e+]+) s compiling 1 program\(s\) .*, ([\d.e+-]+) s "
+                         r"computing 1 chunk\(s\), Parquet writes of a large sweep not "
+                         r"included; device memory "
+                         r"about ([\d.]+) KB per chunk .* the estimate took ([\d.e-]+) s", line)
     assert match, line
-    assert float(match.group(2)) > 0 and float(match.group(4)) > 0
+    assert float(match.group(2)) > 0 and float(match.group(3)) > 0 and float(match.group(4)) > 0
+    assert compiles == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
 
 

@@ -26,7 +26,7 @@ TEXT = tiny_sweep_text(**SWEEP)
 def run(tmp_path, name, text=TEXT, **kwargs):
     kwargs.setdefault("devices", 1)
     out = tmp_path / name
-    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), out, quiet=True, **kwargs)
+    report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, quiet=True, **kwargs)
     return out, report
 
 
@@ -121,7 +121,7 @@ def test_grad_var_across_seeds_matches_numpy_over_jax_grad(reference):
 def test_a_rerun_skips_finished_cells(reference):
     out, _ = reference
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    again = engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), out, quiet=True, devices=1)
+    again = engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), out, quiet=True, devices=1)
     assert (again.cells, again.cells_skipped, again.inits) == (0, 3, 0)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
 
@@ -130,25 +130,25 @@ def test_another_sweep_is_refused_and_overwrite_starts_over(reference, tmp_path)
     out, _ = run(tmp_path, "x", chunk=6)
     other = parse_sweep(tiny_sweep_text(**SWEEP | {"root_seed": 8}), "other.toml")
     with pytest.raises(storage.ResultsError, match="different sweep.*--overwrite"):
-        engine.run_sweep(other, out, quiet=True, devices=1, chunk=6)
+        engine.execute_sweep(other, out, quiet=True, devices=1, chunk=6)
     assert (out / "sweep.toml").read_text() == TEXT
-    report = engine.run_sweep(other, out, quiet=True, devices=1, chunk=6, overwrite=True)
+    report = engine.execute_sweep(other, out, quiet=True, devices=1, chunk=6, overwrite=True)
     assert report.cells == 3 and (out / "sweep.toml").read_text() == other.text
     assert not storage.load(out, "per_seed").equals(storage.load(reference[0], "per_seed"))
     with pytest.raises(storage.ResultsError, match="different sweep"):
-        engine.run_sweep(parse_sweep(TEXT, "tiny.toml").with_seeds(5), out, quiet=True)
+        engine.execute_sweep(parse_sweep(TEXT, "tiny.toml").with_seeds(5), out, quiet=True)
 
 
 def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(storage.ResultsError, match="not a gradjax results folder"):
-        engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path, quiet=True, overwrite=True)
+        engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path, quiet=True, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_path):
     lines = []
-    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
+    engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
                      log=lines.append)
     assert "chunk 6 seeds x 3 points on 1 device(s); device memory" in lines[0]
     assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
@@ -183,14 +183,14 @@ def test_progress_bar_on_a_terminal_and_quiet(reference, tmp_path, monkeypatch):
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     sweep = parse_sweep(TEXT, "tiny.toml")
-    engine.run_sweep(sweep, tmp_path / "bar", devices=1, chunk=6, log=lambda msg: None)
+    engine.execute_sweep(sweep, tmp_path / "bar", devices=1, chunk=6, log=lambda msg: None)
     bar = terminal.getvalue()
     assert "100%" in bar and "33.0/33.0" in bar and "init/s" in bar
     # the last state drawn counts every cell complete
     assert bar.rstrip().endswith("cells 3/3 complete, 0 in progress]")
     terminal.seek(0)
     terminal.truncate()
-    engine.run_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
+    engine.execute_sweep(sweep, tmp_path / "quiet", devices=1, chunk=6, quiet=True)
     assert terminal.getvalue() == ""
 
 
@@ -200,7 +200,7 @@ def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
     lines = []
-    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
+    engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
                      log=lines.append)
     assert sys.stderr.getvalue() == ""
     progress = [line for line in lines if " inits/s, " in line and " left" in line]
@@ -213,7 +213,7 @@ def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
 
 def test_the_bucket_line_names_every_option_that_fixes_the_program(reference, tmp_path):
     lines = []
-    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "b", devices=1, chunk=6,
+    engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "b", devices=1, chunk=6,
                      log=lines.append)
     bucket = next(line for line in lines if line.startswith("bucket 1/1 "))
     for option in ("in_dim 2", "width 3", "depth 1", "out_dim 1", "activation relu",
@@ -280,7 +280,7 @@ def float64_seed0_stats() -> dict:
 def test_the_report_says_where_the_time_went(tmp_path):
     logged = []
     text = tiny_sweep_text(**SWEEP | {"root_seed": 31, "grid": {"scale": [0.3, 0.6]}})
-    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), tmp_path / "out", chunk=4,
+    report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), tmp_path / "out", chunk=4,
                               devices=1, log=logged.append)
     spent = report.time_spent()
     assert list(spent) == [*engine.PHASES, "other"]
@@ -320,7 +320,7 @@ def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_
     JAX's x64 switch is per thread, so the plan must turn it on there too."""
     text = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.5], "dtype": ["float32", "float64"]}})
     logged, out = [], tmp_path / "mixed"
-    report = engine.run_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
+    report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
                               log=logged.append)
     assert report.compiled == 2 and not jax.config.jax_enable_x64
     row = storage.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
@@ -336,7 +336,7 @@ def test_a_cpu_budget_leaves_room_for_the_process_and_the_host_moments(tmp_path)
     logged = []
     # half of what the process holds: plenty for a tiny net's chunk, but nothing is left once
     # the process itself is counted, so the planner takes the smallest chunk
-    engine.run_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "tight", devices=1,
+    engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "tight", devices=1,
                      max_memory=budget.process_footprint() // 2, log=logged.append,
                      refuse_over=False)
     bucket_line = next(line for line in logged if line.startswith("bucket 1/1"))

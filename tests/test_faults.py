@@ -28,7 +28,7 @@ TEXT = tiny_sweep_text(seeds=6, root_seed=7, grid={"scale": [0.5, 1.0, 2.0]})
 
 def run(out, text=TEXT, **kwargs):
     kwargs = {"chunk": 6, "quiet": True, "devices": 1} | kwargs
-    return engine.run_sweep(parse_sweep(text, "tiny.toml"), out, **kwargs)
+    return engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import gradjax
-from gradjax.run.engine import run_sweep
+from gradjax.run.engine import execute_sweep
 from gradjax.sweep import load_sweep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "every_option.toml"
@@ -27,7 +27,7 @@ RECORDED_TABLE = Path(__file__).parent / "fixtures" / "every_option_per_seed.par
 def test_every_option_gives_the_recorded_numbers(tmp_path):
     sweep = load_sweep(FIXTURE)
     assert len(sweep.cells) == 14 and len(sweep.buckets()) == 14
-    run_sweep(sweep, tmp_path / "out", quiet=True)
+    execute_sweep(sweep, tmp_path / "out", quiet=True)
     want = pd.read_parquet(RECORDED_TABLE)
     got = gradjax.load(tmp_path / "out", "per_seed")[list(want.columns)]
     moved = [c for c in want.columns if not got[c].equals(want[c])]

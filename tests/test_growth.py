@@ -20,7 +20,7 @@ def run(out, text=TEXT, seeds=None, **kwargs):
     sweep = parse_sweep(text, "tiny.toml")
     sweep = sweep if seeds is None else sweep.with_seeds(seeds)
     kwargs.setdefault("chunk", 6)
-    return engine.run_sweep(sweep, out, quiet=True, devices=1, **kwargs)
+    return engine.execute_sweep(sweep, out, quiet=True, devices=1, **kwargs)
 
 
 @pytest.fixture(scope="module")

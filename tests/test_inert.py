@@ -10,7 +10,7 @@ import pandas as pd
 import gradjax
 from gradjax.cli import findings_text
 from gradjax.results.inert import inert_lines, inert_options
-from gradjax.run.engine import run_sweep
+from gradjax.run.engine import execute_sweep
 from gradjax.sweep import load_sweep
 
 ZERO_BIAS = '''
@@ -51,7 +51,7 @@ def test_a_plugin_bucket_says_what_its_factory_takes_and_an_unused_option_is_nam
         bias_scale = [0.5, 2.0]
     """))
     log: list[str] = []
-    run_sweep(load_sweep(path), tmp_path / "out", devices=1, log=log.append)
+    execute_sweep(load_sweep(path), tmp_path / "out", devices=1, log=log.append)
     bucket = next(line for line in log if line.startswith("bucket 1/1"))
     assert bucket.startswith(
         "bucket 1/1 model zb:zero_bias (in_dim 3, out_dim 2, hidden 4; scale and bias_scale "

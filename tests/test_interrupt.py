@@ -14,7 +14,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax.run import engine
-from gradjax.run.engine import Interrupted, progress_line, run_sweep
+from gradjax.run.engine import Interrupted, execute_sweep, progress_line
 from gradjax.sweep import parse_sweep
 
 SEEDS = 400
@@ -99,10 +99,10 @@ def test_sigint_in_process_raises_between_chunks_after_a_checkpoint(tmp_path, mo
     monkeypatch.setattr(engine._UnitRun, "write_parts", interrupt_once)
     monkeypatch.setattr(engine, "CHECKPOINT_RATIO", 1e9)  # no checkpoint but the one at a stop
     with pytest.raises(Interrupted):
-        run_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)
+        execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
-    report = run_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)
+    report = execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)
     assert report.inits == 2 * (40 - 16)  # both chunks of each of the 2 cells were kept
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import run_plugin
 
 import gradjax
-from gradjax.run.engine import run_sweep
+from gradjax.run.engine import execute_sweep
 from gradjax.sweep import SweepError, load_sweep
 
 TOY = '''
@@ -123,7 +123,7 @@ def test_plugin_per_leaf_rows_match_numpy_backprop(tmp_path):
         gain = [1.0, 3.0]
     """)
     sweep = load_sweep(path)
-    report = run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    report = execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 1  # scale, bias_scale and the float option gain are traced
     rows = gradjax.load(tmp_path / "out", "per_seed")
     summary = gradjax.load(tmp_path / "out")
@@ -170,7 +170,7 @@ def test_a_factory_that_takes_scale_gets_it_and_its_leaves_are_not_scaled(tmp_pa
         [grid]
         scale = [1.0, 2.0]
     """, model="toy:scaled_itself", seeds=2)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed", param="['c']")
     # dL/dc = scale * mean_b (out - y) with out = scale * (x w + c): c stays ones (bias_scale
     # 0 was not applied), so the gradient is nonzero and grows faster than linearly in scale
@@ -237,7 +237,7 @@ def test_the_sweep_folder_comes_before_installed_modules(tmp_path):
 
 def test_an_int_option_of_a_plugin_makes_buckets_and_compiles_once_per_value(tmp_path):
     path = toy_sweep(tmp_path, "[grid]\nhidden = [2, 3]\n", seeds=2)
-    report = run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    report = execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 2
     n = gradjax.load(tmp_path / "out", "per_seed", param="['dense']['kernel']", seed=0)["n"]
     assert list(n) == [6, 9]
@@ -282,7 +282,7 @@ def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
     path = tmp_path / "res.toml"
     path.write_text(RESMLP)
     sweep = load_sweep(path)
-    report = run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    report = execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     assert report.compiled == 1
     rows = gradjax.load(tmp_path / "out", "per_seed")
     x, y = np.asarray([[0.5, -1.5], [2.0, 0.25]]), np.asarray([[1.0], [-0.5]])
@@ -332,7 +332,7 @@ model = "gradjax.nn.models.mlp:factory"
 def test_the_mlp_through_the_generic_probe_agrees_with_its_own_probe(tmp_path):
     path = tmp_path / "both.toml"
     path.write_text(MLP_BOTH)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed")
     own = rows[rows.label == "own probe"].set_index(["scale", "seed", "layer", "param"])
     generic = rows[rows.label == "generic probe"].copy()
@@ -375,7 +375,7 @@ def test_the_shipped_plugin_sweep_runs_its_equinox_and_flax_models(tmp_path):
     models = {c.options["model"] for c in sweep.cells}
     assert models == {"mlp", "resmlp", "conv_eqx:conv_net", "transformer_nnx:transformer_block"}
     plugins = tuple(c for c in sweep.cells if ":" in c.options["model"] and c.options["scale"] == 1)
-    run_sweep(dataclasses.replace(sweep, cells=plugins, seeds=2), tmp_path / "out", quiet=True,
+    execute_sweep(dataclasses.replace(sweep, cells=plugins, seeds=2), tmp_path / "out", quiet=True,
               devices=1)
     summary = gradjax.load(tmp_path / "out")
     conv = summary[summary.model == "conv_eqx:conv_net"]
@@ -390,7 +390,7 @@ def test_the_shipped_plugin_sweep_runs_its_equinox_and_flax_models(tmp_path):
 def test_a_model_whose_logits_are_misshaped_is_refused_before_anything_is_written(tmp_path):
     path = toy_sweep(tmp_path, "", model="toy:flat_logits")
     with pytest.raises(SweepError) as err:
-        run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+        execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     assert err.value.field == "defaults.model" and "expected (batch, out_dim) = (2, 2)" in str(
         err.value)
     assert not (tmp_path / "out").exists()
@@ -398,7 +398,7 @@ def test_a_model_whose_logits_are_misshaped_is_refused_before_anything_is_writte
 
 def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path):
     path = toy_sweep(tmp_path, "", model="toy:with_a_counter", seeds=2)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed", seed=0)
     assert list(rows.param) == ["['w']"] and (rows.grad_sq_norm > 0).all()
     (tmp_path / "toy.py").write_text(TOY + "\n# edited\n")
@@ -407,7 +407,7 @@ def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path
 
     models.resolve.cache_clear()
     with pytest.raises(ResultsError, match="plug-in model's source changed"):
-        run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+        execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
 
 
 def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
@@ -416,7 +416,7 @@ def test_report_draws_mlp_cells_and_says_what_it_leaves_out(tmp_path, capsys):
     from gradjax.analysis import report
 
     path = toy_sweep(tmp_path, "", seeds=2)
-    run_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(load_sweep(path), tmp_path / "out", quiet=True, devices=1)
     parser = argparse.ArgumentParser()
     report.add_arguments(parser)
     assert report.main(parser.parse_args([str(tmp_path / "out")])) == 2
@@ -435,7 +435,7 @@ def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
     path.write_text(path.read_text().replace(
         fixed, 'inputs = "gaussian"\ntargets = "random_labels"\n'))
     sweep = load_sweep(path)
-    run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed", param="['head']['kernel']")
     init, _ = sweep.cells[0].family.factory(in_dim=3, out_dim=2)
     for seed in range(2):
@@ -457,7 +457,7 @@ def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeyp
 
     path = toy_sweep(tmp_path, 'dtype = "float64"\n[grid]\ngain = [0.5, 2.0]\n', seeds=6)
     sweep = load_sweep(path)
-    run_sweep(sweep, tmp_path / "straight", quiet=True, devices=1, chunk=2)
+    execute_sweep(sweep, tmp_path / "straight", quiet=True, devices=1, chunk=2)
     original = engine._UnitRun.checkpoint
 
     def checkpoint_then_die(self, done, moments):
@@ -466,10 +466,10 @@ def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeyp
 
     monkeypatch.setattr(engine._UnitRun, "checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
+        execute_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
     monkeypatch.undo()
     assert not list((tmp_path / "resumed" / "summary").glob("*.parquet"))
-    run_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
+    execute_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
     straight = gradjax.load(tmp_path / "straight", "per_seed")
     resumed = gradjax.load(tmp_path / "resumed", "per_seed")
     pd.testing.assert_frame_equal(resumed, straight)
@@ -544,7 +544,7 @@ def test_a_factory_parameter_without_annotation_takes_its_kind_from_the_sweep(tm
     (tmp_path / "ok.toml").write_text(body)
     sweep = load_sweep(tmp_path / "ok.toml")
     assert [o.kind for o in sweep.extra_options if o.name == "blocks"] == ["int"]
-    run_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
+    execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1)
     rows = gradjax.load(tmp_path / "out", "per_seed")
     assert rows["blocks"].tolist() == [2] * len(rows)
     assert rows["param"].str.startswith("['blocks']").sum() == 2 * 2  # 2 blocks x 2 seeds

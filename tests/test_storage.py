@@ -36,7 +36,7 @@ def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "store"
     # the shapes of tests/test_engine.py's sweep (one bucket of 3 points, chunks of 6 seeds),
     # so that a whole-suite run compiles that program once
-    engine.run_sweep(parse_sweep(TEXT, "store.toml"), out, quiet=True, devices=1, chunk=6)
+    engine.execute_sweep(parse_sweep(TEXT, "store.toml"), out, quiet=True, devices=1, chunk=6)
     return out
 
 
@@ -275,7 +275,7 @@ def test_a_run_waits_for_the_folder_lock_and_says_who_holds_it(folder, monkeypat
     with open(folder / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(storage.ResultsError, match="another gradjax run has held"):
-            engine.run_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
+            engine.execute_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
 
 
 def test_an_empty_list_filter_is_one_clear_error(folder):
@@ -323,7 +323,7 @@ NULLS = {**SWEEP, "name": "nulls", "grid": {"scale": [0.0, 1.0]}}
 def nulls(tmp_path_factory):
     """The 2-3-1 ReLU net of `folder` (the same program), at scale 0 and 1."""
     out = tmp_path_factory.mktemp("nulls") / "nulls"
-    engine.run_sweep(parse_sweep(tiny_sweep_text(**NULLS), "nulls.toml"), out, quiet=True,
+    engine.execute_sweep(parse_sweep(tiny_sweep_text(**NULLS), "nulls.toml"), out, quiet=True,
                      devices=1, chunk=6)
     return out
 
@@ -416,7 +416,7 @@ def test_a_plugin_s_leaves_and_taps_have_nulls_where_a_statistic_does_not_apply(
     (tmp_path / "plug.py").write_text(PLUGIN)
     (tmp_path / "plug.toml").write_text(
         'name = "plug"\nseeds = 2\n[defaults]\nmodel = "plug:net"\nin_dim = 3\nout_dim = 1\n')
-    engine.run_sweep(load_sweep(tmp_path / "plug.toml"), tmp_path / "out", quiet=True,
+    engine.execute_sweep(load_sweep(tmp_path / "plug.toml"), tmp_path / "out", quiet=True,
                      devices=1)
     table = pq.read_table(tmp_path / "out" / "per_seed")
     nulls = {p: {s for s in STATS if table.filter(pa.compute.equal(table["param"], p))[s]

@@ -323,7 +323,7 @@ def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
     text = tiny_sweep_text(
         defaults={"depth": 0, "init": "fan_in_normal", "bias_scale": 0.1}, grid={"scale": [1.0]}
     )
-    engine.run_sweep(parse_sweep(text, "depth0.toml"), tmp_path / "out", quiet=True, devices=1)
+    engine.execute_sweep(parse_sweep(text, "depth0.toml"), tmp_path / "out", quiet=True, devices=1)
     summary = storage.load(tmp_path / "out")
     assert set(summary["layer"]) == {1} and set(summary["param"]) == {"W", "b"}
     assert summary["theory_chi1"].iloc[0] == pytest.approx(0.5)  # relu: sigma_w^2 / 2

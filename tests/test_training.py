@@ -21,7 +21,7 @@ ROOT = 5
 
 def run(tmp_path, name, text, **kwargs):
     out = tmp_path / name
-    report = engine.run_sweep(parse_sweep(text, "train.toml"), out, quiet=True, devices=1,
+    report = engine.execute_sweep(parse_sweep(text, "train.toml"), out, quiet=True, devices=1,
                               **kwargs)
     return out, report
 

@@ -212,14 +212,14 @@ def test_across_seed_moments_at_any_magnitude():
 def test_sweep_grad_var_across_seeds_of_underflowing_gradients(tmp_path):
     """End to end: the summary's grad_var_across_seeds and the per-seed grad_var of a deep
     tiny-scale net against numpy float64 on gradients recomputed seed by seed."""
-    from gradjax.run.engine import run_sweep
+    from gradjax.run.engine import execute_sweep
     from gradjax.sweep import parse_sweep
 
     text = ('name = "under"\nseeds = 4\n[defaults]\nin_dim = 3\nwidth = 4\ndepth = 6\n'
             'out_dim = 1\nactivation = "tanh"\ninit = "fan_in_normal"\nscale = 0.0005\n'
             'bias_init = "zeros"\nbatch = 2\n')
     sweep = parse_sweep(text)
-    run_sweep(sweep, tmp_path / "out", quiet=True)
+    execute_sweep(sweep, tmp_path / "out", quiet=True)
     summary = gradjax.load(tmp_path / "out", layer=1)
     per_seed = gradjax.load(tmp_path / "out", "per_seed", layer=1, param="W")
     spec = sweep.cells[0].spec

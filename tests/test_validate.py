@@ -1,17 +1,17 @@
 """`gradjax validate` refuses what `gradjax run` refuses before it writes, with the same line
-(both call `preflight.check_sweep`), and `validate --estimate` compiles exactly the programs
-the run then loads from the persistent compile cache."""
+(both call `preflight.check_sweep`), and `validate --estimate` plans the programs and chunks
+the run then compiles and computes."""
 
-import os
-import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from conftest import tiny_sweep_text
 
 from gradjax import cli
+from gradjax.run.engine import execute_sweep
+from gradjax.run.estimate import estimate_run
+from gradjax.sweep import parse_sweep
+from gradjax.sweep.budget import parse_bytes
 
 PLUGINS = '''
 import jax.numpy as jnp
@@ -56,26 +56,17 @@ def test_validate_refuses_a_failing_plugin_with_the_line_run_gives(tmp_path, cap
     assert not out.exists()
 
 
-def test_a_run_after_validate_estimate_compiles_no_program(tmp_path):
-    """Two processes, as a user runs them, sharing one compile cache folder: the run plans
-    with the estimate's planner and budget, so it finds every program in the cache. The budget
-    is below the process's own footprint, so a CPU run plans its smallest chunk (2 seeds of 1
-    point), not what the whole budget would hold (all 4 seeds of both points)."""
-    sweep = tmp_path / "two.toml"
-    sweep.write_text(tiny_sweep_text(name="two", seeds=4, grid={"activation": ["relu", "tanh"]}))
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    budget = ("--max-memory", "64MB")
+def test_validate_estimate_plans_the_programs_and_chunks_the_run_compiles(tmp_path):
+    """The estimate prices the run's own first plans (`engine.first_plan`): as many programs
+    and chunks as the run then compiles and computes. The budget is below the process's own
+    footprint, so a CPU run plans its smallest chunk (2 seeds of 1 point), not what the whole
+    budget would hold (all 4 seeds of both points): 2 programs (one per bucket), 8 chunks."""
+    text = tiny_sweep_text(name="two", seeds=4,
+                           grid={"activation": ["relu", "tanh"], "scale": [0.5, 1.0]})
+    sweep = parse_sweep(text, "two.toml")
+    budget = parse_bytes("64MB")
+    guess = estimate_run(sweep, budget, devices=1)
+    report = execute_sweep(sweep, tmp_path / "out", max_memory=budget, quiet=True, devices=1)
+    assert (guess.programs, guess.chunks) == (report.compiled, 4 * 2) == (2, 8)
+    assert guess.compile_s > 0 and guess.compute_s > 0
 
-    def gradjax(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "gradjax", *args], capture_output=True,
-                              text=True, cwd=tmp_path, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr
-        return done.stdout + done.stderr
-
-    estimate = re.search(r"compiling (\d+) program\(s\) \((\d+) compiled now",
-                         gradjax("validate", str(sweep), "--estimate", *budget))
-    programs = int(estimate.group(1))
-    assert programs >= 2 and int(estimate.group(2)) == programs  # one bucket, one program
-    ran = gradjax("run", str(sweep), "--out", str(tmp_path / "out"), *budget)
-    assert (f"compiled 0 chunk programs, loaded {programs} from the persistent compile cache, "
-            "0 cache misses in all") in ran, ran

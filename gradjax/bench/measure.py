@@ -15,7 +15,7 @@ measurement's own, and a GPU run's parent never holds the device):
   cpu_wall       CPU time / wall time of the timed repetitions: about the thread count on a
                  quiet machine, lower when another process holds a core
 
-Implementations: `gradjax` (`gradjax run` itself: `engine.run_sweep` on the workload's sweep
+Implementations: `gradjax` (`gradjax run` itself: `engine.execute_sweep` on the workload's sweep
 file, `Workload.sweep_text`, Parquet writes included), `numpy_vec` and `numpy_loop` (see
 `gradjax.bench.peers`; the loop times `loop_inits` inits and extrapolates), and `torch_func`
 (`torch.func.vmap(grad)`, the same draws as numpy_vec; measured only where torch is installed,
@@ -396,12 +396,12 @@ def _budget(job: Job, base_mb: float | None) -> float | None:
 
 
 def _measure_gradjax(job: Job) -> dict[str, Any]:
-    """`gradjax run` itself (`engine.run_sweep`: its programs, host loop and Parquet writes)
+    """`gradjax run` itself (`engine.execute_sweep`: its programs, host loop and Parquet writes)
     on the workload's sweep, into a temporary folder; the warm-up run compiles, the timed
     ones reuse the process's compiled programs."""
     import tempfile
 
-    from gradjax.run.engine import run_sweep
+    from gradjax.run.engine import execute_sweep
     from gradjax.sweep import parse_sweep
     from gradjax.sweep.budget import DEFAULT_MAX_MEMORY
 
@@ -412,7 +412,7 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         def run() -> None:
-            reports.append(run_sweep(sweep, Path(tmp) / "out", overwrite=True, quiet=True,
+            reports.append(execute_sweep(sweep, Path(tmp) / "out", overwrite=True, quiet=True,
                                      chunk=job.chunk, max_memory=memory, refuse_over=False))
 
         with CompileLog() as compile_log:

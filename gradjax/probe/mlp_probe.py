@@ -50,6 +50,12 @@ from gradjax.probe.stats import (
 from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, MIN_AXIS, SATURATION, ProbeSpec, default
 from gradjax.spec.option import LEAKY_SLOPE
 
+# Seconds per parameter tensor per (seed, point) of this probe's chunk program, and seconds per
+# parameter tensor of compiling it, on the reference machine (2 cores; `gradjax.run.estimate`):
+# its statistics run stacked over layers.
+COMPILE_SECONDS_PER_TENSOR = 0.03
+SECONDS_PER_TENSOR = 1e-6
+
 
 def _reach_into_z(reach_u: jax.Array, norm: str) -> jax.Array:
     """Which entries of z can receive gradient, given which entries of u = norm(z) do."""

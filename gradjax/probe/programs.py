@@ -21,12 +21,16 @@ from gradjax.probe.stats import to_host
 from gradjax.spec import MIN_AXIS, ProbeSpec
 
 
+def probe_of(spec: ProbeSpec):
+    """The module whose chunk program runs the bucket: `gradjax.probe.mlp_probe` for the MLP,
+    `gradjax.probe.tree_probe` for any other model."""
+    return probe if spec.model == "mlp" else tree_probe
+
+
 def chunk_function(spec: ProbeSpec, with_moments: bool = False):
     """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None). The MLP runs `gradjax.probe.mlp_probe`'s chunk program,
-    any other model `gradjax.probe.tree_probe`'s."""
-    program = probe.chunk_program if spec.model == "mlp" else tree_probe.chunk_program
-    return jax.jit(functools.partial(program, spec, with_moments))
+    (stats [C, P, ...], moments or None), from `probe_of(spec)`."""
+    return jax.jit(functools.partial(probe_of(spec).chunk_program, spec, with_moments))
 
 
 _COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs

@@ -50,6 +50,12 @@ from gradjax.spec import (
     default,
 )
 
+# Seconds per parameter tensor per (seed, point) of this probe's chunk program, and seconds per
+# parameter tensor of compiling it, on the reference machine (2 cores; `gradjax.run.estimate`):
+# its statistics run leaf by leaf and tap by tap.
+COMPILE_SECONDS_PER_TENSOR = 0.25
+SECONDS_PER_TENSOR = 2.5e-5
+
 
 def natural_order(names) -> list[str]:
     """Tap names sorted with their numbers read as numbers (layer2 before layer10)."""
@@ -392,3 +398,9 @@ def param_count(spec: ProbeSpec, points: Mapping[str, Any]) -> int:
     """Entries of one init's parameters."""
     params, _ = shapes(spec, points)
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params) if is_param(leaf))
+
+
+def param_tensors(spec: ProbeSpec, points: Mapping[str, Any]) -> int:
+    """Float leaves (parameter tensors) of one init."""
+    params, _ = shapes(spec, points)
+    return sum(1 for leaf in jax.tree.leaves(params) if is_param(leaf))

@@ -59,6 +59,7 @@ from gradjax.sweep import Cell, Sweep
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
 RUN_FILE, SWEEP_FILE, WORK_DIR, LOCK_FILE = ".run.json", "sweep.toml", ".work", ".lock"
+RESULTS = Path("results")  # a run writes to RESULTS/<sweep name> unless given a folder
 MANIFEST_FILE = "manifest.json"  # written once every cell is finished
 RUN_LOCK = ".run.lock"  # shared by the runs of one version of the sweep (`ResultsFolder.open`)
 COMPRESSION = "zstd"

@@ -35,7 +35,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -227,6 +226,14 @@ def _describe_model(spec: ProbeSpec) -> str:
             + ", ".join(f"{k} {v}" for k, v in shown.items()))
 
 
+def tensors_of(bucket: Bucket) -> int:
+    """Parameter tensors of one init (the MLP: a weight and a bias per layer)."""
+    if bucket.spec.model == "mlp":
+        return 2 * (len(bucket.spec.sizes) - 1)
+    points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
+    return tree_probe.param_tensors(bucket.spec, points)
+
+
 def params_of(bucket: Bucket) -> int | None:
     """Entries of one init's parameters for a model other than the MLP (None: the MLP, whose
     count `gradjax.sweep.budget` knows from its sizes)."""
@@ -366,6 +373,22 @@ def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) 
                       time.perf_counter() - start if fresh else 0.0, source)
 
 
+def even_chunks(plan: Plan, seeds: int, n_devices: int) -> Plan:
+    """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would pad
+    the second chunk with 184 seeds computed for nothing; two of 128 do not."""
+    n_chunks = math.ceil(seeds / plan.chunk)
+    return Plan(plan.points, max(MIN_AXIS * n_devices,
+                                 _round_up(math.ceil(seeds / n_chunks), n_devices)))
+
+
+def first_plan(bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int,
+               n_devices: int) -> Plan:
+    """The plan `plan_bucket` starts from, before XLA's memory analysis corrects it: the
+    budget's estimate (`initial_plan`) in equal chunks. No compile."""
+    return even_chunks(initial_plan(bucket.spec, len(cells), seeds, budget, n_devices,
+                                    params_of(bucket)), seeds, n_devices)
+
+
 def plan_bucket(
     bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
     chunk: int | None = None, span: tuple[int, int] | None = None,
@@ -382,12 +405,9 @@ def plan_bucket(
     smallest = MIN_AXIS * n_dev
 
     def even(p: Plan) -> Plan:
-        """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would
-        pad the second chunk with 184 seeds computed for nothing; two of 128 do not."""
-        n_chunks = math.ceil(seeds / p.chunk)
-        return Plan(p.points, max(smallest, _round_up(math.ceil(seeds / n_chunks), n_dev)))
+        return even_chunks(p, seeds, n_dev)
 
-    plan = even(initial_plan(bucket.spec, len(cells), seeds, budget, n_dev, params_of(bucket)))
+    plan = first_plan(bucket, cells, seeds, budget, n_dev)
     if chunk is not None:
         plan = Plan(len(cells), _round_up(max(chunk, smallest), n_dev))
     built = []
@@ -752,7 +772,7 @@ def _stale_units(folder: storage.ResultsFolder, claimed: set[tuple[str, int]],
                 shutil.rmtree(record.parent, ignore_errors=True)
 
 
-def run_sweep(
+def execute_sweep(
     sweep: Sweep,
     out: str | Path,
     *,
@@ -783,7 +803,7 @@ def run_sweep(
     check_shard(shard, overwrite)
     check_sweep(sweep, max_memory if refuse_over else None)
     folder = storage.ResultsFolder(Path(out))
-    use = _devices(devices)
+    use = devices_of(devices)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
     misses = cache_events().misses
@@ -853,7 +873,7 @@ def check_shard(shard: tuple[int, int], overwrite: bool) -> None:
                          "work; clear the folder once, then start the shards")
 
 
-def _devices(devices: int | Sequence | None) -> list:
+def devices_of(devices: int | Sequence | None) -> list:
     """The local devices to use: all (default), the first `devices`, or those given."""
     if devices is None or isinstance(devices, int):
         local = jax.local_devices()
@@ -900,7 +920,6 @@ def complete_folder(ledger: Ledger, say: Callable[[str], None]) -> bool:
 
 
 FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
-COMPILE_THREADS = 2  # cores one XLA:CPU compile keeps busy (measured: ~1.7 s of CPU per s)
 
 
 def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
@@ -920,8 +939,7 @@ def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell], span: tuple[
                budget: int, devices: Sequence, chunk: int | None = None
                ) -> tuple[list[Unit], list[Executable]]:
     """`plan_bucket` for one group of a run's work (cells of `bucket` needing the seeds
-    `span`) within the run's `budget`: the one planner of `run_sweep` and `estimate_run`, so
-    the estimate compiles the very programs the run uses. Safe in any thread."""
+    `span`) within the run's `budget`. Safe in any thread."""
     with x64_if_needed(sweep):  # JAX's x64 switch is per thread
         return plan_bucket(bucket, cells, span[1] - span[0],
                            device_budget(bucket, cells, budget, devices), devices, chunk, span)
@@ -933,65 +951,6 @@ def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
     return [(b, bucket, list(bucket.cells), span)
             for b, bucket in enumerate(sweep.buckets(), 1)
             for span in blocks(sweep.seeds, seed_block)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    """What `estimate_run` measured and extrapolated for a whole sweep."""
-
-    compile_s: float  # compiling (or loading from the persistent cache) each program, summed
-    compute_s: float  # one timed chunk of each program, times the chunks the run computes
-    device_bytes: int  # XLA's peak of the largest chunk program
-    host_bytes: int  # the largest unit's across-seed moments
-    programs: int  # the chunk programs the run uses (every one planned, compiled or loaded)
-    compiled: int  # of them, compiled here (the others came from the persistent cache)
-    wall_s: float  # what the estimate itself took
-
-
-def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = None,
-                 seed_block: int = SEED_BLOCK) -> Estimate:
-    """Plan every group of a run into an empty folder with the run's own planner
-    (`plan_group`: the same budget, chunk sizes, point counts and devices), so that with the
-    persistent compile cache on, the run loads every program the estimate compiled and
-    compiles none; then time one chunk of each program and extrapolate to all seeds. Groups
-    of equal seed count share their programs, which are compiled concurrently (XLA:CPU takes
-    about COMPILE_THREADS cores per program). Writes no results; Parquet writing is not in
-    the time."""
-    started = time.perf_counter()
-    check_sweep(sweep, budget)
-    use = _devices(devices)
-    work = fresh_work(sweep, seed_block)
-    keys = [(b, span[1] - span[0]) for b, _, _, span in work]  # groups alike plan alike
-    groups = {key: group[1:] for key, group in zip(keys, work, strict=True)}
-    threads = max(1, min(len(groups), (os.cpu_count() or 1) // COMPILE_THREADS))
-    process_footprint()  # fixed before a compile grows it, as in a run (`device_budget`)
-    with concurrent.futures.ThreadPoolExecutor(threads, "gradjax-estimate") as pool:
-        plans = dict(zip(groups, pool.map(lambda group: plan_group(sweep, *group, budget, use),
-                                          groups.values()), strict=True))
-    built = [e for _, executables in plans.values() for e in executables]
-    compute_s, device_bytes, host_bytes = 0.0, 0, 0
-    for key, (units, executables) in plans.items():
-        executable, unit = executables[-1], units[0]
-        chunks = math.ceil(key[1] / executable.chunk) * len(units) * keys.count(key)
-        compute_s += _time_one_chunk(sweep, executable, unit) * chunks
-        device_bytes = max(device_bytes, executable.peak_bytes)
-        host_bytes = max(host_bytes, moment_bytes(unit.bucket.spec, len(unit.cells),
-                                                  params_of(unit.bucket)))
-    return Estimate(sum(e.compile_s for e in built), compute_s, device_bytes, host_bytes,
-                    len({tuple(map(id, e.fns)) for e in built}),
-                    sum(e.source == "compiled" for e in built),
-                    time.perf_counter() - started)
-
-
-def _time_one_chunk(sweep: Sweep, executable: Executable, unit: Unit) -> float:
-    """Seconds to compute and fetch the unit's first chunk of seeds."""
-    with x64_if_needed(sweep):
-        start = time.perf_counter()
-        first, last = unit.span
-        for _ in run_chunks(executable, sweep.root_seed, unit.points(), len(unit.cells),
-                            first, min(last, first + executable.chunk)):
-            pass
-        return time.perf_counter() - start
 
 
 def _peak_memory(peak: int | None, budget: int) -> str:

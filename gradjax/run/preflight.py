@@ -1,6 +1,6 @@
 """What a run checks in a sweep before it writes anything, in one place.
 
-`gradjax run` (`engine.run_sweep`, and the Ray driver) and `gradjax validate` call
+`gradjax run` (`engine.execute_sweep`, and the Ray driver) and `gradjax validate` call
 `check_sweep`, so a sweep that validate passes is one that run accepts, and both refuse a bad
 one with the same line. (Run also checks its results folder, which only run is given.)
 

@@ -2,7 +2,7 @@
 
 The driver opens the results folder (checks, growth, renumbering) exactly as a local run, then
 sends each group of the work (`engine.share_of`: cells of one bucket × one seed range) to Ray
-as a task, with one GPU per task where the cluster has GPUs. A task is `engine.run_sweep`
+as a task, with one GPU per task where the cluster has GPUs. A task is `engine.execute_sweep`
 restricted to its group, in a worker that reads the sweep file and writes the results folder
 itself, so the folder must be on storage every node sees (NFS, Lustre, a mounted bucket).
 
@@ -34,7 +34,7 @@ def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
     sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
         engine.enable_compile_cache(Path(cache))
-    report = engine.run_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
+    report = engine.execute_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
                               only=[(tuple(cells), span)])
     return report.inits
 

@@ -1,6 +1,7 @@
-"""Sweep files, no JAX: TOML text -> validated cells -> shape buckets (`parse`), and the memory
-a bucket's chunk needs (`budget`). Imports the declarations and the model families' registry
-(which finds a plug-in's options from its factory's signature without importing JAX).
+"""Sweep files, no JAX: TOML text (or a dict of its shape, `toml_text`) -> validated cells ->
+shape buckets (`parse`), and the memory a bucket's chunk needs (`budget`). Imports the
+declarations and the model families' registry (which finds a plug-in's options from its
+factory's signature without importing JAX).
 """
 
 from gradjax.sweep.parse import (
@@ -13,6 +14,7 @@ from gradjax.sweep.parse import (
     SweepError,
     load_sweep,
     parse_sweep,
+    sweep_from_dict,
 )
 
 __all__ = [
@@ -25,4 +27,5 @@ __all__ = [
     "TOP_LEVEL",
     "load_sweep",
     "parse_sweep",
+    "sweep_from_dict",
 ]

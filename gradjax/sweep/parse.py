@@ -50,6 +50,7 @@ from gradjax.spec import (
     layer_sizes,
 )
 from gradjax.spec.option import Option
+from gradjax.sweep.toml_text import ALLOWED, NotToml, dumps
 
 TOP_LEVEL: tuple[str, ...] = (
     "name", "seeds", "root_seed", "per_seed", "steps", "defaults", "grid", "cases",
@@ -638,6 +639,17 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
     extra = tuple(_settled(option, cells, source) for option in parser.extra)
     return Sweep(name, seeds, root_seed, text, source, cells, extra, parser.sources(),
                  per_seed)
+
+
+def sweep_from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Sweep:
+    """A sweep written as a Python dict of the TOML's shape (`gradjax.sweep.toml_text`),
+    validated as its TOML text is, which the sweep keeps: a results folder holds it as
+    `sweep.toml`. A plug-in model is imported from the current folder first."""
+    try:
+        text = dumps(doc)
+    except NotToml as err:
+        raise SweepError(source, err.args[0], err.args[1], ALLOWED) from None
+    return parse_sweep(text, source)
 
 
 def load_sweep(path: str | Path) -> Sweep:

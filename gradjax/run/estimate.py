@@ -1,0 +1,105 @@
+"""`gradjax validate --estimate`: a run's time and memory from a model of its cost, compiling
+nothing.
+
+Timing the run's own programs would cost what the run's compiles cost, which is most of a small
+run, so the estimate prices each program from its shape instead:
+
+- plan: each group of work as `gradjax run` starts it (`engine.first_plan`: chunk and points
+  from the budget's byte estimate, before XLA's memory analysis of the compiled program corrects
+  them), in the same groups (`engine.fresh_work`);
+- start: START_S, for the process, its imports and a small sweep's writes;
+- compile: COMPILE_S per program plus the probe's COMPILE_SECONDS_PER_TENSOR per parameter
+  tensor of one init;
+- compute: per chunk, CHUNK_S, and per (seed, point) flops / FLOP_RATE + entries / ENTRY_RATE +
+  tensors x the probe's SECONDS_PER_TENSOR, with flops = 6 x batch x parameters (forward and
+  backward of dense layers; a convolution or attention reuses its parameters, so its flops are
+  counted low) and entries = parameters (the statistics read every gradient entry about a dozen
+  times).
+
+The constants were fitted to runs on the reference machine (2 CPU cores; the fit and its error
+are in docs/sweeps.md, and `benchmarks/estimate_accuracy.py` remeasures them), and the
+seconds are that machine's: a faster CPU or an accelerator takes less. They are not scaled by a
+quick timing of this machine, because on a shared or virtual machine such a timing varied by
+40 % between processes (more than the model's own error), and it would time the host, not the
+accelerator. Parquet writes beyond a small sweep's are not in the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+
+from gradjax.probe.programs import probe_of
+from gradjax.results.storage import SEED_BLOCK
+from gradjax.run import engine
+from gradjax.run.preflight import check_sweep
+from gradjax.sweep import Bucket, Sweep
+from gradjax.sweep.budget import estimate_bytes, moment_bytes, param_count
+
+# fitted on the reference machine to 8 single-bucket sweeps (MLPs of width 3 to 512 and depth
+# 1 to 32, resmlp, an Equinox CNN, a Flax NNX transformer block); the per-tensor cost of the
+# statistics and of compiling them are the probe's
+START_S = 3.5  # starting Python and JAX, and a small sweep's folder and Parquet writes
+COMPILE_S = 11.5  # per program, plus the probe's COMPILE_SECONDS_PER_TENSOR per tensor
+CHUNK_S = 0.015  # dispatching a chunk and fetching its results
+FLOP_RATE = 6.4e9  # flops per second of the probe's forward and backward passes
+ENTRY_RATE = 8e7  # gradient entries per second through the statistics and moments
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What `estimate_run` predicts for a run into an empty folder."""
+
+    compile_s: float  # compiling every program, one after another
+    compute_s: float  # every chunk of every unit
+    device_bytes: int  # the largest chunk's bytes, as the budget's estimate puts them
+    host_bytes: int  # the largest unit's across-seed moments
+    programs: int  # distinct chunk programs the run compiles
+    chunks: int  # chunks the run computes
+    wall_s: float  # what the estimate itself took
+    start_s: float = START_S
+
+    @property
+    def total_s(self) -> float:
+        return self.start_s + self.compile_s + self.compute_s
+
+
+def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = None,
+                 seed_block: int = SEED_BLOCK) -> Estimate:
+    """The time and memory of `gradjax run SWEEP` into an empty folder within `budget` bytes,
+    from the run's first plans and the cost model above. Compiles nothing and writes nothing;
+    raises `SweepError` where `run` would refuse the sweep."""
+    started = time.perf_counter()
+    check_sweep(sweep, budget)
+    use = engine.devices_of(devices)
+    programs: set[tuple] = set()
+    compile_s = compute_s = 0.0
+    device_bytes = host_bytes = chunks = 0
+    for b, bucket, cells, span in engine.fresh_work(sweep, seed_block):
+        seeds = span[1] - span[0]
+        plan = engine.first_plan(bucket, cells, seeds,
+                                 engine.device_budget(bucket, cells, budget, use), len(use))
+        units = engine.units_of(bucket, cells, plan.points, span)
+        size, n_params = units[0].size, parameters(bucket)
+        if (b, plan.chunk, size) not in programs:
+            programs.add((b, plan.chunk, size))
+            compile_s += COMPILE_S + (engine.tensors_of(bucket)
+                                      * probe_of(bucket.spec).COMPILE_SECONDS_PER_TENSOR)
+        n_chunks = math.ceil(seeds / plan.chunk) * len(units)
+        per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
+                    + engine.tensors_of(bucket) * probe_of(bucket.spec).SECONDS_PER_TENSOR)
+        compute_s += n_chunks * (CHUNK_S + plan.chunk * size * per_init / len(use))
+        chunks += n_chunks
+        device_bytes = max(device_bytes, estimate_bytes(bucket.spec, plan.chunk, size,
+                                                        engine.params_of(bucket)))
+        host_bytes = max(host_bytes, moment_bytes(bucket.spec, size, engine.params_of(bucket)))
+    return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(programs), chunks,
+                    time.perf_counter() - started)
+
+
+def parameters(bucket: Bucket) -> int:
+    """Entries of one init's parameters."""
+    n = engine.params_of(bucket)
+    return param_count(bucket.spec) if n is None else n
