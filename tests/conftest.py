@@ -30,8 +30,8 @@ import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
 # `make test-fast` (-m "not integration") is the math and unit tests without them
 INTEGRATION_MODULES = frozenset({
     "test_adapters", "test_cli", "test_engine", "test_faults", "test_growth", "test_inert",
-    "test_interrupt", "test_models", "test_notebook", "test_ray", "test_remote", "test_resume",
-    "test_scale_out", "test_training", "test_validate",
+    "test_interrupt", "test_models", "test_notebook", "test_plugin_report", "test_ray",
+    "test_remote", "test_resume", "test_scale_out", "test_training", "test_validate",
 })
 
 

@@ -45,6 +45,8 @@ import pandas as pd
 
 from gradjax.nn.theory import add_theory_columns
 from gradjax.results import storage
+from gradjax.results.columns import option_columns
+from gradjax.results.layers import layer_rows, weight_name
 from gradjax.spec import OPTIONS, STAT_BY_NAME, STATS, THEORY_COLUMNS
 
 
@@ -196,10 +198,6 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"{folder}: no readable summary table ({err})")
     if summary.empty:
         return _error(f"{folder}: the summary table has no rows")
-    summary, others = mlp_cells(summary)
-    if summary.empty:
-        return _error(f"{folder}: gradjax report draws MLP cells (model = \"mlp\") and this "
-                      f"folder has none; `gradjax summary {folder}` shows {others}")
     try:
         cells = _parse_cells(args.cells, summary)
         report = build_report(folder, summary, layer=args.layer, heatmap_stats=stats,
@@ -209,9 +207,6 @@ def main(args: argparse.Namespace) -> int:
         return _error(str(err))
     except (FileNotFoundError, KeyError) as err:  # e.g. a sweep with per_seed = false
         return _error(f"{folder}: {err}")
-    if others:
-        report.notes.insert(0, f"Left out: {others} (the figures are of MLP cells; "
-                            "`gradjax summary` shows the others' parameter and tap rows).")
     path = write_report(report, out)
     print(f"wrote {len(report.figures)} figures and {path}")
     return 0
@@ -220,18 +215,6 @@ def main(args: argparse.Namespace) -> int:
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-def mlp_cells(summary: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The MLP cells' rows, and the other cells in words ("" when there are none)."""
-    if "model" not in summary:  # a folder written before models were an option
-        return summary, ""
-    mlp = summary["model"] == "mlp"
-    others = summary.loc[~mlp].drop_duplicates("cell")
-    if others.empty:
-        return summary, ""
-    names = ", ".join(sorted(others["model"].unique()))
-    return summary[mlp], f"{len(others)} cells of other models ({names})"
 
 
 def _parse_names(text: str, allowed: Iterable[str], option: str) -> list[str]:
@@ -278,14 +261,10 @@ def _varying(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return [c for c in columns if c in cells and cells[c].nunique(dropna=False) > 1]
 
 
-def _option_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in OPTIONS if c in frame.columns]
-
-
 def _resolve_layer(rows: pd.DataFrame, layer: int) -> pd.DataFrame:
-    """W rows at `layer` of each cell (negative: from the output layer)."""
-    w = rows[rows["param"] == "W"]
-    n_layers = w["depth"] + 1
+    """Each cell's weight row (`layer_rows`) at `layer` (negative: from the output layer)."""
+    w = layer_rows(rows)
+    n_layers = w.groupby("cell")["layer"].transform("max")
     want = np.where(layer > 0, layer, n_layers + 1 + layer)
     picked = w[w["layer"] == want]
     if picked.empty:
@@ -371,7 +350,7 @@ def _fix_other_options(
     largest depth, width or batch (the most telling), else the first cell's. Returns the rows
     left and the notes a figure shows: what was fixed, and which options follow `keys`."""
     notes, follows = [], {}
-    for column in _varying(frame, _option_columns(frame)):
+    for column in _varying(frame, option_columns(frame)):
         values = frame[column].drop_duplicates()
         if column in keys or len(values) < 2:  # (an earlier choice may have fixed it)
             continue
@@ -436,7 +415,7 @@ STEP_MARKER = 4.0  # marker size at the recorded steps
 
 def _training_configs(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(the options that tell configurations apart: panels, the scale-like line option)."""
-    varying = [c for c in _varying(rows, _option_columns(rows)) if c != "step"]
+    varying = [c for c in _varying(rows, option_columns(rows)) if c != "step"]
     line = "scale" if "scale" in varying else None
     panels = [c for c in varying if c != line and c != "cell"]
     if "label" in rows and rows["label"].nunique() > 1:
@@ -449,7 +428,8 @@ def training_figures(summary: pd.DataFrame) -> list[Figure | str]:
     configuration, one line per scale: what a training sweep (`steps`) shows."""
     if "step" not in summary or summary["step"].nunique() < 2:
         return []
-    w = summary[summary["param"] == "W"]
+    w = layer_rows(summary)
+    w = w.assign(last_layer=w.groupby("cell")["layer"].transform("max"))
     panels, line = _training_configs(w)
     groups = list(w.groupby(panels, sort=False, dropna=False)) if panels else [((), w)]
     shown, left = groups[:TRAINING_PANELS], len(groups) - TRAINING_PANELS
@@ -535,7 +515,7 @@ def _loss_lines(ax, rows, colour, label) -> None:
 
 
 def _grad_norm_lines(ax, rows, colour, label) -> None:
-    last = rows["layer"] == rows["depth"] + 1
+    last = rows["layer"] == rows["last_layer"]
     for part, style, suffix in ((rows[rows["layer"] == 1], "o-", "first"),
                                 (rows[last], "s--", "last")):
         part = part.drop_duplicates("step")
@@ -558,7 +538,7 @@ def _gsnr_lines(ax, rows, colour, label) -> None:
 def _heatmap_axes(cells: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
     """[rows, columns, panels?]: `chosen` (options that must vary), else the first two options
     of AXIS_ORDER that vary and do not follow each other, then a third for the panels."""
-    varying = _varying(cells, _option_columns(cells))
+    varying = _varying(cells, option_columns(cells))
     if chosen:
         fixed = [c for c in chosen if c not in varying]
         if fixed:
@@ -928,7 +908,7 @@ def profile_figure(summary: pd.DataFrame, stats: Sequence[str] = PROFILE_STATS) 
     """`stats` (mean over inits) against layer, side by side: one line per value of the first
     varying option, one panel per value of the next one or two; every cell is drawn, or the
     figure says which options it fixed."""
-    w = summary[summary["param"] == "W"].sort_values(["cell", "layer"])
+    w = layer_rows(summary)
     layout = _profile_layout(w)
     styles = _line_styles(layout)
     fig = _new_figure(8.5, 4.0)
@@ -1033,19 +1013,20 @@ def histogram_figure(
     if not chosen:
         return f"Histograms skipped: {stat} is undefined at layer {layer} in every cell."
     picked = rows[rows["cell"].isin(chosen)]
-    keys = [c for c in ("activation", *LINE_KEYS) if c in _varying(picked, _option_columns(picked))]
+    keys = [c for c in ("activation", *LINE_KEYS) if c in _varying(picked, option_columns(picked))]
     keys = keys[:4] or ["activation", "scale"]
     cols = min(3, len(chosen))
     n_rows = math.ceil(len(chosen) / cols)
     fig = _new_figure(4.0 * cols + 0.4, 2.9 * n_rows + 0.9)
     axes = fig.subplots(n_rows, cols, squeeze=False)
-    where = f"W_{layer}" if layer > 0 else "the output layer's W" if layer == -1 else f"W_{layer}"
+    where = (f"layer {layer}'s weight" if layer > 0 else "the output layer's weight"
+             if layer == -1 else f"layer {layer}'s weight")
     lines = []
     for k, cell in enumerate(chosen):
         ax = axes[k // cols][k % cols]
         row = rows[rows["cell"] == cell].iloc[0]
         values = storage.load(folder, "per_seed", cell=cell, layer=int(row["layer"]),
-                              param="W")[stat].to_numpy(np.float64)
+                              param=row["param"])[stat].to_numpy(np.float64)
         name = f"{row['label'] or 'cell ' + str(cell)}: {_short_text(row, keys)}"
         finite = values[np.isfinite(values)]
         log = _log_span(finite) and finite.min() >= 0
@@ -1093,7 +1074,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
     if len(cells) > MAX_EXAMPLE_CELLS:
         return (f"Small multiples skipped: drawn for sweeps of at most {MAX_EXAMPLE_CELLS} cells "
                 f"(like the seed's three examples); this sweep has {len(cells)}.")
-    per_seed = storage.load(folder, "per_seed", param="W")
+    per_seed = layer_rows(storage.load(folder, "per_seed"))
     n = len(cells)
     fig = _new_figure(3.9 * n + 0.6, 11.0)
     axes = fig.subplots(4, n, squeeze=False)
@@ -1102,7 +1083,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
     findings = []
     for k, (_, cell) in enumerate(cells.iterrows()):
         data = per_seed[per_seed["cell"] == cell["cell"]]
-        n_layers = int(cell["depth"]) + 1
+        n_layers = int(data["layer"].max())
         shown_layers = sorted({1, n_layers})
         colours = colormaps["tab10"]([0, 3])
         for colour, layer in zip(colours, shown_layers, strict=False):
@@ -1110,7 +1091,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
             mean_abs = values["grad_mean_abs"].to_numpy(np.float64)
             cv = values["grad_cv"].to_numpy(np.float64)
             zeros = values["grad_frac_zero"].to_numpy(np.float64)
-            name = f"W{layer}"
+            name = weight_name(values["param"].iloc[0], layer)
             _log_hist(axes[0][k], mean_abs, colour, name)
             _log_hist(axes[1][k], cv, colour, name)
             levels, counts = np.unique(np.round(zeros, 4), return_counts=True)
@@ -1138,7 +1119,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
                                                        "gradients"))
         axes[3][k].set_xlim(-0.06, 1.06)
         axes[3][k].text(0.02, 0.97, "(one output unit: no cosine for the last layer)"
-                        if n_layers > 1 and cell["out_dim"] == 1 else "",
+                        if n_layers > 1 and cell.get("out_dim") == 1 else "",
                         transform=axes[3][k].transAxes, fontsize=6.5, va="top")
         for row in range(4):
             axes[row][k].set_ylabel("fraction of inits")
@@ -1197,8 +1178,8 @@ def with_theory(summary: pd.DataFrame) -> pd.DataFrame:
 def theory_table(summary: pd.DataFrame) -> str | None:
     """HTML table of the fitted per-layer factor, measured against predicted, for the cells
     that have a theory."""
-    cells = summary[summary["param"] == "W"].drop_duplicates("cell")
-    cells = cells[np.isfinite(cells["theory_fit_chi1"])]
+    cells = layer_rows(summary).drop_duplicates("cell")
+    cells = cells[np.isfinite(cells["theory_fit_chi1"].astype(np.float64))]
     if cells.empty:
         return None
     head = "".join(f"<th>{h}</th>" for h in (
@@ -1248,7 +1229,7 @@ def build_report(
     summary = with_theory(summary)
     name = str(summary["sweep"].iloc[0])
     first_rows = summary.drop_duplicates("cell")
-    varying = _varying(summary, _option_columns(summary))
+    varying = _varying(summary, option_columns(summary))
     report = Report(
         title=f"gradjax report: {name}",
         intro=(f"{len(first_rows)} cells x {int(first_rows['seeds'].max()):,} random inits each, "
