@@ -94,9 +94,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = output_folder(args.out, RESULTS, sweep.name)
     except storage.ResultsError as err:
         return _error(str(err))
-    from gradjax.run import engine  # the compute stack (JAX) only for the commands that compute
+    from gradjax.run import executables  # the compute stack (JAX) only for commands that compute
 
-    cache = None if args.no_cache else engine.enable_compile_cache()
+    cache = None if args.no_cache else executables.enable_compile_cache()
     remote = args.out if args.out and is_remote(args.out) else None
     try:
         if remote:
@@ -129,8 +129,8 @@ def _interrupted(out: Path) -> int:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"interrupted: the finished chunks are kept; run the same command again to resume "
           f"into {out}", file=sys.stderr)
-    engine = sys.modules.get("gradjax.run.engine")
-    if engine is not None and engine.busy_threads():
+    interrupt = sys.modules.get("gradjax.run.interrupt")  # loaded only by a run (JAX)
+    if interrupt is not None and interrupt.busy_threads():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

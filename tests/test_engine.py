@@ -14,7 +14,7 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax.nn import keys
 from gradjax.results import storage
-from gradjax.run import engine
+from gradjax.run import engine, plan, progress
 from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
 from gradjax.sweep import SweepError, budget, parse_sweep
 
@@ -149,19 +149,19 @@ def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
 def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_path):
     lines = []
     engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
-                     log=lines.append)
+                         log=lines.append)
     assert "chunk 6 seeds x 3 points on 1 device(s); device memory" in lines[0]
     assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
     assert lines[-1].startswith("tiny: 3 cells run, 0 already done; 33 inits in ")
     spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
     need = budget.estimate_bytes
     assert need(spec, 40, 3) > need(spec, 39, 3) > need(spec, 39, 2)
-    assert engine.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == engine.Plan(3, 40)
-    assert engine.initial_plan(spec, 3, 10, 2**30, 2) == engine.Plan(3, 10)
-    assert engine.initial_plan(spec, 3, 9, 2**30, 2) == engine.Plan(3, 10)
-    assert engine.initial_plan(spec, 3, 1, 2**30, 1) == engine.Plan(3, 2)
+    assert plan.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == plan.Plan(3, 40)
+    assert plan.initial_plan(spec, 3, 10, 2**30, 2) == plan.Plan(3, 10)
+    assert plan.initial_plan(spec, 3, 9, 2**30, 2) == plan.Plan(3, 10)
+    assert plan.initial_plan(spec, 3, 1, 2**30, 1) == plan.Plan(3, 2)
     # not even 2 seeds of 3 points fit: fewer points per unit, then the smallest chunk
-    assert engine.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == engine.Plan(1, 2)
+    assert plan.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == plan.Plan(1, 2)
 
 
 def test_parse_bytes():
@@ -198,17 +198,17 @@ def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
     """Not a terminal (a log file): no bar, but a line per PROGRESS_EVERY_S (0 here: every
     chunk) with cells complete and in progress, inits, the rate and the time left."""
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)
     lines = []
     engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
-                     log=lines.append)
+                         log=lines.append)
     assert sys.stderr.getvalue() == ""
-    progress = [line for line in lines if " inits/s, " in line and " left" in line]
-    assert len(progress) == 2  # one unit of 3 cells, 11 seeds in chunks of 6
+    said = [line for line in lines if " inits/s, " in line and " left" in line]
+    assert len(said) == 2  # one unit of 3 cells, 11 seeds in chunks of 6
     # the unit's 3 cells are in progress, not complete, until their last chunk is written
-    assert progress[0].startswith("tiny: cells 0/3 complete, 3 in progress; inits 18/33 ")
-    assert progress[-1].startswith("tiny: cells 0/3 complete, 3 in progress; inits 33/33 ")
-    assert progress[-1].endswith(" inits/s, about 0s left")
+    assert said[0].startswith("tiny: cells 0/3 complete, 3 in progress; inits 18/33 ")
+    assert said[-1].startswith("tiny: cells 0/3 complete, 3 in progress; inits 33/33 ")
+    assert said[-1].endswith(" inits/s, about 0s left")
 
 
 def test_the_bucket_line_names_every_option_that_fixes_the_program(reference, tmp_path):
@@ -283,7 +283,7 @@ def test_the_report_says_where_the_time_went(tmp_path):
     report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), tmp_path / "out", chunk=4,
                               devices=1, log=logged.append)
     spent = report.time_spent()
-    assert list(spent) == [*engine.PHASES, "other"]
+    assert list(spent) == [*progress.PHASES, "other"]
     assert all(v > 0 for k, v in spent.items() if k != "other") and spent["other"] >= 0
     assert sum(spent.values()) == pytest.approx(report.wall_s, rel=1e-6)
     assert spent["compile"] > spent["compute"]  # a fresh program, 6 seeds of a tiny net

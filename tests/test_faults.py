@@ -255,7 +255,7 @@ def test_results_stay_inside_the_results_root_unless_out_is_given(tmp_path):
 
 
 def test_the_compile_cache_folder_is_private(tmp_path):
-    """(`engine.enable_compile_cache` makes its folder with this; turning JAX's cache on here
+    """(`executables.enable_compile_cache` makes its folder with this; turning JAX's cache on here
     would leave it on for the rest of the session.)"""
     loose = tmp_path / "cache"
     loose.mkdir(mode=0o755)

@@ -13,8 +13,10 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax.run import engine
-from gradjax.run.engine import Interrupted, execute_sweep, progress_line
+from gradjax.run import unit_work
+from gradjax.run.engine import execute_sweep
+from gradjax.run.interrupt import Interrupted
+from gradjax.run.progress import progress_line
 from gradjax.sweep import parse_sweep
 
 SEEDS = 400
@@ -88,7 +90,7 @@ def test_sigint_in_process_raises_between_chunks_after_a_checkpoint(tmp_path, mo
     the run stops after that chunk with a checkpoint of it and raises KeyboardInterrupt; the
     resume computes only the seeds after it."""
     sweep = parse_sweep(tiny_sweep_text(seeds=40))
-    original, interrupted = engine._UnitRun.write_parts, []
+    original, interrupted = unit_work.UnitRun.write_parts, []
 
     def interrupt_once(self, start, stats):
         original(self, start, stats)
@@ -96,8 +98,8 @@ def test_sigint_in_process_raises_between_chunks_after_a_checkpoint(tmp_path, mo
             interrupted.append(start)
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(engine._UnitRun, "write_parts", interrupt_once)
-    monkeypatch.setattr(engine, "CHECKPOINT_RATIO", 1e9)  # no checkpoint but the one at a stop
+    monkeypatch.setattr(unit_work.UnitRun, "write_parts", interrupt_once)
+    monkeypatch.setattr(unit_work, "CHECKPOINT_RATIO", 1e9)  # no checkpoint but the one at a stop
     with pytest.raises(Interrupted):
         execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -453,18 +453,18 @@ def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
 
 
 def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeypatch):
-    from gradjax.run import engine
+    from gradjax.run import unit_work
 
     path = toy_sweep(tmp_path, 'dtype = "float64"\n[grid]\ngain = [0.5, 2.0]\n', seeds=6)
     sweep = load_sweep(path)
     execute_sweep(sweep, tmp_path / "straight", quiet=True, devices=1, chunk=2)
-    original = engine._UnitRun.checkpoint
+    original = unit_work.UnitRun.checkpoint
 
     def checkpoint_then_die(self, done, moments):
         original(self, done, moments)
         raise KeyboardInterrupt  # killed right after the first checkpoint
 
-    monkeypatch.setattr(engine._UnitRun, "checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(unit_work.UnitRun, "checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
         execute_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
     monkeypatch.undo()

@@ -17,7 +17,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax.results import ledger, storage
-from gradjax.run import engine
+from gradjax.run import engine, provenance
 from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, OPTIONS, PARAM_STATS, STATS
 from gradjax.sweep import load_sweep, parse_sweep
 
@@ -94,7 +94,7 @@ def test_per_seed_schema_and_rows(folder):
 def test_metadata_of_every_file(folder):
     files = sorted(folder.glob("*/cell-*.parquet"))
     assert len(files) == 6
-    git = engine.git_revision()
+    git = provenance.git_revision()
     for path in files:
         meta = {k.decode(): v.decode() for k, v in pq.read_schema(path).metadata.items()}
         assert meta["sweep_text"] == TEXT and meta["sweep_name"] == "store"

@@ -57,7 +57,7 @@ def test_validate_refuses_a_failing_plugin_with_the_line_run_gives(tmp_path, cap
 
 
 def test_validate_estimate_plans_the_programs_and_chunks_the_run_compiles(tmp_path):
-    """The estimate prices the run's own first plans (`engine.first_plan`): as many programs
+    """The estimate prices the run's own first plans (`plan.first_plan`): as many programs
     and chunks as the run then compiles and computes. The budget is below the process's own
     footprint, so a CPU run plans its smallest chunk (2 seeds of 1 point), not what the whole
     budget would hold (all 4 seeds of both points): 2 programs (one per bucket), 8 chunks."""

@@ -4,9 +4,9 @@ nothing.
 Timing the run's own programs would cost what the run's compiles cost, which is most of a small
 run, so the estimate prices each program from its shape instead:
 
-- plan: each group of work as `gradjax run` starts it (`engine.first_plan`: chunk and points
+- plan: each group of work as `gradjax run` starts it (`plan.first_plan`: chunk and points
   from the budget's byte estimate, before XLA's memory analysis of the compiled program corrects
-  them), in the same groups (`engine.fresh_work`);
+  them), in the same groups (`plan.fresh_work`);
 - start: START_S, for the process, its imports and a small sweep's writes;
 - compile: COMPILE_S per program plus the probe's COMPILE_SECONDS_PER_TENSOR per parameter
   tensor of one init;
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from gradjax.probe.programs import probe_of
 from gradjax.results.storage import SEED_BLOCK
-from gradjax.run import engine
+from gradjax.run import engine, plan
 from gradjax.run.preflight import check_sweep
 from gradjax.sweep import Bucket, Sweep
 from gradjax.sweep.budget import estimate_bytes, moment_bytes, param_count
@@ -77,29 +77,29 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
     programs: set[tuple] = set()
     compile_s = compute_s = 0.0
     device_bytes = host_bytes = chunks = 0
-    for b, bucket, cells, span in engine.fresh_work(sweep, seed_block):
+    for b, bucket, cells, span in plan.fresh_work(sweep, seed_block):
         seeds = span[1] - span[0]
-        plan = engine.first_plan(bucket, cells, seeds,
-                                 engine.device_budget(bucket, cells, budget, use), len(use))
-        units = engine.units_of(bucket, cells, plan.points, span)
+        chosen = plan.first_plan(bucket, cells, seeds,
+                                 plan.device_budget(bucket, cells, budget, use), len(use))
+        units = plan.units_of(bucket, cells, chosen.points, span)
         size, n_params = units[0].size, parameters(bucket)
-        if (b, plan.chunk, size) not in programs:
-            programs.add((b, plan.chunk, size))
-            compile_s += COMPILE_S + (engine.tensors_of(bucket)
+        if (b, chosen.chunk, size) not in programs:
+            programs.add((b, chosen.chunk, size))
+            compile_s += COMPILE_S + (plan.tensors_of(bucket)
                                       * probe_of(bucket.spec).COMPILE_SECONDS_PER_TENSOR)
-        n_chunks = math.ceil(seeds / plan.chunk) * len(units)
+        n_chunks = math.ceil(seeds / chosen.chunk) * len(units)
         per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
-                    + engine.tensors_of(bucket) * probe_of(bucket.spec).SECONDS_PER_TENSOR)
-        compute_s += n_chunks * (CHUNK_S + plan.chunk * size * per_init / len(use))
+                    + plan.tensors_of(bucket) * probe_of(bucket.spec).SECONDS_PER_TENSOR)
+        compute_s += n_chunks * (CHUNK_S + chosen.chunk * size * per_init / len(use))
         chunks += n_chunks
-        device_bytes = max(device_bytes, estimate_bytes(bucket.spec, plan.chunk, size,
-                                                        engine.params_of(bucket)))
-        host_bytes = max(host_bytes, moment_bytes(bucket.spec, size, engine.params_of(bucket)))
+        device_bytes = max(device_bytes, estimate_bytes(bucket.spec, chosen.chunk, size,
+                                                        plan.params_of(bucket)))
+        host_bytes = max(host_bytes, moment_bytes(bucket.spec, size, plan.params_of(bucket)))
     return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(programs), chunks,
                     time.perf_counter() - started)
 
 
 def parameters(bucket: Bucket) -> int:
     """Entries of one init's parameters."""
-    n = engine.params_of(bucket)
+    n = plan.params_of(bucket)
     return param_count(bucket.spec) if n is None else n

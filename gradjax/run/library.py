@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from gradjax.results import storage
-from gradjax.run import engine
+from gradjax.run import engine, executables
 from gradjax.sweep import Sweep, load_sweep, sweep_from_dict
 from gradjax.sweep.budget import DEFAULT_MAX_MEMORY, parse_bytes
 
@@ -58,7 +58,7 @@ def run_sweep(
     sweep = _as_sweep(sweep)
     budget = parse_bytes(max_memory) if isinstance(max_memory, str) else int(max_memory)
     if compile_cache:
-        engine.enable_compile_cache()
+        executables.enable_compile_cache()
     folder = storage.RESULTS / sweep.name if out is None else Path(out)
     engine.execute_sweep(sweep, folder, max_memory=budget, overwrite=overwrite, quiet=quiet)
     return storage.load(folder)

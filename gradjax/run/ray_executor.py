@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gradjax.results import storage
 from gradjax.results.storage import SEED_BLOCK
-from gradjax.run import engine
+from gradjax.run import engine, executables, provenance
 from gradjax.run.preflight import check_sweep
 from gradjax.sweep import Sweep, parse_sweep
 from gradjax.sweep.budget import DEFAULT_MAX_MEMORY
@@ -33,7 +33,7 @@ def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
     """One group of work in a Ray worker: the inits it computed."""
     sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
-        engine.enable_compile_cache(Path(cache))
+        executables.enable_compile_cache(Path(cache))
     report = engine.execute_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
                               only=[(tuple(cells), span)])
     return report.inits
@@ -54,7 +54,7 @@ def run_on_ray(
         ray.init(address=address, log_to_driver=False)
     folder = storage.ResultsFolder(Path(out))
     check_sweep(sweep, max_memory)
-    ledger = engine.open_ledger(sweep, folder, engine.run_metadata(sweep), overwrite,
+    ledger = engine.open_ledger(sweep, folder, provenance.run_metadata(sweep), overwrite,
                                 seed_block or SEED_BLOCK, log)
     try:  # the driver holds the folder's run lock (shared with its tasks) until the end
         groups = engine.share_of(sweep, ledger, (1, 1))

@@ -1,0 +1,101 @@
+"""Compiling a bucket's chunk program for a chunk size and its devices (`compile_chunk`), the
+persistent compile cache (`enable_compile_cache`) and its hit and miss counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from gradjax.probe.programs import compiled_chunk
+from gradjax.results import storage
+from gradjax.spec import ProbeSpec
+from gradjax.sweep.budget import (
+    release_free_memory,
+)
+
+
+class _CacheEvents:
+    """Counts persistent compilation cache hits and misses (jax.monitoring events), for every
+    program this process compiles."""
+
+    HIT, MISS = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
+
+    def __init__(self):
+        self.hits = self.misses = 0
+
+    def __call__(self, event: str, **kwargs: Any) -> None:
+        self.hits += event == self.HIT
+        self.misses += event == self.MISS
+
+
+@functools.cache
+def cache_events() -> _CacheEvents:
+    """The process's counter of compile-cache events, listening from the first call on."""
+    events = _CacheEvents()
+    jax.monitoring.register_event_listener(events)
+    return events
+
+
+def enable_compile_cache(path: Path | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache (every program, however quick to compile),
+    in a folder only this user can read or write (0700)."""
+    path = storage.private_folder(storage.user_cache_dir() if path is None else Path(path))
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Executable:
+    """The bucket's chunk function compiled for each device: `chunk` seeds in all, split evenly
+    over `devices`, each running the single-device program on its share."""
+
+    fns: tuple
+    devices: tuple
+    chunk: int
+    points: int
+    peak_bytes: int
+    compile_s: float
+    source: str  # "compiled", "compile cache" (persistent) or "memory" (this process)
+
+    @property
+    def local(self) -> int:
+        return self.chunk // len(self.devices)
+
+
+def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
+    """The bucket's chunk function compiled for this shape (`programs.compiled_chunk`, which
+    keeps every program of the process).
+
+    With several devices each gets its own copy of the single-device program, compiled for
+    C / devices seeds, rather than one SPMD program: XLA partitions an SPMD program's
+    reductions differently, while the per-device program is exactly what one device runs with
+    a smaller chunk, so per-seed numbers do not depend on the device count.
+    """
+    n_points = int(points["scale"].shape[0])
+    local = chunk // len(devices)
+    events = cache_events()
+    hits, misses, start = events.hits, events.misses, time.perf_counter()
+    fns, peak, fresh = [], 0, False
+    for device in devices:
+        fn, new = compiled_chunk(spec, True, local, points, device)
+        memory = fn.memory_analysis()
+        # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
+        # previous one is copied to the host)
+        peak += (memory.argument_size_in_bytes + memory.temp_size_in_bytes
+                 + 2 * memory.output_size_in_bytes)
+        fns.append(fn)
+        fresh |= new
+    cached = events.hits > hits and events.misses == misses
+    source = ("compile cache" if cached else "compiled") if fresh else "memory"
+    if fresh:
+        release_free_memory()  # the compiler's freed memory, kept by the C heap otherwise
+    return Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
+                      time.perf_counter() - start if fresh else 0.0, source)

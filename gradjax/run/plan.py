@@ -1,0 +1,202 @@
+"""Planning a run: units of cells and chunks of seeds within a memory budget.
+
+A bucket's cells run together as one unit (their scale, bias_scale and data are traced inputs,
+one "point" per cell) unless the budget cannot hold the smallest chunk for all of them. The chunk
+size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`) in equal chunks
+(`first_plan`), then is checked against XLA's memory analysis of the compiled program
+(`plan_bucket`). On a CPU backend the budget also holds the process and the unit's host memory
+(`device_budget`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Sequence
+
+from gradjax.probe import tree_probe
+from gradjax.probe.mlp_probe import make_points
+from gradjax.results.ledger import blocks
+from gradjax.results.storage import SEED_BLOCK
+from gradjax.run.executables import Executable, compile_chunk
+from gradjax.run.model_check import x64_if_needed
+from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.sweep import Bucket, Cell, Sweep
+from gradjax.sweep.budget import (
+    estimate_bytes,
+    host_reserve,
+    process_footprint,
+)
+
+GROW_IF, GROW_TO = 2.0, 0.8  # re-plan a chunk XLA says could be 2x larger, to 80% of budget
+
+
+def round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a bucket runs: units of `points` cells each, chunks of `chunk` seeds."""
+
+    points: int
+    chunk: int
+
+
+def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int,
+                 n_params: int | None = None) -> Plan:
+    """The largest chunk (and, only if needed, fewest points per unit) the estimate allows."""
+    smallest = MIN_AXIS * n_devices
+    largest = max(smallest, round_up(seeds, n_devices))
+    points = n_cells
+
+    def need(chunk: int, points: int) -> int:
+        return estimate_bytes(spec, chunk, points, n_params)
+
+    while points > 1 and need(smallest, points) > budget:
+        points = max(1, points // 2)
+    per_seed = need(1, points) - need(0, points)
+    chunk = (budget - need(0, points)) // per_seed // n_devices * n_devices
+    return Plan(points, int(min(max(chunk, smallest), largest)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """Cells of one bucket that run together; `size` points (the last cell repeated to pad)."""
+
+    bucket: Bucket
+    cells: tuple[Cell, ...]
+    size: int
+    span: tuple[int, int] = (0, 0)  # the seeds [a, b) it computes for each of its cells
+
+    def name(self, keys: dict[int, str]) -> str:
+        """Its work folder's name: what it computes (cell keys and seeds), not the cells'
+        indices, which change when an axis grows."""
+        what = ",".join(keys[c.index] for c in self.cells) + f":{self.span}"
+        digest = hashlib.sha1(what.encode()).hexdigest()[:12]
+        return f"unit-{self.cells[0].index:05d}-{len(self.cells)}-{digest}"
+
+    def points(self) -> dict:
+        padded = (*self.cells, *([self.cells[-1]] * (self.size - len(self.cells))))
+        return make_points(self.bucket.spec, **self.bucket.points(padded))
+
+
+def units_of(bucket: Bucket, cells: Sequence[Cell], points: int,
+             span: tuple[int, int] = (0, 0)) -> list[Unit]:
+    """Consecutive groups of `points` cells, each padded to at least MIN_AXIS points (and the
+    last one to the size of the others): an axis of size 1 would change XLA's reductions."""
+    step = min(points, len(cells))
+    size = max(step, MIN_AXIS)
+    return [Unit(bucket, tuple(cells[i : i + step]), size, span)
+            for i in range(0, len(cells), step)]
+
+
+def tensors_of(bucket: Bucket) -> int:
+    """Parameter tensors of one init (the MLP: a weight and a bias per layer)."""
+    if bucket.spec.model == "mlp":
+        return 2 * (len(bucket.spec.sizes) - 1)
+    points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
+    return tree_probe.param_tensors(bucket.spec, points)
+
+
+def params_of(bucket: Bucket) -> int | None:
+    """Entries of one init's parameters for a model other than the MLP (None: the MLP, whose
+    count `gradjax.sweep.budget` knows from its sizes)."""
+    if bucket.spec.model == "mlp":
+        return None
+    points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
+    return tree_probe.param_count(bucket.spec, points)
+
+
+def even_chunks(plan: Plan, seeds: int, n_devices: int) -> Plan:
+    """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would pad
+    the second chunk with 184 seeds computed for nothing; two of 128 do not."""
+    n_chunks = math.ceil(seeds / plan.chunk)
+    return Plan(plan.points, max(MIN_AXIS * n_devices,
+                                 round_up(math.ceil(seeds / n_chunks), n_devices)))
+
+
+def first_plan(bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int,
+               n_devices: int) -> Plan:
+    """The plan `plan_bucket` starts from, before XLA's memory analysis corrects it: the
+    budget's estimate (`initial_plan`) in equal chunks. No compile."""
+    return even_chunks(initial_plan(bucket.spec, len(cells), seeds, budget, n_devices,
+                                    params_of(bucket)), seeds, n_devices)
+
+
+def plan_bucket(
+    bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
+    chunk: int | None = None, span: tuple[int, int] | None = None,
+) -> tuple[list[Unit], list[Executable]]:
+    """Units for a bucket's unfinished `cells` within `budget` bytes, computing `seeds` seeds
+    each (the seeds `span`, default [0, seeds)), and the executables built on the way (the
+    last one is used).
+
+    Starts from the estimate, then shrinks the chunk (then the points per unit) while XLA's
+    memory analysis says the budget is exceeded, or grows the chunk once if it says the
+    estimate was too cautious by GROW_IF or more; a given `chunk` is used as is.
+    """
+    n_dev = len(devices)
+    smallest = MIN_AXIS * n_dev
+
+    def even(p: Plan) -> Plan:
+        return even_chunks(p, seeds, n_dev)
+
+    plan = first_plan(bucket, cells, seeds, budget, n_dev)
+    if chunk is not None:
+        plan = Plan(len(cells), round_up(max(chunk, smallest), n_dev))
+    built = []
+    largest = max(smallest, round_up(seeds, n_dev))
+    span = (0, seeds) if span is None else span
+    while True:
+        units = units_of(bucket, cells, plan.points, span)
+        executable = compile_chunk(bucket.spec, units[0].points(), plan.chunk, devices)
+        built.append(executable)
+        if chunk is not None:
+            return units, built
+        scale = budget / executable.peak_bytes
+        grown = min(largest, int(plan.chunk * GROW_TO * scale) // n_dev * n_dev)
+        if scale >= 1 and len(built) == 1 and grown >= GROW_IF * plan.chunk:
+            plan = even(Plan(plan.points, grown))  # the estimate was far too cautious: grow once
+        elif scale >= 1:
+            return units, built
+        elif plan.chunk > smallest:
+            plan = even(Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev)))
+        elif plan.points > 1:
+            plan = Plan(max(1, int(plan.points * scale)), plan.chunk)
+        else:
+            return units, built  # the smallest program; the log says it is over budget
+
+
+FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
+
+
+def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
+    """The bytes a group of a bucket's cells may plan its chunks in: `budget` on an
+    accelerator; on a CPU backend (device memory is host memory) what is left of it after the
+    process's own resident set and the unit's host reserve. The resident set is rounded up to
+    FOOTPRINT_STEP so that processes whose footprints differ by a few MB (`validate
+    --estimate` and the run it fills the compile cache for) plan the same chunks."""
+    if devices[0].platform != "cpu":
+        return budget
+    held = (round_up(process_footprint(), FOOTPRINT_STEP)
+            + host_reserve(bucket.spec, len(cells), params_of(bucket)))
+    return max(budget - held, 1)
+
+
+def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell], span: tuple[int, int],
+               budget: int, devices: Sequence, chunk: int | None = None
+               ) -> tuple[list[Unit], list[Executable]]:
+    """`plan_bucket` for one group of a run's work (cells of `bucket` needing the seeds
+    `span`) within the run's `budget`. Safe in any thread."""
+    with x64_if_needed(sweep):  # JAX's x64 switch is per thread
+        return plan_bucket(bucket, cells, span[1] - span[0],
+                           device_budget(bucket, cells, budget, devices), devices, chunk, span)
+
+
+def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
+    """The (b, bucket, cells, seeds span) groups of a run into an empty folder, as `share_of`
+    gives them: each bucket's cells, once per seed block."""
+    return [(b, bucket, list(bucket.cells), span)
+            for b, bucket in enumerate(sweep.buckets(), 1)
+            for span in blocks(sweep.seeds, seed_block)]
