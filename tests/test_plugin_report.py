@@ -80,7 +80,7 @@ def test_layer_rows_are_the_kernels_in_forward_order_with_their_taps_statistics(
 
 def test_findings_describe_every_layer_of_the_plug_in(cnn_folder):
     lines = findings_text(cnn_folder).splitlines()
-    first = lines.index(next(line for line in lines if line.startswith("channels 2, scale 0.5")))
+    first = lines.index(next(line for line in lines if line.startswith("scale 0.5, channels 2")))
     assert [line.split(":")[0].strip() for line in lines[first + 1 : first + 4]] == [
         f"layer {k} {name}" for k, name in enumerate(KERNELS, 1)]
     kernels = gradjax.load(cnn_folder, channels=2, scale=0.5)

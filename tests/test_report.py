@@ -91,7 +91,14 @@ def _cell_frames(sweep: str, cell: int, label: str, options: dict, rng):
     summary["frac_seeds_all_zero"] = groups["grad_max_abs"].agg(lambda v: np.mean(v == 0)).values
     for key, value in dict(sweep=sweep, cell=cell, label=label, **options, seeds=SEEDS).items():
         summary[key] = value
-    return per_seed, add_theory_columns(summary)
+    return _schema_order(per_seed, options), _schema_order(add_theory_columns(summary), options)
+
+
+def _schema_order(frame: pd.DataFrame, options: dict) -> pd.DataFrame:
+    """The results schema's column order: identity, then the options, then positions and
+    statistics (`gradjax.results.columns.option_columns` reads the options by position)."""
+    first = ["sweep", "cell", "label", *options]
+    return frame[first + [c for c in frame.columns if c not in first]]
 
 
 def _write_folder(path, cells):

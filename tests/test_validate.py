@@ -8,6 +8,7 @@ import pytest
 from conftest import tiny_sweep_text
 
 from gradjax import cli
+from gradjax.probe import programs
 from gradjax.run.engine import execute_sweep
 from gradjax.run.estimate import estimate_run
 from gradjax.sweep import parse_sweep
@@ -66,6 +67,7 @@ def test_validate_estimate_plans_the_programs_and_chunks_the_run_compiles(tmp_pa
     sweep = parse_sweep(text, "two.toml")
     budget = parse_bytes("64MB")
     guess = estimate_run(sweep, budget, devices=1)
+    programs.clear_compiled()  # (another test of this process may have compiled them)
     report = execute_sweep(sweep, tmp_path / "out", max_memory=budget, quiet=True, devices=1)
     assert (guess.programs, guess.chunks) == (report.compiled, 4 * 2) == (2, 8)
     assert guess.compile_s > 0 and guess.compute_s > 0

@@ -18,6 +18,7 @@ from gradjax.results import storage
 from gradjax.results.columns import option_columns, varying_options
 from gradjax.results.inert import inert_lines
 from gradjax.results.layers import layer_rows, weight_name
+from gradjax.spec import TRAINING_OPTIONS
 
 BIAS_SCALED = ("normal", "constant")  # the bias inits that use bias_scale
 UNIT_COS_SQ = "grad_unit_cos_sq"  # 1 = every unit's gradient parallel up to sign
@@ -195,7 +196,9 @@ def findings_text(folder: str | Path) -> str:
     w = layer_rows(summary)
     cells = w.groupby("cell", sort=True).head(1).set_index("cell", drop=False)
     varying = [c for c in varying_options(cells) if c != "label"]
-    fixed = [c for c in option_columns(summary) if c not in varying]
+    trained = "step" in cells and bool((cells["step"] > 0).any())
+    fixed = [c for c in option_columns(summary) if c not in varying
+             and (trained or c not in (*TRAINING_OPTIONS, "step"))]
     lines = [f"{summary['sweep'].iloc[0]}: {len(cells)} cells x {int(cells['seeds'].iloc[0]):,} "
              f"random inits each ({folder})",
              f"Every cell: {_option_text(cells.iloc[0], fixed)}", ""]

@@ -47,7 +47,7 @@ from gradjax.nn.theory import add_theory_columns
 from gradjax.results import storage
 from gradjax.results.columns import option_columns
 from gradjax.results.layers import layer_rows, weight_name
-from gradjax.spec import OPTIONS, STAT_BY_NAME, STATS, THEORY_COLUMNS
+from gradjax.spec import STAT_BY_NAME, STATS, THEORY_COLUMNS
 
 
 def stat_label(stat: str, what: str) -> str:
@@ -185,7 +185,6 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else folder / "report"
     try:
         stats = _parse_names(args.heatmap_stats, HEATMAP_STATS, "--heatmap-stats")
-        axes = _parse_axes(args.heatmap_axes)
         profile_stats = _parse_names(args.stat, STATS, "--stat")
     except ValueError as err:
         return _error(str(err))
@@ -199,6 +198,7 @@ def main(args: argparse.Namespace) -> int:
     if summary.empty:
         return _error(f"{folder}: the summary table has no rows")
     try:
+        axes = _parse_axes(args.heatmap_axes, summary)
         cells = _parse_cells(args.cells, summary)
         report = build_report(folder, summary, layer=args.layer, heatmap_stats=stats,
                               heatmap_axes=axes, colour_scale=args.colour_scale,
@@ -226,10 +226,11 @@ def _parse_names(text: str, allowed: Iterable[str], option: str) -> list[str]:
     return names
 
 
-def _parse_axes(text: str | None) -> list[str] | None:
+def _parse_axes(text: str | None, summary: pd.DataFrame) -> list[str] | None:
+    """`--heatmap-axes`: two or three of the folder's options (gradjax's and a plug-in's)."""
     if text is None:
         return None
-    axes = _parse_names(text, OPTIONS, "--heatmap-axes")
+    axes = _parse_names(text, option_columns(summary), "--heatmap-axes")
     if len(axes) not in (2, 3) or len(set(axes)) != len(axes):
         raise ValueError(f"--heatmap-axes: {text!r} is not two or three different options; "
                          "allowed: ROWS,COLUMNS[,PANELS], e.g. init,scale,depth")
