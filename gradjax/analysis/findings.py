@@ -18,7 +18,7 @@ from gradjax.results import storage
 from gradjax.results.columns import option_columns, varying_options
 from gradjax.results.inert import inert_lines
 from gradjax.results.layers import layer_rows, weight_name
-from gradjax.spec import TRAINING_OPTIONS
+from gradjax.spec import OPTION_BY_NAME, TRAINING_OPTIONS
 
 BIAS_SCALED = ("normal", "constant")  # the bias inits that use bias_scale
 UNIT_COS_SQ = "grad_unit_cos_sq"  # 1 = every unit's gradient parallel up to sign
@@ -30,7 +30,7 @@ def _option_text(row: pd.Series, names: Sequence[str]) -> str:
     leaky = "leaky_relu" in (row.get("activation"), row.get("output_activation"))
     shown = [n for n in names if (n != "bias_scale" or row.get("bias_init") in BIAS_SCALED)
              and (n != "leaky_slope" or leaky) and not pd.isna(row[n])
-             and (n, row[n]) != ("model", "mlp")]
+             and (n, row[n]) != ("model", OPTION_BY_NAME["model"].default)]
     return ", ".join(f"{n} {row[n]:g}" if isinstance(row[n], float) else f"{n} {row[n]}"
                      for n in shown)
 

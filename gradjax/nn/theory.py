@@ -63,7 +63,7 @@ import pandas as pd
 from numpy.polynomial.legendre import leggauss
 
 from gradjax.nn.activations import derivative, get_activation
-from gradjax.spec import THEORY_COLUMNS
+from gradjax.spec import THEORY_COLUMNS, capabilities
 from gradjax.spec.option import LEAKY_SLOPE
 
 Z_MAX = 10.0  # the rule covers |z| <= 10 standard deviations (tail mass 1.5e-23)
@@ -544,7 +544,7 @@ def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
     out = summary.copy()
     for column in THEORY_COLUMNS:
         out[column] = math.nan
-    if out.empty or _cell_value(out, "model", "mlp") != "mlp":
+    if out.empty or not capabilities(_cell_value(out, "model", "mlp")).mean_field:
         return out
     if "grad_sq_norm_mean" in out.columns:
         weights = out[out["param"] == "W"]

@@ -18,13 +18,13 @@ import numpy as np
 from gradjax.probe import mlp_probe as probe
 from gradjax.probe import tree_probe
 from gradjax.probe.stats import to_host
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
 
 
 def probe_of(spec: ProbeSpec):
-    """The module whose chunk program runs the bucket: `gradjax.probe.mlp_probe` for the MLP,
-    `gradjax.probe.tree_probe` for any other model."""
-    return probe if spec.model == "mlp" else tree_probe
+    """The module whose chunk program runs the bucket: `gradjax.probe.mlp_probe` for a family
+    with the layered probe (the MLP), `gradjax.probe.tree_probe` for any other model."""
+    return probe if capabilities(spec.model).layered_probe else tree_probe
 
 
 def chunk_function(spec: ProbeSpec, with_moments: bool = False):

@@ -53,6 +53,7 @@ from gradjax.spec import (
     STAT_BY_NAME,
     STATS,
     THEORY_COLUMNS,
+    capabilities,
 )
 from gradjax.spec.option import Option
 from gradjax.sweep import Cell, Sweep
@@ -167,7 +168,7 @@ def rule_options(cell: Cell) -> dict[str, Any]:
 def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
                    ) -> dict[str, np.ndarray]:
     """Per statistic (STATS and CELL_STATS), a bool [rows] over one init's rows: True where it
-    does not apply, as `gradjax.spec.Stat` declares (`on`, `needs`, `mlp_only`, `min_n`,
+    does not apply, as `gradjax.spec.Stat` declares (`on`, `needs`, `capability`, `min_n`,
     `min_units`; the "null on" column of docs/conventions.md). There it is null in the tables;
     a value computed and undefined stays NaN. The one place the rule is applied.
 
@@ -176,10 +177,11 @@ def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
     cell's (`rule_options`): model, per_example, structural_zeros, step, activation (None: the
     model has no activation option), width and out_dim."""
     tap = np.array([str(p).startswith("taps[") for p in positions["param"]], dtype=bool)
-    mlp = options.get("model", "mlp") == "mlp"
+    family = capabilities(options.get("model", "mlp"))
+    layered = family.layered_probe  # layer statistics on parameter rows, not on taps
     output = np.asarray(positions["layer_from_output"]) == -1
-    leaf = ~tap & (not mlp)
-    off = {"params": tap, "layers": leaf, "hidden": leaf | (output & mlp),
+    leaf = ~tap & (not layered)
+    off = {"params": tap, "layers": leaf, "hidden": leaf | (output & layered),
            "all": np.zeros_like(tap)}
     without = {"per_example": not options.get("per_example"),
                "structural_zeros": not options.get("structural_zeros"),
@@ -189,7 +191,8 @@ def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
     out = {}
     for name in (*STATS, *CELL_STATS):
         stat = STAT_BY_NAME[name]
-        mask = off[stat.on] | without.get(stat.needs, False) | (stat.mlp_only and not mlp)
+        lacks = bool(stat.capability) and not getattr(family, stat.capability)
+        mask = off[stat.on] | without.get(stat.needs, False) | lacks
         if stat.min_n and n is not None:
             mask = mask | (np.asarray(n) < stat.min_n)
         if stat.min_units and units is not None:
@@ -202,7 +205,8 @@ def _units(positions: Mapping[str, Any], options: Mapping[str, Any]) -> np.ndarr
     """Each row's units (`not_applicable`), None where unknown."""
     if "units" in positions:
         return np.asarray(positions["units"])
-    if options.get("model", "mlp") != "mlp" or options.get("out_dim") is None:
+    if not capabilities(options.get("model", "mlp")).shapes_from_options or (
+            options.get("out_dim") is None):
         return None
     fan_out = np.where(np.asarray(positions["layer_from_output"]) == -1, options["out_dim"],
                        options.get("width") or 0)

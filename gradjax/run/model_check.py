@@ -11,6 +11,7 @@ import jax
 
 from gradjax.probe import tree_probe
 from gradjax.probe.mlp_probe import make_points
+from gradjax.spec import capabilities
 from gradjax.sweep import Sweep, SweepError
 
 
@@ -30,7 +31,7 @@ def check_models(sweep: Sweep) -> None:
     raise `SweepError` at its `model` field if the factory, `init` or `apply` fails or gives
     logits that are not [batch, out_dim]: before anything is written."""
     for bucket in sweep.buckets():
-        if bucket.spec.model == "mlp":
+        if capabilities(bucket.spec.model).shapes_from_options:
             continue
         cell = bucket.cells[0]
         try:

@@ -68,13 +68,13 @@ class ChunkMoments:
             ]
         return np.stack([np.stack(pair, axis=-1) for pair in out], axis=1)
 
-    def rows(self, point: int, n_rows: int, mlp: bool) -> RowMoments:
-        """One point's moments per result row (an MLP's (layer, W/b) rows, or a model's
+    def rows(self, point: int, n_rows: int, layered: bool) -> RowMoments:
+        """One point's moments per result row (the layered probe's (layer, W/b) rows, or a model's
         parameter leaves in `jax.tree_util` order; rows past them, the taps, have none),
         each flattened to the tensor's entries: a form that merges and reduces with no
         knowledge of the probe's structure."""
         n_points = self.leaves()[0].shape[0]
-        if mlp:
+        if layered:
             layers = moments_by_layer({"n": self.n, "moments": self.tree}, n_points)["moments"]
             pairs = [layer[p] for layer in layers for p in ("W", "b")]
         else:

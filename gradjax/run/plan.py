@@ -20,7 +20,7 @@ from gradjax.results.ledger import blocks
 from gradjax.results.storage import SEED_BLOCK
 from gradjax.run.executables import Executable, compile_chunk
 from gradjax.run.model_check import x64_if_needed
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
 from gradjax.sweep import Bucket, Cell, Sweep
 from gradjax.sweep.budget import (
     estimate_bytes,
@@ -92,17 +92,17 @@ def units_of(bucket: Bucket, cells: Sequence[Cell], points: int,
 
 
 def tensors_of(bucket: Bucket) -> int:
-    """Parameter tensors of one init (the MLP: a weight and a bias per layer)."""
-    if bucket.spec.model == "mlp":
+    """Parameter tensors of one init (shapes from options: a weight and a bias per layer)."""
+    if capabilities(bucket.spec.model).shapes_from_options:
         return 2 * (len(bucket.spec.sizes) - 1)
     points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
     return tree_probe.param_tensors(bucket.spec, points)
 
 
 def params_of(bucket: Bucket) -> int | None:
-    """Entries of one init's parameters for a model other than the MLP (None: the MLP, whose
-    count `gradjax.sweep.budget` knows from its sizes)."""
-    if bucket.spec.model == "mlp":
+    """Entries of one init's parameters, traced from the model (None for a family whose shapes
+    follow from its options: `gradjax.sweep.budget.param_count` knows them)."""
+    if capabilities(bucket.spec.model).shapes_from_options:
         return None
     points = make_points(bucket.spec, **bucket.points(bucket.cells[:1]))
     return tree_probe.param_count(bucket.spec, points)

@@ -10,6 +10,7 @@ validating a built-in MLP sweep, like reading results, stays JAX-free (tests/tes
 
 from __future__ import annotations
 
+from gradjax.spec import capabilities
 from gradjax.sweep import Sweep
 from gradjax.sweep.budget import check_budget
 
@@ -22,7 +23,7 @@ def check_sweep(sweep: Sweep, max_memory: int | None) -> None:
     such bucket traced abstractly with `jax.eval_shape`: nothing is computed or compiled)."""
     if max_memory is not None:
         check_budget(sweep, max_memory)
-    if any(bucket.spec.model != "mlp" for bucket in sweep.buckets()):
+    if not all(capabilities(b.spec.model).shapes_from_options for b in sweep.buckets()):
         from gradjax.run.model_check import check_models  # JAX: only a plug-in sweep needs it
 
         check_models(sweep)

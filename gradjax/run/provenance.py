@@ -17,7 +17,7 @@ import jaxlib
 from gradjax.nn.models.family import SCALES
 from gradjax.nn.models.registry import resolve
 from gradjax.probe.programs import MATMUL_PRECISION
-from gradjax.spec import COMMON, ProbeSpec
+from gradjax.spec import COMMON, ProbeSpec, capabilities
 from gradjax.sweep import Sweep
 
 
@@ -26,7 +26,7 @@ def describe_spec(spec: ProbeSpec) -> str:
     model other than the MLP: what its factory takes (a traced one "per cell") and the options
     of the probe around it (loss, data, dtype, ...), never the MLP's own (init, bias_init,
     activation, norm), which it does not take."""
-    if spec.model != "mlp":
+    if not capabilities(spec.model).shapes_from_options:
         return _describe_model(spec)
     sizes = spec.sizes
     shape = {"in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else "-",

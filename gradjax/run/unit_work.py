@@ -37,6 +37,7 @@ from gradjax.run.interrupt import Interrupted, check_stop, wait_until
 from gradjax.run.moments import ChunkMoments
 from gradjax.run.plan import Unit
 from gradjax.run.progress import Phases, Progress
+from gradjax.spec import capabilities
 from gradjax.sweep import Sweep
 from gradjax.sweep.budget import (
     release_free_memory,
@@ -47,7 +48,7 @@ CHECKPOINT_RATIO = 10.0
 
 def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
     """The position columns of one init's rows in the unit's tables."""
-    if unit.bucket.spec.model == "mlp":
+    if capabilities(unit.bucket.spec.model).shapes_from_options:
         return storage.position_columns(unit.cells[0])
     return tree_probe.positions(unit.bucket.spec, points)
 
@@ -181,7 +182,7 @@ class UnitRun:
         self.drain()
         a, b = self.unit.span
         rows = len(self.positions["layer"])
-        mlp = self.unit.bucket.spec.model == "mlp"
+        layered = capabilities(self.unit.bucket.spec.model).layered_probe
         finished = []
         for p, cell in enumerate(self.unit.cells):
             parts = sorted(self.dir.glob(f"{self.ledger.keys[cell.index]}.seeds-*.parquet"),
@@ -193,7 +194,7 @@ class UnitRun:
                 if table.num_rows != (b - a) * rows:
                     raise RuntimeError(f"{self.dir}: cell {cell.index} has {table.num_rows} "
                                        f"per-seed rows, expected {(b - a) * rows}")
-                piece = moments.rows(p, rows, mlp)
+                piece = moments.rows(p, rows, layered)
                 self.ledger.write_piece(cell, a, b, parts[0] if len(parts) == 1 else table,
                                         piece)
                 if self.ledger.finish(cell, {(a, b): (table, piece)}):

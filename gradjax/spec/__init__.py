@@ -5,6 +5,7 @@ schemas, docs tables and labels are derived from these declarations; this layer 
 else of gradjax.
 """
 
+from gradjax.spec.families import Capabilities, capabilities
 from gradjax.spec.tables import (
     ACTIVATIONS,
     AGGREGATES,
@@ -57,6 +58,8 @@ from gradjax.spec.tables import (
 )
 
 __all__ = [
+    "Capabilities",
+    "capabilities",
     "ACTIVATIONS",
     "AGGREGATES",
     "BIAS_INITS",

@@ -8,6 +8,8 @@ know every built-in option without importing any network code.
 
 from __future__ import annotations
 
+import dataclasses
+
 from gradjax.spec.option import ACTIVATIONS, BIAS_INITS, NORMS, WEIGHT_INITS, Option
 
 WIDTH = Option("width", "int", "units of every hidden layer", low=1)
@@ -30,3 +32,30 @@ FAMILY_OPTIONS: dict[str, tuple[Option, ...]] = {
     "resmlp": (WIDTH, DEPTH, ACTIVATION, INIT, BIAS_INIT, NORM, BRANCH_SCALE),
 }
 BUILT_IN: tuple[str, ...] = tuple(FAMILY_OPTIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a family's probe answers beyond what every model gets (per-leaf gradient
+    statistics, per-tap activation statistics, optimizer steps). Code asks these, never a
+    family's name; a plug-in has none of them."""
+
+    # in_dim, width, depth and out_dim fix every tensor's shape: sizes, the memory check and
+    # the rows' positions are known without tracing the model (no JAX before the run)
+    shapes_from_options: bool = False
+    # run by `gradjax.probe.mlp_probe`: equal layers stacked, dL/dz by backprop on every layer
+    # (delta_sq_norm), dead-unit zeros told from underflow by a boolean replay
+    # (grad_frac_underflow, the structural_zeros option)
+    layered_probe: bool = False
+    # the mean-field theory columns of `gradjax.nn.theory` describe it
+    mean_field: bool = False
+
+
+FAMILY_CAPABILITIES: dict[str, Capabilities] = {
+    "mlp": Capabilities(shapes_from_options=True, layered_probe=True, mean_field=True),
+}
+
+
+def capabilities(model: str) -> Capabilities:
+    """The capabilities of the family named by a sweep's `model` value (a plug-in: none)."""
+    return FAMILY_CAPABILITIES.get(model, Capabilities())

@@ -123,7 +123,8 @@ class Stat:
     doc: str  # one line
     scale: tuple[str, int] | None = None
     reduction: bool = True  # a plain reduction of one tensor (`gradjax.probe.stats.tensor_stats`)
-    mlp_only: bool = False  # only the MLP's own probe computes it (null for other models)
+    # a `Capabilities` field its family must have (null for other models), e.g. "layered_probe"
+    capability: str = ""
     # what it needs, null without: "per_example" / "structural_zeros" (that option on),
     # "steps" (step > 0: an update), "activation" (on a tap: a model with an `activation`
     # option); "params": of the parameters themselves, not of their gradient (computed beside
@@ -166,7 +167,7 @@ STAT_TABLE: tuple[Stat, ...] = (
          "smallest normal number"),
     Stat("grad_nonfinite", "tensor", "count", "count of inf/NaN entries"),
     Stat("grad_frac_underflow", "tensor", "fraction", "fraction of entries exactly 0 that are "
-         "**not** structurally zero (see below)", reduction=False, mlp_only=True,
+         "**not** structurally zero (see below)", reduction=False, capability="layered_probe",
          needs="structural_zeros"),
     Stat("grad_unit_cos_sq", "tensor", "cosine^2", "mean over pairs of distinct units of the "
          "squared cosine between their gradient vectors (columns of dL/dW), leaving out units "
@@ -186,7 +187,7 @@ STAT_TABLE: tuple[Stat, ...] = (
          needs="per_example"),
     Stat("delta_sq_norm", "layer", "(loss / pre-activation)^2", "mean over examples of "
          "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm)",
-         _sq(_D), mlp_only=True),
+         _sq(_D), capability="layered_probe"),
     Stat("preact_mean", "layer", "pre-activation", "mean over examples x units of u = norm(z), "
          "the activation's input", _U, rows="hidden"),
     Stat("preact_var", "layer", "pre-activation^2", "population variance over examples x "
@@ -256,10 +257,13 @@ _NULL_WITHOUT = {"per_example": "`per_example = false`",
                  "activation": "taps of a model with no `activation` option"}
 
 
+_WITHOUT_CAPABILITY = {"layered_probe": "models without the layered probe (all but the MLP)"}
+
+
 def null_on(stat: Stat) -> str:
     """The rows on which `stat` does not apply (null in the tables), in words; "" for none."""
     parts = [_NULL_ON[stat.on], _NULL_WITHOUT.get(stat.needs, ""),
-             "models other than the MLP" if stat.mlp_only else "",
+             _WITHOUT_CAPABILITY[stat.capability] if stat.capability else "",
              f"tensors of fewer than {stat.min_n} entries" if stat.min_n else "",
              f"tensors of fewer than {stat.min_units} units (1-D tensors)"
              if stat.min_units else ""]

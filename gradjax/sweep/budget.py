@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
 from gradjax.spec.option import DTYPE_BYTES
 from gradjax.sweep.parse import SHAPE_OPTIONS, Sweep, SweepError
 
@@ -80,7 +80,7 @@ def check_budget(sweep: Sweep, budget: int) -> None:
     point) the estimate puts over `budget` bytes: its run could not start. Writes nothing.
     Other models' sizes are known only to JAX: the engine plans them from XLA's analysis."""
     for bucket in sweep.buckets():
-        if bucket.spec.model != "mlp":
+        if not capabilities(bucket.spec.model).shapes_from_options:
             continue
         need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
         if need > budget:

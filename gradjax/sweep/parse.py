@@ -47,6 +47,7 @@ from gradjax.spec import (
     TARGET_KINDS,
     TRAINING_OPTIONS,
     ProbeSpec,
+    capabilities,
     layer_sizes,
 )
 from gradjax.spec.option import Option
@@ -194,7 +195,7 @@ class Cell:
 
     def model_traced(self) -> tuple[str, ...]:
         """Traced options passed to the model's factory per point, beyond scale/bias_scale."""
-        if self.options["model"] == "mlp":
+        if capabilities(self.options["model"]).shapes_from_options:
             return ()
         return tuple(n for n in self.family.params if self.traced(n) and n not in SCALES)
 
@@ -211,7 +212,7 @@ class Cell:
         program = {f.name: o[f.name] for f in dataclasses.fields(ProbeSpec)
                    if f.name in o and self.takes(f.name) and not self.traced(f.name)
                    and f.name not in data}
-        if o["model"] == "mlp":
+        if capabilities(o["model"]).shapes_from_options:
             return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program,
                              **data)
         program.setdefault("activation", None)
