@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradjax.analysis import report
+from gradjax.analysis import distributions, drawing, heatmaps, profiles, report, training_figures
 from gradjax.nn.activations import ACTIVATIONS
 from gradjax.nn.theory import add_theory_columns
 from gradjax.spec import LAYER_STATS, PARAM_STATS, STAT_BY_NAME, STAT_TABLE
@@ -148,7 +148,7 @@ def test_report_on_a_grid_writes_every_figure_inline(grid_folder, tmp_path, caps
     out = tmp_path / "report"
     assert _run(grid_folder, "--out", out) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == sorted([*(f"heatmap-{s}.png" for s in report.HEATMAP_STATS),
+    assert names == sorted([*(f"heatmap-{s}.png" for s in heatmaps.HEATMAP_STATS),
                             "profiles.png", "histograms.png", "examples.png"])
     page = (out / "report.html").read_text()
     images = _images(page)
@@ -178,10 +178,10 @@ def test_no_grid_is_a_note_not_a_crash(examples_folder, tmp_path):
 def test_heatmap_text_names_the_extreme_cells(grid_folder):
     summary = _summary(grid_folder)
     rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
-    fig = report.heatmap_figure(rows, 1, "grad_var")
+    fig = heatmaps.heatmap_figure(rows, 1, "grad_var")
     lowest = rows.loc[rows["grad_var_p50"].idxmin()]
     assert f"Lowest {lowest['grad_var_p50']:.3g} ({lowest['activation']}, scale " in fig.text
-    assert report._log_span(rows["grad_var_p50"].to_numpy())  # spans decades: log colours
+    assert drawing.log_span(rows["grad_var_p50"].to_numpy())  # spans decades: log colours
 
 
 def test_theory_line_is_anchored_at_the_output_layer():
@@ -190,13 +190,13 @@ def test_theory_line_is_anchored_at_the_output_layer():
         "theory_grad_ratio": [np.nan, 0.5, 0.25, np.nan],
         "grad_sq_norm_mean": [9.0, 9.0, 9.0, 2.0],
     })
-    np.testing.assert_allclose(report._theory_line(cell), [np.nan, 0.25, 0.5, 2.0])
-    assert report._theory_line(cell.assign(theory_grad_ratio=np.nan)) is None
+    np.testing.assert_allclose(profiles._theory_line(cell), [np.nan, 0.25, 0.5, 2.0])
+    assert profiles._theory_line(cell.assign(theory_grad_ratio=np.nan)) is None
 
 
 def test_profiles_and_table_show_theory_for_fan_in_normal(grid_folder):
     summary = _summary(grid_folder)
-    assert "Dashed: the mean-field prediction" in report.profile_figure(summary).text
+    assert "Dashed: the mean-field prediction" in profiles.profile_figure(summary).text
     relu = summary[(summary["activation"] == "relu") & (summary["scale"] == 3.0)]
     assert math.isclose(relu["theory_chi1"].iloc[0], 4.5)  # sigma_w^2 / 2
     table = report.theory_table(summary)
@@ -214,14 +214,14 @@ def test_theory_columns_are_recomputed_for_older_folders(grid_folder):
 def test_colour_scales():
     from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 
-    norm, log = report._colour_norm(np.array([1e-9, 1e-3, np.nan]))
+    norm, log = heatmaps._colour_norm(np.array([1e-9, 1e-3, np.nan]))
     assert log and isinstance(norm, LogNorm)
-    norm, log = report._colour_norm(np.array([0.0, 1e-5, 0.2]))
+    norm, log = heatmaps._colour_norm(np.array([0.0, 1e-5, 0.2]))
     assert log and isinstance(norm, SymLogNorm) and norm(0.0) == 0.0  # zeros stay visible
-    norm, log = report._colour_norm(np.array([0.0, 0.3, 0.9]))
+    norm, log = heatmaps._colour_norm(np.array([0.0, 0.3, 0.9]))
     assert not log and type(norm) is Normalize and (norm.vmin, norm.vmax) == (0.0, 0.9)
-    limits = report.HEATMAP_STATS["unit_cos_sq"].limits  # a squared cosine: always 0..1
-    norm, log = report._colour_norm(np.array([1e-4, 1e-3]), limits=limits)
+    limits = heatmaps.HEATMAP_STATS["unit_cos_sq"].limits  # a squared cosine: always 0..1
+    norm, log = heatmaps._colour_norm(np.array([1e-4, 1e-3]), limits=limits)
     assert not log and (norm.vmin, norm.vmax) == (0.0, 1.0)
 
 
@@ -269,7 +269,7 @@ def test_heatmaps_facet_by_a_third_option_and_fix_the_rest():
             for w in (8, 16))
     ]
     summary = pd.concat(frames, ignore_index=True)
-    figures = report.heatmap_figures(summary, 1, ["grad_var", "frac_zero"])
+    figures = heatmaps.heatmap_figures(summary, 1, ["grad_var", "frac_zero"])
     assert [f.name for f in figures] == ["heatmap-grad_var", "heatmap-frac_zero"]
     text = figures[0].text
     assert "one panel per depth" in text and "width = 16 only (of 2 values)" in text
@@ -281,11 +281,11 @@ def test_heatmaps_facet_by_a_third_option_and_fix_the_rest():
 
 def test_profiles_mark_underflow_and_overflow_on_the_axis_edges(grid_folder):
     summary = _summary(grid_folder)
-    assert "Triangles" not in report.profile_figure(summary).text
+    assert "Triangles" not in profiles.profile_figure(summary).text
     w = summary["param"] == "W"
     summary.loc[w & (summary["cell"] == 0) & (summary["layer"] == 1), "grad_sq_norm_mean"] = 0.0
     summary.loc[w & (summary["cell"] == 5) & (summary["layer"] == 1), "grad_sq_norm_mean"] = np.inf
-    assert "Triangles on the bottom (top) edge" in report.profile_figure(summary).text
+    assert "Triangles on the bottom (top) edge" in profiles.profile_figure(summary).text
 
 
 def _grid_summary(**grid) -> pd.DataFrame:
@@ -313,25 +313,25 @@ def _grid_summary(**grid) -> pd.DataFrame:
     ],
 )
 def test_distinct_labels_use_the_fewest_digits_that_tell_values_apart(values, labels):
-    assert report.distinct_labels(values) == labels
+    assert drawing.distinct_labels(values) == labels
 
 
 def test_heatmap_tick_labels_tell_the_scales_apart():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[1.25, 1.75, 2.25])
     rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
-    ticks = report.heatmap_figure(rows, 1, "grad_var").image_text.splitlines()
+    ticks = heatmaps.heatmap_figure(rows, 1, "grad_var").image_text.splitlines()
     assert {"1.25", "1.75", "2.25"} <= set(ticks) and not {"1.2", "1.8", "2.2"} & set(ticks)
 
 
 def test_heatmaps_of_two_options_that_are_not_activation_and_scale():
     summary = _grid_summary(init=["normal", "he_normal"], depth=[2, 4, 8], width=[8, 16])
-    figures = report.heatmap_figures(summary, 1, ["grad_var"])
-    assert len(figures) == 1 and isinstance(figures[0], report.Figure)
+    figures = heatmaps.heatmap_figures(summary, 1, ["grad_var"])
+    assert len(figures) == 1 and isinstance(figures[0], drawing.Figure)
     image = figures[0].image_text.splitlines()
     assert "per init and depth, one panel per width" in figures[0].text
     assert {"normal", "he_normal", "2", "4", "8", "width 8", "width 16"} <= set(image)
     assert "depth (hidden layers)" in image  # the columns' axis label
-    flipped = report.heatmap_figures(summary, 1, ["grad_var"], axes=["width", "depth", "init"])
+    flipped = heatmaps.heatmap_figures(summary, 1, ["grad_var"], axes=["width", "depth", "init"])
     assert "per width and depth, one panel per init" in flipped[0].text
     assert {"init normal", "init he_normal"} <= set(flipped[0].image_text.splitlines())
 
@@ -351,13 +351,13 @@ def test_heatmap_axes_option(grid_folder, tmp_path, capsys):
 def test_heatmap_colour_scale_per_panel_by_default_or_shared():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 3.0], depth=[2, 8])
     rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
-    unit = report.HEATMAP_STATS["grad_var"].unit.split()[0:4]  # (per-panel labels are wrapped)
+    unit = heatmaps.HEATMAP_STATS["grad_var"].unit.split()[0:4]  # (per-panel labels are wrapped)
 
     def colour_bars(figure):
         return " ".join(figure.image_text.split()).count(" ".join(unit))
 
-    per_panel = report.heatmap_figure(rows, 1, "grad_var", facet="depth")
-    shared = report.heatmap_figure(rows, 1, "grad_var", facet="depth", colour_scale="shared")
+    per_panel = heatmaps.heatmap_figure(rows, 1, "grad_var", facet="depth")
+    shared = heatmaps.heatmap_figure(rows, 1, "grad_var", facet="depth", colour_scale="shared")
     assert colour_bars(per_panel) == 2 and "each panel has its own colour scale" in per_panel.text
     assert colour_bars(shared) == 1 and "one colour scale for all panels" in shared.text
 
@@ -365,7 +365,7 @@ def test_heatmap_colour_scale_per_panel_by_default_or_shared():
 def test_heatmap_notes_are_in_the_image():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0], depth=[2, 4],
                             width=[8, 16])
-    figure = report.heatmap_figures(summary, 1, ["frac_zero"])[0]
+    figure = heatmaps.heatmap_figures(summary, 1, ["frac_zero"])[0]
     assert "Options not shown: width = 16 only (of 2 values)." in figure.image_text
 
 
@@ -375,7 +375,7 @@ def _titles(figure, suffix: str) -> set[str]:
 
 def test_profiles_facet_by_the_second_option_and_show_dz_beside_dw():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 1.0, 2.0], depth=[2, 4, 8])
-    figure = report.profile_figure(report.with_theory(summary))
+    figure = profiles.profile_figure(report.with_theory(summary))
     dz, dw = r": $\partial L/\partial z_l$", r": $\partial L/\partial W_l$"
     panels = {f"{a}, depth {d}" for a in ("tanh", "relu") for d in (2, 4, 8)}
     assert _titles(figure, dz) == {p + dz for p in panels}
@@ -389,32 +389,32 @@ def test_profiles_facet_by_the_second_option_and_show_dz_beside_dw():
 def test_profiles_draw_every_line():
     scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
     summary = report.with_theory(_grid_summary(scale=scales))
-    figure = report.profile_figure(summary, ["grad_sq_norm"])
+    figure = profiles.profile_figure(summary, ["grad_sq_norm"])
     legend = [t for t in figure.image_text.splitlines() if "sigma_w^2" in t]
-    assert [t.split()[0] for t in legend] == report.distinct_labels(scales)
+    assert [t.split()[0] for t in legend] == drawing.distinct_labels(scales)
     assert "all 9 cells are drawn" in figure.text
 
 
 def test_profiles_say_in_the_image_what_they_fix():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0], depth=[2, 4],
                             width=[8, 16])
-    figure = report.profile_figure(summary)
+    figure = profiles.profile_figure(summary)
     assert "8 of the 16 cells are drawn" in figure.text
     assert "Options not shown: width = 16 only (of 2 values)." in figure.image_text
 
 
 def test_profiles_say_which_panels_they_leave_out():
-    n, kept = len(ACTIVATIONS), report.MAX_PANELS
+    n, kept = len(ACTIVATIONS), profiles.MAX_PANELS
     assert n > kept
     summary = _grid_summary(activation=list(ACTIVATIONS), scale=[0.5, 2.0])
-    figure = report.profile_figure(summary, ["grad_sq_norm"])
+    figure = profiles.profile_figure(summary, ["grad_sq_norm"])
     assert f"{2 * kept} of the {2 * n} cells are drawn" in figure.text
     assert f"the first {kept} of {n} activation panels" in " ".join(figure.image_text.split())
     assert not any(t.startswith(f"{ACTIVATIONS[-1]}:") for t in figure.image_text.splitlines())
 
 
 def test_profiles_of_seed_like_examples_show_every_cell(examples_folder):
-    figure = report.profile_figure(_summary(examples_folder))
+    figure = profiles.profile_figure(_summary(examples_folder))
     assert "all 3 cells are drawn" in figure.text
     assert {t.split(":")[0] for t in _titles(figure, r"$\partial L/\partial W_l$")} == {
         "sigmoid", "relu"}
@@ -435,12 +435,12 @@ def test_stat_option_chooses_the_profiles(grid_folder, tmp_path, capsys):
 def test_dz_theory_uses_the_bias_ratios(grid_folder):
     summary = _summary(grid_folder)
     cell_w = summary[(summary["cell"] == 2) & (summary["param"] == "W")]
-    frame = report._theory_rows(summary, cell_w, "delta_sq_norm")
+    frame = profiles._theory_rows(summary, cell_w, "delta_sq_norm")
     bias = summary[(summary["cell"] == 2) & (summary["param"] == "b")].sort_values("layer")
     np.testing.assert_array_equal(frame["theory_grad_ratio"], bias["theory_grad_ratio"])
     assert not np.allclose(bias["theory_grad_ratio"].iloc[:-1],
                            cell_w.sort_values("layer")["theory_grad_ratio"].iloc[:-1])
-    assert report._theory_line(frame, "delta_sq_norm_mean") is not None
+    assert profiles._theory_line(frame, "delta_sq_norm_mean") is not None
 
 
 def test_report_without_matplotlib_is_one_error_line(examples_folder, tmp_path):
@@ -474,7 +474,7 @@ def _training_summary(steps=(0, 5, 20, 50)) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _axis_labels(figure: report.Figure) -> list[str]:
+def _axis_labels(figure: drawing.Figure) -> list[str]:
     """Every axis label of a figure (colour bars included), whitespace made single spaces."""
     return [" ".join(label.split()) for ax in figure.artist.axes
             for label in (ax.get_xlabel(), ax.get_ylabel()) if label.strip()]
@@ -498,14 +498,14 @@ def _check_units(figures: dict, expected: dict) -> None:
 
 def test_every_statistic_label_carries_the_unit_of_the_statistics_table(examples_folder):
     grid = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0])
-    figures = {f.name: f for f in report.heatmap_figures(grid, 1, list(report.HEATMAP_STATS))}
+    figures = {f.name: f for f in heatmaps.heatmap_figures(grid, 1, list(heatmaps.HEATMAP_STATS))}
     examples = _summary(examples_folder)
     figures.update({f.name: f for f in (
-        report.profile_figure(report.with_theory(grid)),
-        report.histogram_figure(examples_folder, examples, 1, "grad_sq_norm", None),
-        report.examples_figure(examples_folder, examples))})
+        profiles.profile_figure(report.with_theory(grid)),
+        distributions.histogram_figure(examples_folder, examples, 1, "grad_sq_norm", None),
+        distributions.examples_figure(examples_folder, examples))})
     _check_units(figures, {
-        **{f"heatmap-{k}": [info.stat] for k, info in report.HEATMAP_STATS.items()},
+        **{f"heatmap-{k}": [info.stat] for k, info in heatmaps.HEATMAP_STATS.items()},
         "profiles": ["delta_sq_norm", "grad_sq_norm"], "histograms": ["grad_sq_norm"],
         "examples": ["grad_mean_abs", "grad_cv", "grad_frac_zero", "grad_unit_cos_sq"]})
     assert "[(loss / parameter)^2]" in " ".join(_axis_labels(figures["heatmap-grad_var"]))
@@ -514,7 +514,7 @@ def test_every_statistic_label_carries_the_unit_of_the_statistics_table(examples
 
 def test_training_panels_share_the_y_axis_and_mark_the_measured_steps():
     steps = (0, 5, 20, 50)
-    figures = report.training_figures(_training_summary(steps))
+    figures = training_figures.training_figures(_training_summary(steps))
     assert [f.name for f in figures] == ["training_loss", "training_grad_norm", "training_gsnr"]
     for figure in figures:
         panels = [ax for ax in figure.artist.axes if ax.get_visible() and ax.get_lines()]
@@ -535,7 +535,7 @@ def test_training_panels_share_the_y_axis_and_mark_the_measured_steps():
 def test_unit_cos_sq_heatmap_is_on_the_fixed_range_0_to_1():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 2.0])
     rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
-    figure = report.heatmap_figure(rows, 1, "unit_cos_sq")
+    figure = heatmaps.heatmap_figure(rows, 1, "unit_cos_sq")
     image = figure.artist.axes[0].get_images()[0]
     assert image.norm.vmin == 0.0 and image.norm.vmax == 1.0
     assert "1 = every unit's gradient is parallel up to sign" in figure.image_text

@@ -298,14 +298,14 @@ def test_the_optimizer_factory_refuses_an_unknown_name():
 
 def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
     pytest.importorskip("matplotlib")
-    from gradjax.analysis import report
+    from gradjax.analysis import training_figures
 
     text = tiny_sweep_text(seeds=4, root_seed=ROOT, steps=[0, 2, 6], defaults={
         "activation": "tanh", "learning_rate": 0.3, "per_example": True, "inputs": "gaussian",
         "targets": "gaussian", "batch": 3},
         grid={"scale": [0.5, 1.0], "optimizer": ["sgd", "adam"]})
     out, _ = run(tmp_path, "figures", text)
-    figures = report.training_figures(storage.load(out))
+    figures = training_figures.training_figures(storage.load(out))
     assert [f.name for f in figures] == ["training_loss", "training_grad_norm", "training_gsnr"]
     for figure in figures:
         assert figure.png.startswith(b"\x89PNG")
@@ -313,7 +313,7 @@ def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
         assert "optimizer sgd" in figure.image_text and "optimizer adam" in figure.image_text
         assert "scale 0.5" in figure.image_text and "scale 1" in figure.image_text
     summary = storage.load(out)
-    assert report.training_figures(summary[summary["step"] == 0]) == []  # nothing trained
+    assert training_figures.training_figures(summary[summary["step"] == 0]) == []  # nothing trained
 
 
 RESMLP = """

@@ -1,4 +1,5 @@
-"""What a results folder shows, for every model: the figures and the self-contained HTML report
-(`report`), the folder in words (`findings`) and the summary as a terminal table
-(`summary_table`). Reads results only; imports no JAX but `report`'s mean-field lines.
+"""What a results folder shows, for every model: the report (`report`: the command, the page and
+the mean-field table) and its figures (`heatmaps`, `profiles`, `distributions`,
+`training_figures`, sharing `drawing`), the folder in words (`findings`) and the summary as a
+terminal table (`summary_table`). Reads results only; imports no JAX but the mean-field lines.
 """
