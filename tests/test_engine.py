@@ -13,6 +13,7 @@ from conftest import tiny_sweep_text
 
 import gradjax
 from gradjax.nn import keys
+from gradjax.probe import programs
 from gradjax.results import storage
 from gradjax.run import engine, plan, progress
 from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
@@ -320,8 +321,9 @@ def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_
     JAX's x64 switch is per thread, so the plan must turn it on there too."""
     text = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.5], "dtype": ["float32", "float64"]}})
     logged, out = [], tmp_path / "mixed"
+    programs.clear_compiled()  # (another test of this process may have compiled them)
     report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
-                              log=logged.append)
+                                  log=logged.append)
     assert report.compiled == 2 and not jax.config.jax_enable_x64
     row = storage.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
     assert row["grad_var"] == pytest.approx(float64_seed0_stats()["grad_var"][0, 0], rel=1e-12)

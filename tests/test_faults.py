@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 import gradjax
 from gradjax import cli
 from gradjax.results import remote, storage
-from gradjax.run import engine
+from gradjax.run import engine, executables
 from gradjax.sweep import TOP_LEVEL, parse_sweep
 
 TEXT = tiny_sweep_text(seeds=6, root_seed=7, grid={"scale": [0.5, 1.0, 2.0]})
@@ -262,4 +262,4 @@ def test_the_compile_cache_folder_is_private(tmp_path):
     assert stat.S_IMODE(storage.private_folder(loose).stat().st_mode) == 0o700
     fresh = storage.private_folder(tmp_path / "new" / "cache")
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
-    assert "private_folder(" in Path(engine.__file__).read_text()
+    assert "private_folder(" in Path(executables.__file__).read_text()

@@ -188,7 +188,8 @@ def heatmap_figure(
     fig = new_figure(max(6.5, 2.4 + 0.62 * len(grid.col_values)) + (0 if shared else 0.8),
                       1.4 + (1.0 + 0.36 * len(grid.row_values)) * len(grid.facets))
     where = "output layer" if layer == -1 else f"layer {layer}"
-    inits = None if "init" in (*axes, facet) else "/".join(dict.fromkeys(rows["init"]))
+    schemes = list(dict.fromkeys(rows["init"].dropna())) if "init" in rows else []
+    inits = None if "init" in (*axes, facet) or not schemes else "/".join(map(str, schemes))
     _draw_heatmap_panels(fig, grid, limits=info.limits, shared=shared, unit=info.unit,
                          inits=inits)
     scales = ("one colour scale for all panels" if shared or len(grid.facets) == 1
