@@ -47,7 +47,6 @@ from gradjax.spec import STATS
 from gradjax.sweep import Cell, Sweep
 
 _RANGE = re.compile(r"seeds-(\d{10})-(\d{10})\.npz")
-POSITION_COLUMNS = ("layer", "layer_from_output", "param", "n")
 
 
 def cell_key(sweep: Sweep, cell: Cell) -> str:
@@ -395,6 +394,6 @@ def _positions(table: pa.Table, seeds: int) -> dict[str, np.ndarray | list]:
     """The position columns of one init's rows: the first of the table's `seeds` blocks."""
     per_init = table.num_rows // seeds
     head = table.slice(0, per_init)
-    out = {name: head.column(name).to_numpy() for name in POSITION_COLUMNS}
+    out = {name: head.column(name).to_numpy() for name in storage.POSITION_COLUMNS}
     out["param"] = head.column("param").to_pylist()
     return out

@@ -100,6 +100,7 @@ IDENTITY = [pa.field("sweep", pa.string()), pa.field("cell", pa.int64()),
 # of the tensor
 POSITION = [pa.field("layer", pa.int64()), pa.field("layer_from_output", pa.int64()),
             pa.field("param", pa.string()), pa.field("n", pa.int64())]
+POSITION_COLUMNS: tuple[str, ...] = tuple(f.name for f in POSITION)
 
 
 def option_fields(extra: Sequence[Option] = ()) -> list[pa.Field]:
