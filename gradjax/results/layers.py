@@ -20,8 +20,6 @@ import pandas as pd
 
 from gradjax.spec import LAYER_STATS
 
-KEYS = ["cell", "layer"]
-
 
 def is_tap(frame: pd.DataFrame) -> pd.Series:
     """Which rows are taps (param "taps['name']") rather than parameter tensors."""
@@ -55,12 +53,6 @@ def _with_tap_stats(weights: pd.DataFrame, taps: pd.DataFrame, keys: list[str]
     for column in columns:
         out[column] = out[column].where(out[column].notna(), from_taps[column].to_numpy())
     return out
-
-
-def weight_params(frame: pd.DataFrame) -> pd.DataFrame:
-    """(cell, layer, param) of each layer's weight tensor: what to ask `load` for to read the
-    same tensors from a per-seed table."""
-    return layer_rows(frame)[["cell", "layer", "param"]].reset_index(drop=True)
 
 
 def weight_name(param: str, layer: int) -> str:

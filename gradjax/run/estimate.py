@@ -82,19 +82,18 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
         chosen = plan.first_plan(bucket, cells, seeds,
                                  plan.device_budget(bucket, cells, budget, use), len(use))
         units = plan.units_of(bucket, cells, chosen.points, span)
-        size, n_params = units[0].size, parameters(bucket)
+        size, n_params, tensors = units[0].size, parameters(bucket), plan.tensors_of(bucket)
+        traced = plan.params_of(bucket)  # None where the budget knows the sizes itself
         if (b, chosen.chunk, size) not in programs:
             programs.add((b, chosen.chunk, size))
-            compile_s += COMPILE_S + (plan.tensors_of(bucket)
-                                      * probe_of(bucket.spec).COMPILE_SECONDS_PER_TENSOR)
+            compile_s += COMPILE_S + tensors * probe_of(bucket.spec).COMPILE_SECONDS_PER_TENSOR
         n_chunks = math.ceil(seeds / chosen.chunk) * len(units)
         per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
-                    + plan.tensors_of(bucket) * probe_of(bucket.spec).SECONDS_PER_TENSOR)
+                    + tensors * probe_of(bucket.spec).SECONDS_PER_TENSOR)
         compute_s += n_chunks * (CHUNK_S + chosen.chunk * size * per_init / len(use))
         chunks += n_chunks
-        device_bytes = max(device_bytes, estimate_bytes(bucket.spec, chosen.chunk, size,
-                                                        plan.params_of(bucket)))
-        host_bytes = max(host_bytes, moment_bytes(bucket.spec, size, plan.params_of(bucket)))
+        device_bytes = max(device_bytes, estimate_bytes(bucket.spec, chosen.chunk, size, traced))
+        host_bytes = max(host_bytes, moment_bytes(bucket.spec, size, traced))
     return Estimate(compile_s, compute_s, device_bytes, host_bytes, len(programs), chunks,
                     time.perf_counter() - started)
 
