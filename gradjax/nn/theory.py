@@ -29,186 +29,31 @@ E|h^l|^2 = n_l E[phi(sqrt(q^l) z)^2]. Hence the predicted ratio of consecutive l
 
 which is chi_1 at the fixed point between equal-width layers (and chi(q^l) for the biases).
 
-Gaussian expectations: ReLU, leaky ReLU and linear are positively homogeneous, so everything has
-a closed form (E[phi(sqrt(q) z)^2] = q (1 + a^2) / 2 for negative slope a, chi = sigma_w^2
-(1 + a^2) / 2; the arc-cosine kernel of Cho & Saul 2009 for pairs). Every other activation is
-integrated numerically with the *activation gradjax uses* (`gradjax.nn.activations`, phi' by forward
-mode), on a composite Gauss-Legendre rule against the Gaussian density (`gaussian_rule`): panels
-split at u = 0 and at the activation's kinks, and 0.5 wide in u wherever |u| <= 30. A plain
-200-node Gauss-Hermite rule, the textbook choice, is exact for polynomials but was measured off by
-0.1 % for E[tanh'^2] at q = 10, 58 % at q = 100, and 0.3-10 % at q = 1-4 for the kinked elu, selu,
-soft_sign and hard_tanh; the composite rule agrees with the closed forms and with Gauss-Hermite
-(where that converges) to ~1e-7, the float32 precision of the activations (tests/test_theory.py).
+Gaussian expectations come from `gradjax.nn.gaussian` (closed forms for ReLU, leaky ReLU and
+linear, a composite quadrature rule on gradjax's own activations otherwise), and the summary
+columns built from these predictions from `gradjax.nn.theory_columns`.
 
 References:
   B. Poole, S. Lahiri, M. Raghu, J. Sohl-Dickstein, S. Ganguli, "Exponential expressivity in deep
     neural networks through transient chaos", NeurIPS 2016, arXiv:1606.05340.
   S. S. Schoenholz, J. Gilmer, S. Ganguli, J. Sohl-Dickstein, "Deep information propagation",
     ICLR 2017, arXiv:1611.01232.
-  Y. Cho, L. K. Saul, "Kernel methods for deep learning", NeurIPS 2009 (arc-cosine kernels).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import pandas as pd
-from numpy.polynomial.legendre import leggauss
 
-from gradjax.nn.activations import derivative, get_activation
-from gradjax.spec import THEORY_COLUMNS, capabilities
+from gradjax.nn.gaussian import moments, negative_slope, pair_moments
 from gradjax.spec.option import LEAKY_SLOPE
 
-Z_MAX = 10.0  # the rule covers |z| <= 10 standard deviations (tail mass 1.5e-23)
-FEATURE = 30.0  # every activation is smooth on the scale of its slope beyond |u| > 30
-PANEL = 0.5  # panel width, in u where |u| <= FEATURE and in z elsewhere
-_GL_X, _GL_W = leggauss(8)
-KINKS: dict[str, tuple[float, ...]] = {"hard_tanh": (-1.0, 1.0)}  # u = 0 is always a breakpoint
-HOMOGENEOUS: dict[str, float | None] = {"relu": 0.0, "leaky_relu": None, "linear": 1.0}
 Q_MAX = 1e12  # beyond this the length map counts as diverging
 FIXED_RTOL = 1e-9  # a map moving q by less than this, relatively, leaves it fixed
 C_TOL = 1e-7  # Newton steps for c* stop here, the float32 precision of the activations
-
-
-
-# --------------------------------------------------------------------------- quadrature
-
-
-def gaussian_rule(
-    mean: float, std: float, kinks: Sequence[float] = ()
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes u and weights w with sum_i w_i f(u_i) ~= E[f(u)], u ~ N(mean, std^2).
-
-    Composite 8-point Gauss-Legendre in z = (u - mean) / std over |z| <= Z_MAX, with panel edges
-    at u = 0 and at `kinks` (where f or f' may jump, so each panel sees a smooth integrand), and
-    panels no wider than PANEL in u where |u| <= FEATURE (so tanh' of width ~1 in u is resolved
-    even when std is 100) and PANEL in z elsewhere. At most ~170 panels whatever std is.
-    """
-    if std <= 0:
-        return np.array([float(mean)]), np.array([1.0])
-    edges = [np.arange(-Z_MAX, Z_MAX + PANEL / 2, PANEL)]
-    lo, hi = max(-Z_MAX, (-FEATURE - mean) / std), min(Z_MAX, (FEATURE - mean) / std)
-    if lo < hi:
-        step = min(PANEL, PANEL / std)
-        edges.append(np.linspace(lo, hi, int(math.ceil((hi - lo) / step)) + 1))
-    breaks = (np.array([0.0, *kinks]) - mean) / std
-    edges.append(breaks[np.abs(breaks) < Z_MAX])
-    edges = np.unique(np.concatenate(edges))
-    left, right = edges[:-1], edges[1:]
-    keep = right - left > 1e-12
-    half, mid = (right - left)[keep] / 2, (right + left)[keep] / 2
-    z = (mid[:, None] + half[:, None] * _GL_X[None, :]).reshape(-1)
-    w = (half[:, None] * _GL_W[None, :]).reshape(-1) * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-    return mean + std * z, w
-
-
-@functools.cache
-def _phi_and_dphi(activation: str, leaky_slope: float):
-    fn = get_activation(activation, leaky_slope=leaky_slope)
-    return jax.jit(lambda u: (fn(u), derivative(fn, u)))
-
-
-def _evaluate(activation: str, leaky_slope: float, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """phi(u) and phi'(u) as float64 numpy arrays, from gradjax's own (float32) activation.
-
-    Inputs are padded to a power of two so that the jitted function compiles for few shapes.
-    """
-    flat = np.asarray(u, np.float64).reshape(-1)
-    size = max(64, 1 << (flat.size - 1).bit_length())
-    padded = np.zeros(size, np.float32)
-    padded[: flat.size] = flat
-    phi, dphi = _phi_and_dphi(activation, float(leaky_slope))(jnp.asarray(padded))
-    take = slice(0, flat.size)
-    return (
-        np.asarray(phi, np.float64)[take].reshape(np.shape(u)),
-        np.asarray(dphi, np.float64)[take].reshape(np.shape(u)),
-    )
-
-
-def _negative_slope(activation: str, leaky_slope: float) -> float | None:
-    """a for the positively homogeneous phi(u) = max(u, 0) + a min(u, 0); None otherwise."""
-    if activation not in HOMOGENEOUS:
-        return None
-    slope = HOMOGENEOUS[activation]
-    return float(leaky_slope) if slope is None else slope
-
-
-def _stacked_rules(
-    means: np.ndarray, stds: np.ndarray, kinks: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rules for N(mean_k, std_k^2), zero-padded (weight 0) into [K, n] arrays."""
-    rules = [gaussian_rule(float(m), float(s), kinks) for m, s in zip(means, stds, strict=True)]
-    n = max((len(u) for u, _ in rules), default=0)
-    u_all, w_all = np.zeros((len(rules), n)), np.zeros((len(rules), n))
-    for k, (u, w) in enumerate(rules):
-        u_all[k, : len(u)], w_all[k, : len(w)] = u, w
-    return u_all, w_all
-
-
-@dataclasses.dataclass(frozen=True)
-class Moments:
-    """Gaussian moments of phi at variance q (arrays shaped like q)."""
-
-    phi_sq: np.ndarray  # E[phi(sqrt(q) z)^2]
-    dphi_sq: np.ndarray  # E[phi'(sqrt(q) z)^2]
-    slope: np.ndarray  # d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)
-
-
-def moments(activation: str, q, *, leaky_slope: float = LEAKY_SLOPE) -> Moments:
-    """E[phi^2], E[phi'^2] and dE[phi^2]/dq at z^l ~ N(0, q), closed form where one exists."""
-    q = np.asarray(q, np.float64)
-    a = _negative_slope(activation, leaky_slope)
-    if a is not None:
-        m2 = (1 + a * a) / 2
-        return Moments(m2 * q, np.full_like(q, m2), np.full_like(q, m2))
-    flat = q.reshape(-1)
-    u, w = _stacked_rules(np.zeros_like(flat), np.sqrt(flat), KINKS.get(activation, ()))
-    phi, dphi = _evaluate(activation, leaky_slope, u)
-    std = np.sqrt(flat)[:, None]
-    z = np.divide(u, std, out=np.zeros_like(u), where=std > 0)
-    slope = np.sum(w * z * phi * dphi, axis=1) / np.where(flat > 0, np.sqrt(flat), 1.0)
-    dphi_sq = np.sum(w * dphi**2, axis=1)
-    # At q = 0 the slope is phi'(0)^2 + phi(0) phi''(0); phi'(0)^2 is exact where phi(0) = 0,
-    # the only case in which q* = 0 can be a fixed point (then sigma_w^2 phi(0)^2 = 0).
-    slope = np.where(flat > 0, slope, dphi_sq)
-    phi_sq = np.sum(w * phi**2, axis=1)
-    return Moments(phi_sq.reshape(q.shape), dphi_sq.reshape(q.shape), slope.reshape(q.shape))
-
-
-def pair_moments(
-    activation: str, q: float, c: float, *, leaky_slope: float = LEAKY_SLOPE
-) -> tuple[float, float]:
-    """(E[phi(u_1) phi(u_2)], E[phi'(u_1) phi'(u_2)]) for (u_1, u_2) ~ N(0, q [[1, c], [c, 1]]).
-
-    Closed form (arc-cosine kernels) for the homogeneous activations; otherwise the outer
-    expectation over u_1 and, for each u_1 node, the conditional one over
-    u_2 | u_1 ~ N(c u_1, q (1 - c^2)), both on `gaussian_rule`.
-    """
-    a = _negative_slope(activation, leaky_slope)
-    if a is not None:
-        theta = math.acos(min(1.0, max(-1.0, c)))
-        relu_pair = q / (2 * math.pi) * (math.sqrt(max(0.0, 1 - c * c)) + (math.pi - theta) * c)
-        step_pair = (math.pi - theta) / (2 * math.pi)
-        # phi = a u + (1 - a) relu(u); E[u_1 relu(u_2)] = q c / 2.
-        phi_pair = a * a * q * c + a * (1 - a) * q * c + (1 - a) ** 2 * relu_pair
-        dphi_pair = a * a + a * (1 - a) + (1 - a) ** 2 * step_pair
-        return phi_pair, dphi_pair
-    kinks = KINKS.get(activation, ())
-    u1, w1 = gaussian_rule(0.0, math.sqrt(q), kinks)
-    cond_std = math.sqrt(q * max(0.0, 1 - c * c))
-    u2, w2 = _stacked_rules(c * u1, np.full_like(u1, cond_std), kinks)
-    phi1, dphi1 = _evaluate(activation, leaky_slope, u1)
-    phi2, dphi2 = _evaluate(activation, leaky_slope, u2)
-    phi_pair = float(np.sum(w1 * phi1 * np.sum(w2 * phi2, axis=1)))
-    dphi_pair = float(np.sum(w1 * dphi1 * np.sum(w2 * dphi2, axis=1)))
-    return phi_pair, dphi_pair
 
 
 # --------------------------------------------------------------------------- maps
@@ -361,7 +206,7 @@ def mean_field(
     that needs two-dimensional integrals.
     """
     q_star = fixed_point_q(activation, sigma_w2, sigma_b2, q0=q0, leaky_slope=leaky_slope)
-    homogeneous = _negative_slope(activation, leaky_slope) is not None
+    homogeneous = negative_slope(activation, leaky_slope) is not None
     if math.isfinite(q_star) or homogeneous:
         at = q_star if math.isfinite(q_star) else 1.0
         m = moments(activation, at, leaky_slope=leaky_slope)
@@ -479,109 +324,3 @@ def fit_chi1(layers: np.ndarray, grad_sq_norm: np.ndarray) -> float:
         return math.nan
     slope = np.polyfit(layers[ok], logs[ok], 1)[0]
     return float(np.exp(-slope))
-
-
-# --------------------------------------------------------------------------- summary columns
-
-
-def _cell_value(summary: pd.DataFrame, column: str, default=None):
-    if column not in summary.columns:
-        return default
-    values = summary[column].dropna().unique()
-    if len(values) > 1:
-        raise ValueError(f"add_theory_columns expects one cell; column {column!r} varies")
-    return values[0] if len(values) else default
-
-
-def _input_sq_mean(summary: pd.DataFrame) -> float | None:
-    """E|x|^2 / n_0: 1 for Gaussian inputs, the mean square of fixed inputs (the sweep's JSON
-    rows), None where the column is absent or unreadable."""
-    inputs = _cell_value(summary, "inputs")
-    if inputs == "gaussian":
-        return 1.0
-    try:
-        x = np.asarray(json.loads(inputs), np.float64)
-    except (TypeError, ValueError):
-        return None
-    return float(np.mean(x * x)) if x.size else None
-
-
-def _sigma_b2(summary: pd.DataFrame) -> float | None:
-    bias_init = _cell_value(summary, "bias_init", "normal")
-    if bias_init == "zeros":
-        return 0.0
-    if bias_init == "normal":
-        return float(_cell_value(summary, "bias_scale", 0.0)) ** 2
-    return None  # a constant bias is not the mean-field model's N(0, sigma_b^2)
-
-
-def add_theory_columns(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary rows of ONE cell, with the mean-field columns added (a copy).
-
-    Columns (the same value on every row unless noted):
-      theory_q_star, theory_chi1, theory_xi_q, theory_xi_c, theory_xi_grad: `mean_field` at
-        sigma_w = scale, sigma_b = bias_scale (0 for bias_init "zeros"), iterated from q^1;
-      theory_grad_ratio (per row): the predicted E|grad P^l|^2 / E|grad P^{l+1}|^2 for the row's
-        param P (W or b) from `layer_profile`; NaN on the output layer;
-      theory_fit_chi1: `fit_chi1` of the predicted profile (the product of the W ratios), i.e.
-        what measured_chi1 should read, input transient included; it equals theory_chi1 once
-        the fit window sits at the fixed point, and stays finite where q* diverges;
-      measured_chi1: `fit_chi1` of the W rows' grad_sq_norm_mean (the mean over seeds).
-    Every column is NaN for a model other than the MLP. The theory columns are NaN unless
-    step is 0 (the init), init is "fan_in_normal", norm is "none" and the bias is
-    Gaussian or zero: mean-field theory here is for exactly that model. measured_chi1 is a
-    measurement and is filled for every cell that has grad_sq_norm_mean.
-    Depth 0 (the output layer only): q*, chi_1 and the depth scales are properties of
-    (activation, sigma_w, sigma_b), not of the depth, so they are filled as for any depth;
-    theory_grad_ratio (the output layer's, NaN at every depth) and theory_fit_chi1 (fewer than 3
-    layers, NaN already below depth 2) are NaN.
-
-    The ratios are per example: with batch > 1 the batch-mean gradient also has cross-example
-    terms (h_a . h_b)(delta_a . delta_b), which the prediction leaves out. They change the
-    measured ratios where examples stay correlated through the backward pass, e.g. by ~11 %
-    per layer for exploding ReLU at batch 4 (measured 0.89 against 1.00; 1.00 at batch 1).
-    """
-    out = summary.copy()
-    for column in THEORY_COLUMNS:
-        out[column] = math.nan
-    if out.empty or not capabilities(_cell_value(out, "model", "mlp")).mean_field:
-        return out
-    if "grad_sq_norm_mean" in out.columns:
-        weights = out[out["param"] == "W"]
-        out["measured_chi1"] = fit_chi1(
-            weights["layer"].to_numpy(), weights["grad_sq_norm_mean"].to_numpy()
-        )
-    sigma_b2 = _sigma_b2(out)
-    if (
-        _cell_value(out, "step", 0) not in (0, None)  # theory is of the init, not after training
-        or _cell_value(out, "init") != "fan_in_normal"
-        or _cell_value(out, "norm", "none") != "none"
-        or sigma_b2 is None
-    ):
-        return out
-    activation = str(_cell_value(out, "activation"))
-    leaky_slope = float(_cell_value(out, "leaky_slope", LEAKY_SLOPE))
-    sigma_w2 = float(_cell_value(out, "scale")) ** 2
-    depth, width = int(_cell_value(out, "depth")), int(_cell_value(out, "width"))
-    sizes = (int(_cell_value(out, "in_dim")), *([width] * depth), int(_cell_value(out, "out_dim")))
-    input_sq_mean = _input_sq_mean(out)
-    q1 = sigma_w2 * (1.0 if input_sq_mean is None else input_sq_mean) + sigma_b2
-    mf = mean_field(activation, sigma_w2, sigma_b2, q0=q1, leaky_slope=leaky_slope)
-    out["theory_q_star"] = mf.q_star
-    out["theory_chi1"] = mf.chi1
-    out["theory_xi_q"] = mf.xi_q
-    out["theory_xi_c"] = mf.xi_c
-    out["theory_xi_grad"] = mf.xi_grad
-    profile = layer_profile(
-        activation, sigma_w2, sigma_b2, sizes, input_sq_mean=input_sq_mean, leaky_slope=leaky_slope
-    )
-    index = out["layer"].to_numpy(np.int64) - 1
-    valid = (index >= 0) & (index < len(sizes) - 1)
-    ratio = np.full(len(out), math.nan)
-    is_w = out["param"].to_numpy() == "W"
-    ratio[valid & is_w] = profile.weight_ratio[index[valid & is_w]]
-    ratio[valid & ~is_w] = profile.bias_ratio[index[valid & ~is_w]]
-    out["theory_grad_ratio"] = ratio
-    layers = np.arange(1, len(sizes))
-    out["theory_fit_chi1"] = fit_chi1(layers, predicted_profile(profile.weight_ratio))
-    return out

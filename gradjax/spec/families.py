@@ -47,7 +47,7 @@ class Capabilities:
     # (delta_sq_norm), dead-unit zeros told from underflow by a boolean replay
     # (grad_frac_underflow, the structural_zeros option)
     layered_probe: bool = False
-    # the mean-field theory columns of `gradjax.nn.theory` describe it
+    # the mean-field theory columns of `gradjax.nn.theory_columns` describe it
     mean_field: bool = False
 
 
