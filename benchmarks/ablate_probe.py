@@ -46,6 +46,7 @@ import numpy as np
 
 import gradjax
 from gradjax.bench import measure as bench
+from gradjax.bench.workloads import WORKLOADS, Part, flops_per_init
 from gradjax.nn import data, keys
 from gradjax.probe.mlp_probe import make_points, pad_points
 from gradjax.probe.programs import chunk_function
@@ -62,7 +63,7 @@ def hashed_params(seed, sizes):
     return params
 
 
-def ablations(part: bench.Part, root_seed: int):
+def ablations(part: Part, root_seed: int):
     """name -> fn(seeds[C]) for the part's spec at its first point."""
     spec = part.spec
     scale, bias_scale = part.scales[0], part.bias_scales[0]
@@ -128,7 +129,7 @@ def time_rows(fns, n_inits: int, chunk: int, reps: int) -> dict[str, tuple[float
     return out
 
 
-def cost_per_init(part: bench.Part, points, chunk: int) -> dict[str, float]:
+def cost_per_init(part: Part, points, chunk: int) -> dict[str, float]:
     compiled = chunk_function(part.spec).lower(
         np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), *points
     ).compile()
@@ -137,7 +138,7 @@ def cost_per_init(part: bench.Part, points, chunk: int) -> dict[str, float]:
         cost = cost[0]
     return {
         "XLA flops": cost.get("flops", float("nan")) / chunk,
-        "useful flops (6*batch*sum fan_in*fan_out)": bench.flops_per_init(part.spec),
+        "useful flops (6*batch*sum fan_in*fan_out)": flops_per_init(part.spec),
         "transcendentals": cost.get("transcendentals", float("nan")) / chunk,
         "bytes accessed": cost.get("bytes accessed", float("nan")) / chunk,
         "temp bytes": mem.temp_size_in_bytes / chunk if mem is not None else float("nan"),
@@ -156,7 +157,7 @@ def _group(instruction: str, op_name: str | None) -> str:
     return re.sub(r"\d+", "#", "/".join(op_name.split("/")[-2:]))
 
 
-def profile(part: bench.Part, points, n_inits: int, chunk: int, top: int = 14) -> None:
+def profile(part: Part, points, n_inits: int, chunk: int, top: int = 14) -> None:
     """Run the full probe under the JAX profiler; print thunk time by source operation."""
     fn = chunk_function(part.spec)
     valid = np.ones(chunk, bool)
@@ -209,7 +210,7 @@ def rng_throughput(n_keys: int = 16, n: int = 163_968, reps: int = 5) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="M", choices=tuple(bench.WORKLOADS))
+    parser.add_argument("--workload", default="M", choices=tuple(WORKLOADS))
     parser.add_argument("--chunk", type=int, help="seeds per call (default: the workload's)")
     parser.add_argument("--inits", type=int, help="inits per timed run (default: 4 chunks)")
     parser.add_argument("--reps", type=int, default=3)
@@ -221,7 +222,7 @@ def main() -> None:
     if args.rng:
         rng_throughput()
         return
-    w = bench.WORKLOADS[args.workload]
+    w = WORKLOADS[args.workload]
     chunk = args.chunk or w.chunk
     n_inits = args.inits or 4 * chunk
     part = w.parts[0]
@@ -231,7 +232,7 @@ def main() -> None:
     fns, points = ablations(part, w.root_seed)
     rows = time_rows(fns, n_inits, chunk, args.reps)
     full = rows["probe"][1]
-    flops = bench.flops_per_init(part.spec)
+    flops = flops_per_init(part.spec)
     print(f"\n{'piece':20s} {'inits/s':>12s} {'% of peak':>10s} {'time vs probe':>14s}")
     for name, (_, rate) in rows.items():
         pct = 100 * rate * flops / 1e9 / peak["matmul_gflops"]
