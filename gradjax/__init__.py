@@ -13,7 +13,9 @@ from gradjax.nn import xla
 
 xla.pin_reductions()
 
-from gradjax.results.storage import ResultsError, load, stats_frame  # noqa: E402
+from gradjax.results.layout import ResultsError  # noqa: E402
+from gradjax.results.reading import load  # noqa: E402
+from gradjax.results.schema import stats_frame  # noqa: E402
 from gradjax.spec import (  # noqa: E402
     ACTIVATIONS,
     BIAS_INITS,

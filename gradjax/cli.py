@@ -6,7 +6,7 @@
   gradjax validate SWEEP.toml [--max-memory 2GB] [--estimate]
   gradjax summary DIR [--by activation,scale] [--layer L] [--where OPTION=VALUE] [--pool]
   gradjax findings DIR
-  gradjax bench ... / gradjax report ...   (options from `gradjax.bench.measure` /
+  gradjax bench ... / gradjax report ...   (options from `gradjax.bench.command` /
   `gradjax.analysis.report`)
 
 Exit status: 0 on success, 2 for a bad sweep file, command line or results folder (one
@@ -27,17 +27,17 @@ from pathlib import Path
 
 from gradjax.analysis.findings import findings_text
 from gradjax.analysis.summary_table import summary_text
-from gradjax.results import storage
+from gradjax.results import files, layout, reading, results_folder
 from gradjax.results.remote import is_remote, output_folder, pull, push
 from gradjax.run.preflight import check_sweep
 from gradjax.spec import OPTION_TABLE
 from gradjax.sweep import MAX_SEEDS, SweepError, budget, load_sweep
 
 EXTERNAL: dict[str, tuple[str, str]] = {
-    "bench": ("gradjax.bench.measure", "time gradjax against the baselines"),
+    "bench": ("gradjax.bench.command", "time gradjax against the baselines"),
     "report": ("gradjax.analysis.report", "plots and mean-field comparison of a results folder"),
 }
-RESULTS = storage.RESULTS
+RESULTS = layout.RESULTS
 
 
 def _error(message: str) -> int:
@@ -92,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sweep = sweep.with_seeds(args.seeds)
     try:
         out = output_folder(args.out, RESULTS, sweep.name)
-    except storage.ResultsError as err:
+    except layout.ResultsError as err:
         return _error(str(err))
     from gradjax.run import executables  # the compute stack (JAX) only for commands that compute
 
@@ -109,7 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SweepError as err:
         print(err.line(), file=sys.stderr)
         return 2
-    except storage.ResultsError as err:
+    except layout.ResultsError as err:
         return _error(str(err))
     except OSError as err:  # a full disk, a read-only folder: nothing finished is harmed
         where = f": {err.filename}" if getattr(err, "filename", None) else ""
@@ -199,7 +199,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     try:
         stats = [c.strip() for c in args.stat.split(",") if c.strip()] if args.stat else None
-        print(summary_text(storage.load(args.dir, "summary"), by, args.layer, stats,
+        print(summary_text(reading.load(args.dir, "summary"), by, args.layer, stats,
                            pool=args.pool, where=args.where or ()))
     except (FileNotFoundError, ValueError) as err:
         return _error(str(err))
@@ -223,7 +223,7 @@ def options_help() -> str:
 
 
 def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentParser:
-    """The parser; `external` is the imported `gradjax.bench.measure` or `gradjax.analysis.report`
+    """The parser; `external` is the imported `gradjax.bench.command` or `gradjax.analysis.report`
     module when that subcommand was chosen (the others get a placeholder parser)."""
     parser = argparse.ArgumentParser(
         prog="gradjax", description="Gradient statistics over thousands of random inits.")
@@ -241,14 +241,14 @@ def build_parser(external: types.ModuleType | None = None) -> argparse.ArgumentP
     run.add_argument("--overwrite", action="store_true", help="discard earlier results")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     run.add_argument("--no-cache", action="store_true",
-                     help=f"do not use the persistent compile cache ({storage.user_cache_dir()})")
+                     help=f"do not use the persistent compile cache ({files.user_cache_dir()})")
     scale = run.add_argument_group("beyond one process (docs/scale-out.md)")
     scale.add_argument("--shard", type=_shard, default=(1, 1), metavar="I/N",
                        help="compute only the I-th of N fixed shares of the work (a job array's "
                             "task); the last shard to finish completes the folder")
     scale.add_argument("--seed-block", type=_positive, metavar="N",
                        help="seeds per block of a new folder: the finest share of one cell "
-                            f"(default {storage.SEED_BLOCK})")
+                            f"(default {results_folder.SEED_BLOCK})")
     scale.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="ray: send the work as Ray tasks (the optional ray extra)")
     scale.add_argument("--address", help="the Ray cluster to join (default: a running one, "

@@ -16,7 +16,9 @@ import pytest
 
 import gradjax
 from gradjax.bench import measure as bench
-from gradjax.bench import peers as baselines
+from gradjax.bench import numpy_peer, torch_peer
+from gradjax.bench.record import format_table, make_record
+from gradjax.bench.workloads import Part, Workload
 from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -57,7 +59,7 @@ def test_grad_stats_np_matches_gradjax_per_init(net):
     sizes, act, out_act, batch, scale, bias_scale = net
     params, x, y = _draw(sizes, batch, scale, bias_scale, seed=len(sizes) + batch)
     want = grad_stats(params, x, y, activation=act, output_activation=out_act)
-    got = baselines.grad_stats_np(
+    got = numpy_peer.grad_stats_np(
         _to_numpy(params), np.asarray(x), np.asarray(y), activation=act,
         output_activation=out_act,
     )
@@ -74,7 +76,7 @@ def test_grad_stats_np_vectorized_over_inits_matches_each_init(net):
     ]
     x = np.stack([np.asarray(d[1]) for d in draws])
     y = np.stack([np.asarray(d[2]) for d in draws])
-    got = baselines.grad_stats_np(stacked, x, y, activation=act, output_activation=out_act)
+    got = numpy_peer.grad_stats_np(stacked, x, y, activation=act, output_activation=out_act)
     for i, (params, xi, yi) in enumerate(draws):
         want = grad_stats(params, xi, yi, activation=act, output_activation=out_act)
         _assert_stats_close({k: v[i] for k, v in got.items()}, want)
@@ -82,7 +84,7 @@ def test_grad_stats_np_vectorized_over_inits_matches_each_init(net):
 
 def test_structural_zeros_off_gives_nan_underflow():
     params, x, y = _draw((3, 6, 6, 2), 2, 1.0, 1.0, seed=0)
-    got = baselines.grad_stats_np(
+    got = numpy_peer.grad_stats_np(
         _to_numpy(params), np.asarray(x), np.asarray(y), activation="relu",
         structural_zeros=False,
     )
@@ -97,7 +99,7 @@ def test_dead_relu_units_are_structural_zeros_not_underflow():
         {"W": np.array([[1.0], [1.0], [0.0]], np.float32), "b": np.zeros(1, np.float32)},
     ]
     x, y = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
-    got = baselines.grad_stats_np(params, x, y, activation="relu")
+    got = numpy_peer.grad_stats_np(params, x, y, activation="relu")
     want = grad_stats(
         [{k: jax.numpy.asarray(v) for k, v in layer.items()} for layer in params], x, y,
         activation="relu",
@@ -118,7 +120,7 @@ GAUSSIAN_SPEC = ProbeSpec(
 
 def test_loop_yields_per_init_stats_with_a_points_axis():
     xs, ys = [[[0.5, 0.7]], [[0.5, 0.7]]], [[[1.0]], [[0.0]]]
-    loop = list(baselines.numpy_loop(SEED_SPEC, 3, [1.0, 2.0], [1.0, 0.5], xs, ys))
+    loop = list(numpy_peer.numpy_loop(SEED_SPEC, 3, [1.0, 2.0], [1.0, 0.5], xs, ys))
     assert len(loop) == 3
     for stats in loop:
         assert set(stats) == set(KEYS)
@@ -129,29 +131,29 @@ def test_loop_yields_per_init_stats_with_a_points_axis():
 
 
 def test_vec_yields_chunks_laid_out_like_run_seeds():
-    chunks = list(baselines.numpy_vec(GAUSSIAN_SPEC, 5, [1.0], [0.0], chunk=2))
+    chunks = list(numpy_peer.numpy_vec(GAUSSIAN_SPEC, 5, [1.0], [0.0], chunk=2))
     assert [c["loss_value"].shape for c in chunks] == [(2, 1), (2, 1), (1, 1)]
     assert chunks[0]["grad_unit_cos_sq"].shape == (2, 1, 3, 2)
     assert np.isnan(chunks[0]["grad_unit_cos_sq"][..., 1]).all()  # biases have no unit cosine
 
 
 def test_points_reuse_the_same_draws():
-    (stats,) = baselines.numpy_loop(GAUSSIAN_SPEC, 1, [1.0, 2.0], [0.0, 0.0], seed=3)
+    (stats,) = numpy_peer.numpy_loop(GAUSSIAN_SPEC, 1, [1.0, 2.0], [0.0, 0.0], seed=3)
     # Linear in the output layer's weights: doubling every W with zero biases scales the
     # pre-activations of layer 1 by 2, so its variance by 4, on the same draws.
     np.testing.assert_allclose(stats["preact_var"][1, 0], 4 * stats["preact_var"][0, 0], rtol=1e-5)
 
 
 def test_vec_bytes_per_init_grows_with_the_network():
-    small = baselines.vec_bytes_per_init(SEED_SPEC)
-    assert 0 < small < baselines.vec_bytes_per_init(GAUSSIAN_SPEC)
-    assert baselines.vec_bytes_per_init(SEED_SPEC, points=2) > small
+    small = numpy_peer.vec_bytes_per_init(SEED_SPEC)
+    assert 0 < small < numpy_peer.vec_bytes_per_init(GAUSSIAN_SPEC)
+    assert numpy_peer.vec_bytes_per_init(SEED_SPEC, points=2) > small
 
 
 def test_unsupported_network_is_refused():
     spec = ProbeSpec(sizes=(2, 3, 1), activation="gelu", inputs="fixed", targets="fixed")
     with pytest.raises(ValueError, match="activation"):
-        list(baselines.numpy_vec(spec, 1, [1.0], [1.0], [[0.0, 0.0]], [[0.0]]))
+        list(numpy_peer.numpy_vec(spec, 1, [1.0], [1.0], [[0.0, 0.0]], [[0.0]]))
 
 
 # ----------------------------------------------------------------------------- torch_func
@@ -172,7 +174,7 @@ TORCH_CASES = [
 
 
 def _missing_torch_is_reported(call):
-    with pytest.raises(ImportError, match=re.escape(baselines.TORCH_MISSING)):
+    with pytest.raises(ImportError, match=re.escape(torch_peer.TORCH_MISSING)):
         call()
 
 
@@ -183,10 +185,10 @@ def test_torch_func_matches_numpy_vec_on_the_same_draws(case):
     spec, scales, bias_scales, xs, ys = case
     args = (spec, 5, scales, bias_scales, xs, ys)
     if not HAVE_TORCH:
-        _missing_torch_is_reported(lambda: list(baselines.torch_func(*args, chunk=2)))
+        _missing_torch_is_reported(lambda: list(torch_peer.torch_func(*args, chunk=2)))
         return
-    got = list(baselines.torch_func(*args, chunk=2, seed=7))
-    want = list(baselines.numpy_vec(*args, chunk=2, seed=7))
+    got = list(torch_peer.torch_func(*args, chunk=2, seed=7))
+    want = list(numpy_peer.numpy_vec(*args, chunk=2, seed=7))
     assert len(got) == len(want) == 3
     for g, w in zip(got, want, strict=True):
         _assert_stats_close(g, w)  # the tolerance of the numpy peers against gradjax
@@ -201,7 +203,7 @@ def test_grad_stats_torch_matches_gradjax(net):
     one = [{k: v[None] for k, v in layer.items()} for layer in _to_numpy(params)]
 
     def run():
-        return baselines.grad_stats_torch(one, np.asarray(x), np.asarray(y), activation=act,
+        return torch_peer.grad_stats_torch(one, np.asarray(x), np.asarray(y), activation=act,
                                           output_activation=out_act)
 
     if not HAVE_TORCH:
@@ -214,14 +216,14 @@ def test_grad_stats_torch_matches_gradjax(net):
 
 def test_bench_lists_torch_func_as_not_measured_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without it
-    workload = bench.Workload(
-        "T", "tiny", (bench.Part(GAUSSIAN_SPEC),), n_inits=2, chunk=2, loop_inits=1
+    workload = Workload(
+        "T", "tiny", (Part(GAUSSIAN_SPEC),), n_inits=2, chunk=2, loop_inits=1
     )
     fields = bench.run_job(bench.Job("torch_func", workload, reps=1))
     assert fields == {"error": "torch is not installed (pip install 'gradjax[torch]')"}
-    record = bench.make_record(workload, "torch_func", fields, {}, {}, None)
+    record = make_record(workload, "torch_func", fields, {}, {}, None)
     assert record["inits_per_s"] is None
-    table = bench.format_table([record], {"error": "skipped"})
+    table = format_table([record], {"error": "skipped"})
     assert ("T torch_func: not measured: torch is not installed (pip install 'gradjax[torch]')"
             in table.splitlines())
     assert "torch_func" in bench.IMPLS  # so the default `--impl` (all) lists it

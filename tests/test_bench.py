@@ -4,14 +4,25 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 
 import jax
 import jax.numpy as jnp
 import pandas as pd
 import pytest
 
+from gradjax.bench import command
 from gradjax.bench import measure as bench
-from gradjax.bench import peers as baselines
+from gradjax.bench.record import RECORD_KEYS, make_record
+from gradjax.bench.torch_peer import TORCH_MISSING
+from gradjax.bench.workloads import (
+    WORKLOADS,
+    Part,
+    Workload,
+    draws_per_seed,
+    flops_per_init,
+    sweep_workload,
+)
 from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.sweep import budget
 
@@ -21,28 +32,28 @@ TINY_SPEC = ProbeSpec(
     sizes=(3, 4, 2), activation="tanh", init="fan_in_normal", bias_init="zeros", batch=2,
     inputs="gaussian", targets="gaussian",
 )
-TINY = bench.Workload(
-    "T", "tiny", (bench.Part(TINY_SPEC, scales=(1.0, 2.0), bias_scales=(0.0, 0.0)),),
+TINY = Workload(
+    "T", "tiny", (Part(TINY_SPEC, scales=(1.0, 2.0), bias_scales=(0.0, 0.0)),),
     n_inits=8, chunk=4, loop_inits=2,
 )
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def test_flops_formula_matches_a_hand_count():
-    assert bench.flops_per_init(TINY_SPEC) == 6 * 2 * (3 * 4 + 4 * 2)
-    m = bench.WORKLOADS["M"].parts[0].spec
-    assert bench.flops_per_init(m) == 6 * 64 * (10 * 128 * 128 + 128 * 1)
+    assert flops_per_init(TINY_SPEC) == 6 * 2 * (3 * 4 + 4 * 2)
+    m = WORKLOADS["M"].parts[0].spec
+    assert flops_per_init(m) == 6 * 64 * (10 * 128 * 128 + 128 * 1)
     assert TINY.inits == 16  # 8 seeds x 2 points
     assert TINY.flops == 8 * 2 * 240
 
 
 def test_builtin_workloads_are_the_issue_s():
-    s, m, big = (bench.WORKLOADS[k] for k in "SML")
+    s, m, big = (WORKLOADS[k] for k in "SML")
     assert s.parts[0].spec.sizes == (2, 3, 1) and s.n_inits == 100_000
     assert m.parts[0].spec.sizes == (128, *[128] * 10, 1) and m.n_inits == 1024
     assert m.parts[0].spec.batch == 64 and m.parts[0].spec.activation == "tanh"
@@ -72,10 +83,10 @@ def test_compile_log_counts_a_fresh_compile():
 @pytest.mark.parametrize("impl", bench.IMPLS)
 def test_each_impl_measures_the_tiny_workload(impl):
     fields = bench.run_job(bench.Job(impl, TINY, reps=2))
-    record = bench.make_record(TINY, impl, fields, {"matmul_gflops": 100.0}, {}, None)
-    assert set(bench.RECORD_KEYS) <= set(record)
+    record = make_record(TINY, impl, fields, {"matmul_gflops": 100.0}, {}, None)
+    assert set(RECORD_KEYS) <= set(record)
     if impl == "torch_func" and not HAVE_TORCH:
-        assert record["error"] == baselines.TORCH_MISSING and record["inits_per_s"] is None
+        assert record["error"] == TORCH_MISSING and record["inits_per_s"] is None
         return
     assert record["error"] is None
     assert record["inits_per_s_min"] <= record["inits_per_s"] <= record["inits_per_s_max"]
@@ -98,7 +109,7 @@ def test_each_impl_measures_the_tiny_workload(impl):
 def test_torch_func_runs_with_the_thread_setting():
     job = bench.Job("torch_func", TINY, reps=1, blas_threads=1)
     if not HAVE_TORCH:
-        assert bench.run_job(job) == {"error": baselines.TORCH_MISSING}
+        assert bench.run_job(job) == {"error": TORCH_MISSING}
         return
     import torch
 
@@ -110,15 +121,15 @@ def test_torch_func_runs_with_the_thread_setting():
 
 def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
     fields = bench.run_job(bench.Job("gradjax", TINY, reps=1, max_memory=1))
-    record = bench.make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
+    record = make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
     assert record["chunk"] == MIN_AXIS * jax.device_count()  # the smallest chunk run plans
     assert record["within_memory"] is False
     assert record["pct_of_peak"] is None  # no peak measured
 
 
 def test_isolated_job_reports_its_own_error():
-    unsupported = bench.Workload(
-        "U", "gelu", (bench.Part(ProbeSpec(sizes=(2, 1), activation="gelu", inputs="gaussian",
+    unsupported = Workload(
+        "U", "gelu", (Part(ProbeSpec(sizes=(2, 1), activation="gelu", inputs="gaussian",
                                            targets="gaussian")),),
         n_inits=2, chunk=2, loop_inits=1,
     )
@@ -136,12 +147,12 @@ def test_isolated_numpy_peer_gets_the_blas_thread_setting(monkeypatch):
 
 
 def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(bench.WORKLOADS, "T", TINY)
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    monkeypatch.setitem(WORKLOADS, "T", TINY)
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 0.0, 0.0))
     out = tmp_path / "bench.json"
     args = _parse(["--workload", "T", "--reps", "1", "--matmul-n", "64", "--in-process",
                    "--json", str(out)])
-    assert bench.main(args) == 0
+    assert command.main(args) == 0
     captured = capsys.readouterr()
     table = captured.out
     assert "machine is busy" in captured.err
@@ -154,8 +165,8 @@ def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch
         assert r["torch_version"] == (importlib.metadata.version("torch") if HAVE_TORCH
                                       else None)
         if r["impl"] not in measured:  # torch_func without torch: listed under the table
-            assert r["error"] == baselines.TORCH_MISSING and r["inits_per_s"] is None
-            assert f"T torch_func: not measured: {baselines.TORCH_MISSING}" in table
+            assert r["error"] == TORCH_MISSING and r["inits_per_s"] is None
+            assert f"T torch_func: not measured: {TORCH_MISSING}" in table
             continue
         assert isinstance(r["workload"], str) and isinstance(r["inits_per_s"], float)
         for key in ("inits_per_s_min", "inits_per_s_max", "compile_s", "peak_rss_mb", "gflops",
@@ -167,10 +178,10 @@ def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch
 
 
 def test_main_refuses_bad_combinations(capsys):
-    assert bench.main(_parse(["--impl", "gradjax,tensorflow"])) == 2
+    assert command.main(_parse(["--impl", "gradjax,tensorflow"])) == 2
     assert "tensorflow" in capsys.readouterr().err
-    assert bench.main(_parse(["--workload", "none"])) == 2
-    assert bench.main(_parse(["--in-process", "--blas-threads", "1"])) == 2
+    assert command.main(_parse(["--workload", "none"])) == 2
+    assert command.main(_parse(["--in-process", "--blas-threads", "1"])) == 2
     assert "--blas-threads" in capsys.readouterr().err
 
 
@@ -182,27 +193,27 @@ def test_sweep_file_becomes_a_workload_with_one_part_per_bucket(tmp_path):
         '[defaults]\nin_dim = 2\nwidth = 3\ndepth = 1\nout_dim = 1\nactivation = "tanh"\n'
         '[grid]\nscale = [0.5, 1.0]\nwidth = [3, 5]\n'
     )
-    w = bench.sweep_workload(path)
+    w = sweep_workload(path)
     assert w.name == "tiny" and w.n_inits == 6
     assert [p.n_points for p in w.parts] == [2, 2]
     assert w.inits == 6 * 4
-    assert w.flops == 6 * 2 * sum(bench.flops_per_init(p.spec) for p in w.parts)
+    assert w.flops == 6 * 2 * sum(flops_per_init(p.spec) for p in w.parts)
     fields = bench.run_job(bench.Job("numpy_vec", w, reps=1))
     assert fields["inits_per_s"] > 0
 
 
 def test_the_roofline_counts_every_point_s_flops_and_each_seed_s_draws_once():
     # 3*4 + 4*2 weights, 2 x 3 inputs, 2 x 2 targets; zero biases are not drawn
-    assert bench.draws_per_seed(TINY_SPEC) == 20 + 6 + 4
+    assert draws_per_seed(TINY_SPEC) == 20 + 6 + 4
     normal_bias = ProbeSpec(**{**vars(TINY_SPEC), "bias_init": "normal"})
-    assert bench.draws_per_seed(normal_bias) == 30 + 4 + 2
+    assert draws_per_seed(normal_bias) == 30 + 4 + 2
     assert TINY.normals == 8 * 30 and TINY.points == 2
     peak, rate = 100.0, 1e8
     seconds = 8 * 2 * 240 / (peak * 1e9) + 8 * 30 / rate
     assert TINY.bound(peak, rate) == pytest.approx(16 / seconds)
     fields = {"inits_per_s": 1000.0, "inits_per_s_min": 900.0, "inits_per_s_max": 1100.0,
               "extrapolated": False, "peak_rss_mb": 1.0, "compile_s": 0.0, "cpu_wall": 1.0}
-    record = bench.make_record(TINY, "numpy_vec", fields,
+    record = make_record(TINY, "numpy_vec", fields,
                                {"matmul_gflops": peak, "draw_rate": rate}, {}, None)
     assert record["points"] == 2 and record["normals_per_init"] == 15
     assert record["bound_inits_per_s"] == pytest.approx(16 / seconds)
@@ -211,13 +222,13 @@ def test_the_roofline_counts_every_point_s_flops_and_each_seed_s_draws_once():
 
 def test_grid_workloads_are_m_and_l_at_sixteen_points_per_draw():
     for name in ("M", "L"):
-        base, grid = bench.WORKLOADS[name], bench.WORKLOADS[f"{name}-grid"]
+        base, grid = WORKLOADS[name], WORKLOADS[f"{name}-grid"]
         assert grid.parts[0].spec == base.parts[0].spec and grid.points == 16
         assert len(set(grid.parts[0].scales)) == 16
-        assert grid.flops == grid.n_inits * 16 * bench.flops_per_init(base.parts[0].spec)
-        assert grid.normals == grid.n_inits * bench.draws_per_seed(base.parts[0].spec)
-    assert "points = " not in bench.WORKLOADS["M-grid"].sweep_text()  # cells are cases
-    assert bench.WORKLOADS["M-grid"].sweep_text().count("[[cases]]") == 15
+        assert grid.flops == grid.n_inits * 16 * flops_per_init(base.parts[0].spec)
+        assert grid.normals == grid.n_inits * draws_per_seed(base.parts[0].spec)
+    assert "points = " not in WORKLOADS["M-grid"].sweep_text()  # cells are cases
+    assert WORKLOADS["M-grid"].sweep_text().count("[[cases]]") == 15
 
 
 def test_the_draw_rate_is_measured_on_gradjax_s_generator():

@@ -281,7 +281,7 @@ def test_a_missing_optional_dependency_fails_only_its_subcommand(monkeypatch, ca
     real = cli.importlib.import_module
 
     def import_module(name, *args):
-        if name == "gradjax.bench.measure":
+        if name == "gradjax.bench.command":
             raise ModuleNotFoundError("No module named 'psutil'")
         return real(name, *args)
 
@@ -301,7 +301,7 @@ def test_module_entry_point_and_lazy_imports(tmp_path):
         assert command in result.stdout
     code = ("import sys; from gradjax.cli import main; "
             f"rc = main(['validate', {str(SEED_SWEEP)!r}]); "
-            "print(rc, [m for m in ('gradjax.bench.measure', 'gradjax.analysis.report', "
+            "print(rc, [m for m in ('gradjax.bench.command', 'gradjax.analysis.report', "
             "'matplotlib') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -14,7 +14,7 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax.nn import keys
 from gradjax.probe import programs
-from gradjax.results import storage
+from gradjax.results import layout, reading
 from gradjax.run import engine, plan, progress
 from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
 from gradjax.sweep import SweepError, budget, parse_sweep
@@ -41,9 +41,9 @@ def reference(tmp_path_factory):
 def test_per_seed_numbers_do_not_depend_on_chunk_size(reference, tmp_path):
     out, report = run(tmp_path, "chunk2", chunk=2)
     assert {u["chunk"] for u in report.units} == {2}
-    a, b = storage.load(reference[0], "per_seed"), storage.load(out, "per_seed")
+    a, b = reading.load(reference[0], "per_seed"), reading.load(out, "per_seed")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    sa, sb = storage.load(reference[0]), storage.load(out)
+    sa, sb = reading.load(reference[0]), reading.load(out)
     exact = [c for c in sa.columns if c != "grad_var_across_seeds"]
     pd.testing.assert_frame_equal(sa[exact], sb[exact], check_exact=True)
     np.testing.assert_allclose(sa["grad_var_across_seeds"], sb["grad_var_across_seeds"],
@@ -54,10 +54,10 @@ def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
     assert jax.device_count() == 2  # tests/conftest.py
     out, report = run(tmp_path, "two", chunk=6, devices=2)
     assert report.units[0]["chunk"] == 6
-    pd.testing.assert_frame_equal(storage.load(reference[0], "per_seed"),
-                                  storage.load(out, "per_seed"), check_exact=True)
-    np.testing.assert_allclose(storage.load(reference[0])["grad_var_across_seeds"],
-                               storage.load(out)["grad_var_across_seeds"], rtol=1e-6)
+    pd.testing.assert_frame_equal(reading.load(reference[0], "per_seed"),
+                                  reading.load(out, "per_seed"), check_exact=True)
+    np.testing.assert_allclose(reading.load(reference[0])["grad_var_across_seeds"],
+                               reading.load(out)["grad_var_across_seeds"], rtol=1e-6)
 
 
 def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path):
@@ -65,20 +65,20 @@ def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path)
     # one cell per unit, each padded to 2 points (an axis of 1 would change the numbers)
     assert [u["cells"] for u in report.units] == [[0], [1], [2]]
     assert {(u["chunk"], u["points"]) for u in report.units} == {(2, 2)}
-    pd.testing.assert_frame_equal(storage.load(reference[0], "per_seed"),
-                                  storage.load(out, "per_seed"), check_exact=True)
+    pd.testing.assert_frame_equal(reading.load(reference[0], "per_seed"),
+                                  reading.load(out, "per_seed"), check_exact=True)
 
 
 def test_adding_an_axis_value_changes_no_existing_cell(reference, tmp_path):
     more = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.25, 0.5, 1.0, 2.0]}})
     out, _ = run(tmp_path, "more", text=more, chunk=6)
-    old, new = storage.load(reference[0], "per_seed"), storage.load(out, "per_seed")
+    old, new = reading.load(reference[0], "per_seed"), reading.load(out, "per_seed")
     new = new[new["scale"] != 0.25].drop(columns="cell").reset_index(drop=True)
     pd.testing.assert_frame_equal(old.drop(columns="cell"), new, check_exact=True)
 
 
 def test_summary_columns_match_numpy_on_the_per_seed_table(reference):
-    per_seed, summary = storage.load(reference[0], "per_seed"), storage.load(reference[0])
+    per_seed, summary = reading.load(reference[0], "per_seed"), reading.load(reference[0])
     assert (summary["seeds"] == SEEDS).all()
     for (cell, layer, param), rows in per_seed.groupby(["cell", "layer", "param"]):
         row = summary[(summary["cell"] == cell) & (summary["layer"] == layer)
@@ -102,7 +102,7 @@ def test_summary_columns_match_numpy_on_the_per_seed_table(reference):
 
 
 def test_grad_var_across_seeds_matches_numpy_over_jax_grad(reference):
-    summary = storage.load(reference[0])
+    summary = reading.load(reference[0])
     grad = jax.jit(gradjax.loss_and_grads, static_argnames=("activation",))
     for scale in (0.5, 1.0, 2.0):
         grads = []
@@ -130,19 +130,19 @@ def test_a_rerun_skips_finished_cells(reference):
 def test_another_sweep_is_refused_and_overwrite_starts_over(reference, tmp_path):
     out, _ = run(tmp_path, "x", chunk=6)
     other = parse_sweep(tiny_sweep_text(**SWEEP | {"root_seed": 8}), "other.toml")
-    with pytest.raises(storage.ResultsError, match="different sweep.*--overwrite"):
+    with pytest.raises(layout.ResultsError, match="different sweep.*--overwrite"):
         engine.execute_sweep(other, out, quiet=True, devices=1, chunk=6)
     assert (out / "sweep.toml").read_text() == TEXT
     report = engine.execute_sweep(other, out, quiet=True, devices=1, chunk=6, overwrite=True)
     assert report.cells == 3 and (out / "sweep.toml").read_text() == other.text
-    assert not storage.load(out, "per_seed").equals(storage.load(reference[0], "per_seed"))
-    with pytest.raises(storage.ResultsError, match="different sweep"):
+    assert not reading.load(out, "per_seed").equals(reading.load(reference[0], "per_seed"))
+    with pytest.raises(layout.ResultsError, match="different sweep"):
         engine.execute_sweep(parse_sweep(TEXT, "tiny.toml").with_seeds(5), out, quiet=True)
 
 
 def test_a_folder_that_is_not_a_results_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(storage.ResultsError, match="not a gradjax results folder"):
+    with pytest.raises(layout.ResultsError, match="not a gradjax results folder"):
         engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path, quiet=True, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
@@ -227,7 +227,7 @@ def test_overflowing_cells_give_inf_and_nan_without_warnings(tmp_path):
     # same program as `reference`
     huge = tiny_sweep_text(**SWEEP | {"grid": {"scale": [1.0, 1e20, 1e30]}})
     out, _ = run(tmp_path, "huge", text=huge, chunk=6)
-    per_seed, summary = storage.load(out, "per_seed"), storage.load(out)
+    per_seed, summary = reading.load(out, "per_seed"), reading.load(out)
     blown = per_seed[per_seed["scale"] == 1e30]
     assert np.isinf(blown["loss_value"]).any()  # (inits with every ReLU dead stay finite)
     assert (blown["grad_nonfinite"] > 0).any()
@@ -262,7 +262,7 @@ def test_a_float64_sweep_computes_in_float64_and_leaves_x64_off(tmp_path):
     text = tiny_sweep_text(**SWEEP | {"defaults": {"dtype": "float64"}})
     out, _ = run(tmp_path, "f64", text=text, chunk=6)
     assert not jax.config.jax_enable_x64
-    row = storage.load(out, "per_seed", seed=0, scale=0.5, layer=1, param="W").iloc[0]
+    row = reading.load(out, "per_seed", seed=0, scale=0.5, layer=1, param="W").iloc[0]
     assert isinstance(row["grad_cv"], np.float64)
     want = float64_seed0_stats()
     assert row["grad_var"] == pytest.approx(want["grad_var"][0, 0], rel=1e-12)
@@ -325,7 +325,7 @@ def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_
     report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
                                   log=logged.append)
     assert report.compiled == 2 and not jax.config.jax_enable_x64
-    row = storage.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
+    row = reading.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
     assert row["grad_var"] == pytest.approx(float64_seed0_stats()["grad_var"][0, 0], rel=1e-12)
     assert 0 < report.peak_rss <= budget.peak_resident_bytes()
     assert "peak RSS" in logged[-1] and "of 2.00 GB" in logged[-1]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 import gradjax
 from gradjax import cli
-from gradjax.results import remote, storage
+from gradjax.results import files, layout, remote
 from gradjax.run import engine, executables
 from gradjax.sweep import TOP_LEVEL, parse_sweep
 
@@ -60,9 +60,9 @@ def test_a_damaged_result_file_is_never_read_as_data(reference, tmp_path, how):
     run(out)
     damage(out / "per_seed" / "cell-00001.parquet", how)
     damage(out / "summary" / "cell-00002.parquet", how)
-    with pytest.raises(storage.ResultsError, match=r"cell-0000[12]\.parquet.*gradjax run"):
+    with pytest.raises(layout.ResultsError, match=r"cell-0000[12]\.parquet.*gradjax run"):
         gradjax.load(out, "per_seed")
-    with pytest.raises(storage.ResultsError, match=r"cell-00002\.parquet"):
+    with pytest.raises(layout.ResultsError, match=r"cell-00002\.parquet"):
         gradjax.load(out)
     lines = []
     again = run(out, log=lines.append, quiet=False)
@@ -259,7 +259,7 @@ def test_the_compile_cache_folder_is_private(tmp_path):
     would leave it on for the rest of the session.)"""
     loose = tmp_path / "cache"
     loose.mkdir(mode=0o755)
-    assert stat.S_IMODE(storage.private_folder(loose).stat().st_mode) == 0o700
-    fresh = storage.private_folder(tmp_path / "new" / "cache")
+    assert stat.S_IMODE(files.private_folder(loose).stat().st_mode) == 0o700
+    fresh = files.private_folder(tmp_path / "new" / "cache")
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
     assert "private_folder(" in Path(executables.__file__).read_text()

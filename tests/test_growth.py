@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import assert_same_results, tiny_sweep_text
 
-from gradjax.results import storage
+from gradjax.results import layout, reading
 from gradjax.run import engine
 from gradjax.sweep import parse_sweep
 
@@ -48,7 +48,7 @@ def test_more_axis_values_compute_only_the_new_cells(fresh, tmp_path):
     assert (grown.inits, grown.cells, grown.cells_skipped) == (11, 1, 3)
     assert_same_results(tmp_path / "grown", fresh / "four")
     # the old cells moved from 0, 1, 2 to 1, 2, 3 (scale 0.25 comes first): rows unchanged
-    after = storage.load(tmp_path / "grown")
+    after = reading.load(tmp_path / "grown")
     assert list(after.drop_duplicates("cell")["scale"]) == [0.25, 0.5, 1.0, 2.0]
     assert len(before) == 3
 
@@ -59,12 +59,12 @@ def test_an_edited_comment_is_not_a_change_and_a_changed_cell_is_refused(tmp_pat
     again = run(out, "# the same sweep, reformatted\n" + TEXT.replace(" = ", "   =   "), seeds=6)
     assert (again.inits, again.cells_skipped) == (0, 3)
     fewer_cells = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.5, 1.0]}})
-    with pytest.raises(storage.ResultsError, match="cell 2 is not a cell of tiny.toml"):
+    with pytest.raises(layout.ResultsError, match="cell 2 is not a cell of tiny.toml"):
         run(out, fewer_cells, seeds=6)
     other_depth = tiny_sweep_text(**SWEEP | {"defaults": {"depth": 2}})
-    with pytest.raises(storage.ResultsError, match="cell 0 is not a cell"):
+    with pytest.raises(layout.ResultsError, match="cell 0 is not a cell"):
         run(out, other_depth, seeds=6)
-    with pytest.raises(storage.ResultsError, match="6 seeds per cell.*asks for 5"):
+    with pytest.raises(layout.ResultsError, match="6 seeds per cell.*asks for 5"):
         run(out, seeds=5)
 
 
@@ -109,8 +109,8 @@ def test_more_seeds_with_a_partial_per_seed_table_compute_the_cell_again(tmp_pat
     run(out, text, seeds=6)
     grown = run(out, text)
     assert grown.inits == 3 * 11
-    assert (storage.load(out)["seeds"] == 11).all()
-    assert len(storage.load(out, "per_seed")) == 3 * 11 * 4
+    assert (reading.load(out)["seeds"] == 11).all()
+    assert len(reading.load(out, "per_seed")) == 3 * 11 * 4
     assert run(out, text).inits == 0  # finished: nothing left
 
 
@@ -122,6 +122,6 @@ def test_growing_waits_for_no_run_of_the_previous_version(tmp_path):
     with open(out / ".run.lock", "a") as lock:  # a run of the 6-seed sweep, still writing
         fcntl.flock(lock, fcntl.LOCK_SH)
         assert run(out, seeds=6).inits == 0  # the same version runs beside it
-        with pytest.raises(storage.ResultsError, match="another version of this sweep"):
+        with pytest.raises(layout.ResultsError, match="another version of this sweep"):
             run(out)
     assert run(out).inits == 3 * 5

@@ -403,7 +403,7 @@ def test_integer_leaves_ride_along_and_an_edited_model_is_another_sweep(tmp_path
     assert list(rows.param) == ["['w']"] and (rows.grad_sq_norm > 0).all()
     (tmp_path / "toy.py").write_text(TOY + "\n# edited\n")
     from gradjax.nn import models
-    from gradjax.results.storage import ResultsError
+    from gradjax.results.layout import ResultsError
 
     models.resolve.cache_clear()
     with pytest.raises(ResultsError, match="plug-in model's source changed"):

@@ -15,7 +15,7 @@ import pytest
 
 from gradjax.analysis import distributions, drawing, heatmaps, profiles, report, training_figures
 from gradjax.nn.activations import ACTIVATIONS
-from gradjax.nn.theory import add_theory_columns
+from gradjax.nn.theory_columns import add_theory_columns
 from gradjax.spec import LAYER_STATS, PARAM_STATS, STAT_BY_NAME, STAT_TABLE
 
 pytest.importorskip("matplotlib")

@@ -16,7 +16,7 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax.results import ledger, storage
+from gradjax.results import files, layout, ledger, results_folder, schema
 from gradjax.run import engine, provenance
 from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, OPTIONS, PARAM_STATS, STATS
 from gradjax.sweep import load_sweep, parse_sweep
@@ -179,7 +179,7 @@ def test_summary_has_every_aggregate_and_the_theory_columns(folder):
     for stat in (*PARAM_STATS, *LAYER_STATS, "loss_value"):
         for agg in ("mean", "std", "p05", "p50", "p95"):
             assert summary[f"{stat}_{agg}"].dtype == np.float64
-    from gradjax.nn.theory import THEORY_COLUMNS
+    from gradjax.spec import THEORY_COLUMNS
 
     for column in ("grad_var_across_seeds", "frac_seeds_all_zero", *THEORY_COLUMNS):
         assert summary[column].dtype == np.float64
@@ -208,7 +208,7 @@ def test_duckdb_polars_and_pyarrow_read_the_same_rows(folder):
     np.testing.assert_array_equal(frame["grad_var"].to_numpy(), want["grad_var"].to_numpy())
     dataset = ds.dataset(folder / "per_seed", format="parquet")
     assert dataset.count_rows() == len(want)
-    assert dataset.schema.names == storage.per_seed_schema(pa.float32()).names
+    assert dataset.schema.names == schema.per_seed_schema(pa.float32()).names
 
 
 def test_temporary_files_are_invisible_to_readers(folder, tmp_path):
@@ -229,7 +229,7 @@ def test_temporary_files_are_invisible_to_readers(folder, tmp_path):
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "t.parquet"
     old = pa.table({"x": [1, 2]})
-    storage.write_parquet(old, path, {"k": "v"})
+    files.write_parquet(old, path, {"k": "v"})
     assert pq.read_schema(path).metadata == {b"k": b"v"}
 
     def broken(table, where, **kwargs):
@@ -237,27 +237,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
             f.write(b"PAR1 half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage.pq, "write_table", broken)
+    monkeypatch.setattr(files.pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
-        storage.write_parquet(pa.table({"x": [3]}), path)
+        files.write_parquet(pa.table({"x": [3]}), path)
     assert pq.read_table(path).equals(old)
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
 
 def test_checkpoint_round_trip(tmp_path):
     leaves = [np.arange(6.0).reshape(2, 3), np.full((2, 1), np.nan)]
-    storage.write_checkpoint(tmp_path / "state.npz", 40, 38, leaves)
-    done, n, back = storage.read_checkpoint(tmp_path / "state.npz")
+    files.write_checkpoint(tmp_path / "state.npz", 40, 38, leaves)
+    done, n, back = files.read_checkpoint(tmp_path / "state.npz")
     assert (done, n) == (40, 38)
     for a, b in zip(leaves, back, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert storage.read_checkpoint(tmp_path / "missing.npz") is None
+    assert files.read_checkpoint(tmp_path / "missing.npz") is None
 
 
 def test_float64_sweeps_store_float64_statistics():
     x64 = parse_sweep(tiny_sweep_text(**SWEEP, defaults={"dtype": "float64"}), "x.toml")
-    assert storage.stat_type(x64) == pa.float64()
-    assert storage.stat_type(parse_sweep(TEXT, "x.toml")) == pa.float32()
+    assert schema.stat_type(x64) == pa.float64()
+    assert schema.stat_type(parse_sweep(TEXT, "x.toml")) == pa.float32()
 
 
 def test_run_file_records_the_parsed_sweep_not_its_text(folder):
@@ -271,10 +271,10 @@ def test_run_file_records_the_parsed_sweep_not_its_text(folder):
 
 
 def test_a_run_waits_for_the_folder_lock_and_says_who_holds_it(folder, monkeypatch):
-    monkeypatch.setattr(storage, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(results_folder, "LOCK_WAIT_S", 0.2)
     with open(folder / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(storage.ResultsError, match="another gradjax run has held"):
+        with pytest.raises(layout.ResultsError, match="another gradjax run has held"):
             engine.execute_sweep(parse_sweep(TEXT, "store.toml"), folder, quiet=True, devices=1)
 
 

@@ -1,5 +1,6 @@
-"""Mean-field theory (gradjax.nn.theory): checked against closed forms, Monte Carlo in numpy, an
-independent numpy iteration, and gradjax's own measurements of deep tanh networks."""
+"""Mean-field theory (gradjax.nn.gaussian, theory and theory_columns): checked against closed
+forms, Monte Carlo in numpy, an independent numpy iteration, and gradjax's own measurements of
+deep tanh networks."""
 
 import json
 import math
@@ -9,10 +10,11 @@ import pandas as pd
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
-from gradjax.nn import theory
+from gradjax.nn import gaussian, theory
+from gradjax.nn.theory_columns import add_theory_columns
 from gradjax.probe.mlp_probe import make_points
 from gradjax.probe.programs import run_seeds
-from gradjax.spec import WEIGHT_INITS, ProbeSpec
+from gradjax.spec import THEORY_COLUMNS, WEIGHT_INITS, ProbeSpec
 
 RNG = np.random.default_rng(20170401)
 Z = RNG.standard_normal((2, 1_000_000))  # Monte Carlo draws, shared by the tests below
@@ -32,7 +34,7 @@ def _pdf(z):
 
 @pytest.mark.parametrize("mean, std", [(0.0, 1e-3), (0.0, 1.0), (0.7, 3.0), (-40.0, 25.0)])
 def test_gaussian_rule_moments_and_half_line(mean, std):
-    u, w = theory.gaussian_rule(mean, std, kinks=(0.3,))
+    u, w = gaussian.gaussian_rule(mean, std, kinks=(0.3,))
     np.testing.assert_allclose(np.sum(w), 1.0, rtol=1e-12)
     np.testing.assert_allclose(np.sum(w * u), mean, atol=1e-12 * max(1, abs(mean)))
     np.testing.assert_allclose(np.sum(w * (u - mean) ** 4), 3 * std**4, rtol=1e-10)
@@ -49,7 +51,7 @@ def test_tanh_moments_against_dense_numpy_integral(q):
     sech2 = 1 - np.tanh(u) ** 2
     ref_dphi = np.trapezoid(sech2**2 * dens, u)
     ref_phi = 1 - np.trapezoid(sech2 * dens, u)
-    m = theory.moments("tanh", q)
+    m = gaussian.moments("tanh", q)
     np.testing.assert_allclose(m.dphi_sq, ref_dphi, rtol=2e-6)
     np.testing.assert_allclose(m.phi_sq, ref_phi, rtol=2e-6)
 
@@ -66,7 +68,7 @@ def test_smooth_activations_agree_with_gauss_hermite_at_small_q(activation):
     for q in (0.1, 1.0, 2.0):
         u = jnp.asarray(math.sqrt(q) * z, jnp.float32)
         phi, dphi = np.asarray(fn(u), np.float64), np.asarray(derivative(fn, u), np.float64)
-        m = theory.moments(activation, q)
+        m = gaussian.moments(activation, q)
         np.testing.assert_allclose(m.phi_sq, np.sum(w * phi**2), rtol=1e-6)
         np.testing.assert_allclose(m.dphi_sq, np.sum(w * dphi**2), rtol=1e-6)
 
@@ -75,7 +77,7 @@ def test_hard_tanh_kinks_against_closed_form():
     for q in (0.3, 1.0, 5.0):
         a = 1 / math.sqrt(q)
         inside = math.erf(a / math.sqrt(2))  # P(|u| < 1)
-        m = theory.moments("hard_tanh", q)
+        m = gaussian.moments("hard_tanh", q)
         np.testing.assert_allclose(m.dphi_sq, inside, rtol=1e-6)
         np.testing.assert_allclose(
             m.phi_sq, q * (inside - 2 * a * _pdf(a)) + 1 - inside, rtol=1e-6
@@ -96,10 +98,10 @@ def test_moments_against_monte_carlo(activation):
     u = math.sqrt(q) * Z[0]
     phi_sq, err = _mc(fn(u) ** 2)
     dphi_sq, derr = _mc(((fn(u + du) - fn(u - du)) / (2 * du)) ** 2)
-    m = theory.moments(activation, q)
+    m = gaussian.moments(activation, q)
     assert abs(m.phi_sq - phi_sq) < 5 * err
     assert abs(m.dphi_sq - dphi_sq) < 5 * derr + 1e-5
-    up, down = theory.moments(activation, [q * (1 + h), q * (1 - h)]).phi_sq
+    up, down = gaussian.moments(activation, [q * (1 + h), q * (1 - h)]).phi_sq
     np.testing.assert_allclose(m.slope, (up - down) / (2 * q * h), rtol=1e-4)
 
 
@@ -107,13 +109,13 @@ def test_pair_moments_against_monte_carlo_and_arc_cosine():
     q, c = 0.8, 0.6
     u1 = math.sqrt(q) * Z[0]
     u2 = math.sqrt(q) * (c * Z[0] + math.sqrt(1 - c * c) * Z[1])
-    phi, dphi = theory.pair_moments("tanh", q, c)
+    phi, dphi = gaussian.pair_moments("tanh", q, c)
     mc, err = _mc(np.tanh(u1) * np.tanh(u2))
     assert abs(phi - mc) < 5 * err
     mc, err = _mc((1 - np.tanh(u1) ** 2) * (1 - np.tanh(u2) ** 2))
     assert abs(dphi - mc) < 5 * err
     for activation, slope in (("relu", 0.0), ("leaky_relu", 0.2)):
-        phi, dphi = theory.pair_moments(activation, q, c, leaky_slope=slope)
+        phi, dphi = gaussian.pair_moments(activation, q, c, leaky_slope=slope)
         f = np.where(u1 > 0, u1, slope * u1) * np.where(u2 > 0, u2, slope * u2)
         mc, err = _mc(f)
         assert abs(phi - mc) < 5 * err
@@ -212,7 +214,7 @@ def _cell(depth=12, **options):
 
 
 def test_add_theory_columns_for_relu():
-    out = theory.add_theory_columns(_cell(activation="relu", scale=1.0, inputs=None))
+    out = add_theory_columns(_cell(activation="relu", scale=1.0, inputs=None))
     assert out["theory_q_star"].iloc[0] == pytest.approx(0.1)  # 0.05 / (1 - 1/2)
     assert out["theory_chi1"].iloc[0] == pytest.approx(0.5)
     w = out[out["param"] == "W"].set_index("layer")["theory_grad_ratio"]
@@ -223,13 +225,13 @@ def test_add_theory_columns_for_relu():
     assert math.isnan(w[13]) and math.isnan(b[13])
     np.testing.assert_allclose(out["measured_chi1"], 0.9)
     assert len(out) == 26 and list(out.columns[:16]) == list(_cell().columns)
-    assert list(out.columns[16:]) == list(theory.THEORY_COLUMNS)
+    assert list(out.columns[16:]) == list(THEORY_COLUMNS)
 
 
 def test_fixed_inputs_set_the_first_layer():
     """Fixed inputs arrive as the sweep's JSON rows; their mean square sets q^1."""
     x = [[0.5, -0.7] * 32]
-    out = theory.add_theory_columns(_cell(activation="relu", scale=1.0, inputs=json.dumps(x)))
+    out = add_theory_columns(_cell(activation="relu", scale=1.0, inputs=json.dumps(x)))
     w = out[out["param"] == "W"].set_index("layer")["theory_grad_ratio"]
     q1 = 1.0 * np.mean(np.square(x)) + 0.05
     h1 = 64 * q1 / 2  # E|h^1|^2 = n_1 E[relu(sqrt(q1) z)^2]
@@ -237,12 +239,12 @@ def test_fixed_inputs_set_the_first_layer():
 
 
 def test_add_theory_columns_transient_for_gaussian_inputs():
-    out = theory.add_theory_columns(_cell(depth=40))
+    out = add_theory_columns(_cell(depth=40))
     w = out[out["param"] == "W"].set_index("layer")["theory_grad_ratio"]
     chi1 = out["theory_chi1"].iloc[0]
     q1 = 1.5 + 0.05  # sigma_w^2 E[x^2] + sigma_b^2
     assert w[1] == pytest.approx(
-        1.5 * theory.moments("tanh", q1).dphi_sq / theory.moments("tanh", q1).phi_sq, rel=1e-9
+        1.5 * gaussian.moments("tanh", q1).dphi_sq / gaussian.moments("tanh", q1).phi_sq, rel=1e-9
     )
     assert abs(w[1] / chi1 - 1) > 0.2 and w[35] == pytest.approx(chi1, rel=1e-4)
     # the fit window (layers 11..31) is past the transient: the predicted fit is chi1
@@ -253,7 +255,7 @@ def test_theory_fit_chi1_holds_the_transient_and_divergence():
     """ReLU at sigma_w^2 = 0.35, depth 10: q^l falls from 0.36 to 0.012 over the fit window,
     so the predicted per-layer factor there exceeds chi1 = 0.175; at sigma_w^2 = 6, q^l
     explodes and |h|^2 grows as fast as |delta|^2 shrinks: E|grad W|^2 is flat (factor 1)."""
-    ordered = theory.add_theory_columns(
+    ordered = add_theory_columns(
         _cell(depth=10, activation="relu", scale=math.sqrt(0.35), bias_scale=0.1))
     assert ordered["theory_chi1"].iloc[0] == pytest.approx(0.175)
     q = [0.35 + 0.01]  # ReLU by hand: q^{l+1} = 0.35 q^l / 2 + 0.01, |h^l|^2 = n q^l / 2
@@ -264,7 +266,7 @@ def test_theory_fit_chi1_holds_the_transient_and_divergence():
     by_hand = math.exp(-np.polyfit(np.arange(3, 10), log_grad[2:9], 1)[0])  # layers 3..9
     assert ordered["theory_fit_chi1"].iloc[0] == pytest.approx(by_hand, rel=1e-9)
     assert by_hand > 1.2 * 0.175
-    exploding = theory.add_theory_columns(
+    exploding = add_theory_columns(
         _cell(depth=10, activation="relu", scale=math.sqrt(6.0), bias_scale=0.1))
     assert exploding["theory_q_star"].iloc[0] == math.inf
     assert exploding["theory_chi1"].iloc[0] == pytest.approx(3.0)
@@ -276,8 +278,8 @@ def test_theory_fit_chi1_holds_the_transient_and_divergence():
     [{"init": "he_normal"}, {"norm": "layernorm"}, {"bias_init": "constant"}],
 )
 def test_theory_is_nan_outside_the_mean_field_model(options):
-    out = theory.add_theory_columns(_cell(**options))
-    for column in theory.THEORY_COLUMNS[:-1]:
+    out = add_theory_columns(_cell(**options))
+    for column in THEORY_COLUMNS[:-1]:
         assert out[column].isna().all(), column
     np.testing.assert_allclose(out["measured_chi1"], 0.9)  # a measurement is still a measurement
 
@@ -288,10 +290,10 @@ def test_depth_zero_has_the_cell_values_and_no_layer_ratio(activation, inputs):
     """Depth 0 (the output layer only; an IndexError before): q*, chi1 and the depth scales
     depend on (activation, sigma_w, sigma_b, q^1), not on depth, so they read as at depth 1;
     the one layer is the output layer, whose ratio is NaN, and there is nothing to fit."""
-    shallow = theory.add_theory_columns(_cell(depth=0, activation=activation, inputs=inputs))
-    deeper = theory.add_theory_columns(_cell(depth=1, activation=activation, inputs=inputs))
+    shallow = add_theory_columns(_cell(depth=0, activation=activation, inputs=inputs))
+    deeper = add_theory_columns(_cell(depth=1, activation=activation, inputs=inputs))
     assert len(shallow) == 2 and list(shallow.columns) == list(deeper.columns)
-    for column in theory.THEORY_COLUMNS[:5]:
+    for column in THEORY_COLUMNS[:5]:
         assert shallow[column].nunique() == 1, column
         assert shallow[column].iloc[0] == deeper[column].iloc[0], column
         assert math.isfinite(shallow[column].iloc[0]), column
@@ -300,15 +302,15 @@ def test_depth_zero_has_the_cell_values_and_no_layer_ratio(activation, inputs):
     profile = theory.layer_profile(activation, 1.5, 0.05, (64, 1), input_sq_mean=1.0)
     for values in (profile.q, profile.weight_ratio, profile.bias_ratio):
         assert values.shape == (1,) and np.isnan(values).all()
-    assert theory.moments(activation, []).phi_sq.shape == (0,)
+    assert gaussian.moments(activation, []).phi_sq.shape == (0,)
 
 
 @pytest.mark.parametrize("depth", [0, 1])
 @pytest.mark.parametrize("init", sorted(set(WEIGHT_INITS) - {"fan_in_normal"}))
 def test_shallow_cells_outside_the_model_are_nan(init, depth):
-    out = theory.add_theory_columns(_cell(depth=depth, init=init))
+    out = add_theory_columns(_cell(depth=depth, init=init))
     assert len(out) == 2 * (depth + 1)
-    assert out[list(theory.THEORY_COLUMNS)].isna().all().all()  # too shallow to fit, too
+    assert out[list(THEORY_COLUMNS)].isna().all().all()  # too shallow to fit, too
 
 
 def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
@@ -316,7 +318,7 @@ def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
     fan_in_normal cell, which raised IndexError before."""
     from conftest import tiny_sweep_text
 
-    from gradjax.results import storage
+    from gradjax.results import reading
     from gradjax.run import engine
     from gradjax.sweep import parse_sweep
 
@@ -324,7 +326,7 @@ def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
         defaults={"depth": 0, "init": "fan_in_normal", "bias_scale": 0.1}, grid={"scale": [1.0]}
     )
     engine.execute_sweep(parse_sweep(text, "depth0.toml"), tmp_path / "out", quiet=True, devices=1)
-    summary = storage.load(tmp_path / "out")
+    summary = reading.load(tmp_path / "out")
     assert set(summary["layer"]) == {1} and set(summary["param"]) == {"W", "b"}
     assert summary["theory_chi1"].iloc[0] == pytest.approx(0.5)  # relu: sigma_w^2 / 2
     assert summary["theory_q_star"].iloc[0] == pytest.approx(0.02)  # 0.01 / (1 - 1/2)
@@ -333,7 +335,7 @@ def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
 
 def test_add_theory_columns_wants_one_cell():
     with pytest.raises(ValueError, match="one cell"):
-        theory.add_theory_columns(pd.concat([_cell(), _cell(scale=2.0)]))
+        add_theory_columns(pd.concat([_cell(), _cell(scale=2.0)]))
 
 
 # --------------------------------------------------------------------------- against gradjax
@@ -372,7 +374,7 @@ def tanh_measurements():
             )
             for l in range(DEPTH + 1) for k, name in enumerate(("W", "b"))
         ]
-        frames.append(theory.add_theory_columns(pd.DataFrame(rows)))
+        frames.append(add_theory_columns(pd.DataFrame(rows)))
     return frames
 
 

@@ -12,7 +12,7 @@ from reference import mlp_backprop
 
 import gradjax
 from gradjax.nn import data, keys
-from gradjax.results import storage
+from gradjax.results import reading
 from gradjax.run import engine
 from gradjax.sweep import SweepError, parse_sweep
 
@@ -27,7 +27,7 @@ def run(tmp_path, name, text, **kwargs):
 
 
 def rows(out, **where):
-    return storage.load(out, "per_seed", **where).sort_values("seed")
+    return reading.load(out, "per_seed", **where).sort_values("seed")
 
 
 def params_of(seed, sizes, **init):
@@ -193,8 +193,8 @@ def test_step_zero_is_the_init_only_probe_and_later_steps_draw_fresh_batches(tmp
                                                              grid={"scale": [0.5, 1.0],
                                                                    "learning_rate": [0.0, 0.1]}))
     assert report.compiled == 2  # the init-only program, and one for every trained cell
-    a = storage.load(init_only, "per_seed").sort_values(["scale", "seed", "layer", "param"])
-    b = storage.load(trained, "per_seed", step=0, learning_rate=0.0)
+    a = reading.load(init_only, "per_seed").sort_values(["scale", "seed", "layer", "param"])
+    b = reading.load(trained, "per_seed", step=0, learning_rate=0.0)
     b = b.sort_values(["scale", "seed", "layer", "param"])
     np.testing.assert_array_equal(a["grad_var"].to_numpy(), b["grad_var"].to_numpy())
     # with learning_rate 0 the parameters never move: only the batch changes with the step
@@ -215,8 +215,8 @@ def test_summary_counts_the_inits_whose_loss_halved(tmp_path):
     text = tiny_sweep_text(seeds=8, root_seed=ROOT, steps=[0, 3, 10], defaults={
         "activation": "tanh", "learning_rate": 0.5}, grid={"scale": [1.0]})
     out, _ = run(tmp_path, "halved", text)
-    per_seed = storage.load(out, "per_seed", layer=1, param="W")
-    summary = storage.load(out, "summary", layer=1, param="W").set_index("step")
+    per_seed = reading.load(out, "per_seed", layer=1, param="W")
+    summary = reading.load(out, "summary", layer=1, param="W").set_index("step")
     for step, group in per_seed.groupby("step"):
         halved = group["loss_halved_step"].to_numpy(np.float64)
         loss0 = per_seed[per_seed["step"] == 0].sort_values("seed")["loss_value"].to_numpy()
@@ -305,14 +305,14 @@ def test_training_figures_draw_loss_norms_and_gsnr_against_the_step(tmp_path):
         "targets": "gaussian", "batch": 3},
         grid={"scale": [0.5, 1.0], "optimizer": ["sgd", "adam"]})
     out, _ = run(tmp_path, "figures", text)
-    figures = training_figures.training_figures(storage.load(out))
+    figures = training_figures.training_figures(reading.load(out))
     assert [f.name for f in figures] == ["training_loss", "training_grad_norm", "training_gsnr"]
     for figure in figures:
         assert figure.png.startswith(b"\x89PNG")
         assert "optimizer step" in figure.image_text
         assert "optimizer sgd" in figure.image_text and "optimizer adam" in figure.image_text
         assert "scale 0.5" in figure.image_text and "scale 1" in figure.image_text
-    summary = storage.load(out)
+    summary = reading.load(out)
     assert training_figures.training_figures(summary[summary["step"] == 0]) == []  # nothing trained
 
 
@@ -340,7 +340,7 @@ optimizer = ["adam"]
 
 def test_other_models_train_through_the_generic_probe(tmp_path):
     out, _ = run(tmp_path, "res", RESMLP)
-    rows_ = storage.load(out, "per_seed")
+    rows_ = reading.load(out, "per_seed")
     leaves = rows_[~rows_["param"].str.startswith("taps[")]
     taps = rows_[rows_["param"].str.startswith("taps[")]
     assert leaves["gsnr"].notna().mean() > 0.5 and taps["gsnr"].isna().all()
@@ -359,7 +359,7 @@ def test_training_numbers_do_not_depend_on_the_chunk(tmp_path):
     a, _ = run(tmp_path, "c2", text, chunk=2)
     b, _ = run(tmp_path, "c6", text, chunk=6)
     key = ["cell", "seed", "layer", "param"]
-    left = storage.load(a, "per_seed").sort_values(key).drop(columns="sweep")
-    right = storage.load(b, "per_seed").sort_values(key).drop(columns="sweep")
+    left = reading.load(a, "per_seed").sort_values(key).drop(columns="sweep")
+    right = reading.load(b, "per_seed").sort_values(key).drop(columns="sweep")
     pd.testing.assert_frame_equal(left.reset_index(drop=True), right.reset_index(drop=True),
                                   check_exact=True)

@@ -25,7 +25,7 @@ from gradjax.analysis.drawing import (
     varying_among,
 )
 from gradjax.analysis.profiles import LINE_KEYS
-from gradjax.results import storage
+from gradjax.results import reading
 from gradjax.results.columns import option_columns
 from gradjax.results.layers import layer_rows, weight_name
 
@@ -68,7 +68,7 @@ def histogram_figure(
     for k, cell in enumerate(chosen):
         ax = axes[k // cols][k % cols]
         row = rows[rows["cell"] == cell].iloc[0]
-        values = storage.load(folder, "per_seed", cell=cell, layer=int(row["layer"]),
+        values = reading.load(folder, "per_seed", cell=cell, layer=int(row["layer"]),
                               param=row["param"])[stat].to_numpy(np.float64)
         name = f"{row['label'] or 'cell ' + str(cell)}: {short_text(row, keys)}"
         finite = values[np.isfinite(values)]
@@ -114,7 +114,7 @@ def examples_figure(folder: Path, summary: pd.DataFrame) -> Figure | str:
     if len(cells) > MAX_EXAMPLE_CELLS:
         return (f"Small multiples skipped: drawn for sweeps of at most {MAX_EXAMPLE_CELLS} cells "
                 f"(like the seed's three examples); this sweep has {len(cells)}.")
-    per_seed = layer_rows(storage.load(folder, "per_seed"))
+    per_seed = layer_rows(reading.load(folder, "per_seed"))
     n = len(cells)
     fig = new_figure(3.9 * n + 0.6, 11.0)
     axes = fig.subplots(4, n, squeeze=False)

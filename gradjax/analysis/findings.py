@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradjax.results import storage
+from gradjax.results import reading
 from gradjax.results.columns import option_columns, varying_options
 from gradjax.results.inert import inert_lines
 from gradjax.results.layers import layer_rows, weight_name
@@ -142,7 +142,7 @@ def _cos_exact(folder: str | Path, w: pd.DataFrame) -> dict[int, float]:
     """Per cell, the fraction of inits (with 2 or more live units) whose W1 has squared unit
     cosine 1 (a rank-1 gradient); NaN where the per-seed table has no such value."""
     try:
-        first = storage.load(folder, "per_seed", layer=1, param="W")
+        first = reading.load(folder, "per_seed", layer=1, param="W")
     except (FileNotFoundError, ValueError):  # per_seed = false
         first = pd.DataFrame()
     if UNIT_COS_SQ not in first:  # (or a folder written before the statistic existed)
@@ -191,7 +191,7 @@ def _halved_text(last: pd.Series) -> str:
 
 def findings_text(folder: str | Path) -> str:
     """What a results folder shows, of any model (the module docstring)."""
-    summary = storage.load(folder, "summary")
+    summary = reading.load(folder, "summary")
     inert = inert_lines(summary)  # options that change nothing, in any model's cells
     w = layer_rows(summary)
     cells = w.groupby("cell", sort=True).head(1).set_index("cell", drop=False)

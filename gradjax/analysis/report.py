@@ -44,8 +44,8 @@ from gradjax.analysis.drawing import Figure, fmt, varying_among
 from gradjax.analysis.heatmaps import COLOUR_SCALES, HEATMAP_STATS, heatmap_figures
 from gradjax.analysis.profiles import PROFILE_STATS, profile_figure
 from gradjax.analysis.training_figures import training_figures
-from gradjax.nn.theory import add_theory_columns
-from gradjax.results import storage
+from gradjax.nn.theory_columns import add_theory_columns
+from gradjax.results import reading
 from gradjax.results.columns import option_columns
 from gradjax.results.layers import layer_rows
 from gradjax.spec import STATS, THEORY_COLUMNS
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"--hist-stat: unknown statistic {args.hist_stat!r}; "
                       f"allowed: {', '.join(STATS)}")
     try:
-        summary = storage.load(folder, "summary")
+        summary = reading.load(folder, "summary")
     except (FileNotFoundError, ValueError, OSError) as err:
         return _error(f"{folder}: no readable summary table ({err})")
     if summary.empty:

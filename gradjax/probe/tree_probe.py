@@ -353,7 +353,7 @@ def model_positions(apply: Callable, params: Any, taps: Mapping[str, Any], x: An
     layer = np.concatenate([leaf_layer, tap_layer]).astype(np.int64)
     n = [int(np.prod(leaf.shape)) for _, leaf in leaves]
     n += [int(np.prod(taps[name].shape[1:])) for name in names]
-    # for `gradjax.results.storage.not_applicable` only (no table stores it): a leaf's units
+    # for `gradjax.results.schema.not_applicable` only (no table stores it): a leaf's units
     # (its last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
     units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
     return {"layer": layer, "layer_from_output": layer - n_layers - 1,

@@ -1,5 +1,5 @@
 """The columns of a results table that are options: gradjax's and any plug-in's sit between
-`label` and `layer` (`gradjax.results.storage`'s schemas), so a reader finds them without
+`label` and `layer` (`gradjax.results.schema`), so a reader finds them without
 knowing the models."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One row per layer of every model: the rows the report's profiles, heatmaps and histograms and
 `gradjax findings` read, whatever the model.
 
-A results table has one row per parameter tensor and per tap (`gradjax.results.storage`). A
+A results table has one row per parameter tensor and per tap (`gradjax.results.schema`). A
 layer's row here is its weight tensor's row:
 
 - "W" where the model's parameters are a list of {"W", "b"} layers (the MLP, resmlp, and any

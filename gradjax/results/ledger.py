@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gradjax.results import storage
+from gradjax.results import files, layout, results_folder, schema
 from gradjax.results.summary import RowMoments, cell_summary
 from gradjax.spec import STATS
 from gradjax.sweep import Cell, Sweep
@@ -89,19 +89,19 @@ def _subtract(span: tuple[int, int], covered: Sequence[tuple[int, int]]) -> list
 class Ledger:
     """The pieces, locks and finishing of one results folder for one sweep."""
 
-    def __init__(self, folder: storage.ResultsFolder, sweep: Sweep, seed_block: int,
+    def __init__(self, folder: results_folder.ResultsFolder, sweep: Sweep, seed_block: int,
                  meta: dict[str, str], add_columns: Callable[[pd.DataFrame], pd.DataFrame]
                  = lambda frame: frame):
         """`add_columns` takes a finished cell's summary frame and returns it with the columns
         that only the compute layers know how to add (the run's mean-field theory)."""
         self.folder, self.sweep, self.seed_block, self.meta = folder, sweep, seed_block, meta
         self.add_columns = add_columns
-        self.work = folder.root / storage.WORK_DIR
+        self.work = layout.work(folder.root)
         self.keys = {cell.index: cell_key(sweep, cell) for cell in sweep.cells}
         self.keeps_all = sweep.per_seed == STATS
 
     def piece_dir(self, cell: Cell) -> Path:
-        return self.work / "pieces" / self.keys[cell.index]
+        return self.work / layout.PIECES / self.keys[cell.index]
 
     def piece_paths(self, cell: Cell, a: int, b: int) -> tuple[Path, Path]:
         stem = self.piece_dir(cell) / f"seeds-{a:010d}-{b:010d}"
@@ -148,15 +148,15 @@ class Ledger:
     def hold(self, cell: Cell) -> Iterator[None]:
         """The lock for finishing (or checking) a cell, waited for: a process that wrote a
         cell's last piece must see it finished, by itself or by the holder."""
-        (self.work / "locks").mkdir(parents=True, exist_ok=True)
-        with open(self.work / "locks" / f"{self.keys[cell.index]}.lock", "a") as lock:
+        (self.work / layout.LOCKS).mkdir(parents=True, exist_ok=True)
+        with open(self.work / layout.LOCKS / f"{self.keys[cell.index]}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def claim(self, cell: Cell, block: int) -> IO | None:
         """The open, locked lock file of a piece, or None if another process holds it."""
-        (self.work / "locks").mkdir(parents=True, exist_ok=True)
-        lock = open(self.work / "locks" / f"{self.keys[cell.index]}.{block}.lock", "a")  # noqa: SIM115
+        (self.work / layout.LOCKS).mkdir(parents=True, exist_ok=True)
+        lock = open(self.work / layout.LOCKS / f"{self.keys[cell.index]}.{block}.lock", "a")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -172,13 +172,13 @@ class Ledger:
         if isinstance(table, Path):
             os.replace(table, rows)
         else:
-            storage.write_parquet(table, rows, self.cell_meta(cell, "per_seed"))
-        with storage.atomic_path(npz) as tmp, open(tmp, "wb") as f:
+            files.write_parquet(table, rows, self.cell_meta(cell, "per_seed"))
+        with files.atomic_path(npz) as tmp, open(tmp, "wb") as f:
             moments.save(f)
 
     def cell_meta(self, cell: Cell, table: str) -> dict[str, str]:
         return {**self.meta, "cell": str(cell.index), "cell_key": self.keys[cell.index],
-                "table": table, "written_utc": storage.utc_now()}
+                "table": table, "written_utc": files.utc_now()}
 
     def renumber(self, recorded: dict) -> None:
         """Move finished cells to the index the sweep gives them now (an axis grew), their
@@ -188,10 +188,10 @@ class Ledger:
         if recorded.get("cells") == [self.keys[c.index] for c in self.sweep.cells]:
             return
         index_of = {key: index for index, key in self.keys.items()}
-        staging = self.work / "renumber"
+        staging = self.work / layout.RENUMBER
         staging.mkdir(parents=True, exist_ok=True)
         moving = []
-        for table in storage.TABLES:
+        for table in layout.TABLES:
             for path in sorted((self.folder.root / table).glob("cell-*.parquet")):
                 meta = pq.read_schema(path).metadata or {}
                 key = meta.get(b"cell_key", b"").decode()
@@ -200,7 +200,7 @@ class Ledger:
                     moving.append((path, staging / f"{key}.{table}.parquet", key, table))
         for path, staged, key, table in moving:
             cell = self.sweep.cells[index_of[key]]
-            storage.write_parquet(_with_cell(pq.read_table(path), cell), staged,
+            files.write_parquet(_with_cell(pq.read_table(path), cell), staged,
                                   self.cell_meta(cell, table))
         for path, *_ in moving:
             path.unlink()
@@ -237,7 +237,7 @@ class Ledger:
         if len(rows) == 2 and (rows[1] < rows[0] * seeds or rows[1] % rows[0]):
             return f"{paths[1].name} has {rows[1]} rows for {seeds} seeds of {rows[0]} rows"
         for path in paths if whole else ():  # a growth half-done leaves more rows, not fewer
-            problem = storage.unreadable(path)
+            problem = files.unreadable(path)
             if problem:
                 return f"{path.parent.name}/{path.name} is damaged ({problem})"
         return None
@@ -263,14 +263,15 @@ class Ledger:
         per-unit work files and locks are removed, the cells' moments kept for growing."""
         rows = {table: sum(pq.read_metadata(p).num_rows
                            for p in sorted((self.folder.root / table).glob("*.parquet")))
-                for table in storage.TABLES}
+                for table in layout.TABLES}
         manifest = {"name": self.sweep.name, "complete": True, "cells": len(self.sweep.cells),
                     "seeds": self.sweep.seeds, "rows": rows,
                     "gradjax_version": self.meta.get("gradjax_version"),
-                    "finished_utc": storage.utc_now()}
-        storage.write_text(json.dumps(manifest, indent=1) + "\n",
-                           self.folder.root / storage.MANIFEST_FILE)
-        for sub in ("units", "locks", "renumber"):  # every run here is of this sweep (`.run.lock`)
+                    "finished_utc": files.utc_now()}
+        files.write_text(json.dumps(manifest, indent=1) + "\n",
+                           self.folder.root / layout.MANIFEST_FILE)
+        # every run here is of this sweep (`.run.lock`)
+        for sub in (layout.UNITS, layout.LOCKS, layout.RENUMBER):
             shutil.rmtree(self.work / sub, ignore_errors=True)
         self.folder.remove_temporaries(only_dead=True)
 
@@ -304,9 +305,9 @@ class Ledger:
         rows, _ = self.piece_paths(cell, a, b)
         try:
             if rows.exists():
-                table = storage.read_verified(rows)
+                table = files.read_verified(rows)
             else:  # a half-grown file holds more seeds
-                table = storage.read_verified(self.folder.per_seed_path(cell.index))
+                table = files.read_verified(self.folder.per_seed_path(cell.index))
                 table = table.filter(pc.field("seed") < b)
         except (OSError, pa.ArrowException) as err:
             raise _Unreadable((a, b)) from err
@@ -340,12 +341,12 @@ class Ledger:
         self._write_per_seed(cell, table, cover)
         frame = self.add_columns(cell_summary(self.sweep.name, cell, table,
                                               moments.var_across_seeds(), positions))
-        storage.write_parquet(storage.summary_table(frame, self.sweep.extra_options),
+        files.write_parquet(schema.summary_table(frame, self.sweep.extra_options),
                               self.folder.summary_path(cell.index),
                               self.cell_meta(cell, "summary"))
         whole = self.piece_paths(cell, 0, self.sweep.seeds)[1]
         if cover != [(0, self.sweep.seeds)]:  # else the one piece's moments are these
-            with storage.atomic_path(whole) as tmp, open(tmp, "wb") as f:
+            with files.atomic_path(whole) as tmp, open(tmp, "wb") as f:
                 moments.save(f)
         for path in self.piece_dir(cell).iterdir():  # the pieces of these seeds, no other
             found = re.fullmatch(r"seeds-(\d{10})-(\d{10})\.(npz|parquet)", path.name)
@@ -365,7 +366,7 @@ class Ledger:
         elif keep:
             dropped = set(STATS) - set(keep)
             table = table.select([n for n in table.schema.names if n not in dropped])
-            storage.write_parquet(table, path, self.cell_meta(cell, "per_seed"))
+            files.write_parquet(table, path, self.cell_meta(cell, "per_seed"))
 
 
 class _Unreadable(Exception):
@@ -394,6 +395,6 @@ def _positions(table: pa.Table, seeds: int) -> dict[str, np.ndarray | list]:
     """The position columns of one init's rows: the first of the table's `seeds` blocks."""
     per_init = table.num_rows // seeds
     head = table.slice(0, per_init)
-    out = {name: head.column(name).to_numpy() for name in storage.POSITION_COLUMNS}
+    out = {name: head.column(name).to_numpy() for name in schema.POSITION_COLUMNS}
     out["param"] = head.column("param").to_pylist()
     return out

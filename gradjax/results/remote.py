@@ -1,7 +1,7 @@
 """Results folders in object stores: `--out s3://...` / `gs://...` and `gradjax.load` of them.
 
 A run needs what object stores do not give: atomic renames and file locks
-(`gradjax.results.storage`,
+(`gradjax.results.layout`,
 `gradjax.results.ledger`). So a run into a URI computes into a local *staging* folder
 (results/.stage/<name>-<hash of the URI>), pulled from the URI first when the staging folder
 is new (to resume or grow on another machine; a staging folder older than the store's is
@@ -24,11 +24,21 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from gradjax.results.storage import LOCK_FILE, RUN_FILE, RUN_LOCK, WORK_DIR, ResultsError
+from gradjax.results.layout import (
+    LOCK_FILE,
+    LOCKS,
+    PIECES,
+    PUSHED,
+    RENUMBER,
+    RUN_FILE,
+    RUN_LOCK,
+    UNITS,
+    WORK_DIR,
+    ResultsError,
+)
 
-PUSHED = f"{WORK_DIR}/pushed.json"  # what this staging folder last pushed: (size, mtime) per file
-LOCAL_ONLY = (LOCK_FILE, RUN_LOCK, PUSHED, f"{WORK_DIR}/units", f"{WORK_DIR}/locks",
-              f"{WORK_DIR}/renumber")
+LOCAL_ONLY = (LOCK_FILE, RUN_LOCK, PUSHED, f"{WORK_DIR}/{UNITS}", f"{WORK_DIR}/{LOCKS}",
+              f"{WORK_DIR}/{RENUMBER}")
 
 
 def is_remote(out: str) -> bool:
@@ -106,7 +116,7 @@ def push(folder: Path, uri: str) -> int:
     for rel in sorted(set(there) - set(here)):
         # pieces that finishing a cell here replaced; not what another machine pushed for
         # cells this folder never had
-        if rel.startswith(f"{WORK_DIR}/pieces/") and (folder / rel).parent.is_dir():
+        if rel.startswith(f"{WORK_DIR}/{PIECES}/") and (folder / rel).parent.is_dir():
             fs.delete_file(f"{root}/{rel}")
     return len(changed)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from gradjax.results.storage import not_applicable, position_columns, rule_options
+from gradjax.results.schema import not_applicable, position_columns, rule_options
 from gradjax.spec import AGGREGATES, CELL_STATS, PERCENTILES, STATS
 from gradjax.sweep import Cell
 
@@ -124,8 +124,8 @@ def cell_summary(
     """One row per tensor of one cell, from its per-seed table (rows ordered by seed, then as
     `positions`, default the MLP's `position_columns`) and its per-row
     `grad_var_across_seeds` (the run adds the mean-field columns: `Ledger.add_columns`). A
-    statistic is null (<NA> in a nullable Float64 column, null in `storage.summary_table`) on
-    the rows where it does not apply (`storage.not_applicable`, or null for every seed in
+    statistic is null (<NA> in a nullable Float64 column, null in `schema.summary_table`) on
+    the rows where it does not apply (`schema.not_applicable`, or null for every seed in
     `per_seed`), NaN where it applies and no init has a value."""
     positions = position_columns(cell) if positions is None else positions
     per_init = len(positions["layer"])

@@ -28,11 +28,11 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from gradjax.nn.theory import add_theory_columns
-from gradjax.results import storage
+from gradjax.nn.theory_columns import add_theory_columns
+from gradjax.results import reading, results_folder, schema
 from gradjax.results.inert import inert_lines
 from gradjax.results.ledger import Ledger, cell_key, owned
-from gradjax.results.storage import SEED_BLOCK
+from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run.executables import cache_events
 from gradjax.run.interrupt import STOP, check_stop, stop_on_sigint, wait_until
 from gradjax.run.model_check import x64_if_needed
@@ -80,7 +80,7 @@ def execute_sweep(
     started = time.perf_counter()
     check_shard(shard, overwrite)
     check_sweep(sweep, max_memory if refuse_over else None)
-    folder = storage.ResultsFolder(Path(out))
+    folder = results_folder.ResultsFolder(Path(out))
     use = devices_of(devices)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
     report = Report()
@@ -100,7 +100,7 @@ def execute_sweep(
                 if only is not None:
                     break
             if only is None and complete_folder(ledger, say) and not quiet:
-                for line in inert_lines(storage.load(folder.root, "summary")):
+                for line in inert_lines(reading.load(folder.root, "summary")):
                     say(line)
     finally:
         folder.release()
@@ -160,7 +160,7 @@ def devices_of(devices: int | Sequence | None) -> list:
     return list(devices)
 
 
-def open_ledger(sweep: Sweep, folder: storage.ResultsFolder, meta: dict[str, str],
+def open_ledger(sweep: Sweep, folder: results_folder.ResultsFolder, meta: dict[str, str],
                 overwrite: bool, seed_block: int, say: Callable[[str], None],
                 check: bool = True, shard: tuple[int, int] = (1, 1)) -> Ledger:
     """Check and open the folder for `sweep` (moving finished cells an added axis value
@@ -168,7 +168,7 @@ def open_ledger(sweep: Sweep, folder: storage.ResultsFolder, meta: dict[str, str
     them again: every page of the shard's own cells is read (its checksum checked), the
     footers of the others (a shard does not read the whole folder)."""
     keys = [cell_key(sweep, cell) for cell in sweep.cells]
-    record = storage.run_record(sweep, keys, seed_block)
+    record = results_folder.run_record(sweep, keys, seed_block)
     probe = Ledger(folder, sweep, seed_block, meta)
     record = folder.open(sweep, record, overwrite, renumber=probe.renumber)
     ledger = Ledger(folder, sweep, record["seed_block"], meta, add_columns=add_theory_columns)
@@ -258,7 +258,7 @@ def _claim(ledger: Ledger, unit: Unit) -> tuple[Unit | None, list]:
 
 
 def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) -> None:
-    schema = storage.per_seed_schema(storage.stat_type(sweep), sweep.extra_options)
+    per_seed_schema = schema.per_seed_schema(schema.stat_type(sweep), sweep.extra_options)
     todo = sum(len(cells) * (hi - lo) for _, _, cells, (lo, hi) in work)
     progress = Progress(sweep.name, len(sweep.cells), report.cells_skipped, todo, quiet, say)
     ran: set[int] = set()
@@ -277,7 +277,7 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
                     progress.resumed(len(planned.cells) * (span[1] - span[0]))
                     continue
                 try:
-                    run = UnitRun(sweep, ledger, unit, schema, report.phases)
+                    run = UnitRun(sweep, ledger, unit, per_seed_schema, report.phases)
                     try:
                         report.inits += run_unit(run, executable, progress)
                     finally:

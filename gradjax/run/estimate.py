@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 
 from gradjax.probe.programs import probe_of
-from gradjax.results.storage import SEED_BLOCK
+from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run import engine, plan
 from gradjax.run.preflight import check_sweep
 from gradjax.sweep import Bucket, Sweep

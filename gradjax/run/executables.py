@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from gradjax.probe.programs import compiled_chunk
-from gradjax.results import storage
+from gradjax.results import files
 from gradjax.spec import ProbeSpec
 from gradjax.sweep.budget import (
     release_free_memory,
@@ -45,7 +45,7 @@ def cache_events() -> _CacheEvents:
 def enable_compile_cache(path: Path | None = None) -> Path:
     """Turn on JAX's persistent compilation cache (every program, however quick to compile),
     in a folder only this user can read or write (0700)."""
-    path = storage.private_folder(storage.user_cache_dir() if path is None else Path(path))
+    path = files.private_folder(files.user_cache_dir() if path is None else Path(path))
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradjax.results import storage
+from gradjax.results import layout, reading
 from gradjax.run import engine, executables
 from gradjax.sweep import Sweep, load_sweep, sweep_from_dict
 from gradjax.sweep.budget import DEFAULT_MAX_MEMORY, parse_bytes
@@ -59,9 +59,9 @@ def run_sweep(
     budget = parse_bytes(max_memory) if isinstance(max_memory, str) else int(max_memory)
     if compile_cache:
         executables.enable_compile_cache()
-    folder = storage.RESULTS / sweep.name if out is None else Path(out)
+    folder = layout.RESULTS / sweep.name if out is None else Path(out)
     engine.execute_sweep(sweep, folder, max_memory=budget, overwrite=overwrite, quiet=quiet)
-    return storage.load(folder)
+    return reading.load(folder)
 
 
 def _as_sweep(sweep: Mapping[str, Any] | str | Path | Sweep) -> Sweep:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from gradjax.probe import tree_probe
 from gradjax.probe.mlp_probe import make_points
 from gradjax.results.ledger import blocks
-from gradjax.results.storage import SEED_BLOCK
+from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run.executables import Executable, compile_chunk
 from gradjax.run.model_check import x64_if_needed
 from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities

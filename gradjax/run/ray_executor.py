@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gradjax.results import storage
-from gradjax.results.storage import SEED_BLOCK
+from gradjax.results import results_folder
+from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run import engine, executables, provenance
 from gradjax.run.preflight import check_sweep
 from gradjax.sweep import Sweep, parse_sweep
@@ -52,7 +52,7 @@ def run_on_ray(
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    folder = storage.ResultsFolder(Path(out))
+    folder = results_folder.ResultsFolder(Path(out))
     check_sweep(sweep, max_memory)
     ledger = engine.open_ledger(sweep, folder, provenance.run_metadata(sweep), overwrite,
                                 seed_block or SEED_BLOCK, log)

@@ -2,7 +2,7 @@
 `gradjax bench` and every executor use), their Parquet parts, checkpoints of the across-seed
 moments, and a resume from the last checkpoint (`UnitRun`, `run_unit`).
 
-A unit's progress lives in `.work/units/unit-*/` (`gradjax.results.storage`): one Parquet part
+A unit's progress lives in `.work/units/unit-*/` (`gradjax.results.layout`): one Parquet part
 per (cell, chunk) and a checkpoint (`state.npz`: seeds done plus the float64 across-seed moments
 merged so far). Parts are written by a background thread while the next chunk computes (one
 chunk's parts at a time), and always before the checkpoint that covers them; on resume, parts
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from gradjax.probe import tree_probe
 from gradjax.probe.stats import to_host
-from gradjax.results import storage
+from gradjax.results import files, layout, results_folder, schema
 from gradjax.results.ledger import Ledger
 from gradjax.run.executables import Executable
 from gradjax.run.interrupt import Interrupted, check_stop, wait_until
@@ -49,7 +49,7 @@ CHECKPOINT_RATIO = 10.0
 def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
     """The position columns of one init's rows in the unit's tables."""
     if capabilities(unit.bucket.spec.model).shapes_from_options:
-        return storage.position_columns(unit.cells[0])
+        return schema.position_columns(unit.cells[0])
     return tree_probe.positions(unit.bucket.spec, points)
 
 
@@ -123,10 +123,10 @@ class UnitRun:
         removed."""
         self.dir.mkdir(parents=True, exist_ok=True)
         block = self.unit.span[0] // self.ledger.seed_block
-        storage.write_text(json.dumps({"pieces": [[self.ledger.keys[c.index], block]
+        files.write_text(json.dumps({"pieces": [[self.ledger.keys[c.index], block]
                                                   for c in self.unit.cells]}),
-                           self.dir / "unit.json")
-        state = storage.read_checkpoint(self.state_path)
+                           self.dir / layout.UNIT_RECORD)
+        state = files.read_checkpoint(self.state_path)
         done, moments = self.unit.span[0], ChunkMoments(0, None)
         if state is not None:
             done, n, leaves = state
@@ -145,14 +145,14 @@ class UnitRun:
         seeds = np.arange(start, start + len(stats["loss_value"]))
         whole = len(seeds) == self.unit.span[1] - self.unit.span[0]
         for p, cell in enumerate(self.unit.cells):
-            table = storage.per_seed_table(
+            table = schema.per_seed_table(
                 self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
                 self.schema, self.positions,
             )
             if whole:
                 self.whole[cell.index] = table
             self.pending.append(self.writer.submit(
-                storage.write_parquet, table,
+                files.write_parquet, table,
                 self.dir / _part_name(self.ledger.keys[cell.index], start),
                 self.ledger.cell_meta(cell, "per_seed")))
 
@@ -172,7 +172,7 @@ class UnitRun:
         start = time.perf_counter()
         self.drain()
         with self.phases.timing("write"):
-            storage.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
+            files.write_checkpoint(self.state_path, done, moments.n, moments.leaves())
         return time.perf_counter() - start
 
     def finish(self, moments: ChunkMoments) -> list[int]:
@@ -244,12 +244,12 @@ def first_points(moments: ChunkMoments, n: int) -> ChunkMoments:
     return ChunkMoments(moments.n, jax.tree.map(lambda a: a[:n], moments.tree))
 
 
-def stale_units(folder: storage.ResultsFolder, claimed: set[tuple[str, int]],
+def stale_units(folder: results_folder.ResultsFolder, claimed: set[tuple[str, int]],
                  keep: str) -> None:
     """Remove work folders holding pieces this process now holds the locks of (so no other
     process runs them): left by a killed run that planned its units otherwise."""
-    units = folder.root / storage.WORK_DIR / "units"
-    for record in units.glob("*/unit.json"):
+    units = layout.work(folder.root, layout.UNITS)
+    for record in units.glob(f"*/{layout.UNIT_RECORD}"):
         if record.parent.name == keep:
             continue
         with contextlib.suppress(FileNotFoundError, ValueError):
