@@ -15,7 +15,8 @@ import sys
 
 from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
 from gradjax.spec.option import DTYPE_BYTES
-from gradjax.sweep.parse import SHAPE_OPTIONS, Sweep, SweepError
+from gradjax.sweep.model import SHAPE_OPTIONS, Sweep
+from gradjax.sweep.values import SweepError
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 # Device bytes per seed, in units of the parameter count and of batch x sum(sizes), and per

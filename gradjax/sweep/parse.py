@@ -1,4 +1,6 @@
-"""Sweep files: TOML text -> validated cells -> shape buckets (one compile each).
+"""The sweep-file parser: TOML text (`parse_sweep`, `load_sweep`, or a dict through
+`sweep_from_dict`) -> a `Sweep` of validated, expanded cells (`gradjax.sweep.model`), each value
+checked by `gradjax.sweep.values`; the checks that involve a cell's several options are here.
 
 A sweep file has `name`, `seeds`, optional `root_seed` and `per_seed` (true, false or a list of
 statistics: what the per-seed table keeps), and three optional tables:
@@ -23,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
-import json
 import math
 import re
 import tomllib
@@ -35,287 +36,28 @@ import numpy as np
 
 from gradjax.nn.models import Family, resolve
 from gradjax.nn.models.family import SCALES
-from gradjax.spec import (
-    COMMON,
-    DIGITS_SHAPE,
-    DRAWN_INPUTS,
-    DRAWN_TARGETS,
-    INPUT_KINDS,
-    OPTION_BY_NAME,
-    OPTIONS,
-    STATS,
-    TARGET_KINDS,
-    TRAINING_OPTIONS,
-    ProbeSpec,
-    capabilities,
-    layer_sizes,
-)
+from gradjax.spec import COMMON, DIGITS_SHAPE, OPTION_BY_NAME, OPTIONS
 from gradjax.spec.option import Option
+from gradjax.sweep.model import Cell, Sweep
 from gradjax.sweep.toml_text import ALLOWED, NotToml, dumps
+from gradjax.sweep.values import (
+    MAX_RANGE,
+    MAX_SEEDS,
+    Bad,
+    SweepError,
+    check_integer,
+    check_per_seed,
+    check_steps,
+    check_table,
+    check_value,
+    is_number,
+    show,
+)
 
 TOP_LEVEL: tuple[str, ...] = (
     "name", "seeds", "root_seed", "per_seed", "steps", "defaults", "grid", "cases",
 )
-MAX_STEP = 10**7
-MAX_SEEDS = 2**31 - 1
-MAX_RANGE = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-INPUT_NAMES: tuple[str, ...] = tuple(k for k in INPUT_KINDS if k != "fixed")
-TARGET_NAMES: tuple[str, ...] = tuple(k for k in TARGET_KINDS if k != "fixed")
-SHAPE_OPTIONS: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim")  # ProbeSpec.sizes
-Rows = tuple[tuple[float, ...], ...]
-
-
-class SweepError(ValueError):
-    """A sweep file problem, tied to the file and the field it is in."""
-
-    def __init__(self, source: str, field: str, problem: str, allowed: str):
-        super().__init__(f"{source}: {field}: {problem}; allowed: {allowed}")
-        self.source, self.field, self.problem, self.allowed = source, field, problem, allowed
-
-    def line(self) -> str:
-        return f"error: {self}"
-
-
-class _Bad(Exception):
-    """A value problem not yet tied to a field: (problem, allowed)."""
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _rows(value: Any, what: str) -> Rows:
-    number = ", a number" if what == "targets" else ""
-    allowed = f"{_kinds(what)}{number} or a list of rows, each a list of numbers"
-    if not isinstance(value, list) or not value:
-        raise _Bad(f"{_show(value)} is not a non-empty list of rows", allowed)
-    if not all(isinstance(r, list) and r for r in value):
-        raise _Bad(f"{_show(value)} is not a list of rows (a batch is [[...], ...])", allowed)
-    if not all(_is_number(v) and math.isfinite(v) for r in value for v in r):
-        raise _Bad(f"{_show(value)} holds a value that is not a finite number", allowed)
-    if len({len(r) for r in value}) != 1:
-        raise _Bad(f"{_show(value)} has rows of different lengths", allowed)
-    return tuple(tuple(float(v) for v in r) for r in value)
-
-
-def _kinds(what: str) -> str:
-    return ", ".join(INPUT_NAMES if what == "inputs" else TARGET_NAMES)
-
-
-def _check_number(option: Option, value: Any) -> Any:
-    low = option.low
-    if option.kind == "int":
-        allowed = "an integer" + ("" if low is None else f" >= {low:g}")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _Bad(f"{_show(value)} is not an integer", allowed)
-        if low is not None and value < low:
-            raise _Bad(f"{value} is {'negative' if value < 0 else 'not positive'}", allowed)
-        return value
-    allowed = "a finite number" + ("" if low is None else f" >= {low:g}")
-    if not _is_number(value) or not math.isfinite(value):
-        raise _Bad(f"{_show(value)} is not a finite number", allowed)
-    if low is not None and value < low:
-        raise _Bad(f"{value!r} is below {low:g}", allowed)
-    return float(value)
-
-
-def _check_data(name: str, value: Any) -> Any:
-    """inputs: "gaussian" or rows; targets: a name, a number or rows."""
-    names = INPUT_NAMES if name == "inputs" else TARGET_NAMES
-    more = " or a list of rows" if name == "inputs" else ", a number or a list of rows"
-    if isinstance(value, str):
-        if value not in names:
-            raise _Bad(f"unknown {name} {_show(value)}", f"{_kinds(name)}{more}")
-        return value
-    if name == "targets" and _is_number(value):
-        if not math.isfinite(value):
-            raise _Bad(f"{value!r} is not finite", "a finite number")
-        return float(value)
-    return _rows(value, name)
-
-
-def check_value(option: Option, value: Any) -> Any:
-    """The canonical value of `option` (raises `_Bad` with what is wrong and what is allowed).
-
-    inputs: "gaussian" or a fixed batch (tuple of rows); targets: "zeros" | "gaussian" |
-    "random_labels", a number (every target entry) or a fixed batch of rows; model: a built-in
-    family or "package.module:factory" (resolved by the parser, which knows the file's folder).
-    """
-    if option.kind in ("int", "float"):
-        return _check_number(option, value)
-    if option.kind in ("inputs", "targets"):
-        return _check_data(option.name, value)
-    if option.kind == "value":
-        if not isinstance(value, bool | int | float | str) or (
-                isinstance(value, float) and not math.isfinite(value)):
-            raise _Bad(f"{_show(value)} is not a number, string or boolean", option.allowed())
-        return value
-    if option.kind == "bool":
-        if not isinstance(value, bool):
-            raise _Bad(f"{_show(value)} is not a boolean", "true, false")
-        return value
-    if not isinstance(value, str):
-        raise _Bad(f"{_show(value)} is not a string", option.allowed())
-    if option.kind == "name" and value not in option.choices:
-        raise _Bad(f"unknown {option.name} {_show(value)}", ", ".join(option.choices))
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One cell of a sweep: a label and a value for every option (canonical forms)."""
-
-    index: int
-    label: str
-    # every column option of the sweep; None where the cell's model does not take it
-    options: Mapping[str, Any]
-    # option -> the field that set it ("grid.width", "cases[0].width", ...), for error lines
-    fields: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-    family: Family | None = dataclasses.field(default=None, compare=False, repr=False)
-    folder: str = dataclasses.field(default="", compare=False, repr=False)
-    # option -> its declaration for this cell's model (a plug-in's own, else gradjax's)
-    declared: Mapping[str, Option] = dataclasses.field(default_factory=dict, compare=False,
-                                                       repr=False)
-
-    def field(self, option: str) -> str:
-        """Where `option` was set for this cell (the option's name if it is a default)."""
-        return self.fields.get(option, option)
-
-    def takes(self, option: str) -> bool:
-        return self.options.get(option) is not None
-
-    def traced(self, option: str) -> bool:
-        return self.declared.get(option, OPTION_BY_NAME.get(option)).traced
-
-    def model_traced(self) -> tuple[str, ...]:
-        """Traced options passed to the model's factory per point, beyond scale/bias_scale."""
-        if capabilities(self.options["model"]).shapes_from_options:
-            return ()
-        return tuple(n for n in self.family.params if self.traced(n) and n not in SCALES)
-
-    @property
-    def spec(self) -> ProbeSpec:
-        """The shape bucket: every option the model takes that is not traced, fixed data as
-        "fixed"; for models other than the MLP, the factory's untraced options as
-        `model_options`."""
-        o = self.options
-        data = {"inputs": o["inputs"] if o["inputs"] in DRAWN_INPUTS else "fixed",
-                "targets": o["targets"] if o["targets"] in DRAWN_TARGETS else "fixed",
-                # cells at step 0 run the init-only program, whatever their optimizer
-                "optimizer": o["optimizer"] if o["step"] else ""}
-        program = {f.name: o[f.name] for f in dataclasses.fields(ProbeSpec)
-                   if f.name in o and self.takes(f.name) and not self.traced(f.name)
-                   and f.name not in data}
-        if capabilities(o["model"]).shapes_from_options:
-            return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program,
-                             **data)
-        program.setdefault("activation", None)
-        program.pop("structural_zeros", None)  # the MLP's probe only
-        static = tuple(sorted((n, o[n]) for n in self.family.params if not self.traced(n)))
-        return ProbeSpec(sizes=(o["in_dim"], o["out_dim"]), **program, **data,
-                         structural_zeros=False, model_options=static, model_folder=self.folder)
-
-    def columns(self) -> dict[str, Any]:
-        """Option values for the result tables; fixed inputs/targets as JSON text."""
-        out = dict(self.options)
-        for name in ("inputs", "targets"):
-            if not isinstance(out[name], str):
-                out[name] = json.dumps(out[name])
-        return out
-
-    def fixed_x(self) -> np.ndarray | None:
-        o = self.options
-        return None if o["inputs"] in DRAWN_INPUTS else np.asarray(o["inputs"], np.float64)
-
-    def fixed_y(self) -> np.ndarray | None:
-        o, shape = self.options, (self.options["batch"], self.options["out_dim"])
-        if o["targets"] in DRAWN_TARGETS:
-            return None
-        if o["targets"] == "zeros":
-            return np.zeros(shape)
-        if isinstance(o["targets"], float):
-            return np.full(shape, o["targets"])
-        return np.asarray(o["targets"], np.float64)
-
-
-def _or_one(value: float | None) -> float:
-    return 1.0 if value is None else value
-
-
-@dataclasses.dataclass(frozen=True)
-class Bucket:
-    """Cells that share one compiled program: same `ProbeSpec`, different points."""
-
-    spec: ProbeSpec
-    cells: tuple[Cell, ...]
-
-    def points(self, cells: Sequence[Cell] | None = None) -> dict[str, np.ndarray | None]:
-        """The per-point values of `cells` (default: all of the bucket's cells), in order, as
-        host arrays: `scales`, `bias_scales` and, for fixed data, `xs` and `ys` [P, batch, dim]
-        (else None); for a model with traced options of its own, `model` (name -> [P]).
-        `probe.make_points(spec, **points)` puts them on the device."""
-        cells = self.cells if cells is None else cells
-        fixed_x, fixed_y = self.spec.inputs == "fixed", self.spec.targets == "fixed"
-        points = {
-            # 1 where the model's factory takes the other scale itself (the option is unset)
-            "scales": np.array([_or_one(c.options["scale"]) for c in cells]),
-            "bias_scales": np.array([_or_one(c.options["bias_scale"]) for c in cells]),
-            "xs": np.stack([c.fixed_x() for c in cells]) if fixed_x else None,
-            "ys": np.stack([c.fixed_y() for c in cells]) if fixed_y else None,
-        }
-        traced = cells[0].model_traced()
-        if traced:
-            points["model"] = {n: np.array([c.options[n] for c in cells]) for n in traced}
-        if self.spec.trains:
-            points["train"] = {n: np.array([c.options[n] for c in cells])
-                               for n in ("step", *TRAINING_OPTIONS) if n != "optimizer"}
-        return points
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-    """A validated sweep file: its text (kept verbatim) and its expanded cells."""
-
-    name: str
-    seeds: int
-    root_seed: int
-    text: str
-    source: str
-    cells: tuple[Cell, ...]
-    # plug-in options that are not gradjax options: result columns after gradjax's own
-    extra_options: tuple[Option, ...] = ()
-    # (plug-in model, sha256 of its module's source): part of what a results folder records
-    model_sources: tuple[tuple[str, str], ...] = ()
-    per_seed: tuple[str, ...] = STATS  # the statistics the per-seed table keeps; () for none
-
-    def buckets(self) -> list[Bucket]:
-        """Cells grouped by `ProbeSpec`, buckets in order of their first cell."""
-        groups: dict[ProbeSpec, list[Cell]] = {}
-        for cell in self.cells:
-            groups.setdefault(cell.spec, []).append(cell)
-        return [Bucket(spec, tuple(cells)) for spec, cells in groups.items()]
-
-    def with_seeds(self, seeds: int) -> Sweep:
-        return dataclasses.replace(self, seeds=seeds)
-
-
-def _table(source: str, field: str, value: Any, allowed: str) -> dict:
-    if not isinstance(value, dict):
-        raise SweepError(source, field, f"{_show(value)} is not a table", allowed)
-    return value
-
-
-def _integer(source: str, field: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise SweepError(source, field, f"{_show(value)} is not an integer in range",
-                         f"an integer in {low}..{high}")
-    return value
 
 
 def _model_values(doc: dict) -> list[tuple[str, Any]]:
@@ -368,7 +110,7 @@ class _Parser:
                 try:
                     if option.default is not None:
                         check_value(option, option.default)
-                except _Bad as bad:
+                except Bad as bad:
                     problem, allowed = bad.args
                     raise SweepError(self.source, field, f"the factory's default for "
                                      f"{option.name}: {problem}", allowed) from None
@@ -383,7 +125,7 @@ class _Parser:
     def checked(self, field: str, name: str, value: Any) -> Any:
         try:
             return check_value(self.known[name], value)
-        except _Bad as bad:
+        except Bad as bad:
             problem, allowed = bad.args
             raise SweepError(self.source, field, problem, allowed) from None
 
@@ -407,16 +149,16 @@ class _Parser:
             raise SweepError(self.source, field, f"a range is not allowed for {name}",
                              f"a list of values (ranges only for {', '.join(floats)})")
         if len(spec) != 1 or next(iter(spec)) not in ("logspace", "linspace"):
-            raise SweepError(self.source, field, f"{_show(spec)} is not a range", allowed)
+            raise SweepError(self.source, field, f"{show(spec)} is not a range", allowed)
         kind, args = next(iter(spec.items()))
         ok = (
             isinstance(args, list) and len(args) == 3
-            and all(_is_number(a) and math.isfinite(a) for a in args[:2])
+            and all(is_number(a) and math.isfinite(a) for a in args[:2])
             and isinstance(args[2], int) and not isinstance(args[2], bool)
             and 1 <= args[2] <= MAX_RANGE
         )
         if not ok:
-            raise SweepError(self.source, f"{field}.{kind}", f"{_show(args)} is malformed",
+            raise SweepError(self.source, f"{field}.{kind}", f"{show(args)} is malformed",
                              allowed)
         values = np.linspace(float(args[0]), float(args[1]), args[2])
         return [float(v) for v in (10.0**values if kind == "logspace" else values)]
@@ -434,32 +176,32 @@ class _Parser:
             else:
                 ranged = " or a range" if self.known[name].kind == "float" else ""
                 raise SweepError(self.source, field,
-                                 f"{_show(spec)} is not a non-empty list of values",
+                                 f"{show(spec)} is not a non-empty list of values",
                                  "a non-empty list" + ranged)
             values = [self.checked(f"{field}[{i}]", name, v) for i, v in enumerate(raw)]
             for i, v in enumerate(values):
                 if v in values[:i]:
-                    raise SweepError(self.source, f"{field}[{i}]", f"{_show(raw[i])} is repeated",
+                    raise SweepError(self.source, f"{field}[{i}]", f"{show(raw[i])} is repeated",
                                      "each value once per axis")
             axes.append((name, values))
         return axes
 
     def cases(self, value: Any) -> list[tuple[str, dict, str]]:
         if not isinstance(value, list):
-            raise SweepError(self.source, "cases", f"{_show(value)} is not an array of tables",
+            raise SweepError(self.source, "cases", f"{show(value)} is not an array of tables",
                              "[[cases]] tables with a label and option overrides")
         out, labels = [], set()
         for i, case in enumerate(value):
             field = f"cases[{i}]"
-            case = _table(self.source, field, case,
-                          "a [[cases]] table: a label and option overrides")
+            case = check_table(self.source, field, case,
+                               "a [[cases]] table: a label and option overrides")
             label = case.get("label")
             if not isinstance(label, str) or not label.strip():
-                problem = "missing" if label is None else f"{_show(label)} is not a label"
+                problem = "missing" if label is None else f"{show(label)} is not a label"
                 raise SweepError(self.source, f"{field}.label", problem,
                                  "a non-empty string, unique among the cases")
             if label in labels:
-                raise SweepError(self.source, f"{field}.label", f"{_show(label)} is used twice",
+                raise SweepError(self.source, f"{field}.label", f"{show(label)} is used twice",
                                  "a non-empty string, unique among the cases")
             labels.add(label)
             out.append((label, self.options(field, case, skip=("label",)), field))
@@ -488,7 +230,7 @@ class _Finisher:
 
     def __init__(self, parser: _Parser, index: int, label: str, where: dict):
         self.parser, self.index, self.label, self.where = parser, index, label, where
-        self.cell_id = f"cell {index}" + (f", label {_show(label)}" if label else "")
+        self.cell_id = f"cell {index}" + (f", label {show(label)}" if label else "")
 
     def fail(self, name: str, problem: str, allowed: str):
         raise SweepError(self.parser.source, self.where.get(name, name),
@@ -543,7 +285,7 @@ class _Finisher:
                       f'inputs "digits" only with in_dim = {DIGITS_SHAPE[0]} (8 x 8 pixels)')
         y = opts["targets"]
         if y == "labels" and (x != "digits" or opts["out_dim"] != DIGITS_SHAPE[1]):
-            self.fail("targets", f"labels with inputs {_show(x)} and out_dim = "
+            self.fail("targets", f"labels with inputs {show(x)} and out_dim = "
                       f"{opts['out_dim']}", f'targets "labels" only with inputs "digits" and '
                       f"out_dim = {DIGITS_SHAPE[1]} (one-hot classes)")
         if isinstance(y, tuple):
@@ -558,7 +300,7 @@ class _Finisher:
 
     def check_loss(self, opts: dict) -> None:
         if opts["loss"] == "bce" and opts["output_activation"] != "sigmoid":
-            self.fail("loss", f"bce with output_activation {_show(opts['output_activation'])}",
+            self.fail("loss", f"bce with output_activation {show(opts['output_activation'])}",
                       'loss "bce" only with output_activation "sigmoid"')
         if opts["loss"] == "softmax_cross_entropy" and opts["out_dim"] < 2:
             self.fail("loss", f"softmax_cross_entropy with out_dim = {opts['out_dim']} (the "
@@ -573,39 +315,6 @@ class _Finisher:
                       "per_example = true only with norm \"none\" or \"layernorm\"")
 
 
-def _per_seed(source: str, value: Any) -> tuple[str, ...]:
-    """`per_seed = true | false | ["grad_var", ...]`: the statistics of the per-seed table."""
-    allowed = f"true, false, or a list of statistics: {', '.join(STATS)}"
-    if isinstance(value, bool):
-        return STATS if value else ()
-    if not isinstance(value, list) or not value:
-        raise SweepError(source, "per_seed", f"{_show(value)} is not true, false or a "
-                         "non-empty list", allowed)
-    for i, name in enumerate(value):
-        if name not in STATS or name in value[:i]:
-            problem = "is repeated" if name in value[:i] else "is not a per-init statistic"
-            raise SweepError(source, f"per_seed[{i}]", f"{_show(name)} {problem}", allowed)
-    return tuple(s for s in STATS if s in value)
-
-
-def _steps(source: str, value: Any, defaults: dict, axes: list, cases: list) -> list[int]:
-    """`steps = [0, 1, 10, 100]`: the recorded steps, the sweep's last (fastest) axis."""
-    allowed = f"a non-empty list of distinct integers in 0..{MAX_STEP}, e.g. [0, 1, 10, 100]"
-    for where, names in (("defaults", defaults), ("grid", dict(axes)),
-                         *((field, case) for _, case, field in cases)):
-        if "step" in names:
-            raise SweepError(source, f"{where}.step", "step is set by the top-level steps list",
-                             "steps = [...] at the top of the file, and no step elsewhere")
-    if not isinstance(value, list) or not value:
-        raise SweepError(source, "steps", f"{_show(value)} is not a non-empty list", allowed)
-    for i, step in enumerate(value):
-        ok = isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
-        if not ok or step in value[:i]:
-            problem = "is repeated" if ok else "is not an integer in range"
-            raise SweepError(source, f"steps[{i}]", f"{_show(step)} {problem}", allowed)
-    return sorted(value)
-
-
 def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
     """Validate a sweep file's text and expand its cells; raises `SweepError`. A plug-in
     model (`model = "package.module:factory"`) is imported from the file's folder first."""
@@ -618,25 +327,25 @@ def parse_sweep(text: str, source: str = "<sweep>") -> Sweep:
             raise SweepError(source, key, "unknown key", ", ".join(TOP_LEVEL))
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        problem = "missing" if name is None else f"{_show(name)} is not a plain folder name"
+        problem = "missing" if name is None else f"{show(name)} is not a plain folder name"
         if isinstance(name, str) and ("/" in name or "\\" in name or name.startswith(".")):
-            problem = f"{_show(name)} would put results outside the results folder"
+            problem = f"{show(name)} would put results outside the results folder"
         raise SweepError(source, "name", problem,
                          "1-100 letters, digits, '.', '_', '-', starting with a letter or digit")
     if "seeds" not in doc:
         raise SweepError(source, "seeds", "missing", f"an integer in 1..{MAX_SEEDS}")
-    seeds = _integer(source, "seeds", doc["seeds"], 1, MAX_SEEDS)
-    root_seed = _integer(source, "root_seed", doc.get("root_seed", 0), 0, 2**32 - 1)
+    seeds = check_integer(source, "seeds", doc["seeds"], 1, MAX_SEEDS)
+    root_seed = check_integer(source, "root_seed", doc.get("root_seed", 0), 0, 2**32 - 1)
     parser = _Parser(source, doc)
-    defaults = parser.options("defaults", _table(source, "defaults", doc.get("defaults", {}),
-                                                 "a [defaults] table of option = value"))
-    axes = parser.axes(_table(source, "grid", doc.get("grid", {}),
-                              "a [grid] table of option = [values]"))
+    defaults = parser.options("defaults", check_table(
+        source, "defaults", doc.get("defaults", {}), "a [defaults] table of option = value"))
+    axes = parser.axes(check_table(source, "grid", doc.get("grid", {}),
+                                   "a [grid] table of option = [values]"))
     cases = parser.cases(doc.get("cases", []))
     if "steps" in doc:
-        axes.append(("step", _steps(source, doc["steps"], defaults, axes, cases)))
+        axes.append(("step", check_steps(source, doc["steps"], defaults, axes, cases)))
     cells = parser.expand(defaults, axes, cases)
-    per_seed = _per_seed(source, doc.get("per_seed", True))
+    per_seed = check_per_seed(source, doc.get("per_seed", True))
     extra = tuple(_settled(option, cells, source) for option in parser.extra)
     return Sweep(name, seeds, root_seed, text, source, cells, extra, parser.sources(),
                  per_seed)
