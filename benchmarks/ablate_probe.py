@@ -48,7 +48,7 @@ import gradjax
 from gradjax.bench import measure as bench
 from gradjax.bench.workloads import WORKLOADS, Part, flops_per_init
 from gradjax.nn import data, keys
-from gradjax.probe.mlp_probe import make_points, pad_points
+from gradjax.probe.chunking import make_points, pad_points
 from gradjax.probe.programs import chunk_function
 
 

@@ -274,8 +274,9 @@ def resmlp_numpy(params, x, y, alpha):
     dh2 = d_out @ w3.T
     dz2 = dh2 * alpha * (1 - np.tanh(z2) ** 2)
     dh1 = dh2 + dz2 @ w2.T
-    return {1: (x.T @ dh1, dh1.sum(0)), 2: (h1.T @ dz2, dz2.sum(0)), 3: (h2.T @ d_out,
-                                                                      d_out.sum(0))}, z2
+    grads = {1: (x.T @ dh1, dh1.sum(0)), 2: (h1.T @ dz2, dz2.sum(0)), 3: (h2.T @ d_out,
+                                                                       d_out.sum(0))}
+    return grads, z2, dz2
 
 
 def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
@@ -291,7 +292,7 @@ def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
         for seed in range(sweep.seeds):
             params = gradjax.init_mlp(gradjax.init_key(11, seed), (2, 3, 3, 1),
                                       init="glorot_normal", scale=o["scale"])
-            grads, z2 = resmlp_numpy(params, x, y, o["branch_scale"])
+            grads, z2, dz2 = resmlp_numpy(params, x, y, o["branch_scale"])
             got = rows[(rows.cell == cell.index) & (rows.seed == seed)]
             for layer, (gw, gb) in grads.items():
                 for param, g in (("W", gw), ("b", gb)):
@@ -305,6 +306,9 @@ def test_resmlp_matches_numpy_and_its_branch_scale_is_traced(tmp_path):
             np.testing.assert_allclose(tap["preact_var"], z2.var(), rtol=2e-5)
             np.testing.assert_allclose(tap["act_deriv_mean"], np.mean(1 - np.tanh(z2) ** 2),
                                        rtol=2e-5)
+            # dL/dz of the block inside the scan over blocks: mean over the batch of |dz2_b|^2
+            np.testing.assert_allclose(tap["delta_sq_norm"], np.mean(np.sum(dz2**2, axis=1)),
+                                       rtol=2e-5, atol=1e-30)
 
 
 MLP_BOTH = """

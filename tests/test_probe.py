@@ -9,8 +9,8 @@ from conftest import counting_calls
 import gradjax
 from gradjax.nn import keys, network
 from gradjax.nn.activations import derivative, max_abs_derivative
+from gradjax.probe import chunking, programs
 from gradjax.probe import mlp_probe as probe
-from gradjax.probe import programs
 
 # W1 has 64 x 64 = 4096 entries: the size at which XLA:CPU would switch reduction kernels.
 WIDE = probe.ProbeSpec(sizes=(64, 64, 64, 1), activation="tanh", batch=3,
@@ -23,15 +23,15 @@ def _collect(spec, points, seeds, chunk, root_seed=0):
 
 
 def _points(spec, n):
-    return probe.make_points(spec, np.linspace(0.2, 2.0, n), np.linspace(0.0, 0.5, n))
+    return chunking.make_points(spec, np.linspace(0.2, 2.0, n), np.linspace(0.0, 0.5, n))
 
 
 def test_a_grid_of_50_scales_compiles_once(monkeypatch):
     spec = probe.ProbeSpec(sizes=(3, 7, 1), activation="relu", inputs="gaussian",
                            targets="gaussian")  # a shape no other test compiles
-    with counting_calls(monkeypatch, probe, "chunk_program") as traces:
+    with counting_calls(monkeypatch, chunking, "chunk_program") as traces:
         first = _collect(spec, _points(spec, 50), np.arange(10), chunk=10)
-        other_values = probe.make_points(spec, np.logspace(-2, 1, 50), np.full(50, 0.3))
+        other_values = chunking.make_points(spec, np.logspace(-2, 1, 50), np.full(50, 0.3))
         second = _collect(spec, other_values, np.arange(10), chunk=10)
     assert len(traces) == 1
     assert first["grad_var"].shape == (10, 50, 2, 2)
@@ -61,7 +61,7 @@ def test_common_random_numbers_across_scales_and_independence_across_seeds():
     gradient of a 0-hidden-layer net scales exactly with it). Different seeds differ."""
     spec = probe.ProbeSpec(sizes=(4, 2), activation="linear", bias_init="zeros",
                            inputs="gaussian", targets="fixed")
-    points = probe.make_points(spec, [1.0, 2.0], [1.0, 1.0], ys=[[0.0, 0.0]])
+    points = chunking.make_points(spec, [1.0, 2.0], [1.0, 1.0], ys=[[0.0, 0.0]])
     stats = _collect(spec, points, np.arange(4), chunk=4)
     np.testing.assert_allclose(stats["grad_sq_norm"][:, 1], 4 * stats["grad_sq_norm"][:, 0],
                                rtol=1e-6)
@@ -125,7 +125,7 @@ def test_weight_gradients_stay_flat_while_preactivation_gradients_shrink():
     depth, width = 6, 32
     spec = probe.ProbeSpec(sizes=(width,) * (depth + 1) + (width,), activation="linear",
                            bias_init="zeros", inputs="gaussian", targets="gaussian")
-    points = probe.make_points(spec, [np.sqrt(0.5 / width)] * 2, [0.0] * 2)
+    points = chunking.make_points(spec, [np.sqrt(0.5 / width)] * 2, [0.0] * 2)
     stats = _collect(spec, points, np.arange(300), chunk=150)
     delta = stats["delta_sq_norm"][:, 0].mean(axis=0)
     weight = stats["grad_sq_norm"][:, 0, :, 0].mean(axis=0)
@@ -138,7 +138,7 @@ def test_weight_gradients_stay_flat_while_preactivation_gradients_shrink():
 def test_normalization_standardizes_the_activation_inputs(norm):
     spec = probe.ProbeSpec(sizes=(4, 16, 16, 1), activation="relu", norm=norm, batch=8,
                            inputs="gaussian", targets="gaussian")
-    stats = _collect(spec, probe.make_points(spec, [5.0], [1.0]), np.arange(6), chunk=6)
+    stats = _collect(spec, chunking.make_points(spec, [5.0], [1.0]), np.arange(6), chunk=6)
     np.testing.assert_allclose(stats["preact_mean"][:, 0, :2], 0.0, atol=1e-5)
     np.testing.assert_allclose(stats["preact_var"][:, 0, :2], 1.0, rtol=1e-3)
     assert np.all(np.isfinite(stats["grad_var"]))
@@ -148,7 +148,7 @@ def test_float64_and_bfloat16_probes(x64):
     for dtype, tol in (("float64", 1e-12), ("bfloat16", 0.05)):
         spec = probe.ProbeSpec(sizes=(3, 5, 1), activation="tanh", dtype=dtype,
                                inputs="gaussian", targets="gaussian", batch=2)
-        stats = _collect(spec, probe.make_points(spec, [1.0], [1.0]), np.arange(3), chunk=3)
+        stats = _collect(spec, chunking.make_points(spec, [1.0], [1.0]), np.arange(3), chunk=3)
         key = keys.init_key(0, 1)
         drawn = network.init_mlp(key, spec.sizes, dtype=jnp.dtype(dtype))
         params = jax.tree.map(lambda a: a.astype(jnp.float64), drawn)
@@ -164,7 +164,7 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
     squared deviations of the same bfloat16 gradients."""
     spec = probe.ProbeSpec(sizes=(3, 5, 1), activation="tanh", dtype="bfloat16",
                            inputs="gaussian", targets="gaussian", batch=2)
-    points = probe.make_points(spec, [1.0], [1.0])
+    points = chunking.make_points(spec, [1.0], [1.0])
     seeds = np.arange(6)
     [(_, _, moments)] = list(programs.run_seeds(spec, points, seeds, chunk=6, with_moments=True))
     grads = []
@@ -177,7 +177,7 @@ def test_bfloat16_across_seed_moments_are_accumulated_in_float32():
         grads.append(np.asarray(g[0]["W"], np.float32))
     grads = np.stack(grads)
     first = moments["moments"][0]["W"]
-    on_device = jax.eval_shape(lambda g, v: probe.chunk_moments(g, v, spec.stat_dtype),
+    on_device = jax.eval_shape(lambda g, v: chunking.chunk_moments(g, v, spec.stat_dtype),
                                {"W": jax.ShapeDtypeStruct((6, 3, 5), jnp.bfloat16)},
                                jax.ShapeDtypeStruct((6,), bool))["moments"]["W"]
     assert on_device["mean"].dtype == on_device["m2"].dtype == jnp.float32

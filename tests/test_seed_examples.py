@@ -7,7 +7,7 @@ import pytest
 from reference import seed_example_grads, seed_literal_w1_grad
 
 import gradjax
-from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.chunking import make_points
 from gradjax.probe.programs import run_seeds
 from gradjax.spec import ProbeSpec
 

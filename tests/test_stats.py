@@ -8,6 +8,7 @@ from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
 from gradjax.nn import network
+from gradjax.probe import backprop, liveness
 from gradjax.probe import mlp_probe as probe
 from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq
 
@@ -119,9 +120,9 @@ def test_zeros_from_dead_units_are_not_underflow_but_tiny_products_are():
     assert float(s["act_frac_dead"][0]) == 0
 
 
-_backprop = jax.jit(probe.backprop, static_argnums=3)
-_cheap = jax.jit(probe._underflow_cheap, static_argnums=(1, 2))
-_exact = jax.jit(probe._underflow_exact, static_argnums=(1, 2, 3))
+_backprop = jax.jit(backprop.backprop, static_argnums=3)
+_cheap = jax.jit(liveness.underflow_by_shortcut, static_argnums=(1, 2))
+_exact = jax.jit(liveness.underflow_by_replay, static_argnums=(1, 2, 3))
 
 
 def _relu_backprop(key, sizes, batch, norm="none", zero_weight=False):
@@ -165,9 +166,9 @@ def test_a_chunk_that_needs_the_replay_gives_each_init_its_own_numbers():
     zeroed = _relu_backprop(jax.random.key(4), sizes, batch=1, zero_weight=True)
     assert bool(_cheap(plain, "none", jnp.float32)[1])
     chunk = jax.tree.map(lambda a, b: jnp.stack([a, b]), plain, zeroed)
-    together = probe.underflow_fractions(chunk, "none", jnp.float32)
+    together = liveness.underflow_fractions(chunk, "none", jnp.float32)
     for j, bp in enumerate((plain, zeroed)):
-        alone = probe.underflow_fractions(bp, "none", jnp.float32, seed_axis=False)
+        alone = liveness.underflow_fractions(bp, "none", jnp.float32, seed_axis=False)
         for t, a in zip(jax.tree.leaves(together), jax.tree.leaves(alone), strict=True):
             np.testing.assert_array_equal(t[j], a)
 
@@ -182,9 +183,9 @@ def test_a_zero_in_a_live_row_and_column_is_resolved_by_the_replay():
     x, y = jnp.eye(2), jnp.full((2, 1), 5.0)
     spec = gradjax.ProbeSpec(sizes=(2, 2, 1), activation="relu", batch=2, inputs="fixed",
                              targets="fixed")
-    bp = probe.backprop(network.stack_layers(params), x, y, spec)
+    bp = backprop.backprop(network.stack_layers(params), x, y, spec)
     assert float(bp.grads[0]["W"][0, 0, 0]) == 0
-    assert not bool(probe._underflow_cheap(bp, "none", jnp.float32)[1])
+    assert not bool(liveness.underflow_by_shortcut(bp, "none", jnp.float32)[1])
     s = gradjax.grad_stats(params, x, y, activation="relu")
     assert float(s["grad_frac_zero"][0, 0]) == 0.25
     assert float(s["grad_frac_underflow"][0, 0]) == 0

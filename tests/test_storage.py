@@ -422,15 +422,18 @@ def test_a_plugin_s_leaves_and_taps_have_nulls_where_a_statistic_does_not_apply(
     nulls = {p: {s for s in STATS if table.filter(pa.compute.equal(table["param"], p))[s]
                  .null_count == 2} for p in set(table["param"].to_pylist())}
     never = {"grad_frac_underflow", "grad_noise_var", "gsnr", "delta_sq_norm",
-             "loss_halved_step"}  # MLP only, per_example = false, step 0
+             "loss_halved_step"}  # MLP only, per_example = false, a tap's, step 0
     activation = {"preact_mean", "preact_var", "act_frac_dead", "act_frac_saturated",
                   "act_deriv_mean"}
     assert nulls["['dense']['kernel']"] == never | activation
     # a 1-D leaf and a [4, 1] kernel have fewer than 2 units: no unit-direction statistic
     assert nulls["['dense']['bias']"] == nulls["['head']['kernel']"] == (
         never | activation | {"grad_unit_cos_sq"})
-    # a tap has no gradient, and no activation option means no phi' statistics
-    assert nulls["taps['hidden']"] == set(STATS) - {"preact_mean", "preact_var", "loss_value"}
+    # a tap has no gradient, and no activation option means no phi' statistics; it has dL/dz
+    assert nulls["taps['hidden']"] == set(STATS) - {"preact_mean", "preact_var", "loss_value",
+                                                    "delta_sq_norm"}
+    tap_rows = table.filter(pa.compute.equal(table["param"], "taps['hidden']"))
+    assert np.all(np.asarray(tap_rows["delta_sq_norm"]) > 0)
     summary = pq.read_table(tmp_path / "out" / "summary").to_pandas(types_mapper=pd.ArrowDtype)
     tap = summary[summary["param"] == "taps['hidden']"].iloc[0]
     assert tap["grad_var_mean"] is pd.NA and tap["grad_var_across_seeds"] is pd.NA

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradjax import cli
-from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.chunking import make_points
 from gradjax.spec import OPTIONS
 from gradjax.sweep import SweepError, load_sweep, parse_sweep
 

@@ -12,7 +12,7 @@ from numpy.polynomial.hermite_e import hermegauss
 
 from gradjax.nn import gaussian, theory
 from gradjax.nn.theory_columns import add_theory_columns
-from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.chunking import make_points
 from gradjax.probe.programs import run_seeds
 from gradjax.spec import THEORY_COLUMNS, WEIGHT_INITS, ProbeSpec
 

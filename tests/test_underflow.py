@@ -13,8 +13,7 @@ from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
 from gradjax.nn import keys
-from gradjax.probe import mlp_probe as probe
-from gradjax.probe import pow2
+from gradjax.probe import chunking, pow2
 from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq
 from gradjax.run.moments import ChunkMoments
 
@@ -200,7 +199,7 @@ def test_across_seed_moments_at_any_magnitude():
     valid = np.arange(seeds) < 8  # the last two are a chunk's padding
     merged = ChunkMoments(0, None)
     for part in (slice(0, 3), slice(3, seeds)):
-        chunk = probe.chunk_moments({"W": jnp.asarray(g[part])}, jnp.asarray(valid[part]),
+        chunk = chunking.chunk_moments({"W": jnp.asarray(g[part])}, jnp.asarray(valid[part]),
                                     jnp.float32)
         merged = merged.merge(ChunkMoments.from_chunk(chunk))
     d = g[valid].astype(np.float64)

@@ -158,7 +158,7 @@ def _backward(params: NpParams, inputs, dphis, delta: np.ndarray):
 
 
 def _liveness(params: NpParams, inputs, dphis, d_out: np.ndarray):
-    """`gradjax.probe.mlp_probe.structural_liveness` (no norm): entries not forced to 0 by
+    """`gradjax.probe.liveness.structural_liveness` (no norm): entries not forced to 0 by
     structure."""
     reach = d_out != 0
     live = []
@@ -322,7 +322,7 @@ def numpy_loop(
 ) -> Iterator[Stats]:
     """The seed's style: a Python loop that draws and probes one init at a time.
 
-    Arguments mirror `gradjax.probe.mlp_probe.make_points` (xs / ys: [P, batch, dim] fixed data, or
+    Arguments mirror `gradjax.probe.chunking.make_points` (xs / ys: [P, batch, dim] fixed data, or
     None where the spec draws it per init). Yields each init's statistics with a [P] points axis.
     """
     check_supported(spec)

@@ -1,10 +1,10 @@
 """The compiled chunk programs of every model family, and the process's one cache of them.
 
-`chunk_function` picks the program (`gradjax.probe.mlp_probe` for the MLP,
-`gradjax.probe.tree_probe` for any
-other family); `compiled_chunk` compiles it for one chunk size, point shapes and device, and
-keeps it, so `gradjax run`, `gradjax bench` and `run_seeds` never compile the same program
-twice in a process. `run_seeds` is the probe alone, chunk by chunk, for tests and notebooks.
+`chunk_function` is the one chunk program (`gradjax.probe.chunking.chunk_program`) with the
+bucket's kernel (`kernel_of`); `compiled_chunk` compiles it for one chunk size, point shapes
+and device, and keeps it, so `gradjax run`, `gradjax bench` and `run_seeds` never compile the
+same program twice in a process. `run_seeds` is the probe alone, chunk by chunk, for tests
+and notebooks.
 """
 
 from __future__ import annotations
@@ -15,22 +15,24 @@ from typing import Any
 import jax
 import numpy as np
 
-from gradjax.probe import mlp_probe as probe
-from gradjax.probe import tree_probe
+from gradjax.probe import chunking, mlp_probe, tree_probe
+from gradjax.probe.kernel import ProbeKernel
 from gradjax.probe.stats import to_host
 from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
 
 
-def probe_of(spec: ProbeSpec):
-    """The module whose chunk program runs the bucket: `gradjax.probe.mlp_probe` for a family
-    with the layered probe (the MLP), `gradjax.probe.tree_probe` for any other model."""
-    return probe if capabilities(spec.model).layered_probe else tree_probe
+def kernel_of(spec: ProbeSpec) -> ProbeKernel:
+    """The kernel that runs the bucket: the layered kernel (`gradjax.probe.mlp_probe`) for a
+    family that declares `layered_probe`, the pytree kernel (`gradjax.probe.tree_probe`) for
+    any other model."""
+    return mlp_probe.KERNEL if capabilities(spec.model).layered_probe else tree_probe.KERNEL
 
 
 def chunk_function(spec: ProbeSpec, with_moments: bool = False):
     """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None), from `probe_of(spec)`."""
-    return jax.jit(functools.partial(probe_of(spec).chunk_program, spec, with_moments))
+    (stats [C, P, ...], moments or None): `chunking.chunk_program` with `kernel_of(spec)`."""
+    program = functools.partial(chunking.chunk_program, kernel_of(spec), spec, with_moments)
+    return jax.jit(program)
 
 
 _COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk programs
@@ -87,7 +89,7 @@ def run_seeds(
     "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
     deviations across seeds, to be merged across chunks with Chan's formula.
     """
-    points, n_points = probe.pad_points(points)
+    points, n_points = chunking.pad_points(points)
     chunk = max(chunk, MIN_AXIS)
     device = jax.devices()[0]
     fn, _ = compiled_chunk(spec, with_moments, chunk, points, device)
@@ -102,5 +104,5 @@ def run_seeds(
         stats, moments = fn(np.uint32(root_seed), padded, valid, points, np.int32(n_points))
         n = len(part)
         stats = {k: v[:n, :n_points] for k, v in to_host(stats).items()}
-        moments = probe.moments_by_layer(probe.moments_to_host(moments), n_points)
+        moments = chunking.moments_by_layer(chunking.moments_to_host(moments), n_points)
         yield slice(start, start + n), stats, moments

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradjax.probe import pow2
-from gradjax.spec import LOG2_SCALES, SCALED
+from gradjax.spec import LOG2_SCALES, SATURATION, SCALED
 
 
 def scaled(x: jax.Array, axis=None, computed: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -144,3 +144,18 @@ def to_host(stats: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
         else:
             out[name] = np.asarray(value)
     return out
+
+
+def activation_stats(u, dphi, max_deriv, f) -> dict[str, jax.Array]:
+    """LAYER_STATS but delta_sq_norm, and preact_log2_scale, of a [batch, units] array of
+    pre-activations u and phi'(u)."""
+    mean, var, k = batch_moments(u.astype(f), computed=True)
+    absd = jnp.abs(dphi).astype(f)
+    return {
+        "preact_mean": mean,
+        "preact_var": var,
+        "preact_log2_scale": k,
+        "act_frac_dead": jnp.mean(jnp.all(dphi == 0, axis=0), dtype=f),
+        "act_frac_saturated": jnp.mean(jnp.all(absd < SATURATION * max_deriv, axis=0), dtype=f),
+        "act_deriv_mean": jnp.mean(dphi.astype(f)),
+    }

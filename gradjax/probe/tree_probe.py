@@ -1,7 +1,8 @@
 """The probe for any model family: statistics per parameter leaf and per tap.
 
-Written for one init and vmapped from outside, like `gradjax.probe.mlp_probe` (whose point loop,
-chunk moments and points it shares); the family comes from `gradjax.nn.models.resolve`:
+Written for one init and vmapped from outside, like `gradjax.probe.mlp_probe` (with the point
+loop, chunk moments and points of `gradjax.probe.chunking`); the family comes from
+`gradjax.nn.models.resolve`:
 
     chunk(root_seed, seeds[C], valid[C], points[P]) -> stats[C, P, rows], moments
 
@@ -37,9 +38,17 @@ from gradjax.nn.layer_order import layer_numbers
 from gradjax.nn.losses import loss_of_logits
 from gradjax.nn.models import Family, resolve
 from gradjax.nn.models.family import SCALES
+from gradjax.nn.tap_shifts import with_tap_shifts
 from gradjax.probe import training
-from gradjax.probe.mlp_probe import activation_stats, chunk_moments, loop_over_points
-from gradjax.probe.stats import batch_moments, tensor_stats, to_host, unit_cos_sq
+from gradjax.probe.kernel import ProbeKernel
+from gradjax.probe.stats import (
+    activation_stats,
+    batch_moments,
+    mean_sq_norm,
+    tensor_stats,
+    to_host,
+    unit_cos_sq,
+)
 from gradjax.spec import (
     EXAMPLE_STATS,
     LAYER_STATS,
@@ -49,12 +58,6 @@ from gradjax.spec import (
     ProbeSpec,
     default,
 )
-
-# Seconds per parameter tensor per (seed, point) of this probe's chunk program, and seconds per
-# parameter tensor of compiling it, on the reference machine (2 cores; `gradjax.run.estimate`):
-# its statistics run leaf by leaf and tap by tap.
-COMPILE_SECONDS_PER_TENSOR = 0.25
-SECONDS_PER_TENSOR = 2.5e-5
 
 
 def natural_order(names) -> list[str]:
@@ -140,6 +143,8 @@ def leaf_stats(g: jax.Array, f) -> dict[str, jax.Array]:
 
 
 def tap_stats(u: jax.Array, spec: ProbeSpec, f) -> dict[str, jax.Array]:
+    """The activation statistics of one tap u [batch, ...]: LAYER_STATS, and `delta_sq_norm`
+    NaN until `delta_stats` sets it."""
     u = u.reshape(u.shape[0], -1).astype(f)
     nan = jnp.asarray(jnp.nan, f)
     if spec.activation is None:
@@ -154,6 +159,13 @@ def tap_stats(u: jax.Array, spec: ProbeSpec, f) -> dict[str, jax.Array]:
     out.update({k: nan for k in PARAM_STATS})
     out.update(delta_log2_scale=jnp.int32(0), grad_log2_scale=jnp.int32(0))
     return out
+
+
+def delta_stats(delta: jax.Array, f) -> dict[str, jax.Array]:
+    """`delta_sq_norm` of a tap's dL/dz [batch, ...]: the mean over the batch of |dL/dz_b|^2
+    (scaled, with its `delta_log2_scale`), as the MLP's layers have it."""
+    norm, k = mean_sq_norm(delta.reshape(delta.shape[0], -1).astype(f), computed=True)
+    return {"delta_sq_norm": norm, "delta_log2_scale": k}
 
 
 def by_shape(fn, arrays: list) -> list[dict]:
@@ -176,20 +188,34 @@ def by_shape(fn, arrays: list) -> list[dict]:
 
 
 def init_stats(spec: ProbeSpec, apply, params, x, y):
-    """(gradients, statistics as rows) of one init on one batch."""
+    """(gradients, statistics as rows) of one init on one batch. dL/dz at the taps comes from
+    zero shifts at their roots (`gradjax.nn.tap_shifts`); a tap that cannot be shifted (one
+    computed inside a loop) has NaN `delta_sq_norm`."""
     f = spec.stat_dtype
-
     floats, rebuild = split_params(params)
+    names = natural_order(jax.eval_shape(lambda ls: outputs_and_taps(apply, rebuild(ls), x),
+                                         floats)[1])
 
-    def value(leaves):
-        logits, taps = outputs_and_taps(apply, rebuild(leaves), x)
+    shifted = with_tap_shifts(
+        lambda leaves, xx: _listed(outputs_and_taps(apply, rebuild(leaves), xx), names), floats, x)
+
+    def value(leaves, shifts):
+        logits, taps = shifted.apply((leaves, x), shifts)
         loss = loss_of_logits(logits, y, loss=spec.loss, output_activation=spec.output_activation,
                               leaky_slope=spec.leaky_slope)
         return loss, taps
 
-    (loss, taps), grads = jax.value_and_grad(value, has_aux=True)(floats)
+    zeros = [jnp.zeros(s.shape, s.dtype) for s in shifted.roots]
+    (loss, taps), (grads, root_grads) = jax.value_and_grad(value, argnums=(0, 1),
+                                                           has_aux=True)(floats, zeros)
     rows = by_shape(lambda g: leaf_stats(g, f), grads)
-    rows += by_shape(lambda u: tap_stats(u, spec, f), [taps[n] for n in natural_order(taps)])
+    tap_rows = by_shape(lambda u: tap_stats(u, spec, f), taps)
+    deltas = shifted.deltas(root_grads)
+    shiftable = [i for i, d in enumerate(deltas) if d is not None]
+    for i, found in zip(shiftable, by_shape(lambda d: delta_stats(d, f),
+                                            [deltas[i] for i in shiftable]), strict=True):
+        tap_rows[i] = {**tap_rows[i], **found}
+    rows += tap_rows
     stats = {k: jnp.stack([r[k] for r in rows]) for k in (*PARAM_STATS, *LAYER_STATS,
                                                           *LOG2_SCALES)}
     stats["loss_value"] = loss.astype(f)
@@ -241,29 +267,28 @@ def teacher_of(spec: ProbeSpec, init, apply, key: jax.Array):
     return lambda x: outputs_and_taps(apply, params, x)[0]
 
 
-def chunk_program(spec: ProbeSpec, with_moments: bool, root_seed, seeds, valid, points,
-                  n_points):
-    """`gradjax.probe.mlp_probe.chunk_program` for any model: the data drawn once per seed, then
-    point by point the factory, the inits, and the statistics vmapped over seeds."""
-    init_keys = jax.vmap(lambda s: keys.init_key(root_seed, s))(seeds)
-    drawn = jax.vmap(lambda k: data.draw_batch(spec, k))(init_keys)
+def draw(spec: ProbeSpec, init_key: jax.Array):
+    """`ProbeKernel.draw`: the init's data batch (unless fixed). The parameters are drawn at
+    each point, since a traced option may enter the factory's `init`."""
+    return data.draw_batch(spec, init_key)
 
-    def at_point(point):
-        init, apply = build(spec, point)
 
-        def one(key, batch):
-            params = draw_params(spec, init, key, point)
-            return trained_stats(spec, apply, params, point, key, batch,
-                                 teacher_of(spec, init, apply, key))
+def at_point(spec: ProbeSpec, point: dict, drawn, init_keys: jax.Array):
+    """`ProbeKernel.at_point` of any model: the factory at the point, then each init drawn,
+    trained to the point's step and reduced to its rows, vmapped over the chunk's seeds."""
+    init, apply = build(spec, point)
 
-        grads, stats = jax.vmap(one)(init_keys, drawn)
-        moments = chunk_moments(grads, valid, spec.stat_dtype) if with_moments else None
-        return stats, moments
+    def one(key, batch):
+        params = draw_params(spec, init, key, point)
+        return trained_stats(spec, apply, params, point, key, batch,
+                             teacher_of(spec, init, apply, key))
 
-    stats, moments = loop_over_points(at_point, points, n_points)
-    if moments is not None:
-        moments = {"n": jnp.sum(valid), "moments": moments["moments"]}
-    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), stats), moments
+    return jax.vmap(one)(init_keys, drawn)
+
+
+# its statistics run leaf by leaf and tap by tap: costlier per tensor than the layered kernel's
+KERNEL = ProbeKernel(draw=draw, at_point=at_point, compile_seconds_per_tensor=0.25,
+                     seconds_per_tensor=2.5e-5)
 
 
 def _one_abstract_point(points: Mapping[str, Any]) -> dict:
@@ -356,9 +381,19 @@ def model_positions(apply: Callable, params: Any, taps: Mapping[str, Any], x: An
     # for `gradjax.results.schema.not_applicable` only (no table stores it): a leaf's units
     # (its last axis, as grad_unit_cos_sq takes them), 0 for a 1-D leaf and a tap
     units = [leaf.shape[-1] if len(leaf.shape) >= 2 else 0 for _, leaf in leaves]
+    # and whether a tap has dL/dz (a zero shift reaches every use of it)
+    abstract = [jax.ShapeDtypeStruct(a.shape, a.dtype) for _, a in leaves]
+    dz = with_tap_shifts(lambda ls, xx, point: _listed(apply_leaves(ls, xx, point), names),
+                         abstract, x, extra).shiftable
     return {"layer": layer, "layer_from_output": layer - n_layers - 1,
             "param": param + [f"taps[{name!r}]" for name in names],
-            "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names))}
+            "n": np.asarray(n, np.int64), "units": np.asarray(units + [0] * len(names)),
+            "dz": np.asarray([False] * len(leaves) + dz, bool)}
+
+
+def _listed(out: tuple[Any, dict], names: list[str]) -> tuple[Any, list]:
+    """(logits, taps in the order of `names`) from `outputs_and_taps`' (logits, dict)."""
+    return out[0], [out[1][name] for name in names]
 
 
 def model_grad_stats(model: tuple[Callable, Callable], x, y, *, params: Any = None,

@@ -119,8 +119,9 @@ def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
     `min_units`; the "null on" column of docs/conventions.md). There it is null in the tables;
     a value computed and undefined stays NaN. The one place the rule is applied.
 
-    `positions`: param, layer_from_output, and n and units where known (units: a tensor's
-    last axis, 0 for a 1-D tensor; an MLP's follow from width and out_dim). `options`: a
+    `positions`: param, layer_from_output, and n, units and dz where known (units: a tensor's
+    last axis, 0 for a 1-D tensor; an MLP's follow from width and out_dim; dz: whether a
+    tap has dL/dz, `gradjax.nn.tap_shifts`). `options`: a
     cell's (`rule_options`): model, per_example, structural_zeros, step, activation (None: the
     model has no activation option), width and out_dim."""
     tap = np.array([str(p).startswith("taps[") for p in positions["param"]], dtype=bool)
@@ -133,7 +134,8 @@ def not_applicable(positions: Mapping[str, Any], options: Mapping[str, Any],
     without = {"per_example": not options.get("per_example"),
                "structural_zeros": not options.get("structural_zeros"),
                "steps": not options.get("step"),
-               "activation": tap & (options.get("activation") is None)}
+               "activation": tap & (options.get("activation") is None),
+               "tap_shift": tap & ~np.asarray(positions.get("dz", tap), bool)}
     n, units = positions.get("n"), _units(positions, options)
     out = {}
     for name in (*STATS, *CELL_STATS):

@@ -8,10 +8,10 @@ run, so the estimate prices each program from its shape instead:
   from the budget's byte estimate, before XLA's memory analysis of the compiled program corrects
   them), in the same groups (`plan.fresh_work`);
 - start: START_S, for the process, its imports and a small sweep's writes;
-- compile: COMPILE_S per program plus the probe's COMPILE_SECONDS_PER_TENSOR per parameter
+- compile: COMPILE_S per program plus the kernel's compile_seconds_per_tensor per parameter
   tensor of one init;
 - compute: per chunk, CHUNK_S, and per (seed, point) flops / FLOP_RATE + entries / ENTRY_RATE +
-  tensors x the probe's SECONDS_PER_TENSOR, with flops = 6 x batch x parameters (forward and
+  tensors x the kernel's seconds_per_tensor, with flops = 6 x batch x parameters (forward and
   backward of dense layers; a convolution or attention reuses its parameters, so its flops are
   counted low) and entries = parameters (the statistics read every gradient entry about a dozen
   times).
@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from gradjax.probe.programs import probe_of
+from gradjax.probe.programs import kernel_of
 from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run import engine, plan
 from gradjax.run.preflight import check_sweep
@@ -42,7 +42,7 @@ from gradjax.sweep.budget import estimate_bytes, moment_bytes, param_count
 # 1 to 32, resmlp, an Equinox CNN, a Flax NNX transformer block); the per-tensor cost of the
 # statistics and of compiling them are the probe's
 START_S = 3.5  # starting Python and JAX, and a small sweep's folder and Parquet writes
-COMPILE_S = 11.5  # per program, plus the probe's COMPILE_SECONDS_PER_TENSOR per tensor
+COMPILE_S = 11.5  # per program, plus the kernel's compile_seconds_per_tensor per tensor
 CHUNK_S = 0.015  # dispatching a chunk and fetching its results
 FLOP_RATE = 6.4e9  # flops per second of the probe's forward and backward passes
 ENTRY_RATE = 8e7  # gradient entries per second through the statistics and moments
@@ -86,10 +86,10 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
         traced = plan.params_of(bucket)  # None where the budget knows the sizes itself
         if (b, chosen.chunk, size) not in programs:
             programs.add((b, chosen.chunk, size))
-            compile_s += COMPILE_S + tensors * probe_of(bucket.spec).COMPILE_SECONDS_PER_TENSOR
+            compile_s += COMPILE_S + tensors * kernel_of(bucket.spec).compile_seconds_per_tensor
         n_chunks = math.ceil(seeds / chosen.chunk) * len(units)
         per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
-                    + tensors * probe_of(bucket.spec).SECONDS_PER_TENSOR)
+                    + tensors * kernel_of(bucket.spec).seconds_per_tensor)
         compute_s += n_chunks * (CHUNK_S + chosen.chunk * size * per_init / len(use))
         chunks += n_chunks
         device_bytes = max(device_bytes, estimate_bytes(bucket.spec, chosen.chunk, size, traced))

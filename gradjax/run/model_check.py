@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import jax
 
 from gradjax.probe import tree_probe
-from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.chunking import make_points
 from gradjax.spec import capabilities
 from gradjax.sweep import Sweep, SweepError
 

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gradjax.probe.mlp_probe import is_scaled_moments, moments_by_layer, moments_to_host
+from gradjax.probe.chunking import is_scaled_moments, moments_by_layer, moments_to_host
 from gradjax.results.summary import RowMoments, chan_merge
 
 

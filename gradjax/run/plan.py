@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from gradjax.probe import tree_probe
-from gradjax.probe.mlp_probe import make_points
+from gradjax.probe.chunking import make_points
 from gradjax.results.ledger import blocks
 from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run.executables import Executable, compile_chunk

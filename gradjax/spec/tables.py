@@ -127,7 +127,8 @@ class Stat:
     capability: str = ""
     # what it needs, null without: "per_example" / "structural_zeros" (that option on),
     # "steps" (step > 0: an update), "activation" (on a tap: a model with an `activation`
-    # option); "params": of the parameters themselves, not of their gradient (computed beside
+    # option), "tap_shift" (on a tap: one a zero shift reaches, `gradjax.nn.tap_shifts`);
+    # "params": of the parameters themselves, not of their gradient (computed beside
     # the gradient statistics)
     needs: str = ""
     # the rows it has a value on, null on the others: "params" (a parameter tensor's: every
@@ -186,8 +187,8 @@ STAT_TABLE: tuple[Stat, ...] = (
          "variance; NaN if none has any (Liu et al. 2020)", reduction=False,
          needs="per_example"),
     Stat("delta_sq_norm", "layer", "(loss / pre-activation)^2", "mean over examples of "
-         "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm)",
-         _sq(_D), capability="layered_probe"),
+         "|dL/dz^l|^2, the gradient w.r.t. the layer's pre-activations z (before any norm), "
+         "or w.r.t. a plug-in's tap", _sq(_D), needs="tap_shift"),
     Stat("preact_mean", "layer", "pre-activation", "mean over examples x units of u = norm(z), "
          "the activation's input", _U, rows="hidden"),
     Stat("preact_var", "layer", "pre-activation^2", "population variance over examples x "
@@ -254,7 +255,9 @@ _NULL_ON = {"params": "taps", "layers": "a plug-in's leaves",
             "hidden": "the MLP's output layer, a plug-in's leaves", "all": ""}
 _NULL_WITHOUT = {"per_example": "`per_example = false`",
                  "structural_zeros": "`structural_zeros = false`", "steps": "step 0",
-                 "activation": "taps of a model with no `activation` option"}
+                 "activation": "taps of a model with no `activation` option",
+                 "tap_shift": "taps that a `scan` stacks from its iterations (no shift reaches "
+                              "their uses inside the loop)"}
 
 
 _WITHOUT_CAPABILITY = {"layered_probe": "models without the layered probe (all but the MLP)"}
