@@ -10,6 +10,7 @@ backend.
 import importlib
 
 from gradjax.nn import xla
+from gradjax.version import VERSION
 
 xla.pin_reductions()
 
@@ -29,7 +30,7 @@ from gradjax.spec import (  # noqa: E402
 )
 from gradjax.sweep import load_sweep, sweep_from_dict  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 # name -> the module (which imports JAX) that defines it
 _COMPUTE: dict[str, str] = {

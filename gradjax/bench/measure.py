@@ -40,6 +40,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -166,7 +167,7 @@ def measure_matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, Any]:
 def measure_draw_rate(n: int = 2**24, reps: int = 5) -> dict[str, Any]:
     """Float32 standard normals per second (median, min..max over reps) drawn as the probe
     draws them: `jax.random.normal` on a typed key, with gradjax's threefry lowering."""
-    import jax
+    import jax  # the compute stack only when measuring: `bench --help` loads no JAX
     import jax.numpy as jnp
 
     from gradjax.nn import keys
@@ -199,9 +200,7 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     """`gradjax run` itself (`engine.execute_sweep`: its programs, host loop and Parquet writes)
     on the workload's sweep, into a temporary folder; the warm-up run compiles, the timed
     ones reuse the process's compiled programs."""
-    import tempfile
-
-    from gradjax.run.engine import execute_sweep
+    from gradjax.run.engine import execute_sweep  # the compute stack: not for `bench --help`
     from gradjax.sweep import parse_sweep
     from gradjax.sweep.budget import DEFAULT_MAX_MEMORY
 

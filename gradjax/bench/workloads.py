@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gradjax.spec import ProbeSpec, layer_sizes
+from gradjax.sweep import load_sweep
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -192,8 +193,6 @@ WORKLOADS["L-grid"] = dataclasses.replace(
 
 def sweep_workload(path: str | Path, chunk: int = 256, loop_inits: int = 10) -> Workload:
     """A workload from a sweep file: one part per shape bucket, all its seeds and cells."""
-    from gradjax.sweep import load_sweep
-
     sweep = load_sweep(path)
     parts = []
     for bucket in sweep.buckets():

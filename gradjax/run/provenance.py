@@ -19,6 +19,7 @@ from gradjax.nn.models.registry import resolve
 from gradjax.probe.programs import MATMUL_PRECISION
 from gradjax.spec import COMMON, ProbeSpec, capabilities
 from gradjax.sweep import Sweep
+from gradjax.version import VERSION
 
 
 def describe_spec(spec: ProbeSpec) -> str:
@@ -73,8 +74,6 @@ def git_revision() -> tuple[str, bool] | None:
 
 def run_metadata(sweep: Sweep) -> dict[str, str]:
     """Provenance for every Parquet file of a run (the UTC time is added per file)."""
-    from gradjax import __version__
-
     device = jax.devices()[0]
     meta = {
         "sweep_name": sweep.name,
@@ -82,7 +81,7 @@ def run_metadata(sweep: Sweep) -> dict[str, str]:
         "sweep_sha256": hashlib.sha256(sweep.text.encode()).hexdigest(),
         "seeds": str(sweep.seeds),
         "root_seed": str(sweep.root_seed),
-        "gradjax_version": __version__,
+        "gradjax_version": VERSION,
         "jax_version": jax.__version__,
         "jaxlib_version": jaxlib.__version__,
         "backend": jax.default_backend(),

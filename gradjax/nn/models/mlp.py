@@ -22,6 +22,7 @@ def factory(
     dtype: str = DTYPE,
 ):
     """The MLP as `(init, apply)`; see the module docstring."""
+    # JAX on the first build only: the sweep layer reads this family's signature without it
     import jax.numpy as jnp
 
     from gradjax.nn import network

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gradjax.nn.models.family import Family, factory_params
+from gradjax.spec import OPTION_BY_NAME, RESERVED_COLUMNS
 from gradjax.spec.option import Option
 
 MODEL = re.compile(r"([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_]\w*)")
@@ -109,8 +110,6 @@ def _source_sha256(module) -> str:
 def plugin_family(model: str, folder: str = "") -> Family:
     """The `Family` of a plug-in: its factory, and an `Option` per parameter that is not a
     gradjax option (gradjax's own are validated as declared in `gradjax.spec`)."""
-    from gradjax.spec import OPTION_BY_NAME, RESERVED_COLUMNS
-
     module, factory = load_factory(model, folder)
     try:
         hints = typing.get_type_hints(factory)

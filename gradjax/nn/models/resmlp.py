@@ -26,6 +26,7 @@ def factory(
     branch_scale: float = BRANCH_SCALE.default, dtype: str = DTYPE,
 ):
     """The residual MLP as `(init, apply)`; see the module docstring."""
+    # JAX on the first build only: the sweep layer reads this family's signature without it
     import jax
     import jax.numpy as jnp
 
