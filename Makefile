@@ -21,11 +21,11 @@ lint: $(STAMP)  # ruff, and the import layers of pyproject.toml (an uphill impor
 	$(VENV)/bin/lint-imports
 
 test: lint  # everything but the slow tests: two workers, then what must run alone
-	$(PY) -m pytest -q -n 2 -m "not slow and not alone"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not alone"
 	$(PY) -m pytest -q -m alone
 
 test-fast: lint  # the inner loop: math and unit tests, no whole runs
-	$(PY) -m pytest -q -n 2 -m "not slow and not integration"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not integration"
 
 test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option: ~4 min),
 	# compiled at XLA's default optimization level (tests/conftest.py)

@@ -97,6 +97,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gradjax.run import executables  # the compute stack (JAX) only for commands that compute
 
     cache = None if args.no_cache else executables.enable_compile_cache()
+    if args.no_cache:
+        executables.disable_compile_cache()
     remote = args.out if args.out and is_remote(args.out) else None
     try:
         if remote:

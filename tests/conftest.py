@@ -6,6 +6,7 @@ modules that go through whole runs (`make test-fast` leaves them out)."""
 import contextlib
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,7 +25,14 @@ if not os.environ.get("GRADJAX_TEST_DEFAULT_OPT"):
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
 
+# Many tests compile the same small programs, in two workers and run after run. They share one
+# persistent compile cache (git-ignored; GRADJAX_TEST_XLA_CACHE moves it), so each program is
+# compiled once. A loaded program is the one compiled, so no number depends on it.
+TEST_XLA_CACHE = Path(os.environ.get("GRADJAX_TEST_XLA_CACHE",
+                                     Path(__file__).parent.parent / ".jax_cache" / "tests"))
+
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
+from gradjax.run import executables  # noqa: E402
 
 # modules whose tests run whole sweeps (subprocesses, resumes, shards, Ray, object stores):
 # `make test-fast` (-m "not integration") is the math and unit tests without them
@@ -41,6 +49,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def shared_compile_cache():
+    """Every test starts with the suite's persistent compile cache on (a test that ran
+    `gradjax run` in-process may have pointed JAX at its own, or turned it off)."""
+    if jax.config.jax_compilation_cache_dir != str(TEST_XLA_CACHE) or not (
+            jax.config.jax_enable_compilation_cache):
+        executables.enable_compile_cache(TEST_XLA_CACHE)
+
+
 @pytest.fixture
 def x64():
     """Run a test with float64 enabled, restoring the previous setting afterwards."""
@@ -50,6 +67,12 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+def programs_built(report) -> int:
+    """The chunk programs a run needed: compiled, or loaded from the suite's shared compile
+    cache (which another test, or an earlier run of the suite, may have filled)."""
+    return report.compiled + report.from_cache
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from gradjax.bench.workloads import (
     flops_per_init,
     sweep_workload,
 )
+from gradjax.run import executables
 from gradjax.spec import MIN_AXIS, ProbeSpec
 from gradjax.sweep import budget
 
@@ -75,6 +76,7 @@ def test_a_nonsense_size_is_a_usage_error():
 
 
 def test_compile_log_counts_a_fresh_compile():
+    executables.disable_compile_cache()  # so that it compiles afresh
     with bench.CompileLog() as log:
         jax.block_until_ready(jax.jit(lambda a: a * 3 + 1)(jnp.arange(5.0)))
     assert log.backend_compiles >= 1 and log.seconds > 0
@@ -82,6 +84,7 @@ def test_compile_log_counts_a_fresh_compile():
 
 @pytest.mark.parametrize("impl", bench.IMPLS)
 def test_each_impl_measures_the_tiny_workload(impl):
+    executables.disable_compile_cache()  # it counts gradjax's compiles
     fields = bench.run_job(bench.Job(impl, TINY, reps=2))
     record = make_record(TINY, impl, fields, {"matmul_gflops": 100.0}, {}, None)
     assert set(RECORD_KEYS) <= set(record)

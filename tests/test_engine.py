@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_sweep_text
+from conftest import programs_built, tiny_sweep_text
 
 import gradjax
 from gradjax.nn import keys
@@ -324,7 +324,7 @@ def test_the_next_bucket_compiles_in_the_background_with_its_own_x64_switch(tmp_
     programs.clear_compiled()  # (another test of this process may have compiled them)
     report = engine.execute_sweep(parse_sweep(text, "tiny.toml"), out, chunk=6, devices=1,
                                   log=logged.append)
-    assert report.compiled == 2 and not jax.config.jax_enable_x64
+    assert programs_built(report) == 2 and not jax.config.jax_enable_x64
     row = reading.load(out, "per_seed", seed=0, layer=1, param="W", dtype="float64").iloc[0]
     assert row["grad_var"] == pytest.approx(float64_seed0_stats()["grad_var"][0, 0], rel=1e-12)
     assert 0 < report.peak_rss <= budget.peak_resident_bytes()

@@ -357,7 +357,10 @@ def tanh_measurements():
         spec, scales=np.sqrt(SIGMA_W2), bias_scales=[math.sqrt(0.05)] * len(SIGMA_W2)
     )
     grads, preact = [], []
-    for _, stats, _ in run_seeds(spec, points, np.arange(SEEDS), chunk=16):
+    # XLA's default optimization level (the suite compiles at -O0): this program's run, not
+    # its compile, is what takes time here
+    for _, stats, _ in run_seeds(spec, points, np.arange(SEEDS), chunk=16,
+                                 compiler_options={"xla_backend_optimization_level": 2}):
         grads.append(stats["grad_sq_norm"])
         preact.append(stats["preact_var"])
     grad_mean = np.concatenate(grads).mean(0)  # [P, layers, 2]
@@ -378,6 +381,7 @@ def tanh_measurements():
     return frames
 
 
+@pytest.mark.xdist_group("tanh_measurements")  # one worker computes the fixture once
 @pytest.mark.parametrize("p", range(len(SIGMA_W2)))
 def test_measured_chi1_within_3_percent_of_theory(tanh_measurements, p):
     frame = tanh_measurements[p]
@@ -387,6 +391,7 @@ def test_measured_chi1_within_3_percent_of_theory(tanh_measurements, p):
     assert frame["theory_fit_chi1"].iloc[0] == pytest.approx(predicted, rel=2e-3)
 
 
+@pytest.mark.xdist_group("tanh_measurements")  # one worker computes the fixture once
 @pytest.mark.parametrize("p", range(len(SIGMA_W2)))
 def test_hidden_preactivation_variance_is_q_star(tanh_measurements, p):
     frame = tanh_measurements[p]
@@ -395,6 +400,7 @@ def test_hidden_preactivation_variance_is_q_star(tanh_measurements, p):
     assert measured == pytest.approx(frame["theory_q_star"].iloc[0], rel=0.03)
 
 
+@pytest.mark.xdist_group("tanh_measurements")  # one worker computes the fixture once
 @pytest.mark.parametrize("p", range(len(SIGMA_W2)))
 def test_whole_gradient_profile_follows_the_predicted_ratios(tanh_measurements, p):
     """Every layer, the input transient included: ln E|grad W^l|^2 spans ~25 (sigma_w^2 = 0.5)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_sweep_text
+from conftest import programs_built, tiny_sweep_text
 from reference import mlp_backprop
 
 import gradjax
@@ -192,7 +192,7 @@ def test_step_zero_is_the_init_only_probe_and_later_steps_draw_fresh_batches(tmp
     trained, report = run(tmp_path, "train", tiny_sweep_text(**base, steps=[0, 2, 5],
                                                              grid={"scale": [0.5, 1.0],
                                                                    "learning_rate": [0.0, 0.1]}))
-    assert report.compiled == 2  # the init-only program, and one for every trained cell
+    assert programs_built(report) == 2  # the init-only program, and one for every trained cell
     a = reading.load(init_only, "per_seed").sort_values(["scale", "seed", "layer", "param"])
     b = reading.load(trained, "per_seed", step=0, learning_rate=0.0)
     b = b.sort_values(["scale", "seed", "layer", "param"])
@@ -279,7 +279,7 @@ def test_a_grid_over_the_learning_rate_compiles_once(tmp_path):
                            grid={"learning_rate": [0.01, 0.1, 0.5], "weight_decay": [0.0, 0.1],
                                  "momentum": [0.5, 0.9]}, defaults={"optimizer": "momentum"})
     _, report = run(tmp_path, "lr", text)
-    assert report.compiled == 1 and report.cells == 24  # x the 2 scales of the tiny sweep
+    assert programs_built(report) == 1 and report.cells == 24  # x the 2 scales of the tiny sweep
 
 
 def test_the_optimizer_factory_refuses_an_unknown_name():

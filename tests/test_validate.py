@@ -5,7 +5,7 @@ the run then compiles and computes."""
 import textwrap
 
 import pytest
-from conftest import tiny_sweep_text
+from conftest import programs_built, tiny_sweep_text
 
 from gradjax import cli
 from gradjax.probe import programs
@@ -69,6 +69,6 @@ def test_validate_estimate_plans_the_programs_and_chunks_the_run_compiles(tmp_pa
     guess = estimate_run(sweep, budget, devices=1)
     programs.clear_compiled()  # (another test of this process may have compiled them)
     report = execute_sweep(sweep, tmp_path / "out", max_memory=budget, quiet=True, devices=1)
-    assert (guess.programs, guess.chunks) == (report.compiled, 4 * 2) == (2, 8)
+    assert (guess.programs, guess.chunks) == (programs_built(report), 4 * 2) == (2, 8)
     assert guess.compile_s > 0 and guess.compute_s > 0
 

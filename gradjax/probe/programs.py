@@ -10,6 +10,7 @@ and notebooks.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -44,14 +45,16 @@ _COMPILED: dict[tuple, Any] = {}  # the process's one cache of compiled chunk pr
 MATMUL_PRECISION = "highest"
 
 
-def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device
-                   ) -> tuple[Any, bool]:
+def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device,
+                   compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
     """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
     whether it was compiled just now). Every compiled chunk program of the process, for
-    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept."""
+    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept.
+    `compiler_options` are XLA's for this program (e.g. `xla_backend_optimization_level`)."""
     leaves, tree = jax.tree.flatten(points)
+    options = dict(compiler_options or {})
     key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
-           device.id)
+           device.id, tuple(sorted(options.items())))
     if key in _COMPILED:
         return _COMPILED[key], False
     on = functools.partial(jax.device_put, device=device)
@@ -60,7 +63,7 @@ def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, devi
             np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
             np.int32(leaves[0].shape[0]),
         )
-    _COMPILED[key] = lowered.compile()
+    _COMPILED[key] = lowered.compile(options or None)
     return _COMPILED[key], True
 
 
@@ -77,6 +80,7 @@ def run_seeds(
     root_seed: int = 0,
     chunk: int = 256,
     with_moments: bool = False,
+    compiler_options: Mapping[str, Any] | None = None,
 ):
     """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk, on the first
     device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
@@ -84,6 +88,7 @@ def run_seeds(
 
     Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
     padded with masked seeds, so a run compiles once whatever the number of seeds.
+    `compiler_options` go to XLA (`compiled_chunk`).
 
     moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
     "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
@@ -92,7 +97,7 @@ def run_seeds(
     points, n_points = chunking.pad_points(points)
     chunk = max(chunk, MIN_AXIS)
     device = jax.devices()[0]
-    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device)
+    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device, compiler_options)
     points = jax.device_put(points, device)
     seeds = np.asarray(seeds, np.int32)
     for start in range(0, len(seeds), chunk):

@@ -33,7 +33,7 @@ from gradjax.results import reading, results_folder, schema
 from gradjax.results.inert import inert_lines
 from gradjax.results.ledger import Ledger, cell_key, owned
 from gradjax.results.results_folder import SEED_BLOCK
-from gradjax.run.executables import cache_events
+from gradjax.run.executables import cache_events, compile_cache_on
 from gradjax.run.interrupt import STOP, check_stop, stop_on_sigint, wait_until
 from gradjax.run.model_check import x64_if_needed
 from gradjax.run.plan import Unit, params_of, plan_group
@@ -127,7 +127,7 @@ def _finish_report(report, started, sweep, shard, folder, max_memory, say, misse
     report.wall_s = time.perf_counter() - started
     report.peak_rss = peak_resident_bytes()
     cache = "persistent compile cache off"
-    if jax.config.jax_compilation_cache_dir:
+    if compile_cache_on():
         report.cache_misses = cache_events().misses - misses
         cache = (f"loaded {report.from_cache} from the persistent compile cache, "
                  f"{report.cache_misses} cache misses in all")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 from gradjax.probe.programs import compiled_chunk
 from gradjax.results import files
@@ -46,10 +47,24 @@ def enable_compile_cache(path: Path | None = None) -> Path:
     """Turn on JAX's persistent compilation cache (every program, however quick to compile),
     in a folder only this user can read or write (0700)."""
     path = files.private_folder(files.user_cache_dir() if path is None else Path(path))
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.reset_cache()  # JAX decides once per process unless told to look again
     return path
+
+
+def disable_compile_cache() -> None:
+    """Turn JAX's persistent compilation cache off, even where the environment turned it on
+    (JAX_COMPILATION_CACHE_DIR): `--no-cache` compiles every program."""
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+
+
+def compile_cache_on() -> bool:
+    """Whether compiled programs are read from and written to a persistent cache."""
+    return bool(jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,8 @@ def run_sweep(
     budget = parse_bytes(max_memory) if isinstance(max_memory, str) else int(max_memory)
     if compile_cache:
         executables.enable_compile_cache()
+    else:
+        executables.disable_compile_cache()
     folder = layout.RESULTS / sweep.name if out is None else Path(out)
     engine.execute_sweep(sweep, folder, max_memory=budget, overwrite=overwrite, quiet=quiet)
     return reading.load(folder)
