@@ -9,8 +9,8 @@ timed like the benchmark (warm-up, then the median of --reps runs over all inits
   fwd+bwd, no rng     loss and gradients (`gradjax.loss_and_grads`) of parameters made from
                       the seed by an integer hash instead of the PRNG
   rng + fwd+bwd       the two together
-  probe, no liveness  `programs.chunk_function` with structural_zeros = False
-  probe               `programs.chunk_function` as the benchmark runs it
+  probe, no liveness  `programs.chunk_program_of` with structural_zeros = False
+  probe               `programs.chunk_program_of` as the benchmark runs it
 
 followed by XLA's cost and memory analysis of the full probe per init. The shares in the last
 column are of the full probe's time; they overlap (XLA fuses across the pieces), so read them
@@ -46,10 +46,10 @@ import numpy as np
 
 import gradjax
 from gradjax.bench import measure as bench
-from gradjax.bench.workloads import WORKLOADS, Part, flops_per_init
+from gradjax.bench.workloads import WORKLOADS, WorkloadBucket, flops_per_init
 from gradjax.nn import data, keys
 from gradjax.probe.chunking import make_points, pad_points
-from gradjax.probe.programs import chunk_function
+from gradjax.probe.programs import chunk_program_of
 
 
 def hashed_params(seed, sizes):
@@ -63,12 +63,12 @@ def hashed_params(seed, sizes):
     return params
 
 
-def ablations(part: Part, root_seed: int):
-    """name -> fn(seeds[C]) for the part's spec at its first point."""
-    spec = part.spec
-    scale, bias_scale = part.scales[0], part.bias_scales[0]
-    fixed_x = None if part.xs is None else jnp.asarray(part.xs[0], jnp.float32)
-    fixed_y = None if part.ys is None else jnp.asarray(part.ys[0], jnp.float32)
+def ablations(bucket: WorkloadBucket, root_seed: int):
+    """name -> fn(seeds[C]) for the bucket's spec at its first point."""
+    spec = bucket.spec
+    scale, bias_scale = bucket.scales[0], bucket.bias_scales[0]
+    fixed_x = None if bucket.xs is None else jnp.asarray(bucket.xs[0], jnp.float32)
+    fixed_y = None if bucket.ys is None else jnp.asarray(bucket.ys[0], jnp.float32)
 
     def draw(seed):
         key = keys.init_key(root_seed, seed)
@@ -95,16 +95,16 @@ def ablations(part: Part, root_seed: int):
     def with_rng(seed):
         return grads_total(*draw(seed))
 
-    points = make_points(spec, part.scales[:1], part.bias_scales[:1],
-                         None if part.xs is None else part.xs[:1],
-                         None if part.ys is None else part.ys[:1])
+    points = make_points(spec, bucket.scales[:1], bucket.bias_scales[:1],
+                         None if bucket.xs is None else bucket.xs[:1],
+                         None if bucket.ys is None else bucket.ys[:1])
 
     def probe(structural_zeros: bool):
-        fn = chunk_function(dataclasses.replace(spec, structural_zeros=structural_zeros))
+        fn = chunk_program_of(dataclasses.replace(spec, structural_zeros=structural_zeros))
         return lambda seeds: fn(np.uint32(root_seed), seeds, np.ones(len(seeds), bool), *points)
 
     padded, n_points = pad_points(points)
-    points = (padded, np.int32(n_points))  # what `chunk_function` takes after seeds and valid
+    points = (padded, np.int32(n_points))  # what `chunk_program_of` takes after seeds and valid
     vmapped = {name: jax.jit(jax.vmap(f)) for name, f in
                (("rng", rng), ("fwd+bwd, no rng", no_rng), ("rng + fwd+bwd", with_rng))}
     return {**vmapped, "probe, no liveness": probe(False), "probe": probe(True)}, points
@@ -129,8 +129,8 @@ def time_rows(fns, n_inits: int, chunk: int, reps: int) -> dict[str, tuple[float
     return out
 
 
-def cost_per_init(part: Part, points, chunk: int) -> dict[str, float]:
-    compiled = chunk_function(part.spec).lower(
+def cost_per_init(bucket: WorkloadBucket, points, chunk: int) -> dict[str, float]:
+    compiled = chunk_program_of(bucket.spec).lower(
         np.uint32(0), np.zeros(chunk, np.int32), np.ones(chunk, bool), *points
     ).compile()
     cost, mem = compiled.cost_analysis(), compiled.memory_analysis()
@@ -138,7 +138,7 @@ def cost_per_init(part: Part, points, chunk: int) -> dict[str, float]:
         cost = cost[0]
     return {
         "XLA flops": cost.get("flops", float("nan")) / chunk,
-        "useful flops (6*batch*sum fan_in*fan_out)": flops_per_init(part.spec),
+        "useful flops (6*batch*sum fan_in*fan_out)": flops_per_init(bucket.spec),
         "transcendentals": cost.get("transcendentals", float("nan")) / chunk,
         "bytes accessed": cost.get("bytes accessed", float("nan")) / chunk,
         "temp bytes": mem.temp_size_in_bytes / chunk if mem is not None else float("nan"),
@@ -157,9 +157,9 @@ def _group(instruction: str, op_name: str | None) -> str:
     return re.sub(r"\d+", "#", "/".join(op_name.split("/")[-2:]))
 
 
-def profile(part: Part, points, n_inits: int, chunk: int, top: int = 14) -> None:
+def profile(bucket: WorkloadBucket, points, n_inits: int, chunk: int, top: int = 14) -> None:
     """Run the full probe under the JAX profiler; print thunk time by source operation."""
-    fn = chunk_function(part.spec)
+    fn = chunk_program_of(bucket.spec)
     valid = np.ones(chunk, bool)
     chunks = [np.arange(s, s + chunk, dtype=np.int32) for s in range(0, n_inits, chunk)]
     compiled = fn.lower(np.uint32(0), chunks[0], valid, *points).compile()
@@ -225,23 +225,23 @@ def main() -> None:
     w = WORKLOADS[args.workload]
     chunk = args.chunk or w.chunk
     n_inits = args.inits or 4 * chunk
-    part = w.parts[0]
+    bucket = w.buckets[0]
     peak = bench.measure_matmul_peak()
     print(f"{w.name}: {w.description}; chunk {chunk}, {n_inits} inits; "
           f"matmul peak {peak['matmul_gflops']:.1f} GFLOP/s")
-    fns, points = ablations(part, w.root_seed)
+    fns, points = ablations(bucket, w.root_seed)
     rows = time_rows(fns, n_inits, chunk, args.reps)
     full = rows["probe"][1]
-    flops = flops_per_init(part.spec)
+    flops = flops_per_init(bucket.spec)
     print(f"\n{'piece':20s} {'inits/s':>12s} {'% of peak':>10s} {'time vs probe':>14s}")
     for name, (_, rate) in rows.items():
         pct = 100 * rate * flops / 1e9 / peak["matmul_gflops"]
         print(f"{name:20s} {rate:12.1f} {pct:9.1f}% {full / rate:13.0%}")
     print("\nper init, full probe:")
-    for name, value in cost_per_init(part, points, chunk).items():
+    for name, value in cost_per_init(bucket, points, chunk).items():
         print(f"  {name:44s} {value:14.4g}")
     if args.profile:
-        profile(part, points, n_inits, chunk)
+        profile(bucket, points, n_inits, chunk)
 
 
 if __name__ == "__main__":

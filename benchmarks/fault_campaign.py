@@ -70,7 +70,7 @@ def same(a: Path, b: Path) -> str:
         pd.testing.assert_frame_equal(x, y, check_exact=True)
     except AssertionError as err:
         return f"per-seed tables differ: {str(err).splitlines()[0]}"
-    left = [p for p in a.rglob("*") if p.name.endswith(".tmp") or "units" in p.parts]
+    left = [p for p in a.rglob("*") if p.name.endswith(".tmp") or "packs" in p.parts]
     if left or not (a / "manifest.json").exists():
         return f"leftovers {left[:3]} or no manifest"
     return ""

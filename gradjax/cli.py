@@ -29,6 +29,7 @@ from gradjax.analysis.findings import findings_text
 from gradjax.analysis.summary_table import summary_text
 from gradjax.results import files, layout, reading, results_folder
 from gradjax.results.remote import is_remote, output_folder, pull, push
+from gradjax.run import launch_options
 from gradjax.run.preflight import check_sweep
 from gradjax.spec import OPTION_TABLE
 from gradjax.sweep import MAX_SEEDS, SweepError, budget, load_sweep
@@ -66,17 +67,10 @@ def _positive(text: str) -> int:
 
 
 def _run_options_error(args: argparse.Namespace) -> str | None:
-    """Options that do not go together, as one error line's text."""
-    if args.shard != (1, 1) and args.distributed:
-        return "--shard and --distributed: the multi-host job sets each process's shard"
-    if args.executor == "ray" and (args.shard != (1, 1) or args.distributed):
-        return "--executor ray with --shard or --distributed: Ray splits the work itself"
-    if args.overwrite and (args.shard != (1, 1) or args.distributed):
-        return ("--overwrite with shards: each would discard the others' work; clear the "
-                "folder once (or run with --overwrite once), then start the shards")
-    if args.address and args.executor != "ray":
-        return "--address is the Ray cluster's: use it with --executor ray"
-    return None
+    """Options that do not go together, as one error line's text (`launch_options`)."""
+    return launch_options.conflict(shard=args.shard, distributed=args.distributed,
+                                   executor=args.executor, overwrite=args.overwrite,
+                                   address=args.address)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -218,7 +218,7 @@ def assert_same_as_single(out, single) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["rows"]["per_seed"] == rows
     assert not list(out.rglob("*.tmp"))
-    assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()
+    assert not (out / ".work" / "packs").exists() and not (out / ".work" / "locks").exists()
 
 
 def run_plugin(folder, module: str, source: str, model: str, defaults: str) -> pd.DataFrame:

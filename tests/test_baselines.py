@@ -18,7 +18,7 @@ import gradjax
 from gradjax.bench import measure as bench
 from gradjax.bench import numpy_peer, torch_peer
 from gradjax.bench.record import format_table, make_record
-from gradjax.bench.workloads import Part, Workload
+from gradjax.bench.workloads import Workload, WorkloadBucket
 from gradjax.spec import LAYER_STATS, PARAM_STATS, ProbeSpec
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -217,7 +217,7 @@ def test_grad_stats_torch_matches_gradjax(net):
 def test_bench_lists_torch_func_as_not_measured_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without it
     workload = Workload(
-        "T", "tiny", (Part(GAUSSIAN_SPEC),), n_inits=2, chunk=2, loop_inits=1
+        "T", "tiny", (WorkloadBucket(GAUSSIAN_SPEC),), n_inits=2, chunk=2, loop_inits=1
     )
     fields = bench.run_job(bench.Job("torch_func", workload, reps=1))
     assert fields == {"error": "torch is not installed (pip install 'gradjax[torch]')"}

@@ -17,14 +17,14 @@ from gradjax.bench.record import RECORD_KEYS, make_record
 from gradjax.bench.torch_peer import TORCH_MISSING
 from gradjax.bench.workloads import (
     WORKLOADS,
-    Part,
     Workload,
+    WorkloadBucket,
     draws_per_seed,
     flops_per_init,
     sweep_workload,
 )
 from gradjax.run import executables
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec
 from gradjax.sweep import budget
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -34,7 +34,7 @@ TINY_SPEC = ProbeSpec(
     inputs="gaussian", targets="gaussian",
 )
 TINY = Workload(
-    "T", "tiny", (Part(TINY_SPEC, scales=(1.0, 2.0), bias_scales=(0.0, 0.0)),),
+    "T", "tiny", (WorkloadBucket(TINY_SPEC, scales=(1.0, 2.0), bias_scales=(0.0, 0.0)),),
     n_inits=8, chunk=4, loop_inits=2,
 )
 
@@ -47,7 +47,7 @@ def _parse(argv):
 
 def test_flops_formula_matches_a_hand_count():
     assert flops_per_init(TINY_SPEC) == 6 * 2 * (3 * 4 + 4 * 2)
-    m = WORKLOADS["M"].parts[0].spec
+    m = WORKLOADS["M"].buckets[0].spec
     assert flops_per_init(m) == 6 * 64 * (10 * 128 * 128 + 128 * 1)
     assert TINY.inits == 16  # 8 seeds x 2 points
     assert TINY.flops == 8 * 2 * 240
@@ -55,11 +55,11 @@ def test_flops_formula_matches_a_hand_count():
 
 def test_builtin_workloads_are_the_issue_s():
     s, m, big = (WORKLOADS[k] for k in "SML")
-    assert s.parts[0].spec.sizes == (2, 3, 1) and s.n_inits == 100_000
-    assert m.parts[0].spec.sizes == (128, *[128] * 10, 1) and m.n_inits == 1024
-    assert m.parts[0].spec.batch == 64 and m.parts[0].spec.activation == "tanh"
-    assert big.parts[0].spec.sizes == (512, *[512] * 20, 1) and big.n_inits == 64
-    assert big.parts[0].spec.batch == 128 and big.parts[0].spec.activation == "relu"
+    assert s.buckets[0].spec.sizes == (2, 3, 1) and s.n_inits == 100_000
+    assert m.buckets[0].spec.sizes == (128, *[128] * 10, 1) and m.n_inits == 1024
+    assert m.buckets[0].spec.batch == 64 and m.buckets[0].spec.activation == "tanh"
+    assert big.buckets[0].spec.sizes == (512, *[512] * 20, 1) and big.n_inits == 64
+    assert big.buckets[0].spec.batch == 128 and big.buckets[0].spec.activation == "relu"
 
 
 @pytest.mark.parametrize(
@@ -125,14 +125,14 @@ def test_torch_func_runs_with_the_thread_setting():
 def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
     fields = bench.run_job(bench.Job("gradjax", TINY, reps=1, max_memory=1))
     record = make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
-    assert record["chunk"] == MIN_AXIS * jax.device_count()  # the smallest chunk run plans
+    assert record["chunk"] == MIN_ARRAY_AXIS * jax.device_count()  # the smallest chunk run plans
     assert record["within_memory"] is False
     assert record["pct_of_peak"] is None  # no peak measured
 
 
 def test_isolated_job_reports_its_own_error():
     unsupported = Workload(
-        "U", "gelu", (Part(ProbeSpec(sizes=(2, 1), activation="gelu", inputs="gaussian",
+        "U", "gelu", (WorkloadBucket(ProbeSpec(sizes=(2, 1), activation="gelu", inputs="gaussian",
                                            targets="gaussian")),),
         n_inits=2, chunk=2, loop_inits=1,
     )
@@ -188,7 +188,7 @@ def test_main_refuses_bad_combinations(capsys):
     assert "--blas-threads" in capsys.readouterr().err
 
 
-def test_sweep_file_becomes_a_workload_with_one_part_per_bucket(tmp_path):
+def test_sweep_file_becomes_a_workload_with_one_workload_bucket_per_shape_bucket(tmp_path):
     pytest.importorskip("gradjax.sweep")
     path = tmp_path / "tiny.toml"
     path.write_text(
@@ -198,9 +198,9 @@ def test_sweep_file_becomes_a_workload_with_one_part_per_bucket(tmp_path):
     )
     w = sweep_workload(path)
     assert w.name == "tiny" and w.n_inits == 6
-    assert [p.n_points for p in w.parts] == [2, 2]
+    assert [p.n_points for p in w.buckets] == [2, 2]
     assert w.inits == 6 * 4
-    assert w.flops == 6 * 2 * sum(flops_per_init(p.spec) for p in w.parts)
+    assert w.flops == 6 * 2 * sum(flops_per_init(p.spec) for p in w.buckets)
     fields = bench.run_job(bench.Job("numpy_vec", w, reps=1))
     assert fields["inits_per_s"] > 0
 
@@ -226,10 +226,10 @@ def test_the_roofline_counts_every_point_s_flops_and_each_seed_s_draws_once():
 def test_grid_workloads_are_m_and_l_at_sixteen_points_per_draw():
     for name in ("M", "L"):
         base, grid = WORKLOADS[name], WORKLOADS[f"{name}-grid"]
-        assert grid.parts[0].spec == base.parts[0].spec and grid.points == 16
-        assert len(set(grid.parts[0].scales)) == 16
-        assert grid.flops == grid.n_inits * 16 * flops_per_init(base.parts[0].spec)
-        assert grid.normals == grid.n_inits * draws_per_seed(base.parts[0].spec)
+        assert grid.buckets[0].spec == base.buckets[0].spec and grid.points == 16
+        assert len(set(grid.buckets[0].scales)) == 16
+        assert grid.flops == grid.n_inits * 16 * flops_per_init(base.buckets[0].spec)
+        assert grid.normals == grid.n_inits * draws_per_seed(base.buckets[0].spec)
     assert "points = " not in WORKLOADS["M-grid"].sweep_text()  # cells are cases
     assert WORKLOADS["M-grid"].sweep_text().count("[[cases]]") == 15
 

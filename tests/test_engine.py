@@ -1,4 +1,4 @@
-"""The engine: chunk, device and unit invariance of per-seed numbers; summaries against numpy;
+"""The engine: chunk, device and pack invariance of per-seed numbers; summaries against numpy;
 skipping finished cells; refusing another sweep's folder; the memory budget."""
 
 import io
@@ -16,7 +16,7 @@ from gradjax.nn import keys
 from gradjax.probe import programs
 from gradjax.results import layout, reading
 from gradjax.run import engine, plan, progress
-from gradjax.spec import AGGREGATES, MIN_AXIS, STATS
+from gradjax.spec import AGGREGATES, MIN_ARRAY_AXIS, STATS
 from gradjax.sweep import SweepError, budget, parse_sweep
 
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
@@ -40,7 +40,7 @@ def reference(tmp_path_factory):
 
 def test_per_seed_numbers_do_not_depend_on_chunk_size(reference, tmp_path):
     out, report = run(tmp_path, "chunk2", chunk=2)
-    assert {u["chunk"] for u in report.units} == {2}
+    assert {p["chunk"] for p in report.packs} == {2}
     a, b = reading.load(reference[0], "per_seed"), reading.load(out, "per_seed")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     sa, sb = reading.load(reference[0]), reading.load(out)
@@ -53,7 +53,7 @@ def test_per_seed_numbers_do_not_depend_on_chunk_size(reference, tmp_path):
 def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
     assert jax.device_count() == 2  # tests/conftest.py
     out, report = run(tmp_path, "two", chunk=6, devices=2)
-    assert report.units[0]["chunk"] == 6
+    assert report.packs[0]["chunk"] == 6
     pd.testing.assert_frame_equal(reading.load(reference[0], "per_seed"),
                                   reading.load(out, "per_seed"), check_exact=True)
     np.testing.assert_allclose(reading.load(reference[0])["grad_var_across_seeds"],
@@ -62,9 +62,9 @@ def test_per_seed_numbers_are_the_same_on_two_devices(reference, tmp_path):
 
 def test_a_tight_budget_splits_points_and_changes_no_number(reference, tmp_path):
     out, report = run(tmp_path, "tight", max_memory=budget.parse_bytes("4.5KB"))
-    # one cell per unit, each padded to 2 points (an axis of 1 would change the numbers)
-    assert [u["cells"] for u in report.units] == [[0], [1], [2]]
-    assert {(u["chunk"], u["points"]) for u in report.units} == {(2, 2)}
+    # one cell per pack, each padded to 2 points (an axis of 1 would change the numbers)
+    assert [p["cells"] for p in report.packs] == [[0], [1], [2]]
+    assert {(p["chunk"], p["points"]) for p in report.packs} == {(2, 2)}
     pd.testing.assert_frame_equal(reading.load(reference[0], "per_seed"),
                                   reading.load(out, "per_seed"), check_exact=True)
 
@@ -161,7 +161,7 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     assert plan.initial_plan(spec, 3, 10, 2**30, 2) == plan.Plan(3, 10)
     assert plan.initial_plan(spec, 3, 9, 2**30, 2) == plan.Plan(3, 10)
     assert plan.initial_plan(spec, 3, 1, 2**30, 1) == plan.Plan(3, 2)
-    # not even 2 seeds of 3 points fit: fewer points per unit, then the smallest chunk
+    # not even 2 seeds of 3 points fit: fewer points per pack, then the smallest chunk
     assert plan.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == plan.Plan(1, 2)
 
 
@@ -205,8 +205,8 @@ def test_progress_lines_without_a_terminal(reference, tmp_path, monkeypatch):
                          log=lines.append)
     assert sys.stderr.getvalue() == ""
     said = [line for line in lines if " inits/s, " in line and " left" in line]
-    assert len(said) == 2  # one unit of 3 cells, 11 seeds in chunks of 6
-    # the unit's 3 cells are in progress, not complete, until their last chunk is written
+    assert len(said) == 2  # one pack of 3 cells, 11 seeds in chunks of 6
+    # the pack's 3 cells are in progress, not complete, until their last chunk is written
     assert said[0].startswith("tiny: cells 0/3 complete, 3 in progress; inits 18/33 ")
     assert said[-1].startswith("tiny: cells 0/3 complete, 3 in progress; inits 33/33 ")
     assert said[-1].endswith(" inits/s, about 0s left")
@@ -342,4 +342,4 @@ def test_a_cpu_budget_leaves_room_for_the_process_and_the_host_moments(tmp_path)
                      max_memory=budget.process_footprint() // 2, log=logged.append,
                      refuse_over=False)
     bucket_line = next(line for line in logged if line.startswith("bucket 1/1"))
-    assert f"chunk {MIN_AXIS} seeds" in bucket_line
+    assert f"chunk {MIN_ARRAY_AXIS} seeds" in bucket_line

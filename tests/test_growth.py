@@ -80,7 +80,7 @@ def test_shards_in_seed_blocks_add_up_to_a_single_run(fresh, tmp_path):
     assert json.loads((out / ".run.json").read_text())["seed_block"] == 4
     assert (out / "manifest.json").exists()
     assert_same_results(out, fresh / "three")
-    assert not (out / ".work" / "units").exists() and not (out / ".work" / "locks").exists()
+    assert not (out / ".work" / "packs").exists() and not (out / ".work" / "locks").exists()
 
 
 def test_a_plain_run_finishes_what_shards_left(fresh, tmp_path):
@@ -96,7 +96,7 @@ def test_a_plain_run_finishes_what_shards_left(fresh, tmp_path):
 def test_bad_shards_are_refused(tmp_path):
     with pytest.raises(ValueError, match="shard 3/2"):
         run(tmp_path / "x", shard=(3, 2))
-    with pytest.raises(ValueError, match="--overwrite with --shard"):
+    with pytest.raises(ValueError, match="--overwrite with shards"):
         run(tmp_path / "x", shard=(1, 2), overwrite=True)
     assert not (tmp_path / "x").exists()
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_sweep_text
 
 import gradjax
-from gradjax.run import unit_work
+from gradjax.run import pack_work
 from gradjax.run.engine import execute_sweep
 from gradjax.run.interrupt import Interrupted
 from gradjax.run.progress import progress_line
@@ -54,7 +54,7 @@ def test_two_sigints_stop_cleanly_soon_and_the_run_resumes(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = gradjax_run(sweep, out, env, "256KB")  # chunks of 2 seeds: many checkpoints
     deadline = time.monotonic() + TIMEOUT
-    while not list(out.glob(".work/units/*/state.npz")):
+    while not list(out.glob(".work/packs/*/state.npz")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -90,7 +90,7 @@ def test_sigint_in_process_raises_between_chunks_after_a_checkpoint(tmp_path, mo
     the run stops after that chunk with a checkpoint of it and raises KeyboardInterrupt; the
     resume computes only the seeds after it."""
     sweep = parse_sweep(tiny_sweep_text(seeds=40))
-    original, interrupted = unit_work.UnitRun.write_parts, []
+    original, interrupted = pack_work.PackRun.write_parts, []
 
     def interrupt_once(self, start, stats):
         original(self, start, stats)
@@ -98,8 +98,8 @@ def test_sigint_in_process_raises_between_chunks_after_a_checkpoint(tmp_path, mo
             interrupted.append(start)
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(unit_work.UnitRun, "write_parts", interrupt_once)
-    monkeypatch.setattr(unit_work, "CHECKPOINT_RATIO", 1e9)  # no checkpoint but the one at a stop
+    monkeypatch.setattr(pack_work.PackRun, "write_parts", interrupt_once)
+    monkeypatch.setattr(pack_work, "CHECKPOINT_RATIO", 1e9)  # no checkpoint but the one at a stop
     before = signal.getsignal(signal.SIGINT)  # (a pytest-xdist worker ignores SIGINT)
     with pytest.raises(Interrupted):
         execute_sweep(sweep, tmp_path / "out", quiet=True, devices=1, chunk=8)

@@ -133,9 +133,9 @@ def test_plugin_per_leaf_rows_match_numpy_backprop(tmp_path):
         o = cell.options
         per_seed = {}
         for seed in range(sweep.seeds):
-            unit = init(gradjax.init_key(sweep.root_seed, seed))
+            raw = init(gradjax.init_key(sweep.root_seed, seed))
             params = jax.tree.map(
-                lambda a, o=o: a * (o["scale"] if a.ndim == 2 else o["bias_scale"]), unit)
+                lambda a, o=o: a * (o["scale"] if a.ndim == 2 else o["bias_scale"]), raw)
             loss, grads, z = toy_numpy(params, x, y, o["gain"])
             got = rows[(rows.cell == cell.index) & (rows.seed == seed)].set_index("param")
             assert sorted(got.index) == sorted([*grads, "taps['hidden']"])
@@ -457,18 +457,18 @@ def test_losses_and_drawn_data_work_for_plugins_as_for_the_mlp(tmp_path):
 
 
 def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeypatch):
-    from gradjax.run import unit_work
+    from gradjax.run import pack_work
 
     path = toy_sweep(tmp_path, 'dtype = "float64"\n[grid]\ngain = [0.5, 2.0]\n', seeds=6)
     sweep = load_sweep(path)
     execute_sweep(sweep, tmp_path / "straight", quiet=True, devices=1, chunk=2)
-    original = unit_work.UnitRun.checkpoint
+    original = pack_work.PackRun.checkpoint
 
     def checkpoint_then_die(self, done, moments):
         original(self, done, moments)
         raise KeyboardInterrupt  # killed right after the first checkpoint
 
-    monkeypatch.setattr(unit_work.UnitRun, "checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(pack_work.PackRun, "checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
         execute_sweep(sweep, tmp_path / "resumed", quiet=True, devices=1, chunk=2)
     monkeypatch.undo()
@@ -480,8 +480,8 @@ def test_a_plugin_sweep_resumes_to_the_same_numbers_in_float64(tmp_path, monkeyp
     assert straight["grad_var"].dtype == np.float64 and straight["grad_cv"].dtype == np.float64
     init, _ = sweep.cells[0].family.factory(in_dim=3, out_dim=2)
     with jax.enable_x64(True):
-        unit = init(gradjax.init_key(3, 5))
-    _, grads, _ = toy_numpy(unit, np.asarray(X), np.asarray(Y), 0.5)
+        raw = init(gradjax.init_key(3, 5))
+    _, grads, _ = toy_numpy(raw, np.asarray(X), np.asarray(Y), 0.5)
     row = straight[(straight.seed == 5) & (straight.gain == 0.5)
                    & (straight.param == "['head']['kernel']")].iloc[0]
     np.testing.assert_allclose(row["grad_var"], grads["['head']['kernel']"].var(), rtol=1e-10)

@@ -195,8 +195,8 @@ def test_init_key_and_init_mlp_rebuild_the_parameters_a_sweep_used(init):
     spec = probe.ProbeSpec(sizes=(3, 4, 4, 4, 2), activation="tanh", init=init,
                            bias_init="normal", inputs="fixed", targets="fixed")
     key = gradjax.init_key(11, 5)
-    unit, _ = probe.draw_init(spec, key)
-    used = scale_params(unit, 0.7, 0.2)
+    raw, _ = probe.draw_init(spec, key)
+    used = scale_params(raw, 0.7, 0.2)
     layers = [{p: seg[p][i] for p in ("W", "b")} for seg in used for i in range(len(seg["W"]))]
     rebuilt = gradjax.init_mlp(key, spec.sizes, init=init, scale=0.7, bias_init="normal",
                                bias_scale=0.2)

@@ -1,5 +1,5 @@
 """`--executor ray` on a local Ray (two CPUs): the numbers of a single run, also when a worker
-is SIGKILLed in the middle of its task (Ray retries it; the unit's checkpoint makes the retry
+is SIGKILLed in the middle of its task (Ray retries it; the pack's checkpoint makes the retry
 compute each seed once)."""
 
 import os
@@ -60,7 +60,7 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
     driver = threading.Thread(target=drive)
     driver.start()
     deadline = time.monotonic() + TIMEOUT
-    while not list(out.glob(".work/units/*/state.npz")):  # a task is midway
+    while not list(out.glob(".work/packs/*/state.npz")):  # a task is midway
         assert driver.is_alive() and time.monotonic() < deadline
         time.sleep(0.01)
     workers = ray_task_workers()

@@ -62,5 +62,5 @@ def test_s3_results_resume_and_grow_from_another_machine(local, tmp_path, s3, mo
     fs, root = pafs.FileSystem.from_uri(s3)
     names = {i.path.removeprefix(root + "/") for i in fs.get_file_info(
         pafs.FileSelector(root, recursive=True)) if i.type == pafs.FileType.File}
-    assert "manifest.json" in names and not any("units" in n or n.endswith(".lock")
+    assert "manifest.json" in names and not any("packs" in n or n.endswith(".lock")
                                                 for n in names)

@@ -181,7 +181,7 @@ def test_heatmap_text_names_the_extreme_cells(grid_folder):
     fig = heatmaps.heatmap_figure(rows, 1, "grad_var")
     lowest = rows.loc[rows["grad_var_p50"].idxmin()]
     assert f"Lowest {lowest['grad_var_p50']:.3g} ({lowest['activation']}, scale " in fig.text
-    assert drawing.log_span(rows["grad_var_p50"].to_numpy())  # spans decades: log colours
+    assert drawing.spans_decades(rows["grad_var_p50"].to_numpy())  # spans decades: log colours
 
 
 def test_theory_line_is_anchored_at_the_output_layer():
@@ -351,7 +351,7 @@ def test_heatmap_axes_option(grid_folder, tmp_path, capsys):
 def test_heatmap_colour_scale_per_panel_by_default_or_shared():
     summary = _grid_summary(activation=["tanh", "relu"], scale=[0.5, 3.0], depth=[2, 8])
     rows = summary[(summary["param"] == "W") & (summary["layer"] == 1)]
-    unit = heatmaps.HEATMAP_STATS["grad_var"].unit.split()[0:4]  # (per-panel labels are wrapped)
+    unit = heatmaps.HEATMAP_STATS["grad_var"].caption.split()[0:4]  # (per-panel labels are wrapped)
 
     def colour_bars(figure):
         return " ".join(figure.image_text.split()).count(" ".join(unit))
@@ -481,13 +481,13 @@ def _axis_labels(figure: drawing.Figure) -> list[str]:
 
 
 def _unit(stat: str) -> str:
-    return f"[{STAT_BY_NAME[stat].unit}]"
+    return f"[{STAT_BY_NAME[stat].measure}]"
 
 
 def _check_units(figures: dict, expected: dict) -> None:
     """No unit spelled by hand (every bracket in an axis label is a unit of the statistics
     table), and each figure's labels name the units of the statistics it draws."""
-    units = {s.unit for s in STAT_TABLE}
+    units = {s.measure for s in STAT_TABLE}
     for name, figure in figures.items():
         for label in _axis_labels(figure):
             assert set(re.findall(r"\[([^\]]+)\]", label)) <= units, (name, label)

@@ -37,7 +37,7 @@ def test_two_shards_together_one_killed_and_run_again(shards_single, tmp_path):
     first = start(sweep, out, "--shard", "1/2", *args, env=env)
     second = start(sweep, out, "--shard", "2/2", *args, env=env)
     deadline = time.monotonic() + TIMEOUT
-    while not list(out.glob(".work/units/*/state.npz")):
+    while not list(out.glob(".work/packs/*/state.npz")):
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)

@@ -97,18 +97,18 @@ def test_an_inf_anywhere_gives_an_inf_mean_not_nan():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_scale_is_exact_for_every_float_including_subnormals(dtype, x64):
+def test_times_pow2_is_exact_for_every_float_including_subnormals(dtype, x64):
     rng = np.random.default_rng(1)
     x = _random_floats(rng, dtype, 50_000)
     low = np.finfo(dtype).minexp - np.finfo(dtype).nmant
     k = rng.integers(low - 30, -low + 30, x.size)
-    got = np.asarray(jax.jit(pow2.scale)(x, k)).astype(np.float64)
+    got = np.asarray(jax.jit(pow2.times_pow2)(x, k)).astype(np.float64)
     want = _want_scaled(x, k, dtype)
     assert np.mean((want != 0) & np.isfinite(want)) > 0.3
     np.testing.assert_array_equal(got, want)
 
 
-def test_multiply_equals_scale_on_normal_floats_with_normal_results():
+def test_multiply_equals_times_pow2_on_normal_floats_with_normal_results():
     rng = np.random.default_rng(5)
     x = _random_floats(rng, np.float32, 50_000)
     x = x[np.abs(x) >= np.finfo(np.float32).tiny]
@@ -122,9 +122,9 @@ def test_multiply_equals_scale_on_normal_floats_with_normal_results():
 
 
 @pytest.mark.parametrize("k", [-300, -200, -149, 149, 240, 300])
-def test_scale_by_a_constant_is_not_folded_into_one_overflowing_factor(k):
+def test_times_pow2_by_a_constant_is_not_folded_into_one_overflowing_factor(k):
     x = np.float32([2.0**100, 2.0**-120, 1e-45, -3e-39, 1.0])
-    got = np.asarray(jax.jit(lambda a: pow2.scale(a, k))(x), np.float64)
+    got = np.asarray(jax.jit(lambda a: pow2.times_pow2(a, k))(x), np.float64)
     np.testing.assert_array_equal(got, _want_scaled(x, np.full(x.size, k), np.float32))
 
 

@@ -16,11 +16,11 @@ from gradjax.analysis.drawing import (
     Figure,
     cell_title,
     fmt,
-    log_span,
     make_figure,
     new_figure,
     resolve_layer,
     short_text,
+    spans_decades,
     stat_label,
     varying_among,
 )
@@ -72,7 +72,7 @@ def histogram_figure(
                               param=row["param"])[stat].to_numpy(np.float64)
         name = f"{row['label'] or 'cell ' + str(cell)}: {short_text(row, keys)}"
         finite = values[np.isfinite(values)]
-        log = log_span(finite) and finite.min() >= 0
+        log = spans_decades(finite) and finite.min() >= 0
         shown = finite[finite > 0] if log else finite
         if shown.size == 0:
             ax.text(0.5, 0.5, "undefined for every init", transform=ax.transAxes, ha="center")

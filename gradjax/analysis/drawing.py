@@ -21,9 +21,9 @@ from gradjax.spec import STAT_BY_NAME
 
 
 def stat_label(stat: str, what: str) -> str:
-    """An axis label of statistic `stat`: what is drawn, then the unit `STAT_TABLE` declares
-    for it (one unit convention for every figure)."""
-    return f"{what} [{STAT_BY_NAME[stat].unit}]"
+    """An axis label of statistic `stat`: what is drawn, then the measure `STAT_TABLE` declares
+    for it (`Stat.measure`: one unit convention for every figure)."""
+    return f"{what} [{STAT_BY_NAME[stat].measure}]"
 
 
 LARGEST_FIRST = ("depth", "width", "batch", "in_dim")  # fixed options keep their largest value
@@ -111,7 +111,7 @@ def cell_title(row: pd.Series) -> str:
             f"{row['out_dim']}, {row['init']} x{row['scale']:g}")
 
 
-def log_span(values: np.ndarray) -> bool:
+def spans_decades(values: np.ndarray) -> bool:
     positive = values[np.isfinite(values) & (values > 0)]
     return positive.size > 1 and positive.max() / positive.min() > LOG_SPAN
 

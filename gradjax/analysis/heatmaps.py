@@ -21,13 +21,13 @@ from gradjax.analysis.drawing import (
     fix_other_options,
     fmt,
     footer,
-    log_span,
     make_figure,
     new_figure,
     notes_sentence,
     ordered,
     resolve_layer,
     short_text,
+    spans_decades,
     stat_label,
     varying_among,
 )
@@ -39,13 +39,13 @@ class HeatmapStat:
     stat: str  # the statistic (`STAT_TABLE`)
     column: str  # the summary column
     title: str  # what is shown
-    what: str  # colour-bar label, before the unit
+    what: str  # colour-bar label, before the measure
     look: str  # what to look at
     limits: tuple[float, float] | None = None  # a fixed colour range (else from the values)
 
     @property
-    def unit(self) -> str:
-        """The colour bar's label, unit included."""
+    def caption(self) -> str:
+        """The colour bar's label, with what the values measure."""
         return stat_label(self.stat, self.what)
 
 
@@ -190,7 +190,7 @@ def heatmap_figure(
     where = "output layer" if layer == -1 else f"layer {layer}"
     schemes = list(dict.fromkeys(rows["init"].dropna())) if "init" in rows else []
     inits = None if "init" in (*axes, facet) or not schemes else "/".join(map(str, schemes))
-    _draw_heatmap_panels(fig, grid, limits=info.limits, shared=shared, unit=info.unit,
+    _draw_heatmap_panels(fig, grid, limits=info.limits, shared=shared, caption=info.caption,
                          inits=inits)
     scales = ("one colour scale for all panels" if shared or len(grid.facets) == 1
               else "each panel has its own colour scale")
@@ -199,7 +199,7 @@ def heatmap_figure(
     every = grid.values
     low = np.unravel_index(np.nanargmin(every), every.shape)
     high = np.unravel_index(np.nanargmax(every), every.shape)
-    text = (f"{info.unit} at {where}, per {axes[0]} and {axes[1]}"
+    text = (f"{info.caption} at {where}, per {axes[0]} and {axes[1]}"
             + (f", one panel per {facet}" if facet else "") + f"; {scales}. Lowest "
             f"{fmt(every[low])} ({grid.point(*low)}); highest {fmt(every[high])} "
             f"({grid.point(*high)}). Grey (n/a): no value, e.g. overflow to inf or NaN in every "
@@ -210,7 +210,7 @@ def heatmap_figure(
 
 
 def _draw_heatmap_panels(
-    fig, grid: _Grid, *, limits: tuple[float, float] | None, shared: bool, unit: str,
+    fig, grid: _Grid, *, limits: tuple[float, float] | None, shared: bool, caption: str,
     inits: str | None
 ) -> None:
     from matplotlib import colormaps
@@ -233,11 +233,11 @@ def _draw_heatmap_panels(
             _annotate(ax, values, norm, log)
         if not shared:
             bar = fig.colorbar(image, ax=ax)
-            bar.set_label(textwrap.fill(unit + (" (log)" if log else ""), 34), fontsize=7)
+            bar.set_label(textwrap.fill(caption + (" (log)" if log else ""), 34), fontsize=7)
     axes[-1].set_xlabel(_column_label(grid.col_key, inits))
     if shared:
         bar = fig.colorbar(image, ax=list(axes))
-        bar.set_label(unit + (" (log)" if common[1] else ""), fontsize=8)
+        bar.set_label(caption + (" (log)" if common[1] else ""), fontsize=8)
 
 
 def _column_label(col_key: str, inits: str | None) -> str:
@@ -270,7 +270,7 @@ def _colour_norm(values: np.ndarray, *, limits: tuple[float, float] | None = Non
         return Normalize(*limits), False
     if finite.size == 0:
         return Normalize(0.0, 1.0), False
-    if log_span(finite) and finite.min() >= 0:
+    if spans_decades(finite) and finite.min() >= 0:
         positive = finite[finite > 0]
         if finite.min() == 0:
             return SymLogNorm(positive.min(), linscale=1.0, vmin=0.0, vmax=positive.max()), True

@@ -21,12 +21,12 @@ from gradjax.analysis.drawing import (
     fix_other_options,
     footer,
     is_number,
-    log_span,
     make_figure,
     new_figure,
     notes_sentence,
     ordered,
     short_text,
+    spans_decades,
     stat_label,
     varying_among,
 )
@@ -165,7 +165,7 @@ def _theory_rows(summary: pd.DataFrame, cell_w: pd.DataFrame, stat: str) -> pd.D
 def _profile_log(rows: pd.DataFrame, stat: str) -> bool:
     values = rows[f"{stat}_mean"].to_numpy(np.float64)
     finite = values[np.isfinite(values)]
-    return finite.size > 0 and finite.min() >= 0 and (stat in LOG_ALWAYS or log_span(finite))
+    return finite.size > 0 and finite.min() >= 0 and (stat in LOG_ALWAYS or spans_decades(finite))
 
 
 def _draw_profile_panel(ax, summary, rows, stat, styles, line, log) -> tuple[set[str], bool]:

@@ -218,7 +218,7 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
             run()  # warm-up
         with CompileLog() as rerun_log:
             walls, cpu_wall = timed_reps(run, job.reps)
-    units = reports[-1].units
+    packs = reports[-1].packs
     spent = reports[-1].time_spent()  # one timed run of `gradjax run`: where its time went
     return {
         "compute_s": spent["compute"], "write_s": spent["write"], "other_s": spent["other"],
@@ -226,15 +226,15 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
         "inits_timed": w.inits, "extrapolated": False, "cpu_wall": cpu_wall,
         "compile_s": compile_log.seconds, "compiles": compile_log.backend_compiles,
         "cache_hits": compile_log.cache_hits, "recompiles": rerun_log.compiles,
-        "chunk": min(u["chunk"] for u in units), "base_rss_mb": base,
+        "chunk": min(p["chunk"] for p in packs), "base_rss_mb": base,
         "device_peak_mb": _device_peak_mb(),
-        "memory_estimate_mb": max(u["peak_bytes"] for u in units) / 2**20,
+        "memory_estimate_mb": max(p["peak_bytes"] for p in packs) / 2**20,
     }
 
 
 def _peer_runs(job: Job, seeds: int, chunk: int) -> Callable[[], None]:
     def run() -> None:
-        for p in job.workload.parts:
+        for p in job.workload.buckets:
             args = (p.spec, seeds, p.scales, p.bias_scales, p.xs, p.ys)
             stream: Iterator
             if job.impl == "numpy_loop":
@@ -275,7 +275,7 @@ def _measure_chunks(job: Job) -> dict[str, Any]:
     chunk = job.chunk or w.chunk
     estimate = None
     if vectorized:
-        per_init = max(numpy_peer.vec_bytes_per_init(p.spec, p.n_points) for p in w.parts)
+        per_init = max(numpy_peer.vec_bytes_per_init(p.spec, p.n_points) for p in w.buckets)
         if budget is not None:
             chunk = max(1, min(chunk, 2 ** int(math.log2(max(budget // per_init, 1)))))
         estimate = per_init * chunk / 2**20
@@ -283,7 +283,7 @@ def _measure_chunks(job: Job) -> dict[str, Any]:
     run = _peer_runs(job, seeds, chunk)
     run()  # warm-up
     walls, cpu_wall = timed_reps(run, job.reps)
-    inits = seeds * sum(p.n_points for p in w.parts)
+    inits = seeds * sum(p.n_points for p in w.buckets)
     return {
         **_inits_rates(inits, walls),
         "inits_timed": inits, "extrapolated": inits < w.inits, "cpu_wall": cpu_wall,
@@ -302,9 +302,9 @@ def run_job(job: Job) -> dict[str, Any]:
             torch_peer.import_torch()
         except ImportError as err:  # not measured; the message says how to install it
             return {"error": str(err)}
-    for part in job.workload.parts:
+    for bucket in job.workload.buckets:
         if job.impl != "gradjax":
-            numpy_peer.check_supported(part.spec)
+            numpy_peer.check_supported(bucket.spec)
     measure = _measure_gradjax if job.impl == "gradjax" else _measure_peer
     out = measure(job)
     out.update(reps=job.reps, peak_rss_mb=peak_rss_mb())

@@ -270,9 +270,9 @@ def draw_unit_params(rng: np.random.Generator, spec: ProbeSpec, n: tuple[int, ..
     return params
 
 
-def scale_params(unit: NpParams, scale: float, bias_scale: float) -> NpParams:
+def scale_params(raw: NpParams, scale: float, bias_scale: float) -> NpParams:
     """W * scale and b * bias_scale (the unit draws are reused for every point)."""
-    return [{"W": p["W"] * F32(scale), "b": p["b"] * F32(bias_scale)} for p in unit]
+    return [{"W": p["W"] * F32(scale), "b": p["b"] * F32(bias_scale)} for p in raw]
 
 
 def point_list(scales, bias_scales, xs, ys) -> list[tuple[float, float, object, object]]:
@@ -302,13 +302,13 @@ def point_data(value, drawn: np.ndarray | None, rows: int, cols: int) -> np.ndar
     return drawn if drawn is not None else np.asarray(value, F32).reshape(rows, cols)
 
 
-def _probe_points(spec: ProbeSpec, unit: NpParams, drawn, points) -> list[Stats]:
+def _probe_points(spec: ProbeSpec, raw: NpParams, drawn, points) -> list[Stats]:
     """Statistics at every point (scale, bias_scale, fixed x, fixed y) of the same draws."""
     batch, in_dim, out_dim = spec.batch, spec.sizes[0], spec.sizes[-1]
     out = []
     for scale, bias_scale, x, y in points:
         out.append(grad_stats_np(
-            scale_params(unit, scale, bias_scale),
+            scale_params(raw, scale, bias_scale),
             point_data(x, drawn[0], batch, in_dim),
             point_data(y, drawn[1], batch, out_dim),
             activation=spec.activation, output_activation=spec.output_activation,
@@ -329,8 +329,8 @@ def numpy_loop(
     points = point_list(scales, bias_scales, xs, ys)
     rng = np.random.default_rng(seed)
     for _ in range(n_inits):
-        unit = draw_unit_params(rng, spec, ())
-        per_point = _probe_points(spec, unit, draw_data(rng, spec, ()), points)
+        raw = draw_unit_params(rng, spec, ())
+        per_point = _probe_points(spec, raw, draw_data(rng, spec, ()), points)
         yield {k: np.stack([p[k] for p in per_point]) for k in per_point[0]}
 
 
@@ -348,8 +348,8 @@ def numpy_vec(
     rng = np.random.default_rng(seed)
     for start in range(0, n_inits, chunk):
         n = (min(chunk, n_inits - start),)
-        unit = draw_unit_params(rng, spec, n)
-        per_point = _probe_points(spec, unit, draw_data(rng, spec, n), points)
+        raw = draw_unit_params(rng, spec, n)
+        per_point = _probe_points(spec, raw, draw_data(rng, spec, n), points)
         yield {k: np.stack([p[k] for p in per_point], axis=1) for k in per_point[0]}
 
 

@@ -254,13 +254,13 @@ def torch_func(
     batch, in_dim, out_dim = spec.batch, spec.sizes[0], spec.sizes[-1]
     for start in range(0, n_inits, chunk):
         n = (min(chunk, n_inits - start),)
-        unit = [{k: _as_torch(torch, v) for k, v in layer.items()}
-                for layer in draw_unit_params(rng, spec, n)]
+        raw = [{k: _as_torch(torch, v) for k, v in layer.items()}
+               for layer in draw_unit_params(rng, spec, n)]
         drawn = draw_data(rng, spec, n)
         per_point = []
         for scale, bias_scale, x, y in points:
             params = [{"W": p["W"] * float(F32(scale)), "b": p["b"] * float(F32(bias_scale))}
-                      for p in unit]
+                      for p in raw]
             per_point.append(grad_stats_torch(
                 params, point_data(x, drawn[0], batch, in_dim),
                 point_data(y, drawn[1], batch, out_dim),

@@ -1,7 +1,7 @@
 """The workloads `gradjax bench` measures, as data: what one benchmark row runs and how much
 work it is.
 
-A `Workload` is `n_inits` seeds probed at every point of each of its `Part`s (one compiled
+A `Workload` is `n_inits` seeds probed at every point of each of its `WorkloadBucket`s (one compiled
 program each: a `ProbeSpec` and its points); an "init" is one (seed, point) evaluation. Each
 workload renders itself as the sweep file `gradjax run` would be given (`Workload.sweep_text`),
 and counts its useful matmul FLOPs (`flops_per_init`) and random draws (`draws_per_seed`) for
@@ -26,7 +26,7 @@ from gradjax.sweep import load_sweep
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Part:
+class WorkloadBucket:
     """One compiled program of a workload: a `ProbeSpec` and its points (one per cell)."""
 
     spec: ProbeSpec
@@ -43,11 +43,11 @@ class Part:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Workload:
     """What one benchmark row measures: `n_inits` seeds, each probed at every point of every
-    part; an "init" below is one (seed, point) evaluation."""
+    bucket; an "init" below is one (seed, point) evaluation."""
 
     name: str
     description: str
-    parts: tuple[Part, ...]
+    buckets: tuple[WorkloadBucket, ...]
     n_inits: int
     chunk: int  # seeds per numpy_vec / torch_func step (gradjax plans its own, as `run` does)
     loop_inits: int  # seeds the numpy loop times (then extrapolated)
@@ -57,10 +57,10 @@ class Workload:
 
     def sweep_text(self) -> str:
         """The workload as a sweep file: what `gradjax run` would be given (its own text for
-        `sweep_workload`; otherwise one cell per (part, point), the first as [defaults])."""
+        `sweep_workload`; otherwise one cell per (bucket, point), the first as [defaults])."""
         if self.text is not None:
             return self.text
-        cells = [_cell_options(p, i) for p in self.parts for i in range(p.n_points)]
+        cells = [_cell_options(p, i) for p in self.buckets for i in range(p.n_points)]
         lines = [f'name = "bench-{self.name}"', f"seeds = {self.n_inits}",
                  f"root_seed = {self.root_seed}", "", "[defaults]",
                  *(f"{k} = {_toml(v)}" for k, v in cells[0].items())]
@@ -71,23 +71,23 @@ class Workload:
 
     @property
     def inits(self) -> int:
-        return self.n_inits * sum(p.n_points for p in self.parts)
+        return self.n_inits * sum(p.n_points for p in self.buckets)
 
     @property
     def flops(self) -> float:
         """Useful forward + backward matmul FLOPs of the whole workload (every point's)."""
-        return self.n_inits * sum(p.n_points * flops_per_init(p.spec) for p in self.parts)
+        return self.n_inits * sum(p.n_points * flops_per_init(p.spec) for p in self.buckets)
 
     @property
     def normals(self) -> float:
-        """Random numbers the whole workload draws: once per seed and part, shared by the
-        part's points (common random numbers)."""
-        return self.n_inits * sum(draws_per_seed(p.spec) for p in self.parts)
+        """Random numbers the whole workload draws: once per seed and bucket, shared by the
+        bucket's points (common random numbers)."""
+        return self.n_inits * sum(draws_per_seed(p.spec) for p in self.buckets)
 
     @property
     def points(self) -> int:
-        """Points (cells) evaluated per draw, the largest over the parts."""
-        return max(p.n_points for p in self.parts)
+        """Points (cells) evaluated per draw, the largest over the buckets."""
+        return max(p.n_points for p in self.buckets)
 
     def bound(self, peak_gflops: float, draws_per_s: float) -> float:
         """The roofline in inits/s: every useful FLOP at the matmul peak P plus every draw at
@@ -106,18 +106,18 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
-def _cell_options(part: Part, i: int) -> dict[str, Any]:
-    """The sweep-file options of point i of a part (an MLP bucket)."""
-    spec, sizes = part.spec, part.spec.sizes
+def _cell_options(bucket: WorkloadBucket, i: int) -> dict[str, Any]:
+    """The sweep-file options of point i of a bucket (an MLP one)."""
+    spec, sizes = bucket.spec, bucket.spec.sizes
     options = {
         "in_dim": sizes[0], "width": sizes[1] if len(sizes) > 2 else 1, "depth": spec.depth,
         "out_dim": sizes[-1], "activation": spec.activation,
         "output_activation": spec.output_activation, "loss": spec.loss, "norm": spec.norm,
         "leaky_slope": spec.leaky_slope, "init": spec.init, "bias_init": spec.bias_init,
         "dtype": spec.dtype, "structural_zeros": spec.structural_zeros,
-        "scale": float(part.scales[i]), "bias_scale": float(part.bias_scales[i]),
-        "inputs": "gaussian" if spec.inputs == "gaussian" else part.xs[i],
-        "targets": spec.targets if spec.targets != "fixed" else part.ys[i],
+        "scale": float(bucket.scales[i]), "bias_scale": float(bucket.bias_scales[i]),
+        "inputs": "gaussian" if spec.inputs == "gaussian" else bucket.xs[i],
+        "targets": spec.targets if spec.targets != "fixed" else bucket.ys[i],
     }
     if spec.inputs == "gaussian":
         options["batch"] = spec.batch
@@ -156,7 +156,7 @@ def _gaussian_mlp(in_dim: int, width: int, depth: int, activation: str, batch: i
 WORKLOADS: dict[str, Workload] = {
     "S": Workload(
         "S", "seed net 2-3-1 sigmoid/sigmoid, x=[0.5,0.7], y=1, MSE, N(0,1) weights and biases",
-        (Part(
+        (WorkloadBucket(
             ProbeSpec(sizes=(2, 3, 1), activation="sigmoid", output_activation="sigmoid",
                       inputs="fixed", targets="fixed"),
             xs=np.array([[[0.5, 0.7]]]), ys=np.array([[[1.0]]]),
@@ -165,12 +165,12 @@ WORKLOADS: dict[str, Workload] = {
     ),
     "M": Workload(
         "M", "depth 10 x width 128 tanh, batch 64 Gaussian x/y (dim 128 -> 1), LeCun normal",
-        (Part(_gaussian_mlp(128, 128, 10, "tanh", 64)),),
+        (WorkloadBucket(_gaussian_mlp(128, 128, 10, "tanh", 64)),),
         n_inits=1024, chunk=64, loop_inits=8,
     ),
     "L": Workload(
         "L", "depth 20 x width 512 relu, batch 128 Gaussian x/y (dim 512 -> 1), He normal",
-        (Part(_gaussian_mlp(512, 512, 20, "relu", 128), scales=(math.sqrt(2.0),)),),
+        (WorkloadBucket(_gaussian_mlp(512, 512, 20, "relu", 128), scales=(math.sqrt(2.0),)),),
         n_inits=64, chunk=8, loop_inits=2,
     ),
 }
@@ -178,33 +178,34 @@ GRID_POINTS = 16
 WORKLOADS["M-grid"] = dataclasses.replace(
     WORKLOADS["M"], name="M-grid", n_inits=64, chunk=8, loop_inits=1,
     description=f"M at {GRID_POINTS} scales per draw (1/sqrt(2)..sqrt(2), log-spaced)",
-    parts=(dataclasses.replace(WORKLOADS["M"].parts[0], scales=tuple(
+    buckets=(dataclasses.replace(WORKLOADS["M"].buckets[0], scales=tuple(
         float(v) for v in np.logspace(-0.15, 0.15, GRID_POINTS)),
         bias_scales=(1.0,) * GRID_POINTS),),
 )
 WORKLOADS["L-grid"] = dataclasses.replace(
     WORKLOADS["L"], name="L-grid", n_inits=4, chunk=2, loop_inits=1,
     description=f"L at {GRID_POINTS} scales per draw (sqrt(2) x 0.9..1.1, log-spaced)",
-    parts=(dataclasses.replace(WORKLOADS["L"].parts[0], scales=tuple(
+    buckets=(dataclasses.replace(WORKLOADS["L"].buckets[0], scales=tuple(
         float(v) for v in math.sqrt(2.0) * np.logspace(-0.046, 0.046, GRID_POINTS)),
         bias_scales=(1.0,) * GRID_POINTS),),
 )
 
 
 def sweep_workload(path: str | Path, chunk: int = 256, loop_inits: int = 10) -> Workload:
-    """A workload from a sweep file: one part per shape bucket, all its seeds and cells."""
+    """A workload from a sweep file: one `WorkloadBucket` per shape bucket, all its seeds and
+    cells."""
     sweep = load_sweep(path)
-    parts = []
+    buckets = []
     for bucket in sweep.buckets():
         points = bucket.points()
-        parts.append(Part(
+        buckets.append(WorkloadBucket(
             bucket.spec, scales=tuple(float(v) for v in points["scales"]),
             bias_scales=tuple(float(v) for v in points["bias_scales"]),
             xs=points["xs"], ys=points["ys"],
         ))
     return Workload(
         sweep.name, f"sweep file {path}: {len(sweep.cells)} cells, {sweep.seeds} seeds",
-        tuple(parts), n_inits=sweep.seeds, chunk=min(chunk, sweep.seeds),
+        tuple(buckets), n_inits=sweep.seeds, chunk=min(chunk, sweep.seeds),
         loop_inits=min(loop_inits, sweep.seeds), root_seed=sweep.root_seed, text=sweep.text,
         source=str(path),
     )

@@ -113,7 +113,7 @@ def _stacked_rules(
 
 
 @dataclasses.dataclass(frozen=True)
-class Moments:
+class GaussianMoments:
     """Gaussian moments of phi at variance q (arrays shaped like q)."""
 
     phi_sq: np.ndarray  # E[phi(sqrt(q) z)^2]
@@ -121,13 +121,13 @@ class Moments:
     slope: np.ndarray  # d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)
 
 
-def moments(activation: str, q, *, leaky_slope: float = LEAKY_SLOPE) -> Moments:
+def moments(activation: str, q, *, leaky_slope: float = LEAKY_SLOPE) -> GaussianMoments:
     """E[phi^2], E[phi'^2] and dE[phi^2]/dq at z^l ~ N(0, q), closed form where one exists."""
     q = np.asarray(q, np.float64)
     a = negative_slope(activation, leaky_slope)
     if a is not None:
         m2 = (1 + a * a) / 2
-        return Moments(m2 * q, np.full_like(q, m2), np.full_like(q, m2))
+        return GaussianMoments(m2 * q, np.full_like(q, m2), np.full_like(q, m2))
     flat = q.reshape(-1)
     u, w = _stacked_rules(np.zeros_like(flat), np.sqrt(flat), KINKS.get(activation, ()))
     phi, dphi = _evaluate(activation, leaky_slope, u)
@@ -139,7 +139,8 @@ def moments(activation: str, q, *, leaky_slope: float = LEAKY_SLOPE) -> Moments:
     # the only case in which q* = 0 can be a fixed point (then sigma_w^2 phi(0)^2 = 0).
     slope = np.where(flat > 0, slope, dphi_sq)
     phi_sq = np.sum(w * phi**2, axis=1)
-    return Moments(phi_sq.reshape(q.shape), dphi_sq.reshape(q.shape), slope.reshape(q.shape))
+    return GaussianMoments(phi_sq.reshape(q.shape), dphi_sq.reshape(q.shape),
+                           slope.reshape(q.shape))
 
 
 def pair_moments(

@@ -93,12 +93,12 @@ def draw_unit_params(
     )
 
 
-def scale_params(unit: Params | Stacked, scale, bias_scale) -> Params | Stacked:
+def scale_params(raw: Params | Stacked, scale, bias_scale) -> Params | Stacked:
     """W * scale and b * bias_scale; `scale` may be traced, so one compile serves a scale grid."""
     return [
         {"W": layer["W"] * jnp.asarray(scale, layer["W"].dtype),
          "b": layer["b"] * jnp.asarray(bias_scale, layer["b"].dtype)}
-        for layer in unit
+        for layer in raw
     ]
 
 
@@ -117,8 +117,8 @@ def init_mlp(
     `scale` multiplies the standard deviation of the weight init (for `constant`, it is the
     weight itself); `bias_scale` does the same for the bias init.
     """
-    unit = draw_unit_params(key, sizes, init=init, bias_init=bias_init, dtype=dtype)
-    return scale_params(unit, scale, bias_scale)
+    raw = draw_unit_params(key, sizes, init=init, bias_init=bias_init, dtype=dtype)
+    return scale_params(raw, scale, bias_scale)
 
 
 def normalize(z: jax.Array, norm: str) -> jax.Array:

@@ -17,7 +17,7 @@ from gradjax.probe.stats import (
     scaled,
     shifted_moments,
 )
-from gradjax.spec import MIN_AXIS, ProbeSpec
+from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec
 
 
 def chunk_moments(grads, valid: jax.Array, dtype) -> dict:
@@ -80,16 +80,17 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=No
 
 
 def pad_points(points: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], int]:
-    """Points padded to at least MIN_AXIS slots by repeating the last; returns (padded, real P).
+    """Points padded to at least MIN_ARRAY_AXIS slots by repeating the last; returns (padded,
+    real P).
 
     The padding is never computed (the point loop runs over the real points only); it keeps
     the points axis from having size 1, which XLA would simplify away, compiling the per-point
     code differently.
     """
     n = jax.tree.leaves(points)[0].shape[0]
-    if n >= MIN_AXIS:
+    if n >= MIN_ARRAY_AXIS:
         return points, n
-    return jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * (MIN_AXIS - n)), points), n
+    return jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * (MIN_ARRAY_AXIS - n)), points), n
 
 
 def moments_to_host(moments: dict | None) -> dict | None:

@@ -1,9 +1,10 @@
 """Telling dead zeros from underflow: the boolean replay of backprop.
 
 An entry of dL/dW is structurally zero when every path from it to the loss passes through a
-unit with phi'(u) == 0 (a dead ReLU, an exactly-flat saturated unit), a zero weight or a zero
-input. Replaying backprop on booleans marks the entries that are *not* forced to 0; an exact zero
-in such a live entry is float underflow (or exact cancellation), not a dead unit. The replay is
+unit with phi'(u) == 0 (a ReLU off on that example, an exactly-flat saturated unit), a zero
+weight or a zero input. Replaying backprop on booleans marks the entries that are *not* forced
+to 0; an exact zero in such a live entry is float underflow (or exact cancellation), not a
+dead unit. The replay is
 cut to what a chunk needs (`underflow_fractions`), and every cut gives the same numbers."""
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def structural_liveness(
     *not* forced to 0 by structure.
 
     An entry is structurally zero when every path from it to the loss passes through a unit with
-    phi'(u) == 0 (a dead ReLU, an exactly-flat saturated unit), a zero weight or a zero input.
-    This replays backprop on booleans; an exact zero in a live entry is float underflow (or
-    exact cancellation), not a dead unit. `w_has_zeros=False` is a shortcut valid only when no
-    weight is exactly 0; `weight_masks=False` returns rows_live [k, fan_in] instead of W_live:
-    W_live is then contained in the outer product of rows_live and b_live.
+    phi'(u) == 0 (a ReLU off on that example, an exactly-flat saturated unit), a zero weight or a
+    zero input. This replays backprop on booleans; an exact zero in a live entry is float
+    underflow (or exact cancellation), not a dead unit. `w_has_zeros=False` is a shortcut valid
+    only when no weight is exactly 0; `weight_masks=False` returns rows_live [k, fan_in] instead
+    of W_live: W_live is then contained in the outer product of rows_live and b_live.
     """
     # below[l]: may z^{l-1}'s units pass gradient back (phi' != 0)? All True for the input.
     first = jnp.ones_like(trace.layer_inputs[0][0], dtype=bool)

@@ -176,18 +176,18 @@ def _summary(params: Any) -> str:
 
 def draw_init(spec: ProbeSpec, init_key: jax.Array):
     """What one init draws: unit-scale segmented params and, if not fixed, its data batch."""
-    unit = draw_unit_stacked(
+    raw = draw_unit_stacked(
         init_key, spec.sizes, init=spec.init, bias_init=spec.bias_init, dtype=jnp.dtype(spec.dtype)
     )
-    return unit, data.draw_batch(spec, init_key)
+    return raw, data.draw_batch(spec, init_key)
 
 
-def probe_point(spec: ProbeSpec, unit, drawn, point: dict[str, jax.Array],
+def probe_point(spec: ProbeSpec, raw, drawn, point: dict[str, jax.Array],
                 init_key: jax.Array | None = None) -> tuple[Backprop, dict[str, jax.Array]]:
     """One init at one point (scale, bias_scale[, fixed x, y][, training]): its forward and
     backward pass after the point's optimizer steps, and the per-init statistics that are not
     taken from the `Backprop` (`loss_halved_step`, and `EXAMPLE_STATS` as [layers, 2])."""
-    params = scale_params(unit, point["scale"], point["bias_scale"])
+    params = scale_params(raw, point["scale"], point["bias_scale"])
     teacher = teacher_of(spec, init_key) if spec.targets == "teacher" else None
     trained = None
     if spec.trains:
@@ -246,9 +246,9 @@ def _per_layer(fn, segments, axis: int):
 def at_point(spec: ProbeSpec, point: dict, drawn, init_keys: jax.Array):
     """`ProbeKernel.at_point` of the layered probe: `probe_point` vmapped over the chunk's
     seeds, then `chunk_stats`, whose replay of backprop is cut once for the whole chunk."""
-    unit, batches = drawn
+    raw, batches = drawn
     bp, extra = jax.vmap(lambda u, d, k: probe_point(spec, u, d, point, k))(
-        unit, batches, init_keys)
+        raw, batches, init_keys)
     return bp.grads, {**chunk_stats(bp, spec), **extra}
 
 

@@ -10,10 +10,10 @@ float64 (`unscale`).
 Multiplying by 2**-k cannot be done with float multiplies on XLA:CPU: denormals are treated as
 zero on input (DAZ) and flushed on output (FTZ), 2**k itself is not a finite float32 for
 |k| > 127, and XLA folds a product of constant powers of two into one constant that over- or
-underflows. `max_exponent` and `scale` are integer arithmetic on the bits (`bitcast`) instead:
+underflows. `max_exponent` and `times_pow2` are integer arithmetic on the bits (`bitcast`) instead:
 exact for every finite entry, from the smallest subnormal to the largest finite value.
 `multiply` is the fast path for values the device computed itself (see its docstring). With
-`scale`, a result below the smallest normal number is returned as 0 (it is negligible next to
+`times_pow2`, a result below the smallest normal number is returned as 0 (it is negligible next to
 the largest scaled entry, which lies in [1, 2)); a result above the largest finite number is
 inf.
 """
@@ -66,7 +66,7 @@ def max_exponent(x: jax.Array, axis=None) -> jax.Array:
     return _exponent_of_bits(jnp.max(jnp.where(finite, bits, 0), axis=axis), x.dtype)
 
 
-def scale(x: jax.Array, k: jax.Array) -> jax.Array:
+def times_pow2(x: jax.Array, k: jax.Array) -> jax.Array:
     """x * 2**k for integer k (broadcast against x), exact for every finite x, subnormal x
     included. Results below the smallest normal number are 0 and above the largest finite
     number inf; zeros, infs and NaNs stay as they are.
@@ -93,7 +93,7 @@ def scale(x: jax.Array, k: jax.Array) -> jax.Array:
 
 def multiply(x: jax.Array, k: jax.Array) -> jax.Array:
     """x * 2**k for integer k (broadcast against x, data-dependent, |k| <= 252) by two float
-    multiplies: exact for normal x and normal results, and 2-3x faster than `scale` inside a
+    multiplies: exact for normal x and normal results, and 2-3x faster than `times_pow2` inside a
     fused reduction. Where the backend treats denormal inputs as zero (XLA:CPU), a subnormal x
     reads as 0; that is also where arithmetic never produces one (results are flushed), so for
     values computed on the device it is exact. Results below the smallest normal number may be

@@ -1,6 +1,6 @@
 """The compiled chunk programs of every model family, and the process's one cache of them.
 
-`chunk_function` is the one chunk program (`gradjax.probe.chunking.chunk_program`) with the
+`chunk_program_of` is the one chunk program (`gradjax.probe.chunking.chunk_program`) with the
 bucket's kernel (`kernel_of`); `compiled_chunk` compiles it for one chunk size, point shapes
 and device, and keeps it, so `gradjax run`, `gradjax bench` and `run_seeds` never compile the
 same program twice in a process. `run_seeds` is the probe alone, chunk by chunk, for tests
@@ -19,7 +19,7 @@ import numpy as np
 from gradjax.probe import chunking, mlp_probe, tree_probe
 from gradjax.probe.kernel import ProbeKernel
 from gradjax.probe.stats import to_host
-from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
+from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec, capabilities
 
 
 def kernel_of(spec: ProbeSpec) -> ProbeKernel:
@@ -29,7 +29,7 @@ def kernel_of(spec: ProbeSpec) -> ProbeKernel:
     return mlp_probe.KERNEL if capabilities(spec.model).layered_probe else tree_probe.KERNEL
 
 
-def chunk_function(spec: ProbeSpec, with_moments: bool = False):
+def chunk_program_of(spec: ProbeSpec, with_moments: bool = False):
     """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
     (stats [C, P, ...], moments or None): `chunking.chunk_program` with `kernel_of(spec)`."""
     program = functools.partial(chunking.chunk_program, kernel_of(spec), spec, with_moments)
@@ -59,7 +59,7 @@ def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, devi
         return _COMPILED[key], False
     on = functools.partial(jax.device_put, device=device)
     with jax.default_matmul_precision(MATMUL_PRECISION):
-        lowered = chunk_function(spec, with_moments).lower(
+        lowered = chunk_program_of(spec, with_moments).lower(
             np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
             np.int32(leaves[0].shape[0]),
         )
@@ -86,7 +86,7 @@ def run_seeds(
     device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
     `gradjax.run.engine`'s host loop over the same compiled programs).
 
-    Every chunk is compiled at the same shape [chunk] (at least MIN_AXIS); the last one is
+    Every chunk is compiled at the same shape [chunk] (at least MIN_ARRAY_AXIS); the last one is
     padded with masked seeds, so a run compiles once whatever the number of seeds.
     `compiler_options` go to XLA (`compiled_chunk`).
 
@@ -95,7 +95,7 @@ def run_seeds(
     deviations across seeds, to be merged across chunks with Chan's formula.
     """
     points, n_points = chunking.pad_points(points)
-    chunk = max(chunk, MIN_AXIS)
+    chunk = max(chunk, MIN_ARRAY_AXIS)
     device = jax.devices()[0]
     fn, _ = compiled_chunk(spec, with_moments, chunk, points, device, compiler_options)
     points = jax.device_put(points, device)

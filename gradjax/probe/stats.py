@@ -33,10 +33,10 @@ def scaled(x: jax.Array, axis=None, computed: bool = False) -> tuple[jax.Array, 
     the largest finite |entry| scales into [1, 2). `computed=True` says x was computed on the
     device (the probe's gradients, dL/dz, pre-activations), so it holds no subnormal the backend
     cannot compute with, and the scaling can be a float multiply (`pow2.multiply`, 2-3x faster
-    in a fused reduction than the bit-exact `pow2.scale`, same bits on every normal entry)."""
+    in a fused reduction than the bit-exact `pow2.times_pow2`, same bits on every normal entry)."""
     k = pow2.max_exponent(x, axis=axis)
     k_b = k if axis is None else jnp.expand_dims(k, axis)
-    return (pow2.multiply if computed else pow2.scale)(x, -k_b), k
+    return (pow2.multiply if computed else pow2.times_pow2)(x, -k_b), k
 
 
 def shifted_moments(s: jax.Array, weights: jax.Array | None = None, axis: int = 0

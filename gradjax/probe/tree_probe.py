@@ -301,7 +301,7 @@ _SHAPES: dict[ProbeSpec, tuple[Any, dict]] = {}  # shapes depend on the spec alo
 
 def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
     """The shapes of one init's parameters and taps (`jax.eval_shape`, nothing computed;
-    once per spec: the checks, the planner and each unit's row positions ask); ValueError
+    once per spec: the checks, the planner and each pack's row positions ask); ValueError
     when `apply`'s logits are not [batch, out_dim] or a tap has no batch axis."""
     if spec not in _SHAPES:
         _SHAPES[spec] = _checked_shapes(spec, points)

@@ -76,7 +76,7 @@ def write_text(text: str, path: Path) -> None:
 
 
 def write_checkpoint(path: Path, seeds_done: int, n: int, leaves: list[np.ndarray]) -> None:
-    """Atomically save a unit's progress: seeds done and the merged float64 moment leaves."""
+    """Atomically save a pack's progress: seeds done and the merged float64 moment leaves."""
     arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, seeds_done=seeds_done, n=n, **arrays)

@@ -11,7 +11,7 @@ results/<name>/
   .run.lock               shared by the runs of one version of the sweep; growing needs it alone
   .work/pieces/<cell key>/          finished pieces of a cell (`gradjax.results.ledger`)
   .work/locks/<cell key>[.<block>].lock   the lock of a cell, or of one block of its seeds
-  .work/units/<unit>/               a unit of work in progress, and its record
+  .work/packs/<pack>/               a pack (cells run together) in progress, and its record
   .work/renumber/                   cells being moved to a grown sweep's new cell numbers
   .work/pushed.json                 what a staging folder last pushed (`gradjax.results.remote`)
 """
@@ -30,9 +30,13 @@ MANIFEST_FILE = "manifest.json"  # written once every cell is finished
 LOCK_FILE = ".lock"
 RUN_LOCK = ".run.lock"  # shared by the runs of one version of the sweep (`ResultsFolder.open`)
 WORK_DIR = ".work"
-PIECES, LOCKS, UNITS, RENUMBER = "pieces", "locks", "units", "renumber"  # under WORK_DIR
+PIECES, LOCKS, PACKS, RENUMBER = "pieces", "locks", "packs", "renumber"  # under WORK_DIR
+# under WORK_DIR: where an earlier version kept its packs (then "units"); a run still clears
+# it (`Ledger.write_manifest`, `stale_packs`) and never pushes it (`remote.LOCAL_ONLY`)
+LEGACY_UNITS = "units"
 PUSHED = f"{WORK_DIR}/pushed.json"
-UNIT_RECORD = "unit.json"  # in a unit's folder: the pieces it holds
+PACK_RECORD = "pack.json"  # in a pack's folder: the pieces it holds
+LEGACY_UNIT_RECORD = "unit.json"  # the same record in a LEGACY_UNITS folder
 OWN_ENTRIES = frozenset({SWEEP_FILE, RUN_FILE, WORK_DIR, LOCK_FILE, RUN_LOCK, MANIFEST_FILE,
                          *TABLES})
 
@@ -47,7 +51,7 @@ def cell_file(root: Path, table: str, cell: int) -> Path:
 
 
 def work(root: Path, sub: str = "") -> Path:
-    """The folder's work folder, or one of its sub-folders (PIECES, LOCKS, UNITS, RENUMBER)."""
+    """The folder's work folder, or one of its sub-folders (PIECES, LOCKS, PACKS, RENUMBER)."""
     return Path(root) / WORK_DIR / sub if sub else Path(root) / WORK_DIR
 
 

@@ -7,7 +7,7 @@ fixed when the folder is made and recorded in it). The work of a sweep is the li
 array, Ray tasks, the processes of a multi-host JAX job) split it with no coordinator.
 
   .work/pieces/<key>/seeds-A-B.parquet   the per-seed rows of seeds [A, B) of the cell <key>
-  .work/pieces/<key>/seeds-A-B.npz       their per-entry moments per row (`RowMoments`),
+  .work/pieces/<key>/seeds-A-B.npz       their per-entry moments per row (`CellMoments`),
                                          written after the rows: a piece exists once this does
   .work/locks/<key>.<block>.lock         flock held by the process computing that piece
   .work/locks/<key>.lock                 flock held while the cell is finished
@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gradjax.results import files, layout, results_folder, schema
-from gradjax.results.summary import RowMoments, cell_summary
+from gradjax.results.summary import CellMoments, cell_summary
 from gradjax.spec import STATS
 from gradjax.sweep import Cell, Sweep
 
@@ -72,9 +72,10 @@ def owned(sweep: Sweep, seed_block: int, shard: int, shards: int) -> list[tuple[
     return pairs[lo:hi]
 
 
-def _subtract(span: tuple[int, int], covered: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def _subtract(seed_range: tuple[int, int],
+              covered: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of [a, b) outside every range of `covered`."""
-    out, (a, b) = [], span
+    out, (a, b) = [], seed_range
     for c, d in sorted(covered):
         if d <= a or c >= b:
             continue
@@ -134,8 +135,8 @@ class Ledger:
         return chosen
 
     def todo(self, cell: Cell, block: int) -> list[tuple[int, int]]:
-        span = blocks(self.sweep.seeds, self.seed_block)[block]
-        return _subtract(span, self.cover(cell))
+        seed_range = blocks(self.sweep.seeds, self.seed_block)[block]
+        return _subtract(seed_range, self.cover(cell))
 
     def finished(self, cell: Cell) -> bool:
         """Nothing left to do: one moments file for [0, seeds) whose rows are per_seed/'s (a
@@ -165,7 +166,7 @@ class Ledger:
         return lock
 
     def write_piece(self, cell: Cell, a: int, b: int, table: pa.Table | Path,
-                    moments: RowMoments) -> None:
+                    moments: CellMoments) -> None:
         """The piece's rows (a table, or a part file renamed into place), then its moments."""
         rows, npz = self.piece_paths(cell, a, b)
         rows.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +261,8 @@ class Ledger:
 
     def write_manifest(self) -> None:
         """The folder's completion record (rows per table from the Parquet footers); the
-        per-unit work files and locks are removed, the cells' moments kept for growing."""
+        per-pack work files (an earlier version's `.work/units/` too) and locks are removed,
+        the cells' moments kept for growing."""
         rows = {table: sum(pq.read_metadata(p).num_rows
                            for p in sorted((self.folder.root / table).glob("*.parquet")))
                 for table in layout.TABLES}
@@ -271,7 +273,7 @@ class Ledger:
         files.write_text(json.dumps(manifest, indent=1) + "\n",
                            self.folder.root / layout.MANIFEST_FILE)
         # every run here is of this sweep (`.run.lock`)
-        for sub in (layout.UNITS, layout.LOCKS, layout.RENUMBER):
+        for sub in (layout.PACKS, layout.LEGACY_UNITS, layout.LOCKS, layout.RENUMBER):
             shutil.rmtree(self.work / sub, ignore_errors=True)
         self.folder.remove_temporaries(only_dead=True)
 
@@ -290,10 +292,11 @@ class Ledger:
             try:
                 self._finish(cell, cover, in_memory or {})
             except _Unreadable as err:  # never read as data: dropped, to compute again
-                for path in self.piece_paths(cell, *err.span):
+                for path in self.piece_paths(cell, *err.seed_range):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
-                if err.span[0] == 0 and not self.piece_paths(cell, *err.span)[0].exists():
+                if (err.seed_range[0] == 0
+                        and not self.piece_paths(cell, *err.seed_range)[0].exists()):
                     with contextlib.suppress(FileNotFoundError):
                         self.folder.summary_path(cell.index).unlink()
                 return False
@@ -315,9 +318,9 @@ class Ledger:
             raise _Unreadable((a, b))
         return table
 
-    def _moments(self, cell: Cell, a: int, b: int) -> RowMoments:
+    def _moments(self, cell: Cell, a: int, b: int) -> CellMoments:
         try:
-            moments = RowMoments.load(self.piece_paths(cell, a, b)[1])
+            moments = CellMoments.load(self.piece_paths(cell, a, b)[1])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
             raise _Unreadable((a, b)) from err
         if moments.n != b - a:
@@ -325,11 +328,11 @@ class Ledger:
         return moments
 
     def _finish(self, cell: Cell, cover: list[tuple[int, int]], in_memory: dict) -> None:
-        in_moments = {span: held[1] for span, held in in_memory.items()}
-        in_memory = {span: held[0] for span, held in in_memory.items()}
+        in_moments = {seed_range: held[1] for seed_range, held in in_memory.items()}
+        in_memory = {seed_range: held[0] for seed_range, held in in_memory.items()}
         tables = [self._rows(cell, a, b, in_memory) for a, b in cover]
         table = _with_cell(pa.concat_tables(tables) if len(tables) > 1 else tables[0], cell)
-        moments = RowMoments(0, ())
+        moments = CellMoments(0, ())
         for a, b in cover:
             moments = moments.merge(in_moments.get((a, b)) or self._moments(cell, a, b))
         positions = _positions(table, self.sweep.seeds)
@@ -372,9 +375,9 @@ class Ledger:
 class _Unreadable(Exception):
     """A piece whose rows or moments cannot be read (truncated, corrupt)."""
 
-    def __init__(self, span: tuple[int, int]):
-        super().__init__(span)
-        self.span = span
+    def __init__(self, seed_range: tuple[int, int]):
+        super().__init__(seed_range)
+        self.seed_range = seed_range
 
 
 def _cell_of(path: Path) -> int:

@@ -7,7 +7,7 @@ A run needs what object stores do not give: atomic renames and file locks
 is new (to resume or grow on another machine; a staging folder older than the store's is
 refused), and pushes the folder to the URI at the end: every file that is missing there or
 changed since this staging folder last pushed it, and the removal of the pieces that finishing
-a cell replaced. Locks and in-progress units stay local. Readers see each object
+a cell replaced. Locks and in-progress packs stay local. Readers see each object
 whole (a PUT is atomic), and a folder is complete once its manifest.json is there.
 
 Any pyarrow filesystem URI works (`pyarrow.fs.FileSystem.from_uri`), with its options in the
@@ -25,20 +25,21 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from gradjax.results.layout import (
+    LEGACY_UNITS,
     LOCK_FILE,
     LOCKS,
+    PACKS,
     PIECES,
     PUSHED,
     RENUMBER,
     RUN_FILE,
     RUN_LOCK,
-    UNITS,
     WORK_DIR,
     ResultsError,
 )
 
-LOCAL_ONLY = (LOCK_FILE, RUN_LOCK, PUSHED, f"{WORK_DIR}/{UNITS}", f"{WORK_DIR}/{LOCKS}",
-              f"{WORK_DIR}/{RENUMBER}")
+LOCAL_ONLY = (LOCK_FILE, RUN_LOCK, PUSHED, f"{WORK_DIR}/{PACKS}", f"{WORK_DIR}/{LEGACY_UNITS}",
+              f"{WORK_DIR}/{LOCKS}", f"{WORK_DIR}/{RENUMBER}")
 
 
 def is_remote(out: str) -> bool:

@@ -20,11 +20,11 @@ from gradjax.results.layout import (
     LOCK_FILE,
     MANIFEST_FILE,
     OWN_ENTRIES,
+    PACKS,
     RUN_FILE,
     RUN_LOCK,
     SWEEP_FILE,
     TABLES,
-    UNITS,
     WORK_DIR,
     ResultsError,
     cell_file,
@@ -95,8 +95,8 @@ class ResultsFolder:
     def summary_path(self, cell: int) -> Path:
         return cell_file(self.root, "summary", cell)
 
-    def work_dir(self, unit: str) -> Path:
-        return work(self.root, UNITS) / unit
+    def work_dir(self, pack: str) -> Path:
+        return work(self.root, PACKS) / pack
 
     def done(self, cell: int) -> bool:
         """A cell's summary file exists (written after its per-seed file)."""

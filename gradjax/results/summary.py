@@ -37,7 +37,7 @@ def chan_merge(n_a: int, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, mean_b:
 
 
 @dataclasses.dataclass(frozen=True)
-class RowMoments:
+class CellMoments:
     """Per-entry count n, mean and M2 over some seeds of one cell, per result row (None for a
     row with no gradient of its own), float64: what a piece of a cell's seeds keeps so that
     pieces computed anywhere merge into the cell's `grad_var_across_seeds`."""
@@ -45,7 +45,7 @@ class RowMoments:
     n: int
     rows: tuple[tuple[np.ndarray, np.ndarray] | None, ...]
 
-    def merge(self, other: RowMoments) -> RowMoments:
+    def merge(self, other: CellMoments) -> CellMoments:
         """Chan et al. (1979): combine two disjoint sets of seeds (`chan_merge`)."""
         if self.n == 0:
             return other
@@ -53,7 +53,7 @@ class RowMoments:
             return self
         rows = tuple(None if a is None else chan_merge(self.n, *a, other.n, *b)
                      for a, b in zip(self.rows, other.rows, strict=True))
-        return RowMoments(self.n + other.n, rows)
+        return CellMoments(self.n + other.n, rows)
 
     def var_across_seeds(self) -> np.ndarray:
         """[rows]: the mean over a tensor's entries of their population variance across seeds
@@ -69,7 +69,7 @@ class RowMoments:
         np.savez(path, n=self.n, rows=len(self.rows), **arrays)
 
     @classmethod
-    def load(cls, path: Any) -> RowMoments:
+    def load(cls, path: Any) -> CellMoments:
         with np.load(path, allow_pickle=False) as z:
             rows = tuple((z[f"mean{i}"], z[f"m2{i}"]) if f"mean{i}" in z.files else None
                          for i in range(int(z["rows"])))

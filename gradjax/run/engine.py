@@ -1,19 +1,19 @@
 """Running a sweep (`execute_sweep`): the work a run takes on, the order it runs it in, and the
 folder's life from opening to complete. The jobs it calls on each have a module:
-`gradjax.run.plan` (units and chunks within the memory budget), `gradjax.run.executables`
-(compiled programs and the compile cache), `gradjax.run.unit_work` (one host loop over a unit's
+`gradjax.run.plan` (packs and chunks within the memory budget), `gradjax.run.executables`
+(compiled programs and the compile cache), `gradjax.run.pack_work` (one host loop over a pack's
 chunks, its parts and checkpoints), `gradjax.run.progress` (phases, the progress line, the
 report), `gradjax.run.provenance` and `gradjax.run.interrupt` (Ctrl-C).
 
 A run computes its share of the sweep's pieces (`gradjax.results.ledger`: cells x seed blocks;
-all of them unless it is one of several shards), grouped into units: cells of one bucket that
-need the same seeds. A unit holds the locks of its pieces while it runs (`share_of`, and a
-claim before each unit). The next group is planned and compiled in a background thread while
-the current one computes. When a unit has all its seeds, each cell's piece is written; a cell
+all of them unless it is one of several shards), grouped into packs: cells of one bucket that
+need the same seeds. A pack holds the locks of its pieces while it runs (`share_of`, and a
+claim before each pack). The next group is planned and compiled in a background thread while
+the current one computes. When a pack has all its seeds, each cell's piece is written; a cell
 whose pieces cover every seed is finished (per-seed file, then summary) by whichever process
 gets there, and the last one completes the folder (`complete_folder`).
 
-Per-seed numbers do not depend on the chunk size, the number of points in a unit or the device
+Per-seed numbers do not depend on the chunk size, the number of points in a pack or the device
 count (`gradjax.nn.xla`), so neither the budget nor a resume nor the shard count changes them.
 """
 
@@ -35,12 +35,13 @@ from gradjax.results.ledger import Ledger, cell_key, owned
 from gradjax.results.results_folder import SEED_BLOCK
 from gradjax.run.executables import cache_events, compile_cache_on
 from gradjax.run.interrupt import STOP, check_stop, stop_on_sigint, wait_until
+from gradjax.run.launch_options import conflict
 from gradjax.run.model_check import x64_if_needed
-from gradjax.run.plan import Unit, params_of, plan_group
+from gradjax.run.pack_work import PackRun, run_pack, stale_packs
+from gradjax.run.plan import Pack, params_of, plan_group
 from gradjax.run.preflight import check_sweep
-from gradjax.run.progress import Progress, Report, peak_memory_text, rate_text
+from gradjax.run.progress import Progress, RunReport, peak_memory_text, rate_text
 from gradjax.run.provenance import describe_spec, run_metadata
-from gradjax.run.unit_work import UnitRun, run_unit, stale_units
 from gradjax.sweep import Cell, Sweep
 from gradjax.sweep.budget import (
     DEFAULT_MAX_MEMORY,
@@ -64,7 +65,7 @@ def execute_sweep(
     shard: tuple[int, int] = (1, 1),
     seed_block: int | None = None,
     only: Sequence[tuple[Sequence[int], tuple[int, int]]] | None = None,
-) -> Report:
+) -> RunReport:
     """Run (or resume, or grow) `sweep` into the folder `out`; see the module docstring.
 
     `chunk` fixes the chunk size (otherwise it comes from `max_memory`); `devices` limits the
@@ -83,7 +84,7 @@ def execute_sweep(
     folder = results_folder.ResultsFolder(Path(out))
     use = devices_of(devices)
     say = (lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg)))
-    report = Report()
+    report = RunReport()
     misses = cache_events().misses
     meta = run_metadata(sweep)
     ledger = open_ledger(sweep, folder, meta, overwrite, seed_block or SEED_BLOCK, say,
@@ -111,19 +112,19 @@ PASSES = 3  # a piece found unreadable when its cell is finished is dropped and 
 
 
 def _groups(sweep: Sweep, only: Sequence[tuple[Sequence[int], tuple[int, int]]]) -> list:
-    """`only`'s (cell indices, seeds span) groups as `share_of` gives them."""
+    """`only`'s (cell indices, seed range) groups as `share_of` gives them."""
     buckets = sweep.buckets()
     bucket_of = {c.index: b for b, bucket in enumerate(buckets, 1) for c in bucket.cells}
     out = []
-    for cells, span in only:
+    for cells, seed_range in only:
         b = bucket_of[cells[0]]
         if any(bucket_of[c] != b for c in cells):
             raise ValueError(f"cells {list(cells)} are not all of one bucket")
-        out.append((b, buckets[b - 1], [sweep.cells[c] for c in cells], tuple(span)))
+        out.append((b, buckets[b - 1], [sweep.cells[c] for c in cells], tuple(seed_range)))
     return out
 
 
-def _finish_report(report, started, sweep, shard, folder, max_memory, say, misses) -> Report:
+def _finish_report(report, started, sweep, shard, folder, max_memory, say, misses) -> RunReport:
     report.wall_s = time.perf_counter() - started
     report.peak_rss = peak_resident_bytes()
     cache = "persistent compile cache off"
@@ -142,14 +143,14 @@ def _finish_report(report, started, sweep, shard, folder, max_memory, say, misse
 
 
 def check_shard(shard: tuple[int, int], overwrite: bool) -> None:
-    """Refuse a shard outside 1..n, and --overwrite with shards (each would clear the
-    others' work)."""
+    """Refuse a shard outside 1..n, and options that do not go with shards
+    (`launch_options.conflict`)."""
     i, n = shard
     if not 1 <= i <= n:
         raise ValueError(f"shard {i}/{n}: i must be in 1..n")
-    if overwrite and n > 1:
-        raise ValueError("--overwrite with --shard: each shard would discard the others' "
-                         "work; clear the folder once, then start the shards")
+    problem = conflict(shard=shard, overwrite=overwrite)
+    if problem:
+        raise ValueError(problem)
 
 
 def devices_of(devices: int | Sequence | None) -> list:
@@ -199,31 +200,31 @@ def complete_folder(ledger: Ledger, say: Callable[[str], None]) -> bool:
 
 
 def _planned(sweep, work, budget, devices, chunk, report) -> Iterator[tuple]:
-    """(b, bucket, todo, span, units, built) for each group of `work`, planning (and
+    """(b, bucket, todo, seed_range, packs, built) for each group of `work`, planning (and
     compiling) the next group in a background thread while the caller runs the current one;
     only the wait for a plan counts as compile time. XLA compiles a program on one thread,
     and a CPU sweep's chunks leave part of the cores idle, so the next compile mostly fills
     idle time (measured in docs/performance.md); on a GPU it runs beside the device's
     computation."""
-    def plan(bucket, todo, span):
-        return plan_group(sweep, bucket, todo, span, budget, devices, chunk)
+    def plan(bucket, todo, seed_range):
+        return plan_group(sweep, bucket, todo, seed_range, budget, devices, chunk)
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gradjax-compile")
     try:
         future = pool.submit(plan, *work[0][1:]) if work else None
-        for i, (b, bucket, todo, span) in enumerate(work):
+        for i, (b, bucket, todo, seed_range) in enumerate(work):
             with report.phases.timing("compile"):
                 wait_until(future.done)
-                units, built = future.result()
+                packs, built = future.result()
             if i + 1 < len(work):
                 future = pool.submit(plan, *work[i + 1][1:])
-            yield b, bucket, todo, span, units, built
+            yield b, bucket, todo, seed_range, packs, built
     finally:  # interrupted: a compile under way is left to finish (XLA cannot stop it)
         pool.shutdown(wait=not STOP.is_set(), cancel_futures=True)
 
 
 def share_of(sweep: Sweep, ledger: Ledger, shard: tuple[int, int]) -> list[tuple]:
-    """The shard's unfinished work as (b, bucket, cells, seeds span) groups: cells of one
+    """The shard's unfinished work as (b, bucket, cells, seed range) groups: cells of one
     bucket that need the same seeds, in the order of `ledger.owned`."""
     buckets = sweep.buckets()
     bucket_of = {c.index: b for b, bucket in enumerate(buckets, 1) for c in bucket.cells}
@@ -231,29 +232,29 @@ def share_of(sweep: Sweep, ledger: Ledger, shard: tuple[int, int]) -> list[tuple
     for cell, block in owned(sweep, ledger.seed_block, shard[0] - 1, shard[1]):
         if ledger.finished(cell):
             continue
-        for span in ledger.todo(cell, block):
-            groups.setdefault((bucket_of[cell.index], *span), []).append(cell)
+        for seed_range in ledger.todo(cell, block):
+            groups.setdefault((bucket_of[cell.index], *seed_range), []).append(cell)
     return [(b, buckets[b - 1], cells, (lo, hi)) for (b, lo, hi), cells in groups.items()]
 
 
-def _claim(ledger: Ledger, unit: Unit) -> tuple[Unit | None, list]:
-    """The unit reduced to the cells whose piece this process could lock and that are still
+def _claim(ledger: Ledger, pack: Pack) -> tuple[Pack | None, list]:
+    """The pack reduced to the cells whose piece this process could lock and that are still
     to do (another process may hold or have done some); and the locks, to close after."""
-    block = unit.span[0] // ledger.seed_block
+    block = pack.seed_range[0] // ledger.seed_block
     cells, locks = [], []
-    for cell in unit.cells:
+    for cell in pack.cells:
         lock = ledger.claim(cell, block)
         if lock is None:
             continue
-        if not ledger.finished(cell) and ledger.todo(cell, block) == [unit.span]:
+        if not ledger.finished(cell) and ledger.todo(cell, block) == [pack.seed_range]:
             cells.append(cell)
             locks.append(lock)
         else:
             lock.close()
-    mine = dataclasses.replace(unit, cells=tuple(cells)) if cells else None
+    mine = dataclasses.replace(pack, cells=tuple(cells)) if cells else None
     if mine is not None:
         claimed = {(ledger.keys[c.index], block) for c in cells}
-        stale_units(ledger.folder, claimed, mine.name(ledger.keys))
+        stale_packs(ledger.folder, claimed, mine.name(ledger.keys))
     return mine, locks
 
 
@@ -263,31 +264,31 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
     progress = Progress(sweep.name, len(sweep.cells), report.cells_skipped, todo, quiet, say)
     ran: set[int] = set()
     try:
-        for b, bucket, todo, span, units, built in _planned(sweep, work, budget, devices,
-                                                            chunk, report):
+        for b, bucket, todo, seed_range, packs, built in _planned(sweep, work, budget, devices,
+                                                                  chunk, report):
             executable = built[-1]
             report.compiled += sum(e.source == "compiled" for e in built)
             report.from_cache += sum(e.source == "compile cache" for e in built)
-            _say_bucket(say, b, len(sweep.buckets()), bucket, todo, span, units, built, budget,
-                        len(devices))
-            for planned in units:
+            _say_bucket(say, b, len(sweep.buckets()), bucket, todo, seed_range, packs, built,
+                        budget, len(devices))
+            for planned in packs:
                 check_stop()
-                unit, locks = _claim(ledger, planned)
-                if unit is None:
-                    progress.resumed(len(planned.cells) * (span[1] - span[0]))
+                pack, locks = _claim(ledger, planned)
+                if pack is None:
+                    progress.resumed(len(planned.cells) * (seed_range[1] - seed_range[0]))
                     continue
                 try:
-                    run = UnitRun(sweep, ledger, unit, per_seed_schema, report.phases)
+                    run = PackRun(sweep, ledger, pack, per_seed_schema, report.phases)
                     try:
-                        report.inits += run_unit(run, executable, progress)
+                        report.inits += run_pack(run, executable, progress)
                     finally:
                         run.close()
                 finally:
                     for lock in locks:
                         lock.close()
-                ran.update(c.index for c in unit.cells)
-                report.units.append({"cells": [c.index for c in unit.cells],
-                                     "seeds": list(span), "chunk": executable.chunk,
+                ran.update(c.index for c in pack.cells)
+                report.packs.append({"cells": [c.index for c in pack.cells],
+                                     "seeds": list(seed_range), "chunk": executable.chunk,
                                      "points": executable.points,
                                      "peak_bytes": executable.peak_bytes})
     finally:
@@ -295,15 +296,16 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
     report.cells += len(ran)
 
 
-def _say_bucket(say, b, n_buckets, bucket, todo, span, units, built, budget, n_devices) -> None:
+def _say_bucket(say, b, n_buckets, bucket, todo, seed_range, packs, built, budget,
+                n_devices) -> None:
     executable = built[-1]
     how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
            "memory": "already compiled"}[executable.source]
     over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
-    host = moment_bytes(bucket.spec, len(units[0].cells), params_of(bucket))
-    seeds = "" if span[0] == 0 else f", seeds {span[0]}..{span[1] - 1}"
+    host = moment_bytes(bucket.spec, len(packs[0].cells), params_of(bucket))
+    seeds = "" if seed_range[0] == 0 else f", seeds {seed_range[0]}..{seed_range[1] - 1}"
     say(f"bucket {b}/{n_buckets} {describe_spec(bucket.spec)}: {len(todo)} cells in "
-        f"{len(units)} unit(s){seeds}; chunk {executable.chunk} seeds x {executable.points} "
+        f"{len(packs)} pack(s){seeds}; chunk {executable.chunk} seeds x {executable.points} "
         f"points on {n_devices} device(s); device memory "
         f"{format_bytes(executable.peak_bytes)} of {format_bytes(budget)}{over}, "
         f"across-seed moments {format_bytes(host)} on the host; {how} in "

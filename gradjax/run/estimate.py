@@ -53,9 +53,9 @@ class Estimate:
     """What `estimate_run` predicts for a run into an empty folder."""
 
     compile_s: float  # compiling every program, one after another
-    compute_s: float  # every chunk of every unit
+    compute_s: float  # every chunk of every pack
     device_bytes: int  # the largest chunk's bytes, as the budget's estimate puts them
-    host_bytes: int  # the largest unit's across-seed moments
+    host_bytes: int  # the largest pack's across-seed moments
     programs: int  # distinct chunk programs the run compiles
     chunks: int  # chunks the run computes
     wall_s: float  # what the estimate itself took
@@ -77,17 +77,17 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
     programs: set[tuple] = set()
     compile_s = compute_s = 0.0
     device_bytes = host_bytes = chunks = 0
-    for b, bucket, cells, span in plan.fresh_work(sweep, seed_block):
-        seeds = span[1] - span[0]
+    for b, bucket, cells, seed_range in plan.fresh_work(sweep, seed_block):
+        seeds = seed_range[1] - seed_range[0]
         chosen = plan.first_plan(bucket, cells, seeds,
                                  plan.device_budget(bucket, cells, budget, use), len(use))
-        units = plan.units_of(bucket, cells, chosen.points, span)
-        size, n_params, tensors = units[0].size, parameters(bucket), plan.tensors_of(bucket)
+        packs = plan.packs_of(bucket, cells, chosen.points, seed_range)
+        size, n_params, tensors = packs[0].size, parameters(bucket), plan.tensors_of(bucket)
         traced = plan.params_of(bucket)  # None where the budget knows the sizes itself
         if (b, chosen.chunk, size) not in programs:
             programs.add((b, chosen.chunk, size))
             compile_s += COMPILE_S + tensors * kernel_of(bucket.spec).compile_seconds_per_tensor
-        n_chunks = math.ceil(seeds / chosen.chunk) * len(units)
+        n_chunks = math.ceil(seeds / chosen.chunk) * len(packs)
         per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
                     + tensors * kernel_of(bucket.spec).seconds_per_tensor)
         compute_s += n_chunks * (CHUNK_S + chosen.chunk * size * per_init / len(use))

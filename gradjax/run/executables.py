@@ -1,4 +1,4 @@
-"""Compiling a bucket's chunk program for a chunk size and its devices (`compile_chunk`), the
+"""Compiling a bucket's chunk program for a chunk size and its devices (`build_executable`), the
 persistent compile cache (`enable_compile_cache`) and its hit and miss counts."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Executable:
         return self.chunk // len(self.devices)
 
 
-def compile_chunk(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
+def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
     """The bucket's chunk function compiled for this shape (`programs.compiled_chunk`, which
     keeps every program of the process).
 

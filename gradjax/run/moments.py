@@ -1,7 +1,7 @@
 """The across-seed moments of a run's chunks on the host: per entry of every gradient tensor,
 the count, mean and M2 over the seeds computed so far, merged chunk by chunk in float64 with
 Chan et al.'s formula (`gradjax.results.summary.chan_merge`), and cut into a cell's
-`RowMoments` per result row when a piece is written."""
+`CellMoments` per result row when a piece is written."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from gradjax.probe.chunking import is_scaled_moments, moments_by_layer, moments_to_host
-from gradjax.results.summary import RowMoments, chan_merge
+from gradjax.results.summary import CellMoments, chan_merge
 
 
 def _is_pair(node: Any) -> bool:
@@ -68,7 +68,7 @@ class ChunkMoments:
             ]
         return np.stack([np.stack(pair, axis=-1) for pair in out], axis=1)
 
-    def rows(self, point: int, n_rows: int, layered: bool) -> RowMoments:
+    def rows(self, point: int, n_rows: int, layered: bool) -> CellMoments:
         """One point's moments per result row (the layered probe's (layer, W/b) rows, or a model's
         parameter leaves in `jax.tree_util` order; rows past them, the taps, have none),
         each flattened to the tensor's entries: a form that merges and reduces with no
@@ -80,4 +80,4 @@ class ChunkMoments:
         else:
             pairs = jax.tree.leaves(self.tree, is_leaf=_is_pair)
         flat = [(np.ravel(pair["mean"][point]), np.ravel(pair["m2"][point])) for pair in pairs]
-        return RowMoments(self.n, tuple(flat) + (None,) * (n_rows - len(flat)))
+        return CellMoments(self.n, tuple(flat) + (None,) * (n_rows - len(flat)))

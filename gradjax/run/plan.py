@@ -1,10 +1,10 @@
-"""Planning a run: units of cells and chunks of seeds within a memory budget.
+"""Planning a run: packs of cells and chunks of seeds within a memory budget.
 
-A bucket's cells run together as one unit (their scale, bias_scale and data are traced inputs,
+A bucket's cells run together as one pack (their scale, bias_scale and data are traced inputs,
 one "point" per cell) unless the budget cannot hold the smallest chunk for all of them. The chunk
 size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`) in equal chunks
 (`first_plan`), then is checked against XLA's memory analysis of the compiled program
-(`plan_bucket`). On a CPU backend the budget also holds the process and the unit's host memory
+(`plan_bucket`). On a CPU backend the budget also holds the process and the pack's host memory
 (`device_budget`)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from gradjax.probe import tree_probe
 from gradjax.probe.chunking import make_points
 from gradjax.results.ledger import blocks
 from gradjax.results.results_folder import SEED_BLOCK
-from gradjax.run.executables import Executable, compile_chunk
+from gradjax.run.executables import Executable, build_executable
 from gradjax.run.model_check import x64_if_needed
-from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
+from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec, capabilities
 from gradjax.sweep import Bucket, Cell, Sweep
 from gradjax.sweep.budget import (
     estimate_bytes,
@@ -37,7 +37,7 @@ def round_up(n: int, k: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How a bucket runs: units of `points` cells each, chunks of `chunk` seeds."""
+    """How a bucket runs: packs of `points` cells each, chunks of `chunk` seeds."""
 
     points: int
     chunk: int
@@ -45,8 +45,8 @@ class Plan:
 
 def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int,
                  n_params: int | None = None) -> Plan:
-    """The largest chunk (and, only if needed, fewest points per unit) the estimate allows."""
-    smallest = MIN_AXIS * n_devices
+    """The largest chunk (and, only if needed, fewest points per pack) the estimate allows."""
+    smallest = MIN_ARRAY_AXIS * n_devices
     largest = max(smallest, round_up(seeds, n_devices))
     points = n_cells
 
@@ -61,33 +61,33 @@ def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devic
 
 
 @dataclasses.dataclass(frozen=True)
-class Unit:
+class Pack:
     """Cells of one bucket that run together; `size` points (the last cell repeated to pad)."""
 
     bucket: Bucket
     cells: tuple[Cell, ...]
     size: int
-    span: tuple[int, int] = (0, 0)  # the seeds [a, b) it computes for each of its cells
+    seed_range: tuple[int, int] = (0, 0)  # the seeds [a, b) it computes for each of its cells
 
     def name(self, keys: dict[int, str]) -> str:
         """Its work folder's name: what it computes (cell keys and seeds), not the cells'
         indices, which change when an axis grows."""
-        what = ",".join(keys[c.index] for c in self.cells) + f":{self.span}"
+        what = ",".join(keys[c.index] for c in self.cells) + f":{self.seed_range}"
         digest = hashlib.sha1(what.encode()).hexdigest()[:12]
-        return f"unit-{self.cells[0].index:05d}-{len(self.cells)}-{digest}"
+        return f"pack-{self.cells[0].index:05d}-{len(self.cells)}-{digest}"
 
     def points(self) -> dict:
         padded = (*self.cells, *([self.cells[-1]] * (self.size - len(self.cells))))
         return make_points(self.bucket.spec, **self.bucket.points(padded))
 
 
-def units_of(bucket: Bucket, cells: Sequence[Cell], points: int,
-             span: tuple[int, int] = (0, 0)) -> list[Unit]:
-    """Consecutive groups of `points` cells, each padded to at least MIN_AXIS points (and the
+def packs_of(bucket: Bucket, cells: Sequence[Cell], points: int,
+             seed_range: tuple[int, int] = (0, 0)) -> list[Pack]:
+    """Consecutive groups of `points` cells, each padded to at least MIN_ARRAY_AXIS points (and the
     last one to the size of the others): an axis of size 1 would change XLA's reductions."""
     step = min(points, len(cells))
-    size = max(step, MIN_AXIS)
-    return [Unit(bucket, tuple(cells[i : i + step]), size, span)
+    size = max(step, MIN_ARRAY_AXIS)
+    return [Pack(bucket, tuple(cells[i : i + step]), size, seed_range)
             for i in range(0, len(cells), step)]
 
 
@@ -112,7 +112,7 @@ def even_chunks(plan: Plan, seeds: int, n_devices: int) -> Plan:
     """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would pad
     the second chunk with 184 seeds computed for nothing; two of 128 do not."""
     n_chunks = math.ceil(seeds / plan.chunk)
-    return Plan(plan.points, max(MIN_AXIS * n_devices,
+    return Plan(plan.points, max(MIN_ARRAY_AXIS * n_devices,
                                  round_up(math.ceil(seeds / n_chunks), n_devices)))
 
 
@@ -126,18 +126,18 @@ def first_plan(bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int,
 
 def plan_bucket(
     bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
-    chunk: int | None = None, span: tuple[int, int] | None = None,
-) -> tuple[list[Unit], list[Executable]]:
-    """Units for a bucket's unfinished `cells` within `budget` bytes, computing `seeds` seeds
-    each (the seeds `span`, default [0, seeds)), and the executables built on the way (the
+    chunk: int | None = None, seed_range: tuple[int, int] | None = None,
+) -> tuple[list[Pack], list[Executable]]:
+    """Packs for a bucket's unfinished `cells` within `budget` bytes, computing `seeds` seeds
+    each (the seeds `seed_range`, default [0, seeds)), and the executables built on the way (the
     last one is used).
 
-    Starts from the estimate, then shrinks the chunk (then the points per unit) while XLA's
+    Starts from the estimate, then shrinks the chunk (then the points per pack) while XLA's
     memory analysis says the budget is exceeded, or grows the chunk once if it says the
     estimate was too cautious by GROW_IF or more; a given `chunk` is used as is.
     """
     n_dev = len(devices)
-    smallest = MIN_AXIS * n_dev
+    smallest = MIN_ARRAY_AXIS * n_dev
 
     def even(p: Plan) -> Plan:
         return even_chunks(p, seeds, n_dev)
@@ -147,25 +147,25 @@ def plan_bucket(
         plan = Plan(len(cells), round_up(max(chunk, smallest), n_dev))
     built = []
     largest = max(smallest, round_up(seeds, n_dev))
-    span = (0, seeds) if span is None else span
+    seed_range = (0, seeds) if seed_range is None else seed_range
     while True:
-        units = units_of(bucket, cells, plan.points, span)
-        executable = compile_chunk(bucket.spec, units[0].points(), plan.chunk, devices)
+        packs = packs_of(bucket, cells, plan.points, seed_range)
+        executable = build_executable(bucket.spec, packs[0].points(), plan.chunk, devices)
         built.append(executable)
         if chunk is not None:
-            return units, built
+            return packs, built
         scale = budget / executable.peak_bytes
         grown = min(largest, int(plan.chunk * GROW_TO * scale) // n_dev * n_dev)
         if scale >= 1 and len(built) == 1 and grown >= GROW_IF * plan.chunk:
             plan = even(Plan(plan.points, grown))  # the estimate was far too cautious: grow once
         elif scale >= 1:
-            return units, built
+            return packs, built
         elif plan.chunk > smallest:
             plan = even(Plan(plan.points, max(smallest, int(plan.chunk * scale) // n_dev * n_dev)))
         elif plan.points > 1:
             plan = Plan(max(1, int(plan.points * scale)), plan.chunk)
         else:
-            return units, built  # the smallest program; the log says it is over budget
+            return packs, built  # the smallest program; the log says it is over budget
 
 
 FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
@@ -174,7 +174,7 @@ FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in step
 def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
     """The bytes a group of a bucket's cells may plan its chunks in: `budget` on an
     accelerator; on a CPU backend (device memory is host memory) what is left of it after the
-    process's own resident set and the unit's host reserve. The resident set is rounded up to
+    process's own resident set and the pack's host reserve. The resident set is rounded up to
     FOOTPRINT_STEP so that processes whose footprints differ by a few MB (`validate
     --estimate` and the run it fills the compile cache for) plan the same chunks."""
     if devices[0].platform != "cpu":
@@ -184,19 +184,20 @@ def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: S
     return max(budget - held, 1)
 
 
-def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell], span: tuple[int, int],
-               budget: int, devices: Sequence, chunk: int | None = None
-               ) -> tuple[list[Unit], list[Executable]]:
+def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell],
+               seed_range: tuple[int, int], budget: int, devices: Sequence,
+               chunk: int | None = None) -> tuple[list[Pack], list[Executable]]:
     """`plan_bucket` for one group of a run's work (cells of `bucket` needing the seeds
-    `span`) within the run's `budget`. Safe in any thread."""
+    `seed_range`) within the run's `budget`. Safe in any thread."""
     with x64_if_needed(sweep):  # JAX's x64 switch is per thread
-        return plan_bucket(bucket, cells, span[1] - span[0],
-                           device_budget(bucket, cells, budget, devices), devices, chunk, span)
+        return plan_bucket(bucket, cells, seed_range[1] - seed_range[0],
+                           device_budget(bucket, cells, budget, devices), devices, chunk,
+                           seed_range)
 
 
 def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
-    """The (b, bucket, cells, seeds span) groups of a run into an empty folder, as `share_of`
+    """The (b, bucket, cells, seed range) groups of a run into an empty folder, as `share_of`
     gives them: each bucket's cells, once per seed block."""
-    return [(b, bucket, list(bucket.cells), span)
+    return [(b, bucket, list(bucket.cells), seed_range)
             for b, bucket in enumerate(sweep.buckets(), 1)
-            for span in blocks(sweep.seeds, seed_block)]
+            for seed_range in blocks(sweep.seeds, seed_block)]

@@ -1,5 +1,5 @@
 """What a run reports: time per phase (compile, compute, write), the progress line (cells
-complete and in progress, inits, rate, time left) and the run's last line (`Report`)."""
+complete and in progress, inits, rate, time left) and the run's last line (`RunReport`)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Phases:
 
 
 @dataclasses.dataclass
-class Report:
+class RunReport:
     """What a run did."""
 
     cells: int = 0
@@ -48,7 +48,7 @@ class Report:
     compiled: int = 0  # chunk programs compiled
     from_cache: int = 0  # chunk programs loaded from the persistent compile cache
     cache_misses: int | None = None  # every program of the run; None with the cache off
-    units: list[dict] = dataclasses.field(default_factory=list)
+    packs: list[dict] = dataclasses.field(default_factory=list)
     peak_rss: int | None = None  # the process's peak resident bytes at the end of the run
     phases: Phases = dataclasses.field(default_factory=lambda: Phases())
 
@@ -70,8 +70,8 @@ def progress_line(name: str, cells: tuple[int, int, int], inits: tuple[int, int]
                   rate: float, left: float) -> str:
     """The progress line. `cells` is (complete, in progress, total) over the whole sweep: a
     cell is complete when all its seeds are (in this run or before), in progress while some
-    of its seeds are computed and others not yet (every cell of the unit running now, as a
-    unit computes its cells together); so complete + in progress <= total. `inits` is (done,
+    of its seeds are computed and others not yet (every cell of the pack running now, as a
+    pack computes its cells together); so complete + in progress <= total. `inits` is (done,
     to do) of this run's share, counting inits found done in a checkpoint."""
     complete, running, total = cells
     return (f"{name}: cells {complete}/{total} complete, {running} in progress; inits "
@@ -99,7 +99,7 @@ class Progress:
         self.finish_cells(())
 
     def resumed(self, inits: int) -> None:
-        """Inits found done in a unit's checkpoint or by another process (not computed by
+        """Inits found done in a pack's checkpoint or by another process (not computed by
         this one)."""
         self.done += inits
         self.bar.update(inits)
@@ -111,12 +111,12 @@ class Progress:
         self._line()
 
     def start_cells(self, cells: Sequence[int]) -> None:
-        """Cells whose seeds start to be computed (a unit's)."""
+        """Cells whose seeds start to be computed (a pack's)."""
         self.running.update(cells)
         self._postfix()
 
     def finish_cells(self, cells: Sequence[int]) -> None:
-        """Cells now complete (every seed, every piece: a unit's cells are not complete
+        """Cells now complete (every seed, every piece: a pack's cells are not complete
         while other seed blocks of theirs are still to do)."""
         self.cells_done += len(set(cells))
         self.running.difference_update(cells)

@@ -1,4 +1,4 @@
-"""`gradjax run --executor ray`: units of work as Ray tasks (the optional `ray` extra).
+"""`gradjax run --executor ray`: groups of work as Ray tasks (the optional `ray` extra).
 
 The driver opens the results folder (checks, growth, renumbering) exactly as a local run, then
 sends each group of the work (`engine.share_of`: cells of one bucket × one seed range) to Ray
@@ -7,7 +7,7 @@ restricted to its group, in a worker that reads the sweep file and writes the re
 itself, so the folder must be on storage every node sees (NFS, Lustre, a mounted bucket).
 
 A worker that dies (killed, out of memory, its node lost) fails its task; Ray runs it again
-(`MAX_RETRIES`), and the retry resumes from the unit's checkpoint: pieces already written are
+(`MAX_RETRIES`), and the retry resumes from the pack's checkpoint: pieces already written are
 skipped and part files past the checkpoint are dropped, so a retry computes each seed once
 into the folder. When every task has returned, the driver finishes the cells and writes the
 manifest, as the last shard of a job array does.
@@ -29,13 +29,14 @@ MAX_RETRIES = 3
 
 
 def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
-          span: tuple[int, int], max_memory: int, chunk: int | None, cache: str | None) -> int:
+          seed_range: tuple[int, int], max_memory: int, chunk: int | None,
+          cache: str | None) -> int:
     """One group of work in a Ray worker: the inits it computed."""
     sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
         executables.enable_compile_cache(Path(cache))
     report = engine.execute_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
-                              only=[(tuple(cells), span)])
+                              only=[(tuple(cells), seed_range)])
     return report.inits
 
 
@@ -63,9 +64,9 @@ def run_on_ray(
         # absolute paths: a worker's working folder is not the driver's
         source, where = str(Path(sweep.source).resolve()), str(Path(out).resolve())
         pending = [task.remote(sweep.text, source, sweep.seeds, where,
-                               [c.index for c in cells], span, max_memory, chunk,
+                               [c.index for c in cells], seed_range, max_memory, chunk,
                                str(cache) if cache else None)
-                   for _, _, cells, span in groups]
+                   for _, _, cells, seed_range in groups]
         log(f"{sweep.name}: {len(pending)} Ray task(s), {gpus} GPU each")
         inits = sum(ray.get(pending))
         engine.complete_folder(ledger, log)

@@ -1,6 +1,6 @@
 """Declarations, no JAX: every sweep-file option (`option.Option`, the common options and the
 built-in families' own, assembled in `OPTION_TABLE`), every statistic (`STAT_TABLE`: level,
-unit, meaning, where it is null) and `ProbeSpec`, what fixes one compiled program. Validation,
+measure, meaning, where it is null) and `ProbeSpec`, what fixes one compiled program. Validation,
 schemas, docs tables and labels are derived from these declarations; this layer imports nothing
 else of gradjax.
 """
@@ -28,7 +28,7 @@ from gradjax.spec.tables import (
     LEVELS,
     LOG2_SCALES,
     LOSSES,
-    MIN_AXIS,
+    MIN_ARRAY_AXIS,
     NORMS,
     OPTIMIZERS,
     OPTION_BY_NAME,
@@ -81,7 +81,7 @@ __all__ = [
     "LEVELS",
     "LOG2_SCALES",
     "LOSSES",
-    "MIN_AXIS",
+    "MIN_ARRAY_AXIS",
     "NORMS",
     "OPTIMIZERS",
     "OPTIONS",

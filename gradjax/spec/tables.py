@@ -111,17 +111,17 @@ class Stat:
 
     level: "tensor" (per init and parameter tensor, over the tensor's entries), "layer" (per
     init and layer, over the batch's examples and the layer's units), "init" (one per init)
-    or "cell" (per cell and tensor, across the cell's inits). `scale`: (the output holding its
-    log2 scale k, power p) for a magnitude computed on the tensor times 2**-k, whose value is
+    or "cell" (per cell and tensor, across the cell's inits). `log2_scale`: (the output holding
+    its log2 scale k, power p) for a magnitude computed on the tensor times 2**-k, whose value is
     the output times 2**(p k) (`gradjax.probe.stats`); float64 in the tables. Every per-init
     statistic aggregates across inits as `AGGREGATES` (NaN left out).
     """
 
     name: str
     level: str
-    unit: str  # what its values measure, in the loss's or the pre-activation's units
+    measure: str  # what its values measure, in the loss's or the pre-activation's units
     doc: str  # one line
-    scale: tuple[str, int] | None = None
+    log2_scale: tuple[str, int] | None = None
     reduction: bool = True  # a plain reduction of one tensor (`gradjax.probe.stats.tensor_stats`)
     # a `Capabilities` field its family must have (null for other models), e.g. "layered_probe"
     capability: str = ""
@@ -227,7 +227,7 @@ LAYER_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "l
 STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level != "cell")  # per init
 CELL_STATS: tuple[str, ...] = tuple(s.name for s in STAT_TABLE if s.level == "cell")
 # statistic -> (the output holding its log2 scale k, power p): its value is scaled * 2**(p k)
-SCALED: dict[str, tuple[str, int]] = {s.name: s.scale for s in STAT_TABLE if s.scale}
+SCALED: dict[str, tuple[str, int]] = {s.name: s.log2_scale for s in STAT_TABLE if s.log2_scale}
 LOG2_SCALES: tuple[str, ...] = tuple(dict.fromkeys(k for k, _ in SCALED.values()))
 # across a cell's inits: `<stat>_<aggregate>` summary columns; p<q> is numpy's percentile q
 AGGREGATES: tuple[str, ...] = ("mean", "std", "p05", "p50", "p95")
@@ -282,7 +282,7 @@ def stats_markdown() -> str:
                 "|---|---|---|---|"]
         for s in STAT_TABLE:
             if s.level == level:
-                out.append(f"| `{s.name}` | {s.unit} | {s.doc.replace('|', chr(92) + '|')} | "
+                out.append(f"| `{s.name}` | {s.measure} | {s.doc.replace('|', chr(92) + '|')} | "
                            f"{null_on(s) or '-'} |")
         out.append("")
     columns = ", ".join(f"`<stat>_{a}`" for a in AGGREGATES)
@@ -302,7 +302,7 @@ def stats_markdown() -> str:
 
 # --------------------------------------------------------------------------- the program
 
-MIN_AXIS = 2  # XLA drops an axis of size 1 and then may reduce in another order
+MIN_ARRAY_AXIS = 2  # XLA drops an axis of size 1 and then may reduce in another order
 
 
 def layer_sizes(in_dim: int, width: int, depth: int, out_dim: int) -> tuple[int, ...]:

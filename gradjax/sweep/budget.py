@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from gradjax.spec import MIN_AXIS, ProbeSpec, capabilities
+from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec, capabilities
 from gradjax.spec.option import DTYPE_BYTES
 from gradjax.sweep.model import SHAPE_OPTIONS, Sweep
 from gradjax.sweep.values import SweepError
@@ -32,8 +32,8 @@ def parse_bytes(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a size like 512MB or 2GB")
-    unit = (match.group(2) or "").lower()
-    factor = 1024 ** ("kmgt".index(unit) + 1) if unit else 1
+    suffix = (match.group(2) or "").lower()
+    factor = 1024 ** ("kmgt".index(suffix) + 1) if suffix else 1
     return int(float(match.group(1)) * factor)
 
 
@@ -77,13 +77,13 @@ def estimate_bytes(spec: ProbeSpec, chunk: int, points: int, n_params: int | Non
 
 
 def check_budget(sweep: Sweep, budget: int) -> None:
-    """Raise `SweepError` for the first MLP bucket whose smallest chunk (MIN_AXIS seeds, one
+    """Raise `SweepError` for the first MLP bucket whose smallest chunk (MIN_ARRAY_AXIS seeds, one
     point) the estimate puts over `budget` bytes: its run could not start. Writes nothing.
     Other models' sizes are known only to JAX: the engine plans them from XLA's analysis."""
     for bucket in sweep.buckets():
         if not capabilities(bucket.spec.model).shapes_from_options:
             continue
-        need = estimate_bytes(bucket.spec, MIN_AXIS, 1)
+        need = estimate_bytes(bucket.spec, MIN_ARRAY_AXIS, 1)
         if need > budget:
             cell = bucket.cells[0]
             sizes = {k: cell.options[k] for k in SIZE_OPTIONS}
@@ -92,7 +92,7 @@ def check_budget(sweep: Sweep, budget: int) -> None:
             raise SweepError(
                 sweep.source, cell.field(largest),
                 f"cell {cell.index} ({shown}) needs about {format_bytes(need)} of device memory "
-                f"for its smallest chunk ({MIN_AXIS} seeds), over the budget of "
+                f"for its smallest chunk ({MIN_ARRAY_AXIS} seeds), over the budget of "
                 f"{format_bytes(budget)}",
                 "sizes whose smallest chunk fits --max-memory (or a larger --max-memory)")
 
@@ -147,7 +147,7 @@ def peak_resident_bytes() -> int | None:
 
 
 def host_reserve(spec: ProbeSpec, points: int, n_params: int | None = None) -> int:
-    """Host bytes a unit holds beside its device buffers: the float64 moments merged so far,
+    """Host bytes a pack holds beside its device buffers: the float64 moments merged so far,
     the chunk's moments being merged into them, and the checkpoint being written (three
     copies). On a CPU backend device memory is host memory, so the engine plans a bucket's
     chunk in the budget left after this and the process's resident set."""
@@ -155,5 +155,5 @@ def host_reserve(spec: ProbeSpec, points: int, n_params: int | None = None) -> i
 
 
 def moment_bytes(spec: ProbeSpec, points: int, n_params: int | None = None) -> int:
-    """Host memory of a unit's merged float64 per-entry mean and M2."""
+    """Host memory of a pack's merged float64 per-entry mean and M2."""
     return 16 * points * (param_count(spec) if n_params is None else n_params)

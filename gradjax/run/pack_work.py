@@ -1,12 +1,12 @@
-"""A unit's work: its chunks computed by one host loop (`run_chunks`, which `gradjax run`,
+"""A pack's work: its chunks computed by one host loop (`run_chunks`, which `gradjax run`,
 `gradjax bench` and every executor use), their Parquet parts, checkpoints of the across-seed
-moments, and a resume from the last checkpoint (`UnitRun`, `run_unit`).
+moments, and a resume from the last checkpoint (`PackRun`, `run_pack`).
 
-A unit's progress lives in `.work/units/unit-*/` (`gradjax.results.layout`): one Parquet part
+A pack's progress lives in `.work/packs/pack-*/` (`gradjax.results.layout`): one Parquet part
 per (cell, chunk) and a checkpoint (`state.npz`: seeds done plus the float64 across-seed moments
 merged so far). Parts are written by a background thread while the next chunk computes (one
 chunk's parts at a time), and always before the checkpoint that covers them; on resume, parts
-past the checkpoint are dropped and the unit continues from it. The checkpoint is rewritten
+past the checkpoint are dropped and the pack continues from it. The checkpoint is rewritten
 after a chunk once the compute since the last one is at least CHECKPOINT_RATIO times what
 writing it took, so its cost stays under ~1/CHECKPOINT_RATIO of the run even when the moments
 are large (tiny networks checkpoint after every chunk).
@@ -35,7 +35,7 @@ from gradjax.results.ledger import Ledger
 from gradjax.run.executables import Executable
 from gradjax.run.interrupt import Interrupted, check_stop, wait_until
 from gradjax.run.moments import ChunkMoments
-from gradjax.run.plan import Unit
+from gradjax.run.plan import Pack
 from gradjax.run.progress import Phases, Progress
 from gradjax.spec import capabilities
 from gradjax.sweep import Sweep
@@ -46,11 +46,11 @@ from gradjax.sweep.budget import (
 CHECKPOINT_RATIO = 10.0
 
 
-def row_positions(unit: Unit, points: dict) -> dict[str, Any]:
-    """The position columns of one init's rows in the unit's tables."""
-    if capabilities(unit.bucket.spec.model).shapes_from_options:
-        return schema.position_columns(unit.cells[0])
-    return tree_probe.positions(unit.bucket.spec, points)
+def row_positions(pack: Pack, points: dict) -> dict[str, Any]:
+    """The position columns of one init's rows in the pack's tables."""
+    if capabilities(pack.bucket.spec.model).shapes_from_options:
+        return schema.position_columns(pack.cells[0])
+    return tree_probe.positions(pack.bucket.spec, points)
 
 
 def _part_name(key: str, first_seed: int) -> str:
@@ -102,18 +102,18 @@ def run_chunks(
         yield fetch(*pending)
 
 
-class UnitRun:
-    """One unit's chunks, parts and checkpoints, and the pieces it leaves
+class PackRun:
+    """One pack's chunks, parts and checkpoints, and the pieces it leaves
     (`gradjax.results.ledger`)."""
 
-    def __init__(self, sweep: Sweep, ledger: Ledger, unit: Unit, schema: pa.Schema,
+    def __init__(self, sweep: Sweep, ledger: Ledger, pack: Pack, schema: pa.Schema,
                  phases: Phases):
-        self.sweep, self.ledger, self.unit, self.schema = sweep, ledger, unit, schema
+        self.sweep, self.ledger, self.pack, self.schema = sweep, ledger, pack, schema
         self.phases = phases
-        self.dir = ledger.folder.work_dir(unit.name(ledger.keys))
+        self.dir = ledger.folder.work_dir(pack.name(ledger.keys))
         self.state_path = self.dir / "state.npz"
-        self.points = unit.points()
-        self.positions = row_positions(unit, self.points)
+        self.points = pack.points()
+        self.positions = row_positions(pack, self.points)
         self.whole: dict[int, pa.Table] = {}  # cells whose one part this process wrote
         self.writer = concurrent.futures.ThreadPoolExecutor(1, "gradjax-parts")
         self.pending: list[concurrent.futures.Future] = []
@@ -122,12 +122,12 @@ class UnitRun:
         """The next seed and the moments so far, from the checkpoint; parts past it are
         removed."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        block = self.unit.span[0] // self.ledger.seed_block
+        block = self.pack.seed_range[0] // self.ledger.seed_block
         files.write_text(json.dumps({"pieces": [[self.ledger.keys[c.index], block]
-                                                  for c in self.unit.cells]}),
-                           self.dir / layout.UNIT_RECORD)
+                                                  for c in self.pack.cells]}),
+                           self.dir / layout.PACK_RECORD)
         state = files.read_checkpoint(self.state_path)
-        done, moments = self.unit.span[0], ChunkMoments(0, None)
+        done, moments = self.pack.seed_range[0], ChunkMoments(0, None)
         if state is not None:
             done, n, leaves = state
             moments = ChunkMoments.from_leaves(n, leaves, like)
@@ -143,8 +143,8 @@ class UnitRun:
         first, so at most one chunk's tables are held."""
         self.drain()
         seeds = np.arange(start, start + len(stats["loss_value"]))
-        whole = len(seeds) == self.unit.span[1] - self.unit.span[0]
-        for p, cell in enumerate(self.unit.cells):
+        whole = len(seeds) == self.pack.seed_range[1] - self.pack.seed_range[0]
+        for p, cell in enumerate(self.pack.cells):
             table = schema.per_seed_table(
                 self.sweep.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
                 self.schema, self.positions,
@@ -180,11 +180,11 @@ class UnitRun:
         then each cell is finished if its pieces now cover every seed. Returns the cells
         finished."""
         self.drain()
-        a, b = self.unit.span
+        a, b = self.pack.seed_range
         rows = len(self.positions["layer"])
-        layered = capabilities(self.unit.bucket.spec.model).layered_probe
+        layered = capabilities(self.pack.bucket.spec.model).layered_probe
         finished = []
-        for p, cell in enumerate(self.unit.cells):
+        for p, cell in enumerate(self.pack.cells):
             parts = sorted(self.dir.glob(f"{self.ledger.keys[cell.index]}.seeds-*.parquet"),
                            key=_part_start)
             table = self.whole.get(cell.index) if len(parts) == 1 else None
@@ -200,18 +200,18 @@ class UnitRun:
                 if self.ledger.finish(cell, {(a, b): (table, piece)}):
                     finished.append(cell.index)
         shutil.rmtree(self.dir, ignore_errors=True)
-        release_free_memory()  # the unit's tables, freed
+        release_free_memory()  # the pack's tables, freed
         return finished
 
 
-def run_unit(run: UnitRun, executable: Executable, progress: Progress) -> int:
-    """Run one unit to completion; returns the number of inits computed."""
+def run_pack(run: PackRun, executable: Executable, progress: Progress) -> int:
+    """Run one pack to completion; returns the number of inits computed."""
     like = executable.fns[0].out_info[1]["moments"]
     done, moments = run.resume(like)
-    n_cells = len(run.unit.cells)
-    first, last = run.unit.span
+    n_cells = len(run.pack.cells)
+    first, last = run.pack.seed_range
     progress.resumed((done - first) * n_cells)
-    progress.start_cells([c.index for c in run.unit.cells])
+    progress.start_cells([c.index for c in run.pack.cells])
     computed, since, write_s, saved = 0, time.perf_counter(), 0.0, done
     chunks = run_chunks(executable, run.sweep.root_seed, run.points, n_cells, done, last)
     try:
@@ -240,16 +240,19 @@ def run_unit(run: UnitRun, executable: Executable, progress: Progress) -> int:
 
 
 def first_points(moments: ChunkMoments, n: int) -> ChunkMoments:
-    """Drop the padding points of the last unit of a bucket."""
+    """Drop the padding points of the last pack of a bucket."""
     return ChunkMoments(moments.n, jax.tree.map(lambda a: a[:n], moments.tree))
 
 
-def stale_units(folder: results_folder.ResultsFolder, claimed: set[tuple[str, int]],
-                 keep: str) -> None:
+def stale_packs(folder: results_folder.ResultsFolder, claimed: set[tuple[str, int]],
+                keep: str) -> None:
     """Remove work folders holding pieces this process now holds the locks of (so no other
-    process runs them): left by a killed run that planned its units otherwise."""
-    units = layout.work(folder.root, layout.UNITS)
-    for record in units.glob(f"*/{layout.UNIT_RECORD}"):
+    process runs them): left by a killed run that planned its packs otherwise, or by an
+    earlier version, which kept them in `.work/units/` (`layout.LEGACY_UNITS`)."""
+    records = [*layout.work(folder.root, layout.PACKS).glob(f"*/{layout.PACK_RECORD}"),
+               *layout.work(folder.root, layout.LEGACY_UNITS).glob(
+                   f"*/{layout.LEGACY_UNIT_RECORD}")]
+    for record in records:
         if record.parent.name == keep:
             continue
         with contextlib.suppress(FileNotFoundError, ValueError):
