@@ -14,13 +14,12 @@ a transpose, a cast), and a shift of the copy would reach no use. The shift is t
 to the tap's *root*, the value it was copied from, and dL/d(tap) is the same copy of dL/d(root).
 Calls (`jit`, `remat`, a closed call) are inlined first (`inline_calls`), so a value
 computed inside one is shifted where the call computes it and every output of the call sees
-the shift. A root that a `scan` stacks from its iterations (its `ys`, as
-in a scan over layers) was also used inside the loop, where no shift after the loop reaches:
-its shift enters the loop as one more scanned input instead, so that iteration i adds slice i
-where the body writes the value (`shifted_scan`). A loop's final carry and a branch's result
-are values like any other. What cannot be shifted so has no dL/dz here (None): a value that
-the loop body only copies out, one written by a custom-derivative rule beside other outputs,
-and a `while` loop's values.
+the shift. A root that a `scan` stacks from its iterations (its `ys`, as in a scan over
+layers) was also used inside the loop, where no shift after the loop reaches: its shift enters
+the loop as one more scanned input instead, so that iteration i adds slice i where the body
+writes the value (`shifted_scan`). A loop's final carry and a branch's result are values like
+any other. What cannot be shifted so has no dL/dz here (None): a stacked value that the loop
+body only copies out, and one written by a custom-derivative rule beside other outputs.
 """
 
 from __future__ import annotations
