@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -40,13 +41,21 @@ def loop_over_points(fn, points, n_points):
 
     XLA would inline a loop of known length 1 and fuse its body differently; with `n_points`
     traced, one point runs exactly the code that many points do.
+
+    `fn` is traced once: the loop body evaluates that jaxpr (the buffers of the results need
+    its output shapes before the body exists, and tracing a probe is a large part of its
+    compile).
     """
     p = jax.tree.leaves(points)[0].shape[0]
-    shapes = jax.eval_shape(fn, jax.tree.map(lambda a: a[0], points))
+    one_point = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), points)
+    traced, shapes = jax.make_jaxpr(fn, return_shape=True)(one_point)
+    apply = jax.extend.core.jaxpr_as_fun(traced)
+    out_tree = jax.tree.structure(shapes)
     init = jax.tree.map(lambda s: jnp.zeros((p, *s.shape), s.dtype), shapes)
 
     def body(i, acc):
-        out = fn(jax.tree.map(lambda a: a[i], points))
+        out = apply(*jax.tree.leaves(jax.tree.map(lambda a: a[i], points)))
+        out = jax.tree.unflatten(out_tree, out)
         return jax.tree.map(lambda a, o: a.at[i].set(o), acc, out)
 
     return jax.lax.fori_loop(0, n_points, body, init)
