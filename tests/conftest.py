@@ -25,14 +25,21 @@ if not os.environ.get("GRADJAX_TEST_DEFAULT_OPT"):
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
 
-# Many tests compile the same small programs, in two workers and run after run. They share one
-# persistent compile cache (git-ignored; GRADJAX_TEST_XLA_CACHE moves it), so each program is
-# compiled once. A loaded program is the one compiled, so no number depends on it.
-TEST_XLA_CACHE = Path(os.environ.get("GRADJAX_TEST_XLA_CACHE",
-                                     Path(__file__).parent.parent / ".jax_cache" / "tests"))
+# Many tests compile the same small programs, in two workers, in the `gradjax` processes they
+# start and run after run. They share one persistent compile cache (git-ignored;
+# GRADJAX_TEST_CACHE_HOME moves it), so each program is compiled once: XDG_CACHE_HOME points
+# every process the suite starts at it (`gradjax.results.files.user_cache_dir`). A loaded
+# program is the one compiled, so no number depends on it; a test that counts compiles gives
+# its processes a cache of their own.
+TEST_CACHE_HOME = Path(os.environ.get("GRADJAX_TEST_CACHE_HOME",
+                                      Path(__file__).parent.parent / ".jax_cache" / "tests"))
+os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE_HOME)
 
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
+from gradjax.results.files import user_cache_dir  # noqa: E402
 from gradjax.run import executables  # noqa: E402
+
+TEST_XLA_CACHE = user_cache_dir()  # under TEST_CACHE_HOME
 
 # modules whose tests run whole sweeps (subprocesses, resumes, shards, Ray, object stores):
 # `make test-fast` (-m "not integration") is the math and unit tests without them

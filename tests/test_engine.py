@@ -157,12 +157,23 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
     need = budget.estimate_bytes
     assert need(spec, 40, 3) > need(spec, 39, 3) > need(spec, 39, 2)
-    assert plan.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == plan.Plan(3, 40)
-    assert plan.initial_plan(spec, 3, 10, 2**30, 2) == plan.Plan(3, 10)
-    assert plan.initial_plan(spec, 3, 9, 2**30, 2) == plan.Plan(3, 10)
+    # chunks are on the ladder: room for 40 seeds runs 32 (the rung below); 10 or 9 seeds on 2
+    # devices run 6 per device (the rung that holds 5)
+    assert plan.initial_plan(spec, 3, 1000, need(spec, 40, 3), 1) == plan.Plan(3, 32)
+    assert plan.initial_plan(spec, 3, 10, 2**30, 2) == plan.Plan(3, 12)
+    assert plan.initial_plan(spec, 3, 9, 2**30, 2) == plan.Plan(3, 12)
     assert plan.initial_plan(spec, 3, 1, 2**30, 1) == plan.Plan(3, 2)
     # not even 2 seeds of 3 points fit: fewer points per pack, then the smallest chunk
     assert plan.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == plan.Plan(1, 2)
+
+
+def test_the_ladder_is_powers_of_two_and_their_halfway_rungs():
+    ladder = sorted({2**k for k in range(1, 20)} | {3 * 2**k for k in range(0, 19)})
+    for n in range(1, 5000):
+        assert plan.rung_up(n) == min(r for r in ladder if r >= n)
+        assert plan.rung_down(n) == max([r for r in ladder if r <= n] or [2])
+    # padding a chunk to its rung costs at most a third of it
+    assert all(plan.rung_up(n) <= 1.5 * n for n in range(2, 5000))
 
 
 def test_parse_bytes():

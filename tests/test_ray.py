@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 import ray
-from conftest import SHARDS_SWEEP, assert_same_as_single
+from conftest import SHARDS_SWEEP, TEST_CACHE_HOME, assert_same_as_single
 
 from gradjax import cli
 from gradjax.run.ray_executor import run_on_ray
@@ -23,10 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:Runtime
 
 
 @pytest.fixture
-def local_ray(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"XDG_CACHE_HOME": str(cache)}})
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,  # the shared cache
+             runtime_env={"env_vars": {"XDG_CACHE_HOME": str(TEST_CACHE_HOME)}})
     yield
     ray.shutdown()
 

@@ -31,7 +31,7 @@ def test_two_shards_together_one_killed_and_run_again(shards_single, tmp_path):
     single = shards_single
     sweep = tmp_path / "shards.toml"
     sweep.write_text(SWEEP)
-    out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out, env = tmp_path / "out", {}  # the shared compile cache (conftest)
     # blocks of 100 seeds: 4 cells x 3 blocks; 16KB: a few seeds per chunk, many checkpoints
     args = ("--seed-block", "100", "--max-memory", "16KB")
     first = start(sweep, out, "--shard", "1/2", *args, env=env)
@@ -62,7 +62,7 @@ def test_the_processes_of_a_multi_host_jax_job_write_one_folder(shards_single, t
     single = shards_single
     sweep = tmp_path / "shards.toml"
     sweep.write_text(SWEEP)
-    out, env = tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out, env = tmp_path / "out", {}  # the shared compile cache (conftest)
     coordinator = f"localhost:{free_port()}"
     procs = [start(sweep, out, "--distributed", "--coordinator", coordinator,
                    "--num-processes", "2", "--process-id", str(p), "--seed-block", "100",

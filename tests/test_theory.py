@@ -344,8 +344,8 @@ SIGMA_W2 = (0.5, 1.5, 3.0)
 DEPTH, WIDTH, SEEDS = 30, 256, 48
 
 
-@pytest.fixture(scope="module")
-def tanh_measurements():
+@pytest.fixture(scope="session")  # module scope would compute it again each time xdist
+def tanh_measurements():               # interleaves another module's tests with this group
     """gradjax's probe on tanh MLPs, depth 30 x width 256, sigma_b^2 = 0.05, batch 1: the
     per-layer seed means, as one summary frame per sigma_w^2 (the sweep's summary schema)."""
     spec = ProbeSpec(

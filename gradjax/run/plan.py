@@ -5,7 +5,14 @@ one "point" per cell) unless the budget cannot hold the smallest chunk for all o
 size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`) in equal chunks
 (`first_plan`), then is checked against XLA's memory analysis of the compiled program
 (`plan_bucket`). On a CPU backend the budget also holds the process and the pack's host memory
-(`device_budget`)."""
+(`device_budget`).
+
+Chunk sizes (seeds per device) and pack sizes (points) come from one fixed ladder, `LADDER`:
+2^k and 3 * 2^(k-1). The same bucket then compiles the same program whether it runs whole,
+resumed, grown within a rung, as a shard or as a Ray task (each plans from the bucket's cells
+and the sweep's seeds, not from its share), and the persistent compile cache has it. A padded
+seed is computed and dropped, at most a third of a chunk; a padded point is never computed
+(`gradjax.probe.chunking.loop_over_points`)."""
 
 from __future__ import annotations
 
@@ -35,6 +42,22 @@ def round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
+def rung_up(n: int) -> int:
+    """The smallest size of the ladder (2, 3, 4, 6, 8, 12, 16, 24, ...) that is >= n."""
+    size = MIN_ARRAY_AXIS
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def rung_down(n: int) -> int:
+    """The largest size of the ladder that is <= n (MIN_ARRAY_AXIS below it)."""
+    size = rung_up(n)
+    if size <= n or size == MIN_ARRAY_AXIS:
+        return size
+    return size * 3 // 4 if size & (size - 1) == 0 else size * 2 // 3
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How a bucket runs: packs of `points` cells each, chunks of `chunk` seeds."""
@@ -45,19 +68,26 @@ class Plan:
 
 def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int,
                  n_params: int | None = None) -> Plan:
-    """The largest chunk (and, only if needed, fewest points per pack) the estimate allows."""
+    """The largest chunk (and, only if needed, fewest points per pack) the estimate allows,
+    on the ladder."""
     smallest = MIN_ARRAY_AXIS * n_devices
-    largest = max(smallest, round_up(seeds, n_devices))
     points = n_cells
 
     def need(chunk: int, points: int) -> int:
-        return estimate_bytes(spec, chunk, points, n_params)
+        return estimate_bytes(spec, chunk, rung_up(points), n_params)
 
     while points > 1 and need(smallest, points) > budget:
         points = max(1, points // 2)
     per_seed = need(1, points) - need(0, points)
-    chunk = (budget - need(0, points)) // per_seed // n_devices * n_devices
-    return Plan(points, int(min(max(chunk, smallest), largest)))
+    per_device = (budget - need(0, points)) // per_seed // n_devices
+    return Plan(points, on_ladder(per_device * n_devices, seeds, n_devices))
+
+
+def on_ladder(chunk: int, seeds: int, n_devices: int) -> int:
+    """The ladder's chunk for at most `chunk` seeds (all `seeds` in one, if they fit): on each
+    device the largest rung that fits, or the smallest that holds every seed."""
+    per_device = min(rung_down(max(chunk // n_devices, 1)), rung_up(-(-seeds // n_devices)))
+    return per_device * n_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +113,10 @@ class Pack:
 
 def packs_of(bucket: Bucket, cells: Sequence[Cell], points: int,
              seed_range: tuple[int, int] = (0, 0)) -> list[Pack]:
-    """Consecutive groups of `points` cells, each padded to at least MIN_ARRAY_AXIS points (and the
-    last one to the size of the others): an axis of size 1 would change XLA's reductions."""
+    """Consecutive groups of `points` cells, each padded to the ladder's size for `points` (at
+    least MIN_ARRAY_AXIS: an axis of size 1 would change XLA's reductions)."""
     step = min(points, len(cells))
-    size = max(step, MIN_ARRAY_AXIS)
+    size = rung_up(points)
     return [Pack(bucket, tuple(cells[i : i + step]), size, seed_range)
             for i in range(0, len(cells), step)]
 
@@ -109,18 +139,19 @@ def params_of(bucket: Bucket) -> int | None:
 
 
 def even_chunks(plan: Plan, seeds: int, n_devices: int) -> Plan:
-    """The same number of chunks, but equal ones: a 220-seed chunk for 256 seeds would pad
-    the second chunk with 184 seeds computed for nothing; two of 128 do not."""
+    """The same number of chunks, but the smallest rung that holds the seeds in them: a
+    192-seed chunk for 256 seeds would pad the second chunk with 128 seeds computed for
+    nothing; two of 128 do not."""
     n_chunks = math.ceil(seeds / plan.chunk)
-    return Plan(plan.points, max(MIN_ARRAY_AXIS * n_devices,
-                                 round_up(math.ceil(seeds / n_chunks), n_devices)))
+    return Plan(plan.points, on_ladder(plan.chunk, math.ceil(seeds / n_chunks), n_devices))
 
 
 def first_plan(bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int,
                n_devices: int) -> Plan:
     """The plan `plan_bucket` starts from, before XLA's memory analysis corrects it: the
-    budget's estimate (`initial_plan`) in equal chunks. No compile."""
-    return even_chunks(initial_plan(bucket.spec, len(cells), seeds, budget, n_devices,
+    budget's estimate (`initial_plan`) in equal chunks. No compile. The points per pack are
+    planned for all of the bucket's cells, so that a share of them packs like the whole."""
+    return even_chunks(initial_plan(bucket.spec, len(bucket.cells), seeds, budget, n_devices,
                                     params_of(bucket)), seeds, n_devices)
 
 
@@ -144,7 +175,7 @@ def plan_bucket(
 
     plan = first_plan(bucket, cells, seeds, budget, n_dev)
     if chunk is not None:
-        plan = Plan(len(cells), round_up(max(chunk, smallest), n_dev))
+        plan = Plan(len(bucket.cells), round_up(max(chunk, smallest), n_dev))
     built = []
     largest = max(smallest, round_up(seeds, n_dev))
     seed_range = (0, seeds) if seed_range is None else seed_range
