@@ -152,6 +152,7 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     engine.execute_sweep(parse_sweep(TEXT, "tiny.toml"), tmp_path / "log", devices=1, chunk=6,
                          log=lines.append)
     assert "chunk 6 seeds x 3 points on 1 device(s); device memory" in lines[0]
+    assert "at LLVM -O0 (a tiny network) in" in lines[0]
     assert "of 2.00 GB" in lines[0] and "across-seed moments" in lines[0]
     assert lines[-1].startswith("tiny: 3 cells run, 0 already done; 33 inits in ")
     spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
@@ -174,6 +175,20 @@ def test_the_ladder_is_powers_of_two_and_their_halfway_rungs():
         assert plan.rung_down(n) == max([r for r in ladder if r <= n] or [2])
     # padding a chunk to its rung costs at most a third of it
     assert all(plan.rung_up(n) <= 1.5 * n for n in range(2, 5000))
+
+
+def test_a_tiny_network_compiles_quick_on_a_cpu_and_a_larger_one_at_the_default():
+    cpu = jax.devices("cpu")
+    tiny = parse_sweep(TEXT, "tiny.toml").buckets()[0]  # 2-3-1: 13 entries x batch 1
+    assert plan.compile_options(tiny, cpu) == plan.QUICK
+    # 64 -> 64 -> 1 with a batch of 1 is 4,225 entries x 1 example: over QUICK_WORK
+    wide = parse_sweep(tiny_sweep_text(defaults={"in_dim": 64, "width": 64, "inputs": None,
+                                                 "targets": None}), "w.toml").buckets()[0]
+    assert 64 * 64 + 64 + 64 + 1 > plan.QUICK_WORK
+    assert plan.compile_options(wide, cpu) == {}
+    # the choice is the bucket's alone: the same whatever the seeds
+    more = parse_sweep(TEXT, "tiny.toml").with_seeds(5000).buckets()[0]
+    assert plan.compile_options(more, cpu) == plan.QUICK
 
 
 def test_parse_bytes():

@@ -301,6 +301,8 @@ def _say_bucket(say, b, n_buckets, bucket, todo, seed_range, packs, built, budge
     executable = built[-1]
     how = {"compiled": "compiled", "compile cache": "loaded from the compile cache",
            "memory": "already compiled"}[executable.source]
+    level = dict(executable.options).get("xla_backend_optimization_level")
+    how += "" if level is None else f" at LLVM -O{level} (a tiny network)"
     over = " (over budget: the smallest chunk)" if executable.peak_bytes > budget else ""
     host = moment_bytes(bucket.spec, len(packs[0].cells), params_of(bucket))
     seeds = "" if seed_range[0] == 0 else f", seeds {seed_range[0]}..{seed_range[1] - 1}"

@@ -9,7 +9,7 @@ run, so the estimate prices each program from its shape instead:
   them), in the same groups (`plan.fresh_work`);
 - start: START_S, for the process, its imports and a small sweep's writes;
 - compile: COMPILE_S per program plus the kernel's compile_seconds_per_tensor per parameter
-  tensor of one init;
+  tensor of one init, times QUICK_COMPILE for a tiny network's program (`plan.compile_options`);
 - compute: per chunk, CHUNK_S, and per (seed, point) flops / FLOP_RATE + entries / ENTRY_RATE +
   tensors x the kernel's seconds_per_tensor, with flops = 6 x batch x parameters (forward and
   backward of dense layers; a convolution or attention reuses its parameters, so its flops are
@@ -43,6 +43,7 @@ from gradjax.sweep.budget import estimate_bytes, moment_bytes, param_count
 # statistics and of compiling them are the probe's
 START_S = 3.5  # starting Python and JAX, and a small sweep's folder and Parquet writes
 COMPILE_S = 11.5  # per program, plus the kernel's compile_seconds_per_tensor per tensor
+QUICK_COMPILE = 0.65  # of that, for a program compiled at plan.QUICK (the seed sweep's: 4.8/7.5 s)
 CHUNK_S = 0.015  # dispatching a chunk and fetching its results
 FLOP_RATE = 6.4e9  # flops per second of the probe's forward and backward passes
 ENTRY_RATE = 8e7  # gradient entries per second through the statistics and moments
@@ -86,7 +87,9 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
         traced = plan.params_of(bucket)  # None where the budget knows the sizes itself
         if (b, chosen.chunk, size) not in programs:
             programs.add((b, chosen.chunk, size))
-            compile_s += COMPILE_S + tensors * kernel_of(bucket.spec).compile_seconds_per_tensor
+            quick = QUICK_COMPILE if plan.compile_options(bucket, use) else 1.0
+            compile_s += quick * (COMPILE_S
+                                  + tensors * kernel_of(bucket.spec).compile_seconds_per_tensor)
         n_chunks = math.ceil(seeds / chosen.chunk) * len(packs)
         per_init = (6 * bucket.spec.batch * n_params / FLOP_RATE + n_params / ENTRY_RATE
                     + tensors * kernel_of(bucket.spec).seconds_per_tensor)

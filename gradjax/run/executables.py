@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +79,17 @@ class Executable:
     peak_bytes: int
     compile_s: float
     source: str  # "compiled", "compile cache" (persistent) or "memory" (this process)
+    options: tuple = ()  # XLA's compiler options it was compiled with, as sorted items
 
     @property
     def local(self) -> int:
         return self.chunk // len(self.devices)
 
 
-def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence) -> Executable:
-    """The bucket's chunk function compiled for this shape (`programs.compiled_chunk`, which
-    keeps every program of the process).
+def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequence,
+                     compiler_options: Mapping[str, Any] | None = None) -> Executable:
+    """The bucket's chunk function compiled for this shape with XLA's `compiler_options`
+    (`programs.compiled_chunk`, which keeps every program of the process).
 
     With several devices each gets its own copy of the single-device program, compiled for
     C / devices seeds, rather than one SPMD program: XLA partitions an SPMD program's
@@ -100,7 +102,7 @@ def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequenc
     hits, misses, start = events.hits, events.misses, time.perf_counter()
     fns, peak, fresh = [], 0, False
     for device in devices:
-        fn, new = compiled_chunk(spec, True, local, points, device)
+        fn, new = compiled_chunk(spec, True, local, points, device, compiler_options)
         memory = fn.memory_analysis()
         # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
         # previous one is copied to the host)
@@ -113,4 +115,5 @@ def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequenc
     if fresh:
         release_free_memory()  # the compiler's freed memory, kept by the C heap otherwise
     return Executable(tuple(fns), tuple(devices), chunk, n_points, int(peak),
-                      time.perf_counter() - start if fresh else 0.0, source)
+                      time.perf_counter() - start if fresh else 0.0, source,
+                      tuple(sorted((compiler_options or {}).items())))
