@@ -309,6 +309,25 @@ def test_module_entry_point_and_lazy_imports(tmp_path):
     assert out.strip().splitlines()[-1] == "0 []"
 
 
+def test_grown_sharded_and_rerun_sweeps_load_every_program_from_the_cache(tmp_path):
+    """Chunks and packs on the ladder: 300 seeds of 5 scales plan a 384-seed chunk of 6
+    points; the same sweep grown to 380 seeds and 6 scales, a shard of it in a new folder, and
+    a rerun all plan that program again, so none of them compiles one."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # a cache of its own: it counts compiles
+
+    def run(out, seeds, scales, *extra):
+        sweep = tmp_path / f"{seeds}-{len(scales)}.toml"
+        sweep.write_text(tiny_sweep_text(seeds=seeds, grid={"scale": scales}))
+        done = gradjax_cmd("run", str(sweep), "--out", str(tmp_path / out), *extra, env=env)
+        assert done.returncode == 0, done.stderr
+        return re.search(r"compiled (\d+) chunk programs, loaded (\d+)", done.stdout).groups()
+
+    assert run("out", 300, [0.25, 0.5, 1.0, 2.0, 4.0]) == ("1", "0")
+    assert run("out", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]) == ("0", "1")  # grown
+    assert run("shard", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "--shard", "1/2") == ("0", "1")
+    assert run("out", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "--overwrite") == ("0", "1")
+
+
 def test_a_rerun_compiles_nothing_with_the_persistent_cache(tmp_path):
     sweep = tmp_path / "tiny.toml"
     sweep.write_text(TINY)

@@ -243,11 +243,20 @@ def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell],
                seed_range: tuple[int, int], budget: int, devices: Sequence,
                chunk: int | None = None) -> tuple[list[Pack], list[Executable]]:
     """`plan_bucket` for one group of a run's work (cells of `bucket` needing the seeds
-    `seed_range`) within the run's `budget`. Safe in any thread."""
+    `seed_range`) within the run's `budget`, planned as for the whole bucket and the sweep's
+    seeds (`planned_seeds`), so that every share, resume and growth of it plans the same
+    program. Safe in any thread."""
     with x64_if_needed(sweep):  # JAX's x64 switch is per thread
-        return plan_bucket(bucket, cells, seed_range[1] - seed_range[0],
-                           device_budget(bucket, cells, budget, devices), devices, chunk,
+        return plan_bucket(bucket, cells, planned_seeds(sweep, seed_range),
+                           device_budget(bucket, bucket.cells, budget, devices), devices, chunk,
                            seed_range)
+
+
+def planned_seeds(sweep: Sweep, seed_range: tuple[int, int]) -> int:
+    """The seeds a group's chunk is planned for: the sweep's (at most one SEED_BLOCK), not only
+    the group's own. Seeds added to a sweep then run in the chunk its first run compiled, at the
+    cost of padding that chunk (see `on_ladder`)."""
+    return max(seed_range[1] - seed_range[0], min(sweep.seeds, SEED_BLOCK))
 
 
 def fresh_work(sweep: Sweep, seed_block: int = SEED_BLOCK) -> list[tuple]:
