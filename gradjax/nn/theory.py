@@ -43,6 +43,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -189,6 +190,7 @@ class MeanField:
     xi_grad: float
 
 
+@functools.lru_cache(maxsize=4096)  # a sweep's cells of other depths or widths share it
 def mean_field(
     activation: str,
     sigma_w2: float,
@@ -203,7 +205,8 @@ def mean_field(
     chi_1 is NaN where q* = inf, except for the homogeneous activations, whose chi_1 does not
     depend on q. xi_grad < 0 in the chaotic phase: gradients grow by e every |xi_grad| layers
     towards the input. `with_correlations=False` skips c*, chi_c and xi_c (NaN), the only part
-    that needs two-dimensional integrals.
+    that needs two-dimensional integrals. Results are kept per arguments (the function is
+    pure): a report's cells of other depths and widths share them.
     """
     q_star = fixed_point_q(activation, sigma_w2, sigma_b2, q0=q0, leaky_slope=leaky_slope)
     homogeneous = negative_slope(activation, leaky_slope) is not None
