@@ -2,17 +2,17 @@
 
 A bucket's cells run together as one pack (their scale, bias_scale and data are traced inputs,
 one "point" per cell) unless the budget cannot hold the smallest chunk for all of them. The chunk
-size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`) in equal chunks
-(`first_plan`), then is checked against XLA's memory analysis of the compiled program
-(`plan_bucket`). On a CPU backend the budget also holds the process and the pack's host memory
-(`device_budget`).
+size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`, `first_plan`),
+then is checked against XLA's memory analysis of the compiled program (`plan_bucket`). On a CPU
+backend the budget also holds the process and the pack's host memory (`device_budget`).
 
-Chunk sizes (seeds per device) and pack sizes (points) come from one fixed ladder, `LADDER`:
-2^k and 3 * 2^(k-1). The same bucket then compiles the same program whether it runs whole,
-resumed, grown within a rung, as a shard or as a Ray task (each plans from the bucket's cells
-and the sweep's seeds, not from its share), and the persistent compile cache has it. A padded
-seed is computed and dropped, at most a third of a chunk; a padded point is never computed
-(`gradjax.probe.chunking.loop_over_points`)."""
+Chunk sizes (seeds per device) and pack sizes (points) come from one fixed ladder, 2^k and
+3 * 2^(k-1) (`rung_up`, `rung_down`). The same bucket then compiles the same program whether it
+runs whole, resumed, grown within a rung, as a shard or as a Ray task (each plans from the
+bucket's cells and the sweep's seeds, not from its share: `plan_group`), and the persistent
+compile cache has it. A padded seed is computed and dropped: at most a third of a chunk for a
+sweep's own seeds, more where a few added seeds fill the chunk the sweep was planned with. A
+padded point is never computed (`gradjax.probe.chunking.loop_over_points`)."""
 
 from __future__ import annotations
 
