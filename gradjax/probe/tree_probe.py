@@ -193,11 +193,14 @@ def init_stats(spec: ProbeSpec, apply, params, x, y):
     computed inside a loop) has NaN `delta_sq_norm`."""
     f = spec.stat_dtype
     floats, rebuild = split_params(params)
-    names = natural_order(jax.eval_shape(lambda ls: outputs_and_taps(apply, rebuild(ls), x),
-                                         floats)[1])
+    names: list[str] = []  # the taps' order, read while with_tap_shifts traces `apply`
 
-    shifted = with_tap_shifts(
-        lambda leaves, xx: _listed(outputs_and_taps(apply, rebuild(leaves), xx), names), floats, x)
+    def listed(leaves, xx):
+        logits, taps = outputs_and_taps(apply, rebuild(leaves), xx)
+        names[:] = natural_order(taps)
+        return _listed((logits, taps), names)
+
+    shifted = with_tap_shifts(listed, floats, x)
 
     def value(leaves, shifts):
         logits, taps = shifted.apply((leaves, x), shifts)
