@@ -43,7 +43,7 @@ from gradjax.sweep.budget import estimate_bytes, moment_bytes, param_count
 # statistics and of compiling them are the probe's
 START_S = 3.5  # starting Python and JAX, and a small sweep's folder and Parquet writes
 COMPILE_S = 11.5  # per program, plus the kernel's compile_seconds_per_tensor per tensor
-QUICK_COMPILE = 0.65  # of that, for a program compiled at plan.QUICK (the seed sweep's: 4.8/7.5 s)
+QUICK_COMPILE = 0.4  # of that, at plan.QUICK: the seed sweep's 4.4 s per program against 11.6
 CHUNK_S = 0.015  # dispatching a chunk and fetching its results
 FLOP_RATE = 6.4e9  # flops per second of the probe's forward and backward passes
 ENTRY_RATE = 8e7  # gradient entries per second through the statistics and moments
