@@ -199,13 +199,13 @@ def plan_bucket(
     plan = first_plan(bucket, cells, seeds, budget, n_dev)
     if chunk is not None:
         plan = Plan(len(bucket.cells), round_up(max(chunk, smallest), n_dev))
-    built = []
+    built, options = [], compile_options(bucket, devices)  # once: it traces a plug-in
     largest = max(smallest, round_up(seeds, n_dev))
     seed_range = (0, seeds) if seed_range is None else seed_range
     while True:
         packs = packs_of(bucket, cells, plan.points, seed_range)
         executable = build_executable(bucket.spec, packs[0].points(), plan.chunk, devices,
-                                      compile_options(bucket, devices))
+                                      options)
         built.append(executable)
         if chunk is not None:
             return packs, built
