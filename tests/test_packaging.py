@@ -69,3 +69,27 @@ def test_the_readme_plugin_snippet_gives_per_leaf_rows_in_forward_order(capsys):
     want = [float(np.sum(np.square(np.asarray(grads[k], np.float64)))) for k in ("hidden", "out")]
     np.testing.assert_allclose(stats["grad_sq_norm"], want, rtol=1e-5)
     assert "[2 rows x" in capsys.readouterr().out  # the frame was printed
+
+
+@pytest.mark.integration
+def test_xdist_groups_run_on_one_worker(tmp_path):
+    """`make test` runs `--dist loadgroup`: tests of one `xdist_group` share one worker, so a
+    session fixture they share is computed once. Some pytest and pytest-xdist releases
+    together silently stop grouping (pyproject's pin says which)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_grouped.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.xdist_group('g')\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_one(i):\n"
+        "    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-n", "2", "--dist", "loadgroup",
+         "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "-c", "/dev/null", str(tmp_path / "test_grouped.py")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = re.findall(r"\[(gw\d+)\].*PASSED", run.stdout)
+    assert len(workers) == 6 and len(set(workers)) == 1, run.stdout
