@@ -1,7 +1,8 @@
 """Strict JAX hygiene for every test: rank promotion raises, warnings are errors (pyproject),
 and the CPU shows two devices so sharded code paths run in CI; `tiny_sweep_text`, the small
 sweep that test_cli, test_engine and test_storage run; and the `integration` marker on the
-modules that go through whole runs (`make test-fast` leaves them out)."""
+modules that go through whole runs (single tests elsewhere that run a whole command carry it
+themselves; `make test-fast` leaves them all out)."""
 
 import contextlib
 import json

@@ -82,6 +82,7 @@ def test_compile_log_counts_a_fresh_compile():
     assert log.backend_compiles >= 1 and log.seconds > 0
 
 
+@pytest.mark.integration  # a whole `gradjax run` of the workload
 @pytest.mark.parametrize("impl", bench.IMPLS)
 def test_each_impl_measures_the_tiny_workload(impl):
     executables.disable_compile_cache()  # it counts gradjax's compiles
@@ -122,6 +123,7 @@ def test_torch_func_runs_with_the_thread_setting():
     assert torch.get_num_threads() == before  # restored for the rest of the process
 
 
+@pytest.mark.integration  # a whole `gradjax run` of the workload
 def test_max_memory_shrinks_the_chunk_and_flags_the_peak():
     fields = bench.run_job(bench.Job("gradjax", TINY, reps=1, max_memory=1))
     record = make_record(TINY, "gradjax", fields, {}, {}, max_memory=1)
@@ -149,6 +151,7 @@ def test_isolated_numpy_peer_gets_the_blas_thread_setting(monkeypatch):
     assert bench.blas_threads_setting() is None  # the parent's environment is left as it was
 
 
+@pytest.mark.integration  # a whole `gradjax run` of the workload
 def test_main_prints_the_table_and_writes_json_and_parquet(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(WORKLOADS, "T", TINY)
     monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 0.0, 0.0))

@@ -144,6 +144,7 @@ def _images(page: str) -> list[bytes]:
     return [base64.b64decode(d) for d in re.findall(r"src='data:image/png;base64,([^']+)'", page)]
 
 
+@pytest.mark.integration  # the whole report command
 def test_report_on_a_grid_writes_every_figure_inline(grid_folder, tmp_path, capsys):
     out = tmp_path / "report"
     assert _run(grid_folder, "--out", out) == 0
@@ -160,11 +161,13 @@ def test_report_on_a_grid_writes_every_figure_inline(grid_folder, tmp_path, caps
     assert "wrote 7 figures" in capsys.readouterr().out
 
 
+@pytest.mark.integration  # the whole report command
 def test_default_output_folder_is_dir_report(examples_folder):
     assert _run(examples_folder) == 0
     assert (examples_folder / "report" / "report.html").exists()
 
 
+@pytest.mark.integration  # the whole report command
 def test_no_grid_is_a_note_not_a_crash(examples_folder, tmp_path):
     out = tmp_path / "r"
     assert _run(examples_folder, "--out", out) == 0
@@ -245,6 +248,7 @@ def test_missing_folder_is_an_error(tmp_path, capsys):
     assert "no readable summary table" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # the whole report command
 def test_chosen_cells_by_label_and_number(examples_folder, tmp_path):
     out = tmp_path / "r"
     assert _run(examples_folder, "--out", out, "--cells", "relu_example,0",
@@ -336,6 +340,7 @@ def test_heatmaps_of_two_options_that_are_not_activation_and_scale():
     assert {"init normal", "init he_normal"} <= set(flipped[0].image_text.splitlines())
 
 
+@pytest.mark.integration  # the whole report command
 def test_heatmap_axes_option(grid_folder, tmp_path, capsys):
     out = tmp_path / "r"
     assert _run(grid_folder, "--out", out, "--heatmap-axes", "scale,activation",
@@ -422,6 +427,7 @@ def test_profiles_of_seed_like_examples_show_every_cell(examples_folder):
     assert "output_activation and inputs follow activation; bias_scale follows scale" in image
 
 
+@pytest.mark.integration  # the whole report command
 def test_stat_option_chooses_the_profiles(grid_folder, tmp_path, capsys):
     out = tmp_path / "r"
     assert _run(grid_folder, "--out", out, "--stat", "grad_var", "--heatmap-stats",
@@ -443,6 +449,7 @@ def test_dz_theory_uses_the_bias_ratios(grid_folder):
     assert profiles._theory_line(frame, "delta_sq_norm_mean") is not None
 
 
+@pytest.mark.integration  # the whole report command
 def test_report_without_matplotlib_is_one_error_line(examples_folder, tmp_path):
     out = tmp_path / "r"
     code = ("import sys; sys.modules['matplotlib'] = None; from gradjax.cli import main; "
