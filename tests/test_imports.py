@@ -29,6 +29,7 @@ print("JAX LOADED" if "jax" in sys.modules else "NO JAX")
 """
 
 
+@pytest.mark.integration  # a whole `gradjax run` first
 def test_reading_results_validate_summary_findings_and_help_load_no_jax(tmp_path):
     sweep = tmp_path / "tiny.toml"
     sweep.write_text(tiny_sweep_text())

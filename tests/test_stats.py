@@ -8,9 +8,9 @@ from reference import mean_squared_cosine, mlp_backprop
 
 import gradjax
 from gradjax.nn import network
-from gradjax.probe import backprop, liveness
+from gradjax.probe import backprop, liveness, stats
 from gradjax.probe import mlp_probe as probe
-from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq
+from gradjax.probe.stats import tensor_stats, to_host, unit_cos_sq, unit_cos_sq_of_factors
 
 
 def test_tensor_stats_match_numpy():
@@ -61,6 +61,57 @@ def test_unit_cos_sq_matches_pairwise_loop(shape, magnitude):
         assert got == pytest.approx(mean_squared_cosine(g32), abs=2e-6)
     assert float(unit_cos_sq(jnp.asarray(rank1 * magnitude, jnp.float32))) == pytest.approx(
         1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch, fan_in, fan_out", [(1, 6, 5), (3, 9, 7), (5, 4, 8)])
+@pytest.mark.parametrize("h_size, delta_size", [(1.0, 1.0), (1e-30, 1e-12), (1e25, 1e-20)])
+def test_unit_cos_sq_of_factors_matches_the_pairwise_loop_on_their_product(
+        batch, fan_in, fan_out, h_size, delta_size):
+    """The factored form reads the squared cosines of h^T delta, computed here in float64 by a
+    double loop, with dead units (zero delta columns) left out, at magnitudes whose product
+    under- or overflows float32; one example gives 1 (rank one)."""
+    rng = np.random.default_rng(batch * fan_in)
+    h = (rng.standard_normal((batch, fan_in)) * h_size).astype(np.float32)
+    delta = (rng.standard_normal((batch, fan_out)) * rng.uniform(0.5, 3, fan_out)
+             * delta_size).astype(np.float32)
+    delta[:, 2] = 0
+    exact = h.astype(np.float64).T @ delta.astype(np.float64)
+    got = float(unit_cos_sq_of_factors(jnp.asarray(h), jnp.asarray(delta),
+                                       jnp.asarray(np.any(delta != 0, axis=0))))
+    assert got == pytest.approx(mean_squared_cosine(exact), abs=2e-6)
+    if batch == 1:
+        assert got == pytest.approx(1.0, abs=2e-6)
+
+
+def test_unit_cos_sq_of_factors_needs_two_live_units_and_follows_the_given_ones():
+    rng = np.random.default_rng(4)
+    h, delta = rng.standard_normal((2, 5)), rng.standard_normal((2, 4))
+    exact = h.T @ delta
+    alive = np.array([True, False, True, True])  # a unit whose computed dL/dW was all zero
+    got = float(unit_cos_sq_of_factors(jnp.asarray(h, jnp.float32), jnp.asarray(delta, jnp.float32),
+                                       jnp.asarray(alive)))
+    assert got == pytest.approx(mean_squared_cosine(exact[:, alive]), abs=2e-6)
+    one = np.array([True, False, False, False])
+    assert np.isnan(unit_cos_sq_of_factors(jnp.asarray(h), jnp.asarray(delta), jnp.asarray(one)))
+    assert np.isnan(unit_cos_sq_of_factors(jnp.zeros((2, 5)), jnp.asarray(delta),
+                                           jnp.asarray(alive)))  # h = 0: no unit has a gradient
+
+
+def test_factored_cosines_are_used_where_they_are_cheaper():
+    """A probe's weight layers read the same grad_unit_cos_sq whichever form computes it: a
+    wide layer at batch 4 (factored) and a narrow one (dL/dW's own Gram matrix) against the
+    pairwise loop of numpy's dL/dW."""
+    sizes, batch = (16, 32, 2), 4
+    assert stats.factors_are_cheaper(batch, 16, 32) and not stats.factors_are_cheaper(batch, 32, 2)
+    params = gradjax.init_mlp(jax.random.key(3), sizes, scale=1.0)
+    x = jax.random.normal(jax.random.key(4), (batch, sizes[0]))
+    y = jax.random.normal(jax.random.key(5), (batch, sizes[-1]))
+    got = gradjax.grad_stats(params, x, y, activation="tanh")
+    np_params = [{k: np.asarray(v, np.float64) for k, v in p.items()} for p in params]
+    ref = mlp_backprop(np_params, np.asarray(x, np.float64), np.asarray(y, np.float64), "tanh")
+    for l, g in enumerate(ref["grads"]):
+        assert got["grad_unit_cos_sq"][l, 0] == pytest.approx(mean_squared_cosine(g["W"]),
+                                                              abs=1e-5)
 
 
 def test_unit_cos_sq_of_orthogonal_units_is_zero():

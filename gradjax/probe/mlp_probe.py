@@ -41,22 +41,35 @@ from gradjax.probe.kernel import ProbeKernel
 from gradjax.probe.liveness import underflow_fractions
 from gradjax.probe.stats import (
     activation_stats,
+    factors_are_cheaper,
     mean_sq_norm,
     tensor_stats,
     to_host,
     unit_cos_sq,
+    unit_cos_sq_of_factors,
 )
 from gradjax.spec import EXAMPLE_STATS, LAYER_STATS, ProbeSpec, default
 from gradjax.spec.option import LEAKY_SLOPE
 
 
-def _param_stats(g, underflow, f, is_weight: bool) -> dict[str, jax.Array]:
-    g = g.astype(f)
-    out = tensor_stats(g, computed=True)
+def _param_stats(g, underflow, f, cos) -> dict[str, jax.Array]:
+    out = tensor_stats(g.astype(f), computed=True)
     out["grad_frac_underflow"] = underflow
-    out["grad_unit_cos_sq"] = (unit_cos_sq(g, computed=True) if is_weight
-                               else jnp.asarray(jnp.nan, f))
+    out["grad_unit_cos_sq"] = jnp.asarray(cos, f)
     return out
+
+
+def _weight_cos_sq(spec: ProbeSpec, g_w, h, delta):
+    """grad_unit_cos_sq of one layer's dL/dW = h^T delta: from the factors where that is
+    cheaper (`gradjax.probe.stats.factors_are_cheaper`: a wide layer, a small batch) and the
+    gradient has the precision of its factors (not bfloat16, whose rounded dL/dW is what the
+    statistic describes), else from dL/dW itself."""
+    f = spec.stat_dtype
+    g_w = g_w.astype(f)
+    if jnp.dtype(spec.dtype) != jnp.bfloat16 and factors_are_cheaper(spec.batch, *g_w.shape):
+        return unit_cos_sq_of_factors(h.astype(f), delta.astype(f), jnp.any(g_w != 0, axis=0),
+                                      computed=True)
+    return unit_cos_sq(g_w, computed=True)
 
 
 def _no_hidden_stats(f) -> dict[str, jax.Array]:
@@ -65,20 +78,20 @@ def _no_hidden_stats(f) -> dict[str, jax.Array]:
     return {**{k: nan for k in LAYER_STATS[1:]}, "preact_log2_scale": jnp.int32(0)}
 
 
-def _segment_stats(spec, g, underflow, delta, u, dphi, max_deriv):
+def _segment_stats(spec, g, underflow, h, delta, u, dphi, max_deriv):
     """Per-layer statistics of one segment, each with a leading [k] axis (vmapped over k)."""
     f = spec.stat_dtype
 
-    def one(g, w_underflow, b_underflow, delta, u, dphi):
-        w = _param_stats(g["W"], w_underflow, f, True)
-        b = _param_stats(g["b"], b_underflow, f, False)
+    def one(g, w_underflow, b_underflow, h, delta, u, dphi):
+        w = _param_stats(g["W"], w_underflow, f, _weight_cos_sq(spec, g["W"], h, delta))
+        b = _param_stats(g["b"], b_underflow, f, jnp.nan)
         out = {k: jnp.stack([w[k], b[k]]) for k in w}
         out["delta_sq_norm"], out["delta_log2_scale"] = mean_sq_norm(delta.astype(f), computed=True)
         hidden = u is not None
         out.update(activation_stats(u, dphi, max_deriv, f) if hidden else _no_hidden_stats(f))
         return out
 
-    return jax.vmap(one)(g, *underflow, delta, u, dphi)
+    return jax.vmap(one)(g, *underflow, h, delta, u, dphi)
 
 
 def stats_of(bp: Backprop, underflow, spec: ProbeSpec) -> dict[str, jax.Array]:
@@ -88,9 +101,10 @@ def stats_of(bp: Backprop, underflow, spec: ProbeSpec) -> dict[str, jax.Array]:
         underflow = [(jnp.full(g["W"].shape[0], jnp.nan, f),) * 2 for g in bp.grads]
     max_deriv = max_abs_derivative(spec.activation, spec.leaky_slope)
     per_segment = [
-        _segment_stats(spec, g, uf, d, u, dphi, max_deriv)
-        for g, uf, d, u, dphi in zip(
-            bp.grads, underflow, bp.deltas, bp.trace.phi_inputs, [*bp.dphis, None], strict=True
+        _segment_stats(spec, g, uf, h, d, u, dphi, max_deriv)
+        for g, uf, h, d, u, dphi in zip(
+            bp.grads, underflow, bp.trace.layer_inputs, bp.deltas, bp.trace.phi_inputs,
+            [*bp.dphis, None], strict=True,
         )
     ]
     stats = {k: jnp.concatenate([seg[k] for seg in per_segment]) for k in per_segment[0]}

@@ -117,6 +117,45 @@ def unit_cos_sq(g_w: jax.Array, computed: bool = False) -> jax.Array:
     return jnp.where(two, jnp.clip(pairs / jnp.where(two, m * (m - 1), 1), 0, 1), jnp.nan)
 
 
+def unit_cos_sq_of_factors(h: jax.Array, delta: jax.Array, alive: jax.Array,
+                           computed: bool = False) -> jax.Array:
+    """`unit_cos_sq` of a dense layer's g_w = h^T delta, from its factors.
+
+    h is the layer's input [batch, fan_in], delta = dL/dz [batch, fan_out], `alive` [fan_out]
+    says which columns of the computed g_w are not all zero (only those have a direction).
+    With K = h h^T [batch, batch] and V = delta with each live column scaled so that
+    |h^T v_j| = 1 (dead ones zeroed), the units' Gram matrix is C = V^T K V and
+    |C|_F^2 = tr(K P K P) with P = V V^T [batch, batch]; the diagonal, sum_j C_jj^2, is read
+    from K V. That is batch^2 (fan_in + fan_out) multiply-adds against min(fan_in, fan_out)^2
+    max(fan_in, fan_out) for the Gram matrix of g_w: a width-256 layer at batch 4 costs 0.1 %
+    of it. h is rescaled by one power of two and each column of delta by its own
+    (`scaled`), so no product under- or overflows; the cosines are of the exact product h^T
+    delta, which equals the computed g_w to rounding wherever no entry of g_w underflowed.
+    """
+    h, _ = scaled(h, computed=computed)
+    d, _ = scaled(delta, axis=0, computed=computed)
+    k = h @ h.T
+    kd = k @ d
+    sq_norms = jnp.sum(d * kd, axis=0)  # |h^T d_j|^2
+    live = alive & (sq_norms > 0)
+    inv = jnp.where(live, 1 / jnp.sqrt(jnp.where(live, sq_norms, 1)), 0)
+    v, kv = d * inv[None, :], kd * inv[None, :]
+    kp = k @ (v @ v.T)
+    frobenius = jnp.sum(kp * kp.T)  # tr(K P K P)
+    diagonal = jnp.sum(jnp.square(jnp.sum(v * kv, axis=0)))
+    m = jnp.sum(live, dtype=h.dtype)
+    two = m >= 2
+    return jnp.where(two, jnp.clip((frobenius - diagonal) / jnp.where(two, m * (m - 1), 1), 0, 1),
+                     jnp.nan)
+
+
+def factors_are_cheaper(batch: int, fan_in: int, fan_out: int) -> bool:
+    """Whether `unit_cos_sq_of_factors` takes fewer multiply-adds than `unit_cos_sq` for a
+    [fan_in, fan_out] weight gradient of a batch of `batch` examples."""
+    small, large = sorted((fan_in, fan_out))
+    return batch * batch * (fan_in + fan_out) + batch**3 < small * small * large
+
+
 def batch_moments(u: jax.Array, computed: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean and population variance over all entries of a [batch, units] array, scaled by
     2**-k, and k (see `scaled`)."""
