@@ -17,6 +17,9 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax import cli
 
+# one worker runs this module, so its module fixtures (seed_folder, depth_folder) run once
+pytestmark = pytest.mark.xdist_group("cli")
+
 ROOT = Path(__file__).parents[1]
 SEED_SWEEP = ROOT / "sweeps" / "seed_examples.toml"
 TINY = tiny_sweep_text()  # 6 seeds, scale 0.5 and 1.0
@@ -312,32 +315,23 @@ def test_module_entry_point_and_lazy_imports(tmp_path):
 def test_grown_sharded_and_rerun_sweeps_load_every_program_from_the_cache(tmp_path):
     """Chunks and packs on the ladder: 300 seeds of 5 scales plan a 384-seed chunk of 6
     points; the same sweep grown to 380 seeds and 6 scales, a shard of it in a new folder, and
-    a rerun all plan that program again, so none of them compiles one."""
+    a rerun all plan that program again, so none of them compiles one; `--no-cache` does."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # a cache of its own: it counts compiles
+    grown = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
 
     def run(out, seeds, scales, *extra):
         sweep = tmp_path / f"{seeds}-{len(scales)}.toml"
         sweep.write_text(tiny_sweep_text(seeds=seeds, grid={"scale": scales}))
         done = gradjax_cmd("run", str(sweep), "--out", str(tmp_path / out), *extra, env=env)
         assert done.returncode == 0, done.stderr
-        return re.search(r"compiled (\d+) chunk programs, loaded (\d+)", done.stdout).groups()
+        return done.stdout
 
-    assert run("out", 300, [0.25, 0.5, 1.0, 2.0, 4.0]) == ("1", "0")
-    assert run("out", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]) == ("0", "1")  # grown
-    assert run("shard", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "--shard", "1/2") == ("0", "1")
-    assert run("out", 380, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "--overwrite") == ("0", "1")
-
-
-def test_a_rerun_compiles_nothing_with_the_persistent_cache(tmp_path):
-    sweep = tmp_path / "tiny.toml"
-    sweep.write_text(TINY)
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    args = ("run", str(sweep), "--out", str(tmp_path / "out"), "--overwrite")
-    first, second = gradjax_cmd(*args, env=env), gradjax_cmd(*args, env=env)
-    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
-    assert "compiled 1 chunk programs, loaded 0 from the persistent compile cache" in first.stdout
-    assert re.search(r"compiled 0 chunk programs, loaded 1 from the persistent compile cache, "
-                     r"0 cache misses in all", second.stdout), second.stdout
+    first = run("out", 300, grown[:5])
+    assert "compiled 1 chunk programs, loaded 0 from the persistent compile cache" in first
     assert list((tmp_path / "cache" / "gradjax" / "jax").iterdir())
-    third = gradjax_cmd(*args, "--no-cache", env=env)
-    assert "compiled 1 chunk programs, persistent compile cache off" in third.stdout
+    for out, extra in (("out", ()), ("shard", ("--shard", "1/2")), ("out", ("--overwrite",))):
+        log = run(out, 380, grown, *extra)  # grown, a shard of it, a rerun
+        assert re.search(r"compiled 0 chunk programs, loaded 1 from the persistent compile "
+                         r"cache, 0 cache misses in all", log), (extra, log)
+    assert "compiled 1 chunk programs, persistent compile cache off" in run(
+        "out", 380, grown, "--overwrite", "--no-cache")
