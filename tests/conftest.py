@@ -7,6 +7,7 @@ themselves; `make test-fast` leaves them all out)."""
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -27,13 +28,15 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 2)
 
 # Many tests compile the same small programs, in two workers, in the `gradjax` processes they
-# start and run after run. They share one persistent compile cache (git-ignored;
-# GRADJAX_TEST_CACHE_HOME moves it), so each program is compiled once: XDG_CACHE_HOME points
-# every process the suite starts at it (`gradjax.results.files.user_cache_dir`). A loaded
-# program is the one compiled, so no number depends on it; a test that counts compiles gives
-# its processes a cache of their own.
-TEST_CACHE_HOME = Path(os.environ.get("GRADJAX_TEST_CACHE_HOME",
-                                      Path(__file__).parent.parent / ".jax_cache" / "tests"))
+# start and run after run. They share one persistent compile cache, so each program is
+# compiled once: XDG_CACHE_HOME points every process the suite starts at it
+# (`gradjax.results.files.user_cache_dir`). It lives in the user's cache folder, not in the
+# clone, so every clone and worktree on the machine (and CI's fresh clone) reuses it;
+# GRADJAX_TEST_CACHE_HOME moves it. A loaded program is the one compiled, and its key is the
+# program itself, so no number depends on the cache; a test that counts compiles gives its
+# processes a cache of their own.
+_USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+TEST_CACHE_HOME = Path(os.environ.get("GRADJAX_TEST_CACHE_HOME", _USER_CACHE / "gradjax-tests"))
 os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE_HOME)
 
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)
@@ -49,6 +52,30 @@ INTEGRATION_MODULES = frozenset({
     "test_interrupt", "test_models", "test_notebook", "test_plugin_report", "test_ray",
     "test_remote", "test_resume", "test_scale_out", "test_training", "test_validate",
 })
+
+
+UNUSED_DAYS = 14  # a program no run of the suite loaded for this long is of an older version
+
+
+def pytest_sessionstart(session):
+    """Before the suite (once, not in each xdist worker), `prune_unused` the suite's compile
+    cache: programs of earlier versions of the code are never asked for again, and a whole
+    suite's programs take ~125 MB. JAX's own size limit (jax_compilation_cache_max_size)
+    cannot be used: the `gradjax` processes the suite starts write entries without the
+    access-time records it needs."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        prune_unused(TEST_XLA_CACHE, UNUSED_DAYS)
+
+
+def prune_unused(folder: Path, days: float) -> None:
+    """Delete the files of `folder` that nothing has read for `days` (by access time)."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - days * 86400
+    for entry in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.is_file() and entry.stat().st_atime < cutoff:
+                entry.unlink()
 
 
 def pytest_collection_modifyitems(config, items):

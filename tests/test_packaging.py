@@ -93,3 +93,19 @@ def test_xdist_groups_run_on_one_worker(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     workers = re.findall(r"\[(gw\d+)\].*PASSED", run.stdout)
     assert len(workers) == 6 and len(set(workers)) == 1, run.stdout
+
+
+def test_the_suite_s_compile_cache_drops_only_programs_unread_for_two_weeks(tmp_path):
+    import os
+    import time
+
+    from conftest import UNUSED_DAYS, prune_unused
+
+    old, recent = tmp_path / "old-cache", tmp_path / "recent-cache"
+    for path, days in ((old, UNUSED_DAYS + 1), (recent, UNUSED_DAYS - 1)):
+        path.write_bytes(b"program")
+        then = time.time() - days * 86400
+        os.utime(path, (then, then))
+    prune_unused(tmp_path, UNUSED_DAYS)
+    assert not old.exists() and recent.exists()
+    prune_unused(tmp_path / "missing", UNUSED_DAYS)  # no cache yet: nothing to do
