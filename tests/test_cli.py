@@ -17,9 +17,6 @@ from conftest import tiny_sweep_text
 import gradjax
 from gradjax import cli
 
-# one worker runs this module, so its module fixtures (seed_folder, depth_folder) run once
-pytestmark = pytest.mark.xdist_group("cli")
-
 ROOT = Path(__file__).parents[1]
 SEED_SWEEP = ROOT / "sweeps" / "seed_examples.toml"
 TINY = tiny_sweep_text()  # 6 seeds, scale 0.5 and 1.0

@@ -19,9 +19,6 @@ from gradjax.run import engine, plan, progress
 from gradjax.spec import AGGREGATES, MIN_ARRAY_AXIS, STATS
 from gradjax.sweep import SweepError, budget, parse_sweep
 
-# one worker runs this module, so its module fixtures (reference) are computed once
-pytestmark = pytest.mark.xdist_group("engine")
-
 SEEDS = 11  # not a multiple of any chunk below, so the last chunk is padded
 SWEEP = {"seeds": SEEDS, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}
 TEXT = tiny_sweep_text(**SWEEP)

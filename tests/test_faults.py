@@ -23,9 +23,6 @@ from gradjax.results import files, layout, remote
 from gradjax.run import engine, executables
 from gradjax.sweep import TOP_LEVEL, parse_sweep
 
-# one worker runs this module, so its module fixtures (reference) are computed once
-pytestmark = pytest.mark.xdist_group("faults")
-
 TEXT = tiny_sweep_text(seeds=6, root_seed=7, grid={"scale": [0.5, 1.0, 2.0]})
 
 

@@ -11,9 +11,6 @@ from gradjax.results import layout, reading
 from gradjax.run import engine
 from gradjax.sweep import parse_sweep
 
-# one worker runs this module, so its module fixtures (fresh) are computed once
-pytestmark = pytest.mark.xdist_group("growth")
-
 SWEEP = {"seeds": 11, "root_seed": 7, "grid": {"scale": [0.5, 1.0, 2.0]}}
 TEXT = tiny_sweep_text(**SWEEP)
 MORE_CELLS = tiny_sweep_text(**SWEEP | {"grid": {"scale": [0.25, 0.5, 1.0, 2.0]}})

@@ -14,9 +14,6 @@ from gradjax.results.layers import layer_rows
 from gradjax.run.engine import execute_sweep
 from gradjax.sweep import load_sweep
 
-# one worker runs this module, so its module fixtures (cnn_folder) are computed once
-pytestmark = pytest.mark.xdist_group("plugin_report")
-
 CNN = '''
 import jax
 import jax.numpy as jnp

@@ -45,7 +45,6 @@ def ray_task_workers() -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.xdist_group("shards")  # one worker computes shards_single once
 def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shards_single,
                                                                  tmp_path):
     """Also: Ray tasks write the numbers of a single run, and the CLI sends nothing for a

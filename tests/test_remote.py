@@ -12,9 +12,6 @@ from moto.server import ThreadedMotoServer
 import gradjax
 from gradjax import cli
 
-# one worker runs this module, so its module fixtures (local) are computed once
-pytestmark = pytest.mark.xdist_group("remote")
-
 TEXT = tiny_sweep_text(seeds=6, root_seed=7, grid={"scale": [0.5, 1.0, 2.0]})
 
 

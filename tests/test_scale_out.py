@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from conftest import SHARDS_SWEEP as SWEEP
 from conftest import assert_same_as_single
 
@@ -28,7 +27,6 @@ def finish(proc) -> str:
     return out + err
 
 
-@pytest.mark.xdist_group("shards")  # one worker computes shards_single once
 def test_two_shards_together_one_killed_and_run_again(shards_single, tmp_path):
     single = shards_single
     sweep = tmp_path / "shards.toml"
@@ -60,7 +58,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.xdist_group("shards")  # one worker computes shards_single once
 def test_the_processes_of_a_multi_host_jax_job_write_one_folder(shards_single, tmp_path):
     single = shards_single
     sweep = tmp_path / "shards.toml"

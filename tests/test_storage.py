@@ -21,9 +21,6 @@ from gradjax.run import engine, provenance
 from gradjax.spec import EXAMPLE_STATS, INIT_STATS, LAYER_STATS, OPTIONS, PARAM_STATS, STATS
 from gradjax.sweep import load_sweep, parse_sweep
 
-# one worker runs this module, so its module fixtures (folder and nulls) are computed once
-pytestmark = pytest.mark.xdist_group("storage")
-
 SWEEP = {
     "name": "store",
     "seeds": 5,
