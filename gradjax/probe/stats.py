@@ -112,7 +112,12 @@ def unit_cos_sq(g_w: jax.Array, computed: bool = False) -> jax.Array:
     fan_in, fan_out = u.shape
     gram = u @ u.T if fan_in <= fan_out else u.T @ u
     diagonal = jnp.sum(jnp.square(jnp.sum(jnp.square(u), axis=0)))
-    pairs = jnp.sum(jnp.square(gram)) - diagonal
+    return mean_over_pairs(jnp.sum(jnp.square(gram)) - diagonal, m)
+
+
+def mean_over_pairs(pairs: jax.Array, m: jax.Array) -> jax.Array:
+    """`pairs` (a sum over the m (m - 1) ordered pairs of distinct live units) as a mean,
+    clipped to [0, 1] against rounding; NaN below two live units."""
     two = m >= 2
     return jnp.where(two, jnp.clip(pairs / jnp.where(two, m * (m - 1), 1), 0, 1), jnp.nan)
 
@@ -143,10 +148,7 @@ def unit_cos_sq_of_factors(h: jax.Array, delta: jax.Array, alive: jax.Array,
     kp = k @ (v @ v.T)
     frobenius = jnp.sum(kp * kp.T)  # tr(K P K P)
     diagonal = jnp.sum(jnp.square(jnp.sum(v * kv, axis=0)))
-    m = jnp.sum(live, dtype=h.dtype)
-    two = m >= 2
-    return jnp.where(two, jnp.clip((frobenius - diagonal) / jnp.where(two, m * (m - 1), 1), 0, 1),
-                     jnp.nan)
+    return mean_over_pairs(frobenius - diagonal, jnp.sum(live, dtype=h.dtype))
 
 
 def factors_are_cheaper(batch: int, fan_in: int, fan_out: int) -> bool:
