@@ -1,10 +1,15 @@
 """The project's own files agree with each other: packaging metadata, the Makefile, the README."""
 
+import os
 import re
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import UNUSED_DAYS, prune_unused
 
 ROOT = Path(__file__).parents[1]
 
@@ -76,9 +81,6 @@ def test_xdist_groups_run_on_one_worker(tmp_path):
     """`make test` runs `--dist loadgroup`: tests of one `xdist_group` share one worker, so a
     session fixture they share is computed once. Some pytest and pytest-xdist releases
     together silently stop grouping (pyproject's pin says which)."""
-    import subprocess
-    import sys
-
     (tmp_path / "test_grouped.py").write_text(
         "import pytest\n"
         "@pytest.mark.xdist_group('g')\n"
@@ -96,11 +98,6 @@ def test_xdist_groups_run_on_one_worker(tmp_path):
 
 
 def test_the_suite_s_compile_cache_drops_only_programs_unread_for_two_weeks(tmp_path):
-    import os
-    import time
-
-    from conftest import UNUSED_DAYS, prune_unused
-
     old, recent = tmp_path / "old-cache", tmp_path / "recent-cache"
     for path, days in ((old, UNUSED_DAYS + 1), (recent, UNUSED_DAYS - 1)):
         path.write_bytes(b"program")
