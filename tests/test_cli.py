@@ -31,8 +31,7 @@ def gradjax_cmd(*args, env=None, cwd=ROOT):
 def seed_folder(tmp_path_factory):
     """sweeps/seed_examples.toml with 40 inits per cell, run through the CLI."""
     out = tmp_path_factory.mktemp("seed") / "seed_examples"
-    assert cli.main(["run", str(SEED_SWEEP), "--seeds", "40", "--out", str(out), "--quiet",
-                     "--no-cache"]) == 0
+    assert cli.main(["run", str(SEED_SWEEP), "--seeds", "40", "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -217,7 +216,7 @@ def test_findings_on_another_sweep_name_what_varies(tmp_path, capsys):
     sweep = tmp_path / "norms.toml"
     sweep.write_text(text)
     out = tmp_path / "norms"
-    assert cli.main(["run", str(sweep), "--out", str(out), "--quiet", "--no-cache"]) == 0
+    assert cli.main(["run", str(sweep), "--out", str(out), "--quiet"]) == 0
     assert cli.main(["findings", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "norm none" in lines and "norm layernorm" in lines  # the cells' names

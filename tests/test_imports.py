@@ -33,8 +33,7 @@ print("JAX LOADED" if "jax" in sys.modules else "NO JAX")
 def test_reading_results_validate_summary_findings_and_help_load_no_jax(tmp_path):
     sweep = tmp_path / "tiny.toml"
     sweep.write_text(tiny_sweep_text())
-    assert cli.main(["run", str(sweep), "--out", str(tmp_path / "out"), "--quiet",
-                     "--no-cache"]) == 0
+    assert cli.main(["run", str(sweep), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     out = subprocess.run([sys.executable, "-c", READ_WITHOUT_JAX, str(tmp_path / "out"),
                           str(sweep)], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "NO JAX", out.stdout + out.stderr

@@ -20,15 +20,14 @@ def local(tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
     (root / "tiny.toml").write_text(TEXT)
     assert cli.main(["run", str(root / "tiny.toml"), "--out", str(root / "out"),
-                     "--quiet", "--no-cache"]) == 0
+                     "--quiet"]) == 0
     return root / "out"
 
 
 def test_a_file_uri_is_a_local_folder(local, tmp_path):
     (tmp_path / "tiny.toml").write_text(TEXT)
     uri = f"file://{tmp_path}/via%20uri"
-    assert cli.main(["run", str(tmp_path / "tiny.toml"), "--out", uri, "--quiet",
-                     "--no-cache"]) == 0
+    assert cli.main(["run", str(tmp_path / "tiny.toml"), "--out", uri, "--quiet"]) == 0
     assert (tmp_path / "via uri" / "manifest.json").exists()
     assert_same_results(uri, local)
 
@@ -52,12 +51,12 @@ def s3(monkeypatch):
 def test_s3_results_resume_and_grow_from_another_machine(local, tmp_path, s3, monkeypatch):
     (tmp_path / "tiny.toml").write_text(TEXT.replace("seeds = 6", "seeds = 4"))
     monkeypatch.chdir(tmp_path)  # staging in ./results/.stage
-    assert cli.main(["run", "tiny.toml", "--out", s3, "--quiet", "--no-cache"]) == 0
+    assert cli.main(["run", "tiny.toml", "--out", s3, "--quiet"]) == 0
     assert len(gradjax.load(s3, "per_seed")) == 3 * 4 * 4
     # another machine: a fresh staging folder pulls the store's folder and grows it
     os.rename(tmp_path / "results", tmp_path / "first-machine")
     (tmp_path / "tiny.toml").write_text(TEXT)
-    assert cli.main(["run", "tiny.toml", "--out", s3, "--quiet", "--no-cache"]) == 0
+    assert cli.main(["run", "tiny.toml", "--out", s3, "--quiet"]) == 0
     assert_same_results(s3, local)
     fs, root = pafs.FileSystem.from_uri(s3)
     names = {i.path.removeprefix(root + "/") for i in fs.get_file_info(
