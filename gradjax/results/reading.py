@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from gradjax.results.files import VERIFIED, unreadable
-from gradjax.results.layout import RUN_FILE, TABLES, ResultsError
+from gradjax.results.layout import RUN_FILE, TABLES, TUNE, ResultsError
 
 
 def _remote_files(uri: str, table: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -39,8 +39,8 @@ def _remote_files(uri: str, table: str) -> tuple[pafs.FileSystem, list[str]]:
 def table_files(path: str | Path, table: str) -> list[Path]:
     """The Parquet files of `table` in a results folder, or in `path` itself when it is that
     table's folder (results/x/per_seed)."""
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
+    if table not in (*TABLES, TUNE):
+        raise ValueError(f"unknown table {table!r}; allowed: {', '.join((*TABLES, TUNE))}")
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such results folder" if not path.exists() else

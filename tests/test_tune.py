@@ -1,0 +1,169 @@
+"""`gradjax tune`'s critical criterion: its math against closed forms, and whole tunes against
+mean-field theory's critical point of a ReLU network (sigma_w^2 = 2 with zero bias) and of a
+deep linear plug-in (scale 1)."""
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+import gradjax
+from gradjax import cli
+from gradjax.run import engine
+from gradjax.sweep import load_sweep, parse_sweep
+from gradjax.tune import critical, tune
+
+LADDER = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8])
+
+
+def test_crossing_of_a_line_in_log_scale_is_exact():
+    # ReLU with zero bias: chi = sigma_w^2 / 2 = scale^2 / 2, so ln chi is linear in ln scale
+    log_chi = 2 * np.log(LADDER) - math.log(2)
+    assert critical.crossing(LADDER[::-1], log_chi[::-1]) == pytest.approx(math.sqrt(2), 1e-12)
+    gaps = log_chi.copy()
+    gaps[[1, 4]] = np.nan  # unmeasured points are skipped, not read as zero
+    assert critical.crossing(LADDER, gaps) == pytest.approx(math.sqrt(2), 1e-12)
+
+
+def test_no_bracket_is_nan_and_an_exact_zero_is_its_scale():
+    assert math.isnan(critical.crossing(LADDER, np.log(LADDER) + 5))
+    assert math.isnan(critical.crossing(LADDER, np.full(LADDER.size, np.nan)))
+    exact = np.log(LADDER) - math.log(1.4)
+    assert critical.crossing(LADDER, exact) == 1.4
+
+
+def test_chi_of_a_geometric_profile_is_its_ratio():
+    layers = np.arange(1, 10)
+    for chi in (0.5, 1.0, 3.0):
+        profile = 1e-20 * chi ** (9 - layers)  # |dL/dz_l|^2 ~ chi^(L - l), tiny on purpose
+        assert critical.chi_of_profile(layers, profile) == pytest.approx(chi, rel=1e-9)
+    assert math.isnan(critical.chi_of_profile(layers[:4], np.ones(4)))  # < 3 middle layers
+
+
+def test_zoomed_grid_keeps_the_bracket_and_the_spread():
+    grid = critical.zoomed_grid(LADDER, 1.2, (0.9, 1.5), 7)
+    assert grid[0] == pytest.approx(0.9) and grid[-1] == pytest.approx(1.5)
+    assert np.allclose(np.diff(np.log(grid)), np.log(1.5 / 0.9) / 6)
+    narrow = critical.zoomed_grid(LADDER, 1.2, (math.nan, math.nan), 5)
+    assert narrow[0] == pytest.approx(1.0) and narrow[-1] == pytest.approx(1.4)
+
+
+RELU = """
+name = "relu_critical"
+seeds = {seeds}
+root_seed = 2
+[defaults]
+in_dim = 16
+width = {width}
+depth = 8
+out_dim = 1
+activation = "relu"
+init = "fan_in_normal"
+bias_init = "zeros"
+inputs = "gaussian"
+targets = "gaussian"
+[grid]
+scale = [1.0, 2.0]
+"""
+
+
+@pytest.mark.integration
+def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(tmp_path):
+    """Mean field: chi_1 = sigma_w^2 E[relu'(z)^2] = sigma_w^2 / 2 with zero bias, for any q, so
+    the critical fan-in scale is sqrt(2). At width 128 the measured point sits within ~2 % of
+    it (the loss couples the forward and backward passes at finite width)."""
+    sweep = parse_sweep(RELU.format(seeds=64, width=128), str(tmp_path / "relu.toml"))
+    table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2)
+    assert len(table) == 1  # the two scales are one cell to tune
+    row = table.iloc[0]
+    assert row["critical_scale"] ** 2 == pytest.approx(2.0, rel=0.04)
+    assert row["multiplier"] == pytest.approx(row["critical_scale"] / 1.0)
+    assert row["multiplier_p05"] < row["multiplier"] < row["multiplier_p95"]
+    assert row["inits_crossing"] >= 0.9 * row["inits"] and row["inits"] == 64
+    assert row["criterion"] == "critical" and row["param"] is None and row["layer"] is None
+    # the check, against mean field at scale s: E|dL/dz_l|^2 shrinks by chi = s^2 / 2 per
+    # layer, 2^-8 over the 9 layers at s = 1, flat at the critical scale. With one example,
+    # |dL/dW_l|^2 = |h_(l-1)|^2 |dL/dz_l|^2, and |h_l|^2 = width s^2 / 2 (s^2 / 2)^(l-1) for
+    # |x|^2 = in_dim: the forward pass grows what the backward pass shrinks, and the first
+    # over last is 16 / (64 s^2 (s^2/2)^7) (s^2/2)^8 = 1/8 at any s. The weight gradients are
+    # not balanced better, and the row says so.
+    assert row["dz_ratio_before"] == pytest.approx(2.0 ** -8, rel=0.6)
+    assert row["dz_ratio_after"] == pytest.approx(1.0, rel=0.5)
+    assert row["grad_ratio_before"] == pytest.approx(1 / 8, rel=0.5)
+    assert row["grad_ratio_after"] == pytest.approx(1 / 8, rel=0.5)
+    assert not row["improved"]
+    loaded = gradjax.load(tmp_path / "tune", "tune")
+    assert loaded["critical_scale"].tolist() == table["critical_scale"].tolist()
+    reports = []
+
+    def counted(one_round, folder):
+        reports.append(engine.execute_sweep(one_round, folder, quiet=True))
+
+    tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, run=counted)
+    assert reports and sum(r.inits for r in reports) == 0  # every round resumed as finished
+
+
+LINEAR = '''
+import jax
+import jax.numpy as jnp
+
+
+def deep_linear(in_dim: int, out_dim: int, width: int = 32, depth: int = 6):
+    """x -> width x depth -> out, no activation; every kernel N(0, 1 / fan_in); a tap per
+    layer's pre-activation."""
+    sizes = [in_dim] + [width] * depth + [out_dim]
+
+    def init(key):
+        keys = jax.random.split(key, len(sizes) - 1)
+        return [{"kernel": jax.random.normal(k, (a, b)) / jnp.sqrt(a)}
+                for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+    def apply(params, x):
+        taps = {}
+        for i, layer in enumerate(params):
+            x = x @ layer["kernel"]
+            taps[f"z{i + 1}"] = x
+        return x, taps
+
+    return init, apply
+'''
+
+
+@pytest.mark.integration
+def test_critical_deep_linear_plug_in_is_scale_1_from_the_command_line(tmp_path, capsys):
+    """A linear network multiplies E|dL/dz|^2 by scale^2 per layer (equal widths): critical at
+    scale 1, whatever the scale the sweep starts from."""
+    (tmp_path / "linear.py").write_text(LINEAR)
+    sweep = tmp_path / "linear.toml"
+    sweep.write_text(textwrap.dedent("""
+        name = "linear"
+        seeds = 48
+        [defaults]
+        model = "linear:deep_linear"
+        in_dim = 8
+        out_dim = 1
+        width = 64
+        depth = 8
+        scale = 3.0
+        inputs = "gaussian"
+        targets = "gaussian"
+    """))
+    out = tmp_path / "tuned"
+    assert cli.main(["tune", str(sweep), "--out", str(out), "--points", "7",
+                     "--zoom-rounds", "2"]) == 0
+    text = capsys.readouterr().out
+    row = gradjax.load(out, "tune").iloc[0]
+    assert row["critical_scale"] == pytest.approx(1.0, rel=0.03)
+    assert row["multiplier"] == pytest.approx(row["critical_scale"] / 3.0)
+    assert f"critical scale {row['critical_scale']:.4g}" in text
+    assert load_sweep(sweep).cells[0].options["model"] == row["model"]
+
+
+def test_an_unknown_criterion_is_one_error_line(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(RELU.format(seeds=4, width=4))
+    assert cli.main(["tune", str(sweep), "--criterion", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "invalid choice: 'nope'" in err[-1] and "critical" in err[-1]
+    assert not (tmp_path / "results").exists()
