@@ -42,6 +42,8 @@ _COMPUTE: dict[str, str] = {
     "get_activation": "gradjax.nn.activations",
     "grad_stats": "gradjax.probe.api",
     "run_sweep": "gradjax.run.library",
+    "tune": "gradjax.prescribe.search",
+    "rescale": "gradjax.prescribe.rescale",
 }
 
 
@@ -74,7 +76,9 @@ __all__ = [
     "load",
     "load_sweep",
     "loss_and_grads",
+    "rescale",
     "run_sweep",
     "stats_frame",
     "sweep_from_dict",
+    "tune",
 ]

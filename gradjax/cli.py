@@ -37,7 +37,7 @@ from gradjax.sweep import MAX_SEEDS, SweepError, budget, load_sweep
 EXTERNAL: dict[str, tuple[str, str]] = {
     "bench": ("gradjax.bench.command", "time gradjax against the baselines"),
     "report": ("gradjax.analysis.report", "plots and mean-field comparison of a results folder"),
-    "tune": ("gradjax.tune.command", "prescribe an init: the scale at which gradients keep "
+    "tune": ("gradjax.prescribe.command", "prescribe an init: the scale at which gradients keep "
                                      "their size through depth"),
 }
 RESULTS = layout.RESULTS

@@ -185,6 +185,28 @@ def test_depth_scales_and_phases_for_tanh():
     assert abs(mc + 0.05 / q - c) < 5 * err
 
 
+@pytest.mark.parametrize("sigma_b2", [0.01, 0.05, 0.3])
+def test_tanh_critical_line_has_chi1_one_by_numpy_quadrature(sigma_b2):
+    """At the returned sigma_w^2, q* from the plain numpy iteration of the length map gives
+    sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1 by Gauss-Hermite quadrature (0.05: 1.76, Schoenholz et
+    al. 2017's figure)."""
+    sigma_w2 = theory.critical_sigma_w2("tanh", sigma_b2)
+    q = 1.0
+    for _ in range(500):  # with sigma_b > 0 the length map converges geometrically
+        q = _numpy_length_map(q, sigma_w2, sigma_b2)
+    z, w = hermegauss(200)
+    chi1 = sigma_w2 * np.sum(w * np.cosh(math.sqrt(q) * z) ** -4) / math.sqrt(2 * math.pi)
+    assert chi1 == pytest.approx(1.0, abs=2e-4)
+    if sigma_b2 == 0.05:
+        assert sigma_w2 == pytest.approx(1.76, abs=0.005)
+
+
+def test_relu_critical_line_is_two_and_none_outside_the_bracket():
+    assert theory.critical_sigma_w2("relu", 0.0) == pytest.approx(2.0, rel=1e-9)
+    assert theory.critical_sigma_w2("relu", 0.3) == pytest.approx(2.0, rel=1e-9)
+    assert math.isnan(theory.critical_sigma_w2("relu", 0.0, low=2.5, high=4.0))
+
+
 # --------------------------------------------------------------------------- fits and columns
 
 

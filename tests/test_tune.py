@@ -6,13 +6,14 @@ import math
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import gradjax
 from gradjax import cli
+from gradjax.prescribe import critical, tune
 from gradjax.run import engine
 from gradjax.sweep import load_sweep, parse_sweep
-from gradjax.tune import critical, tune
 
 LADDER = np.array([0.5, 0.7, 1.0, 1.4, 2.0, 2.8])
 
@@ -38,7 +39,12 @@ def test_chi_of_a_geometric_profile_is_its_ratio():
     for chi in (0.5, 1.0, 3.0):
         profile = 1e-20 * chi ** (9 - layers)  # |dL/dz_l|^2 ~ chi^(L - l), tiny on purpose
         assert critical.chi_of_profile(layers, profile) == pytest.approx(chi, rel=1e-9)
-    assert math.isnan(critical.chi_of_profile(layers[:4], np.ones(4)))  # < 3 middle layers
+        # a shallow net (4 layers: one middle layer) is fitted on all but the output layer
+        shallow = 3.0 * chi ** (4 - layers[:4])
+        shallow[-1] = 1e9  # the output layer's dL/dz is the loss's, left out
+        assert critical.chi_of_profile(layers[:4], shallow) == pytest.approx(chi, rel=1e-9)
+    assert math.isnan(critical.chi_of_profile(layers[:2], np.ones(2)))  # one layer to fit
+    assert math.isnan(critical.chi_of_profile(layers, np.zeros(9)))  # all dead
 
 
 def test_zoomed_grid_keeps_the_bracket_and_the_spread():
@@ -167,3 +173,69 @@ def test_an_unknown_criterion_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "invalid choice: 'nope'" in err[-1] and "critical" in err[-1]
     assert not (tmp_path / "results").exists()
+
+
+def test_rescale_multiplies_the_weights_and_leaves_the_biases():
+    params = {"dense": {"kernel": np.full((2, 3), 0.5, np.float32),
+                        "bias": np.ones(3, np.float32)},
+              "head": [np.full((3, 1, 2), -1.0, np.float32)]}
+    table = pd.DataFrame({"cell": [0, 1], "layer": [None, None], "multiplier": [1.5, 4.0]})
+    scaled = gradjax.rescale(params, table.iloc[0])
+    np.testing.assert_array_equal(scaled["dense"]["kernel"], np.full((2, 3), 0.75))
+    np.testing.assert_array_equal(scaled["dense"]["bias"], np.ones(3))
+    np.testing.assert_array_equal(scaled["head"][0], np.full((3, 1, 2), -1.5))
+    with pytest.raises(ValueError, match=r"got 2 \(cells \[0, 1\]\)"):
+        gradjax.rescale(params, table)
+
+
+def test_a_cell_at_scale_zero_is_one_error_line_and_nothing_is_written(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(RELU.format(seeds=4, width=4).replace("[1.0, 2.0]", "[0.0, 2.0]"))
+    out = tmp_path / "tuned"
+    assert cli.main(["tune", str(sweep), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: cell 0: scale 0.0: tune starts from a positive scale"]
+    assert not out.exists()
+
+
+SHALLOW = '''
+import jax
+import jax.numpy as jnp
+
+
+def one_hidden(in_dim: int, out_dim: int):
+    """tanh(x K) H: one tap, too shallow for a slope."""
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"K": jax.random.normal(k1, (in_dim, 4)), "H": jax.random.normal(k2, (4, out_dim))}
+
+    def apply(params, x):
+        z = x @ params["K"]
+        return jnp.tanh(z) @ params["H"], {"hidden": z}
+
+    return init, apply
+'''
+
+
+@pytest.mark.integration
+def test_a_model_too_shallow_for_a_slope_says_so_after_one_round(tmp_path, capsys):
+    (tmp_path / "shallow.py").write_text(SHALLOW)
+    sweep = tmp_path / "shallow.toml"
+    sweep.write_text(textwrap.dedent("""
+        name = "shallow"
+        seeds = 4
+        [defaults]
+        model = "shallow:one_hidden"
+        in_dim = 3
+        out_dim = 1
+        inputs = "gaussian"
+        targets = "gaussian"
+    """))
+    out = tmp_path / "tuned"
+    assert cli.main(["tune", str(sweep), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "every cell: too shallow to measure chi: 1 layer(s) with dL/dz (taps), the critical "
+        "criterion needs 3")
+    row = gradjax.load(out, "tune").iloc[0]
+    assert math.isnan(row["critical_scale"]) and not row["improved"]
+    assert sorted(p.name for p in (out / "rounds").iterdir()) == ["0-0"]

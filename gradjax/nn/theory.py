@@ -233,6 +233,25 @@ def mean_field(
     )
 
 
+def critical_sigma_w2(activation: str, sigma_b2: float, *, q0: float = 1.0,
+                      leaky_slope: float = LEAKY_SLOPE, low: float = 0.1,
+                      high: float = 16.0) -> float:
+    """The sigma_w^2 at which chi_1 = 1 (the order-to-chaos boundary) for this sigma_b^2.
+
+    chi_1 (`mean_field`) rises with sigma_w^2 across the boundary, so the root is found by
+    bisection on [low, high]; NaN when chi_1 - 1 does not change sign there. For ReLU it is 2
+    at any sigma_b^2 (chi_1 = sigma_w^2 / 2); for tanh it tends to 1 as sigma_b^2 -> 0.
+    """
+    def excess(sigma_w2: float) -> float:
+        return mean_field(activation, sigma_w2, sigma_b2, q0=q0, leaky_slope=leaky_slope,
+                          with_correlations=False).chi1 - 1.0
+
+    above, below = excess(high), excess(low)
+    if not (above > 0 > below):
+        return math.nan
+    return _bisect(excess, high, low)
+
+
 # --------------------------------------------------------------------------- layer profiles
 
 

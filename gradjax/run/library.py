@@ -55,7 +55,7 @@ def run_sweep(
 
     Raises `SweepError` for a bad sweep, `ResultsError` for a folder it may not use.
     """
-    sweep = _as_sweep(sweep)
+    sweep = as_sweep(sweep)
     budget = parse_bytes(max_memory) if isinstance(max_memory, str) else int(max_memory)
     if compile_cache:
         executables.enable_compile_cache()
@@ -66,7 +66,8 @@ def run_sweep(
     return reading.load(folder)
 
 
-def _as_sweep(sweep: Mapping[str, Any] | str | Path | Sweep) -> Sweep:
+def as_sweep(sweep: Mapping[str, Any] | str | Path | Sweep) -> Sweep:
+    """A parsed sweep from a dict of the sweep file's shape, a sweep file's path, or itself."""
     if isinstance(sweep, Sweep):
         return sweep
     if isinstance(sweep, Mapping):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from gradjax.prescribe import critical
 from gradjax.results import files, layout, reading
 from gradjax.run import engine
+from gradjax.run.library import as_sweep
 from gradjax.sweep import Sweep, parse_sweep
+from gradjax.sweep.budget import DEFAULT_MAX_MEMORY
 from gradjax.sweep.toml_text import dumps
-from gradjax.tune import critical
 
 CRITERIA = ("critical",)  # unit-variance and equal-gradients are not built yet
 START_GRID = (0.25, 4.0)  # the first grid, as multiples of the cell's own scale
@@ -102,12 +105,13 @@ def check(sweep: Sweep, target: Target, tuned_scale: float, out: Path, points: i
     rounds' program serves): medians over inits of the first-over-last layer ratios at both
     ends, and `improved`: whether the tuned weight-gradient ratio is nearer 1 by a factor
     BETTER. Never hidden: a tuned init that does not balance the gradients says False."""
-    nan = {f"{r}_{when}": math.nan for r in ("grad_ratio", "dz_ratio")
-           for when in ("before", "after")}
     if not math.isfinite(tuned_scale):
-        return {**nan, "improved": False}
+        return check_nan()
     folder = out / "rounds" / f"{target.index}-check"
-    scales = np.exp(np.linspace(math.log(target.scale), math.log(tuned_scale), points))
+    ends = sorted((math.log(target.scale), math.log(tuned_scale)))
+    if ends[1] - ends[0] < 1e-6:  # already critical: a grid needs distinct scales
+        ends = [ends[0] - 1e-3, ends[1] + 1e-3]
+    scales = np.exp(np.linspace(*ends, points))
     run(round_sweep(sweep, target, scales, "check"), folder)
     medians = first_over_last(folder).groupby("scale").median().drop(columns="seed")
     nearest = {when: medians.iloc[np.argmin(np.abs(np.log(medians.index / scale)))]
@@ -161,6 +165,9 @@ def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_ro
         folder = out / "rounds" / f"{target.index}-{n}"
         run(round_sweep(sweep, target, scales, n), folder)
         measured.append(profiles(folder))
+        layers = measured[0]["layer"].nunique()
+        if layers < critical.MIN_LAYERS:
+            return {**unmeasured(target), "layers_with_dz": layers}
         found = crossings(pd.concat(measured, ignore_index=True))
         if math.isnan(found.mean):
             if n > 0:
@@ -178,41 +185,85 @@ def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_ro
             "multiplier_p50": p50 / target.scale, "multiplier_p95": p95 / target.scale,
             "critical_scale": found.mean, "from_scale": target.scale,
             "inits_crossing": int(np.isfinite(found.per_init).sum()),
-            "inits": int(found.per_init.size), **checked, "cell": target.cell,
-            "label": target.label, **target.options}
+            "inits": int(found.per_init.size), **checked, "layers_with_dz": layers,
+            "cell": target.cell, "label": target.label, **target.options}
 
 
-def tune(sweep: Sweep, out: str | Path, *, criterion: str = "critical", points: int = POINTS,
-         zoom_rounds: int = ZOOM_ROUNDS, quiet: bool = True,
-         run: Callable[[Sweep, Path], None] | None = None) -> pd.DataFrame:
+def unmeasured(target: Target) -> dict[str, Any]:
+    """The row of a target whose chi cannot be measured (too few layers with dL/dz)."""
+    nan = math.nan
+    return {"criterion": "critical", "param": None, "layer": None, "multiplier": nan,
+            "multiplier_p05": nan, "multiplier_p50": nan, "multiplier_p95": nan,
+            "critical_scale": nan, "from_scale": target.scale, "inits_crossing": 0,
+            "inits": 0, **check_nan(), "cell": target.cell, "label": target.label,
+            **target.options}
+
+
+def check_nan() -> dict[str, Any]:
+    """The check round's columns when there is nothing to check."""
+    return {**{f"{r}_{when}": math.nan for r in ("grad_ratio", "dz_ratio")
+               for when in ("before", "after")}, "improved": False}
+
+
+def tune(sweep: Mapping[str, Any] | str | Path | Sweep, out: str | Path | None = None, *,
+         criterion: str = "critical", points: int = POINTS, zoom_rounds: int = ZOOM_ROUNDS,
+         max_memory: int = DEFAULT_MAX_MEMORY, quiet: bool = True,
+         run: Callable[[Sweep, Path], None] | None = None,
+         say: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Tune every cell of `sweep` by `criterion` into the folder `out`; returns the table.
 
     Args:
-      sweep: a parsed sweep (`gradjax.load_sweep`); its `scale` values are where each cell's
-        first grid is centred (START_GRID times the scale).
-      out: the tune's folder: `tune/` (the table) and `rounds/` (one results folder per zoom
-        round of each cell).
+      sweep: a dict of the sweep file's shape, a sweep file's path, or a parsed sweep; each
+        cell's first grid is centred on its `scale` (START_GRID times the scale).
+      out: the tune's folder (default `results/<name>-tune`): `tune/` (the table) and
+        `rounds/` (one results folder per zoom round of each cell).
       criterion: one of CRITERIA.
       points: scales per zoom round (one compiled program for all rounds of a shape bucket).
       zoom_rounds: zoom rounds after the first grid.
+      max_memory: the device memory budget of the rounds' runs, in bytes (`gradjax run
+        --max-memory`).
+      quiet: no progress bar or log lines from the rounds' runs.
       run: runs a round's sweep into a folder (default: `engine.execute_sweep`, resuming).
+      say: called with a line after each tuned cell.
 
     Returns:
       One row per cell: `criterion`, `param` and `layer` (null: a global scale), `multiplier`
       (critical_scale over the cell's scale), its 5/50/95 % percentiles over inits, the
-      `critical_scale`, how many inits crossed chi = 1 on the grid, and the cell's options.
+      `critical_scale`, how many inits crossed chi = 1 on the grid, the check round's
+      ratios and `improved`, `wall_s` (the cell's tune, rounds and check), and the cell's
+      options (docs/tune.md).
+
+    Raises ValueError for an unknown criterion or a cell whose scale is not positive, before
+    anything is written; `SweepError` for a bad sweep.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
-    out = Path(out)
+    sweep = as_sweep(sweep)
+    out = tune_folder(sweep, out)
     if run is None:
         def run(one_round: Sweep, folder: Path) -> None:
-            engine.execute_sweep(one_round, folder, overwrite=True, quiet=quiet)
-    rows = [tune_target(sweep, t, out, points=points, zoom_rounds=zoom_rounds, run=run)
-            for t in targets_of(sweep)]
+            engine.execute_sweep(one_round, folder, max_memory=max_memory, overwrite=True,
+                                 quiet=quiet)
+    targets = targets_of(sweep)
+    for target in targets:  # before anything is written
+        if not target.scale > 0:
+            raise ValueError(f"cell {target.cell}: scale {target.scale}: tune starts from a "
+                             "positive scale")
+    rows = []
+    for i, target in enumerate(targets):
+        began = time.perf_counter()
+        row = tune_target(sweep, target, out, points=points, zoom_rounds=zoom_rounds, run=run)
+        rows.append({**row, "wall_s": time.perf_counter() - began})
+        if say is not None:
+            say(f"tuned {i + 1} of {len(targets)} in {rows[-1]['wall_s']:.1f} s")
     table = pd.DataFrame(rows)
     write_table(table, out)
     return reading.load(out, layout.TUNE)
+
+
+def tune_folder(sweep: Sweep, out: str | Path | None) -> Path:
+    """The tune's folder: `out`, else `results/<name>-tune`."""
+    return layout.RESULTS / f"{sweep.name}-tune" if out is None else Path(out)
 
 
 def write_table(table: pd.DataFrame, out: Path) -> None:

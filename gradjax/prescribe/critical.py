@@ -4,16 +4,19 @@ At the mean-field order-to-chaos boundary (Poole et al. 2016, "Exponential expre
 neural networks through transient chaos"; Schoenholz et al. 2017, "Deep information
 propagation") the backward pass multiplies E|dL/dz_l|^2 by chi_1 = sigma_w^2 E[phi'(z)^2] per
 layer, and chi_1 = 1 is the scale at which gradients neither vanish nor explode with depth.
-Here chi is *measured*, on any model with taps: the slope of ln |dL/dz_l|^2 against the layer
-over the middle layers (`gradjax.nn.theory.fit_chi1`, the fit `measured_chi1` uses), and the
-critical scale is where ln chi crosses 0 on a grid of scales, interpolated linearly in ln scale.
+Here chi is *measured*, on any model with taps: exp of minus the slope of ln |dL/dz_l|^2
+against the layer over the middle layers (`gradjax.nn.theory.middle_layers`, the window
+`measured_chi1` uses), or over every layer but the output's for a network too shallow to have
+three middle layers (fewer than 5 layers with dL/dz), and the critical scale is where ln chi
+crosses 0 on a grid of scales, interpolated linearly in ln scale.
 
 Two estimates come from the same runs:
 - `critical_scale`: the crossing of chi fitted to the mean over inits of |dL/dz_l|^2 (what
   mean-field theory predicts, and what `measured_chi1` reads);
 - the per-init crossings, from each init's own profile, whose 5th and 95th percentiles give the
-  interval across inits. A per-init chi is the ratio of one network's gradients, so its median
-  sits below the mean's crossing by the spread of ln |dL/dz|^2 (O(1/width) per layer).
+  interval across inits. A per-init chi is the ratio of one network's gradients, the mean of
+  whose logarithm is below the logarithm of the mean by the spread of ln |dL/dz|^2 (O(1/width)
+  per layer), so the per-init crossings sit above the mean's.
 """
 
 from __future__ import annotations
@@ -22,16 +25,32 @@ import math
 
 import numpy as np
 
-from gradjax.nn.theory import fit_chi1
+from gradjax.nn.theory import middle_layers
 
-MIN_TAPS = 5  # fit_chi1 needs 3 middle layers: 5 layers with dL/dz, the first and last left out
+MIN_LAYERS = 3  # layers with dL/dz: two to fit beside the output layer, which is left out
+
+
+def fit_window(n_layers: int) -> np.ndarray:
+    """The layers chi is fitted on: the middle ones (`middle_layers`) when there are at least
+    three, else every layer but the output's (whose dL/dz is the loss's own)."""
+    middle = middle_layers(n_layers)
+    return middle if middle.size >= 3 else np.arange(1, n_layers)
 
 
 def chi_of_profile(layers: np.ndarray, delta_sq_norm: np.ndarray) -> float:
-    """chi measured on one profile of |dL/dz_l|^2 over `layers` (1 = the input side):
-    exp(-slope) of ln |dL/dz_l|^2 against l over the middle layers; NaN when fewer than three of
-    them are finite and positive (dead or underflowed gradients)."""
-    return fit_chi1(np.asarray(layers), np.asarray(delta_sq_norm))
+    """chi measured on one profile of |dL/dz_l|^2 over `layers` (1 = the input side, the last
+    the output): exp(-slope) of the least-squares line through ln |dL/dz_l|^2 against l over
+    `fit_window`; NaN when fewer than two of those values are finite and positive (dead or
+    underflowed gradients) or the network has fewer than 3 layers with dL/dz."""
+    layers = np.asarray(layers, np.float64)
+    if layers.size == 0:
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.asarray(delta_sq_norm, np.float64))
+    ok = np.isin(layers, fit_window(int(layers.max()))) & np.isfinite(logs)
+    if np.count_nonzero(ok) < 2:
+        return math.nan
+    return float(np.exp(-np.polyfit(layers[ok], logs[ok], 1)[0]))
 
 
 def crossing(scales: np.ndarray, log_chi: np.ndarray) -> float:
