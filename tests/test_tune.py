@@ -2,9 +2,12 @@
 mean-field theory's critical point of a ReLU network (sigma_w^2 = 2 with zero bias) and of a
 deep linear plug-in (scale 1)."""
 
+import importlib
 import math
 import textwrap
+from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -239,3 +242,33 @@ def test_a_model_too_shallow_for_a_slope_says_so_after_one_round(tmp_path, capsy
     row = gradjax.load(out, "tune").iloc[0]
     assert math.isnan(row["critical_scale"]) and not row["improved"]
     assert sorted(p.name for p in (out / "rounds").iterdir()) == ["0-0"]
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("module", ["deep_cnn_eqx", "deep_cnn_nnx"])
+def test_the_deep_cnn_examples_draw_fan_in_normal_kernels_and_zero_biases(module, monkeypatch):
+    """What their docstrings promise, so that a sweep's scale is sigma_w: each kernel's entries
+    have variance 1 / fan_in (fan_in = 9 x input channels), the biases are zero, and there is
+    one tap per convolution."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    init, apply = importlib.import_module(module).deep_cnn(in_dim=64, channels=8, depth=4)
+    params = init(jax.random.key(0))
+    leaves = [(jax.tree_util.keystr(p), np.asarray(a))
+              for p, a in jax.tree_util.tree_leaves_with_path(params)]
+    kernels = [a for _, a in leaves if a.ndim == 4]
+    biases = [a for p, a in leaves if "convs" in p and "bias" in p]
+    assert len(kernels) == 4 and len(biases) == 4
+    # sum of squares over the expected variance, pooled over the kernels: ~ chi^2 / its dof
+    pooled = sum(np.sum(k.astype(np.float64) ** 2) * (k.size // 8) for k in kernels) / sum(
+        k.size for k in kernels)
+    assert pooled == pytest.approx(1.0, rel=0.1)  # 1,800 entries: 3.3 % standard error
+    assert all(not b.any() for b in biases)
+    _, taps = apply(params, np.ones((2, 64), np.float32))
+    assert sorted(taps) == ["conv1", "conv2", "conv3", "conv4"]
+
+
+def test_the_four_model_tune_sweep_validates(capsys):
+    assert cli.main(["validate", str(EXAMPLES / "tune_models.toml")]) == 0
+    assert "4 cells in 4 compiled bucket(s)" in capsys.readouterr().out
