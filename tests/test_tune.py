@@ -83,7 +83,7 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     the critical fan-in scale is sqrt(2). At width 128 the measured point sits within ~2 % of
     it (the loss couples the forward and backward passes at finite width)."""
     sweep = parse_sweep(RELU.format(seeds=64, width=128), str(tmp_path / "relu.toml"))
-    table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2)
+    table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, train_steps=0)
     assert len(table) == 1  # the two scales are one cell to tune
     row = table.iloc[0]
     assert row["critical_scale"] ** 2 == pytest.approx(2.0, rel=0.04)
@@ -101,7 +101,7 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     assert row["dz_ratio_after"] == pytest.approx(1.0, rel=0.5)
     assert row["grad_ratio_before"] == pytest.approx(1 / 8, rel=0.5)
     assert row["grad_ratio_after"] == pytest.approx(1 / 8, rel=0.5)
-    assert not row["improved"]
+    assert not row["improved"] and math.isnan(row["frac_loss_halved_after"])
     loaded = gradjax.load(tmp_path / "tune", "tune")
     assert loaded["critical_scale"].tolist() == table["critical_scale"].tolist()
     reports = []
@@ -109,7 +109,7 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     def counted(one_round, folder):
         reports.append(engine.execute_sweep(one_round, folder, quiet=True))
 
-    tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, run=counted)
+    tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, train_steps=0, run=counted)
     assert reports and sum(r.inits for r in reports) == 0  # every round resumed as finished
 
 
@@ -166,6 +166,12 @@ def test_critical_deep_linear_plug_in_is_scale_1_from_the_command_line(tmp_path,
     assert row["critical_scale"] == pytest.approx(1.0, rel=0.03)
     assert row["multiplier"] == pytest.approx(row["critical_scale"] / 3.0)
     assert f"critical scale {row['critical_scale']:.4g}" in text
+    # the check trains the same inits 20 sgd steps: at scale 3 a linear net's gradients grow
+    # 9-fold per layer towards the input and the loss blows up; at the critical scale it falls
+    assert row["train_steps"] == 20
+    assert row["frac_loss_halved_before"] <= 0.1 < 0.5 <= row["frac_loss_halved_after"]
+    assert (f"loss halved within 20 steps: {row['frac_loss_halved_before']:.0%} of inits -> "
+            f"{row['frac_loss_halved_after']:.0%}") in text
     assert load_sweep(sweep).cells[0].options["model"] == row["model"]
 
 

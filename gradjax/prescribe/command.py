@@ -12,6 +12,7 @@ from gradjax.prescribe.search import (
     CRITERIA,
     POINTS,
     START_GRID,
+    TRAIN_STEPS,
     WIDEN,
     ZOOM_ROUNDS,
     tune,
@@ -34,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"scales per zoom round (default {POINTS})")
     parser.add_argument("--zoom-rounds", type=int, default=ZOOM_ROUNDS,
                         help=f"zoom rounds after the first grid (default {ZOOM_ROUNDS})")
+    parser.add_argument("--train-steps", type=int, default=TRAIN_STEPS,
+                        help="optimizer steps the check trains the same inits for, before and "
+                             f"after, with the cell's optimizer options (default {TRAIN_STEPS}; "
+                             "0: no training)")
     parser.add_argument("--max-memory", type=budget.size_argument,
                         default=budget.DEFAULT_MAX_MEMORY, metavar="SIZE",
                         help="device memory budget for a chunk of each round (default: 2GB)")
@@ -43,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Tune every cell of the sweep and print the prescription; 2 on bad input."""
-    if args.points < 3 or args.zoom_rounds < 0:
-        print("error: --points must be at least 3 and --zoom-rounds at least 0",
+    if args.points < 3 or args.zoom_rounds < 0 or args.train_steps < 0:
+        print("error: --points must be at least 3, --zoom-rounds and --train-steps at least 0",
               file=sys.stderr)
         return 2
     try:
@@ -56,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
     executables.enable_compile_cache()
     try:
         table = tune(sweep, out, criterion=args.criterion, points=args.points,
-                     zoom_rounds=args.zoom_rounds, max_memory=args.max_memory, quiet=True,
+                     zoom_rounds=args.zoom_rounds, train_steps=args.train_steps,
+                     max_memory=args.max_memory, quiet=True,
                      say=None if args.quiet else print)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -94,4 +100,8 @@ def prescription_text(table: pd.DataFrame) -> str:
             f"{row.dz_ratio_before:.3g} -> {row.dz_ratio_after:.3g}, |dL/dW|^2 "
             f"{row.grad_ratio_before:.3g} -> {row.grad_ratio_after:.3g} "
             f"({'balanced better' if row.improved else 'weight gradients NOT balanced better'})")
+        if row.train_steps > 0:
+            lines.append(f"  loss halved within {row.train_steps} steps: "
+                         f"{row.frac_loss_halved_before:.0%} of inits -> "
+                         f"{row.frac_loss_halved_after:.0%}")
     return "\n".join(lines)

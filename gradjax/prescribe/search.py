@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ CRITERIA = ("critical",)  # unit-variance and equal-gradients are not built yet
 START_GRID = (0.25, 4.0)  # the first grid, as multiples of the cell's own scale
 POINTS = 9
 ZOOM_ROUNDS = 3
+TRAIN_STEPS = 20  # the check round's optimizer steps: did the loss halve within them?
 WIDEN = 4.0  # a first grid without a crossing is widened by this factor on each side, once
 
 
@@ -63,12 +64,15 @@ def targets_of(sweep: Sweep) -> list[Target]:
     return list(seen.values())
 
 
-def round_sweep(sweep: Sweep, target: Target, scales: np.ndarray, n: int | str) -> Sweep:
-    """The zoom round's sweep: the target's options, `scale` over `scales`, at step 0."""
+def round_sweep(sweep: Sweep, target: Target, scales: np.ndarray, n: int | str,
+                steps: Sequence[int] = ()) -> Sweep:
+    """The zoom round's sweep: the target's options, `scale` over `scales`, at step 0, or at
+    each of `steps` (the check round's training, with the cell's optimizer options)."""
     doc = {"name": f"{sweep.name}-tune-{target.index}-{n}", "seeds": sweep.seeds,
            "root_seed": sweep.root_seed, "per_seed": True,
-           "defaults": {**target.options, "step": 0},
-           "grid": {"scale": [float(s) for s in scales]}}
+           "defaults": {**target.options, **({} if steps else {"step": 0})},
+           "grid": {"scale": [float(s) for s in scales]},
+           **({"steps": list(steps)} if steps else {})}
     source = Path(sweep.source).parent / f"{doc['name']}.toml"  # plug-ins import from there
     return parse_sweep(dumps(doc), str(source))
 
@@ -84,7 +88,7 @@ def first_over_last(folder: Path) -> pd.DataFrame:
     """For every (scale, seed) of a finished round's folder, the first layer's over the last
     layer's: `grad_ratio`, of |dL/dW_l|^2 (W: the layer's largest parameter, its weight matrix
     or kernel), and `dz_ratio`, of |dL/dz_l|^2."""
-    rows = reading.load(folder, "per_seed")
+    rows = reading.load(folder, "per_seed", step=0)
     weights = rows[rows["grad_sq_norm"].notna()]
     weights = weights[weights["n"] == weights.groupby("layer")["n"].transform("max")]
     taps = rows[rows["delta_sq_norm"].notna()]
@@ -99,12 +103,22 @@ def first_over_last(folder: Path) -> pd.DataFrame:
 BETTER = 1.25  # `improved`: the tuned ratio is nearer 1 than the default's by this factor
 
 
+def halved(folder: Path, step: int) -> pd.Series:
+    """Per scale, the fraction of inits whose loss fell below half its step-0 value within
+    `step` optimizer steps (`loss_halved_step`)."""
+    rows = reading.load(folder, "per_seed", step=step)
+    per_init = rows.groupby(["scale", "seed"])["loss_halved_step"].first()
+    return per_init.notna().groupby("scale").mean()
+
+
 def check(sweep: Sweep, target: Target, tuned_scale: float, out: Path, points: int,
-          run: Callable[[Sweep, Path], None]) -> dict[str, Any]:
+          train_steps: int, run: Callable[[Sweep, Path], None]) -> dict[str, Any]:
     """The same inits from the cell's own scale to `tuned_scale` (`points` scales, so the
-    rounds' program serves): medians over inits of the first-over-last layer ratios at both
-    ends, and `improved`: whether the tuned weight-gradient ratio is nearer 1 by a factor
-    BETTER. Never hidden: a tuned init that does not balance the gradients says False."""
+    rounds' program serves at step 0): medians over inits of the first-over-last layer ratios
+    at both ends, and `improved`: whether the tuned weight-gradient ratio is nearer 1 by a
+    factor BETTER. Never hidden: a tuned init that does not balance the gradients says False.
+    With `train_steps`, the same inits also train that many steps with the cell's optimizer
+    options, and `frac_loss_halved_before` / `_after` say how many halved their loss."""
     if not math.isfinite(tuned_scale):
         return check_nan()
     folder = out / "rounds" / f"{target.index}-check"
@@ -112,12 +126,15 @@ def check(sweep: Sweep, target: Target, tuned_scale: float, out: Path, points: i
     if ends[1] - ends[0] < 1e-6:  # already critical: a grid needs distinct scales
         ends = [ends[0] - 1e-3, ends[1] + 1e-3]
     scales = np.exp(np.linspace(*ends, points))
-    run(round_sweep(sweep, target, scales, "check"), folder)
+    steps = (0, train_steps) if train_steps > 0 else ()
+    run(round_sweep(sweep, target, scales, "check", steps), folder)
     medians = first_over_last(folder).groupby("scale").median().drop(columns="seed")
+    medians["frac_loss_halved"] = halved(folder, train_steps) if train_steps > 0 else math.nan
+    ends = {"before": target.scale, "after": tuned_scale}
     nearest = {when: medians.iloc[np.argmin(np.abs(np.log(medians.index / scale)))]
-               for when, scale in (("before", target.scale), ("after", tuned_scale))}
+               for when, scale in ends.items()}
     found = {f"{r}_{when}": float(row[r]) for when, row in nearest.items()
-             for r in ("grad_ratio", "dz_ratio")}
+             for r in medians.columns}
     before, after = found["grad_ratio_before"], found["grad_ratio_after"]
     improved = before > 0 and after > 0 and (
         abs(math.log(after)) + math.log(BETTER) < abs(math.log(before)))
@@ -156,7 +173,7 @@ def crossings(profile: pd.DataFrame) -> Crossings:
 
 
 def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_rounds: int,
-                run: Callable[[Sweep, Path], None]) -> dict[str, Any]:
+                train_steps: int, run: Callable[[Sweep, Path], None]) -> dict[str, Any]:
     """The critical scale of one target, zooming `zoom_rounds` times after the first grid."""
     low, high = START_GRID
     scales = target.scale * np.exp(np.linspace(math.log(low), math.log(high), points))
@@ -179,7 +196,8 @@ def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_ro
         seen = np.unique(np.concatenate([m["scale"].unique() for m in measured]))
         scales = critical.zoomed_grid(seen, found.mean, (p05, p95), points)
     p05, p50, p95 = found.spread()
-    checked = check(sweep, target, found.mean, out, points, run)
+    checked = check(sweep, target, found.mean, out, points, train_steps, run)
+    checked["train_steps"] = train_steps
     return {"criterion": "critical", "param": None, "layer": None,
             "multiplier": found.mean / target.scale, "multiplier_p05": p05 / target.scale,
             "multiplier_p50": p50 / target.scale, "multiplier_p95": p95 / target.scale,
@@ -201,13 +219,14 @@ def unmeasured(target: Target) -> dict[str, Any]:
 
 def check_nan() -> dict[str, Any]:
     """The check round's columns when there is nothing to check."""
-    return {**{f"{r}_{when}": math.nan for r in ("grad_ratio", "dz_ratio")
+    return {**{f"{r}_{when}": math.nan
+               for r in ("grad_ratio", "dz_ratio", "frac_loss_halved")
                for when in ("before", "after")}, "improved": False}
 
 
 def tune(sweep: Mapping[str, Any] | str | Path | Sweep, out: str | Path | None = None, *,
          criterion: str = "critical", points: int = POINTS, zoom_rounds: int = ZOOM_ROUNDS,
-         max_memory: int = DEFAULT_MAX_MEMORY, quiet: bool = True,
+         train_steps: int = TRAIN_STEPS, max_memory: int = DEFAULT_MAX_MEMORY, quiet: bool = True,
          run: Callable[[Sweep, Path], None] | None = None,
          say: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Tune every cell of `sweep` by `criterion` into the folder `out`; returns the table.
@@ -220,6 +239,8 @@ def tune(sweep: Mapping[str, Any] | str | Path | Sweep, out: str | Path | None =
       criterion: one of CRITERIA.
       points: scales per zoom round (one compiled program for all rounds of a shape bucket).
       zoom_rounds: zoom rounds after the first grid.
+      train_steps: optimizer steps the check round trains the same inits for, at the cell's
+        scale and the tuned one, with the cell's optimizer options (0: no training).
       max_memory: the device memory budget of the rounds' runs, in bytes (`gradjax run
         --max-memory`).
       quiet: no progress bar or log lines from the rounds' runs.
@@ -252,7 +273,8 @@ def tune(sweep: Mapping[str, Any] | str | Path | Sweep, out: str | Path | None =
     rows = []
     for i, target in enumerate(targets):
         began = time.perf_counter()
-        row = tune_target(sweep, target, out, points=points, zoom_rounds=zoom_rounds, run=run)
+        row = tune_target(sweep, target, out, points=points, zoom_rounds=zoom_rounds,
+                          train_steps=train_steps, run=run)
         rows.append({**row, "wall_s": time.perf_counter() - began})
         if say is not None:
             say(f"tuned {i + 1} of {len(targets)} in {rows[-1]['wall_s']:.1f} s")
