@@ -113,6 +113,23 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     assert reports and sum(r.inits for r in reports) == 0  # every round resumed as finished
 
 
+def plug_in_sweep(tmp_path: Path, module: str, source: str, factory: str, seeds: int,
+                  options: str) -> Path:
+    """A sweep file of one plug-in cell (`module.py` written beside it from `source`), on
+    Gaussian inputs and targets, with `options` (TOML lines) in its defaults."""
+    (tmp_path / f"{module}.py").write_text(source)
+    sweep = tmp_path / f"{module}.toml"
+    sweep.write_text(textwrap.dedent(f"""
+        name = "{module}"
+        seeds = {seeds}
+        [defaults]
+        model = "{module}:{factory}"
+        inputs = "gaussian"
+        targets = "gaussian"
+    """) + textwrap.dedent(options))
+    return sweep
+
+
 LINEAR = '''
 import jax
 import jax.numpy as jnp
@@ -143,21 +160,13 @@ def deep_linear(in_dim: int, out_dim: int, width: int = 32, depth: int = 6):
 def test_critical_deep_linear_plug_in_is_scale_1_from_the_command_line(tmp_path, capsys):
     """A linear network multiplies E|dL/dz|^2 by scale^2 per layer (equal widths): critical at
     scale 1, whatever the scale the sweep starts from."""
-    (tmp_path / "linear.py").write_text(LINEAR)
-    sweep = tmp_path / "linear.toml"
-    sweep.write_text(textwrap.dedent("""
-        name = "linear"
-        seeds = 48
-        [defaults]
-        model = "linear:deep_linear"
+    sweep = plug_in_sweep(tmp_path, "linear", LINEAR, "deep_linear", seeds=48, options="""
         in_dim = 8
         out_dim = 1
         width = 64
         depth = 8
         scale = 3.0
-        inputs = "gaussian"
-        targets = "gaussian"
-    """))
+    """)
     out = tmp_path / "tuned"
     assert cli.main(["tune", str(sweep), "--out", str(out), "--points", "7",
                      "--zoom-rounds", "2"]) == 0
@@ -228,18 +237,10 @@ def one_hidden(in_dim: int, out_dim: int):
 
 @pytest.mark.integration
 def test_a_model_too_shallow_for_a_slope_says_so_after_one_round(tmp_path, capsys):
-    (tmp_path / "shallow.py").write_text(SHALLOW)
-    sweep = tmp_path / "shallow.toml"
-    sweep.write_text(textwrap.dedent("""
-        name = "shallow"
-        seeds = 4
-        [defaults]
-        model = "shallow:one_hidden"
+    sweep = plug_in_sweep(tmp_path, "shallow", SHALLOW, "one_hidden", seeds=4, options="""
         in_dim = 3
         out_dim = 1
-        inputs = "gaussian"
-        targets = "gaussian"
-    """))
+    """)
     out = tmp_path / "tuned"
     assert cli.main(["tune", str(sweep), "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == (
