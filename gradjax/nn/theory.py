@@ -249,7 +249,7 @@ def critical_sigma_w2(activation: str, sigma_b2: float, *, q0: float = 1.0,
     above, below = excess(high), excess(low)
     if not (above > 0 > below):
         return math.nan
-    return _bisect(excess, high, low)
+    return _bisect(excess, high, low, steps=40)  # to ~1e-11 of [low, high]: past float32
 
 
 # --------------------------------------------------------------------------- layer profiles
