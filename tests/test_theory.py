@@ -188,8 +188,7 @@ def test_depth_scales_and_phases_for_tanh():
 @pytest.mark.parametrize("sigma_b2", [0.05, 0.3])
 def test_tanh_critical_line_has_chi1_one_by_numpy_quadrature(sigma_b2):
     """At the returned sigma_w^2, q* from the plain numpy iteration of the length map gives
-    sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1 by Gauss-Hermite quadrature (0.05: 1.76, the value
-    of Schoenholz et al. 2017's phase diagram)."""
+    sigma_w^2 E[tanh'(sqrt(q*) z)^2] = 1 by Gauss-Hermite quadrature."""
     sigma_w2 = theory.critical_sigma_w2("tanh", sigma_b2)
     q = 1.0
     for _ in range(500):  # with sigma_b > 0 the length map converges geometrically
