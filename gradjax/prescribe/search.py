@@ -122,10 +122,10 @@ def check(sweep: Sweep, target: Target, tuned_scale: float, out: Path, points: i
     if not math.isfinite(tuned_scale):
         return check_nan()
     folder = out / "rounds" / f"{target.index}-check"
-    ends = sorted((math.log(target.scale), math.log(tuned_scale)))
-    if ends[1] - ends[0] < 1e-6:  # already critical: a grid needs distinct scales
-        ends = [ends[0] - 1e-3, ends[1] + 1e-3]
-    scales = np.exp(np.linspace(*ends, points))
+    low, high = sorted((math.log(target.scale), math.log(tuned_scale)))
+    if high - low < 1e-6:  # already critical: a grid needs distinct scales
+        low, high = low - 1e-3, high + 1e-3
+    scales = np.exp(np.linspace(low, high, points))
     steps = (0, train_steps) if train_steps > 0 else ()
     run(round_sweep(sweep, target, scales, "check", steps), folder)
     medians = first_over_last(folder).groupby("scale").median().drop(columns="seed")
@@ -141,8 +141,10 @@ def check(sweep: Sweep, target: Target, tuned_scale: float, out: Path, points: i
     return {**found, "improved": bool(improved)}
 
 
-def _log(value: float) -> float:
-    return math.log(value) if value > 0 else math.nan
+def log_chi(profile: pd.DataFrame) -> float:
+    """ln chi of one profile (`critical.chi_of_profile`); NaN where chi is not measured."""
+    chi = critical.chi_of_profile(profile["layer"], profile["delta_sq_norm"])
+    return math.log(chi) if chi > 0 else math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +161,8 @@ class Crossings:
 def crossings(profile: pd.DataFrame) -> Crossings:
     """Crossings of every point measured for one target (all zoom rounds together)."""
     mean = profile.groupby(["scale", "layer"], as_index=False)["delta_sq_norm"].mean()
-    per_scale = mean.groupby("scale").apply(
-        lambda g: _log(critical.chi_of_profile(g["layer"], g["delta_sq_norm"])),
-        include_groups=False)
-    per_seed = profile.groupby(["seed", "scale"]).apply(
-        lambda g: _log(critical.chi_of_profile(g["layer"], g["delta_sq_norm"])),
-        include_groups=False)
+    per_scale = mean.groupby("scale").apply(log_chi, include_groups=False)
+    per_seed = profile.groupby(["seed", "scale"]).apply(log_chi, include_groups=False)
     seeds = per_seed.index.get_level_values("seed").unique()
     per_init = np.array([critical.crossing(per_seed[s].index.to_numpy(),
                                            per_seed[s].to_numpy()) for s in seeds])
