@@ -182,7 +182,8 @@ def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_ro
         measured.append(profiles(folder))
         layers = measured[0]["layer"].nunique()
         if layers < critical.MIN_LAYERS:
-            return {**unmeasured(target), "layers_with_dz": layers}
+            unmeasured = Crossings(math.nan, np.array([]))
+            return tune_row(target, unmeasured, check_nan(), layers, train_steps)
         found = crossings(pd.concat(measured, ignore_index=True))
         if math.isnan(found.mean):
             if n > 0:
@@ -193,25 +194,21 @@ def tune_target(sweep: Sweep, target: Target, out: Path, *, points: int, zoom_ro
         p05, _, p95 = found.spread()
         seen = np.unique(np.concatenate([m["scale"].unique() for m in measured]))
         scales = critical.zoomed_grid(seen, found.mean, (p05, p95), points)
-    p05, p50, p95 = found.spread()
     checked = check(sweep, target, found.mean, out, points, train_steps, run)
-    checked["train_steps"] = train_steps
+    return tune_row(target, found, checked, layers, train_steps)
+
+
+def tune_row(target: Target, found: Crossings, checked: Mapping[str, Any], layers: int,
+             train_steps: int) -> dict[str, Any]:
+    """The tune table's row of one target: NaN multipliers where chi was not measured."""
+    p05, p50, p95 = found.spread()
     return {"criterion": "critical", "param": None, "layer": None,
             "multiplier": found.mean / target.scale, "multiplier_p05": p05 / target.scale,
             "multiplier_p50": p50 / target.scale, "multiplier_p95": p95 / target.scale,
             "critical_scale": found.mean, "from_scale": target.scale,
             "inits_crossing": int(np.isfinite(found.per_init).sum()),
-            "inits": int(found.per_init.size), **checked, "layers_with_dz": layers,
-            "cell": target.cell, "label": target.label, **target.options}
-
-
-def unmeasured(target: Target) -> dict[str, Any]:
-    """The row of a target whose chi cannot be measured (too few layers with dL/dz)."""
-    nan = math.nan
-    return {"criterion": "critical", "param": None, "layer": None, "multiplier": nan,
-            "multiplier_p05": nan, "multiplier_p50": nan, "multiplier_p95": nan,
-            "critical_scale": nan, "from_scale": target.scale, "inits_crossing": 0,
-            "inits": 0, **check_nan(), "cell": target.cell, "label": target.label,
+            "inits": int(found.per_init.size), **checked, "train_steps": train_steps,
+            "layers_with_dz": layers, "cell": target.cell, "label": target.label,
             **target.options}
 
 

@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 
 TABLES: tuple[str, ...] = ("summary", "per_seed")
-TUNE = "tune"  # a tune's folder (`gradjax tune`): the prescription table, beside steps/
+TUNE = "tune"  # in a tune's folder (`gradjax tune`): its table, beside rounds/
 RESULTS = Path("results")  # a run writes to RESULTS/<sweep name> unless given a folder
 SWEEP_FILE = "sweep.toml"
 RUN_FILE = ".run.json"
