@@ -109,3 +109,31 @@ def mean_squared_cosine(g: np.ndarray) -> float:
         if i != j
     ]
     return float(np.mean(sims)) if sims else float("nan")
+
+
+def lsuv_multipliers(params, x, activation: str, layers: int, tol: float = 0.1,
+                     t_max: int = 10) -> np.ndarray:
+    """LSUV (Mishkin & Matas 2015, Algorithm 1) on an MLP, transcribed: for each of the first
+    `layers` layers in order, while |Var(z_l) - 1| >= tol and fewer than t_max passes, a forward
+    pass, then W_l /= sqrt(Var(z_l)), Var over the batch's examples x units of the layer's
+    output z_l = h W_l + b_l. Returns the factor each layer's W was multiplied by (1 for the
+    layers after `layers`). The paper's orthonormal pre-init is left out: the init is the
+    given one."""
+    phi = ACTS[activation][0]
+    weights = [np.array(p["W"], np.float64) for p in params]
+    factors = np.ones(len(params))
+
+    def output(l):
+        h = x
+        for k in range(l):
+            h = phi(h @ weights[k] + params[k]["b"])
+        return h @ weights[l] + params[l]["b"]
+
+    for l in range(layers):
+        for _ in range(t_max):
+            var = np.var(output(l))
+            if abs(var - 1.0) < tol:
+                break
+            weights[l] = weights[l] / np.sqrt(var)
+            factors[l] /= np.sqrt(var)
+    return factors

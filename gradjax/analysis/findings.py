@@ -1,6 +1,6 @@
-"""`gradjax findings DIR`: what a results folder shows, in words. For a training sweep first
-what training did (the loss per configuration), then every cell's layers, first to last, by
-their weight tensors (`gradjax.results.layers`: W for MLP-shaped layers, the largest leaf of a
+"""`gradjax findings DIR`: what a results folder shows, in words. First the prescription of its
+tune, where `gradjax tune` wrote one beside it; for a training sweep then what training did
+(the loss per configuration), then every cell's layers, first to last, by their weight tensors (`gradjax.results.layers`: W for MLP-shaped layers, the largest leaf of a
 plug-in's module), whatever the model; then, for cells shaped like the seed's examples (2-3-1,
 one example), what they show in the seed's terms; then the swept options that changed nothing.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gradjax.analysis.prescription import prescription_lines, tune_table
 from gradjax.results import reading
 from gradjax.results.columns import option_columns, varying_options
 from gradjax.results.inert import inert_lines
@@ -190,7 +191,19 @@ def _halved_text(last: pd.Series) -> str:
 
 
 def findings_text(folder: str | Path) -> str:
-    """What a results folder shows, of any model (the module docstring)."""
+    """What a results folder shows, of any model (the module docstring), led by the
+    prescription of its tune where it has one (`gradjax.analysis.prescription`); a tune's own
+    folder gives the prescription alone."""
+    tuned = tune_table(folder)
+    lead = [] if tuned is None else [
+        f"Prescription (gradjax tune, {tuned[0]}):", *prescription_lines(tuned[1]), ""]
+    if tuned is not None and Path(tuned[0]) == Path(folder):
+        return "\n".join(lead).rstrip()
+    return "\n".join([*lead, *summary_lines(folder)])
+
+
+def summary_lines(folder: str | Path) -> list[str]:
+    """The findings of a results folder's summary (`findings_text`)."""
     summary = reading.load(folder, "summary")
     inert = inert_lines(summary)  # options that change nothing, in any model's cells
     w = layer_rows(summary)
@@ -217,4 +230,4 @@ def findings_text(folder: str | Path) -> str:
         lines += ["", "(The seed's own findings, the ReLU example, the tiny init and one example, "
                   "are drawn only from cells shaped like sweeps/seed_examples.toml: 2-3-1 "
                   "networks on one example. This sweep has none.)"]
-    return "\n".join(lines)
+    return lines

@@ -1,4 +1,5 @@
-"""`gradjax report DIR [--out DIR]`: figures of a results folder, and one HTML page with them.
+"""`gradjax report DIR [--out DIR]`: figures of a results folder, and one HTML page with them,
+led by the prescription of the folder's tune where `gradjax tune` wrote one beside it.
 
 Writes PNG files (matplotlib, Agg, no pyplot state) and `report.html`, which embeds every
 figure as a base64 data URI, so the page is a single self-contained file. Figures:
@@ -42,6 +43,7 @@ import pandas as pd
 from gradjax.analysis.distributions import MAX_HIST_CELLS, examples_figure, histogram_figure
 from gradjax.analysis.drawing import Figure, fmt, varying_among
 from gradjax.analysis.heatmaps import COLOUR_SCALES, HEATMAP_STATS, heatmap_figures
+from gradjax.analysis.prescription import prescription_lines, tune_table
 from gradjax.analysis.profiles import PROFILE_STATS, profile_figure
 from gradjax.analysis.training_figures import training_figures
 from gradjax.nn.theory_columns import add_theory_columns
@@ -60,6 +62,7 @@ class Report:
     figures: list[Figure] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     tables: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    lead: list[str] = dataclasses.field(default_factory=list)  # the tune's prescription
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +241,9 @@ def build_report(
                f"from "
                f"{folder}. Options that vary between cells: {', '.join(varying) or 'none'}."),
     )
+    tuned = tune_table(folder)
+    if tuned is not None:
+        report.lead = [f"gradjax tune, {tuned[0]}:", *prescription_lines(tuned[1])]
     missing = [s for s in profile_stats if f"{s}_mean" not in summary.columns]
     if missing:
         raise ValueError(f"--stat: {', '.join(missing)} not in this folder's summary table")
@@ -268,6 +274,9 @@ def render_html(report: Report) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(report.title)}</title><style>{STYLE}</style></head><body>",
            f"<h1>{html.escape(report.title)}</h1><p>{html.escape(report.intro)}</p>"]
+    if report.lead:
+        out.append("<h2 id='prescription'>Prescription</h2><pre>"
+                   + html.escape("\n".join(report.lead)) + "</pre>")
     for fig in report.figures:
         data = base64.b64encode(fig.png).decode("ascii")
         out.append(f"<figure id='{fig.name}'><h2>{html.escape(fig.heading)}</h2>"

@@ -102,6 +102,20 @@ def scale_params(raw: Params | Stacked, scale, bias_scale) -> Params | Stacked:
     ]
 
 
+def scale_layers(stacked: Stacked, layer_scale: Sequence[float]) -> Stacked:
+    """Segments with the weights of layer l (1-based, forward order) times `layer_scale[l-1]`
+    (the `layer_scale` option; empty: unchanged). The values are constants of the program."""
+    if not layer_scale:
+        return stacked
+    out, start = [], 0
+    for seg in stacked:
+        k = seg["W"].shape[0]
+        factors = jnp.asarray(layer_scale[start:start + k], seg["W"].dtype)[:, None, None]
+        out.append({**seg, "W": seg["W"] * factors})
+        start += k
+    return out
+
+
 def init_mlp(
     key: jax.Array,
     sizes: Sequence[int],

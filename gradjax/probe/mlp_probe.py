@@ -32,6 +32,7 @@ from gradjax.nn.network import (
     batch_loss,
     draw_unit_stacked,
     forward_stacked,
+    scale_layers,
     scale_params,
     stack_layers,
 )
@@ -201,7 +202,8 @@ def probe_point(spec: ProbeSpec, raw, drawn, point: dict[str, jax.Array],
     """One init at one point (scale, bias_scale[, fixed x, y][, training]): its forward and
     backward pass after the point's optimizer steps, and the per-init statistics that are not
     taken from the `Backprop` (`loss_halved_step`, and `EXAMPLE_STATS` as [layers, 2])."""
-    params = scale_params(raw, point["scale"], point["bias_scale"])
+    params = scale_layers(scale_params(raw, point["scale"], point["bias_scale"]),
+                          spec.layer_scale)
     teacher = teacher_of(spec, init_key) if spec.targets == "teacher" else None
     trained = None
     if spec.trains:

@@ -24,8 +24,9 @@ may enter `init`), the same key giving the same unit-scale draw at every point.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -97,15 +98,30 @@ def scale_leaves(params, scale, bias_scale):
     return jax.tree.map(one, params)
 
 
-def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any]):
+def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any],
+                leaf_layer: Sequence[int] = ()):
     """One init's parameters at the point: `init(key)`, float leaves in the sweep's dtype,
-    then scaled (unless the factory takes the scales itself)."""
+    then scaled (unless the factory takes the scales itself), then each weight leaf (ndim >= 2)
+    of layer `leaf_layer[i]` times that layer's `spec.layer_scale` (`leaf_layers`)."""
     dt = jnp.dtype(spec.dtype)
     params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
                           jax.tree.map(jnp.asarray, init(key)))
-    if family_of(spec).handles_scale:
+    if not family_of(spec).handles_scale:
+        params = scale_leaves(params, point["scale"], point["bias_scale"])
+    if not spec.layer_scale:
         return params
-    return scale_leaves(params, point["scale"], point["bias_scale"])
+    floats, rebuild = split_params(params)
+    return rebuild([leaf * jnp.asarray(spec.layer_scale[layer - 1], leaf.dtype)
+                    if leaf.ndim >= 2 else leaf
+                    for leaf, layer in zip(floats, leaf_layer, strict=True)])
+
+
+def leaf_layers(spec: ProbeSpec, point: Mapping[str, Any]) -> np.ndarray:
+    """The layer (forward order) of each float leaf, for one point's options (`positions`)."""
+    points = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *jnp.shape(a)), jnp.result_type(a)),
+                          dict(point))
+    params, _ = shapes(spec, points)
+    return positions(spec, points)["layer"][: len(split_params(params)[0])]
 
 
 def outputs_and_taps(apply, params, x) -> tuple[jax.Array, dict]:
@@ -280,9 +296,10 @@ def at_point(spec: ProbeSpec, point: dict, drawn, init_keys: jax.Array):
     """`ProbeKernel.at_point` of any model: the factory at the point, then each init drawn,
     trained to the point's step and reduced to its rows, vmapped over the chunk's seeds."""
     init, apply = build(spec, point)
+    layers = leaf_layers(spec, point) if spec.layer_scale else ()
 
     def one(key, batch):
-        params = draw_params(spec, init, key, point)
+        params = draw_params(spec, init, key, point, layers)
         return trained_stats(spec, apply, params, point, key, batch,
                              teacher_of(spec, init, apply, key))
 
@@ -314,7 +331,9 @@ def shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
 def _checked_shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, dict]:
     def run(point):
         init, apply = build(spec, point)
-        params = draw_params(spec, init, keys.init_key(0, 0), point)
+        # shapes do not depend on layer_scale, and the layers it is indexed by come from them
+        params = draw_params(dataclasses.replace(spec, layer_scale=()), init,
+                             keys.init_key(0, 0), point)
         x = jnp.zeros((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
         logits, taps = outputs_and_taps(apply, params, x)
         return params, logits, taps

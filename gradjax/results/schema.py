@@ -33,6 +33,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {  # option kind -> column type
     "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "name": pa.string(),
     "text": pa.string(), "model": pa.string(),
     "inputs": pa.string(), "targets": pa.string(),  # "gaussian", ... or JSON text of the rows
+    "scales": pa.string(),  # JSON text of the list
 }
 
 

@@ -13,6 +13,7 @@ from gradjax.probe import tree_probe
 from gradjax.probe.chunking import make_points
 from gradjax.spec import capabilities
 from gradjax.sweep import Sweep, SweepError
+from gradjax.sweep.values import check_layer_scale
 
 
 @contextlib.contextmanager
@@ -29,18 +30,22 @@ def x64_if_needed(sweep: Sweep) -> Iterator[None]:
 def check_models(sweep: Sweep) -> None:
     """Build every plug-in bucket's model abstractly (`jax.eval_shape`: nothing computed) and
     raise `SweepError` at its `model` field if the factory, `init` or `apply` fails or gives
-    logits that are not [batch, out_dim]: before anything is written."""
+    logits that are not [batch, out_dim], and at `layer_scale` unless it has one number per
+    layer (`check_layer_scale`; preflight checks the MLP's): before anything is written."""
     for bucket in sweep.buckets():
+        cell = bucket.cells[0]
         if capabilities(bucket.spec.model).shapes_from_options:
             continue
-        cell = bucket.cells[0]
+        points = make_points(bucket.spec, **bucket.points([cell]))
         try:
             with x64_if_needed(sweep):
-                tree_probe.shapes(bucket.spec,
-                                  make_points(bucket.spec, **bucket.points([cell])))
+                tree_probe.shapes(bucket.spec, points)
+                layers = int(tree_probe.positions(bucket.spec, points)["layer"].max())
         except Exception as err:  # noqa: BLE001 (user code: any failure is the model's)
             raise SweepError(sweep.source, cell.field("model"),
                              f"model {bucket.spec.model!r} (cell {cell.index}) fails: "
                              f"{type(err).__name__}: {err}".replace("\n", " "),
                              "a factory whose init and apply run, apply giving [batch, out_dim] "
                              "logits (docs/extending.md)") from None
+        check_layer_scale(sweep.source, cell, layers)
+

@@ -13,6 +13,7 @@ from __future__ import annotations
 from gradjax.spec import capabilities
 from gradjax.sweep import Sweep
 from gradjax.sweep.budget import check_budget
+from gradjax.sweep.values import check_layer_scale
 
 
 def check_sweep(sweep: Sweep, max_memory: int | None) -> None:
@@ -23,6 +24,9 @@ def check_sweep(sweep: Sweep, max_memory: int | None) -> None:
     such bucket traced abstractly with `jax.eval_shape`: nothing is computed or compiled)."""
     if max_memory is not None:
         check_budget(sweep, max_memory)
+    for bucket in sweep.buckets():
+        if capabilities(bucket.spec.model).shapes_from_options:  # its layers: its sizes
+            check_layer_scale(sweep.source, bucket.cells[0], bucket.spec.n_layers)
     if not all(capabilities(b.spec.model).shapes_from_options for b in sweep.buckets()):
         from gradjax.run.model_check import check_models  # JAX: only a plug-in sweep needs it
 

@@ -28,7 +28,7 @@ DTYPES: tuple[str, ...] = tuple(DTYPE_BYTES)
 LEAKY_SLOPE = 0.01  # leaky_relu's negative slope, the `leaky_slope` option's default
 DTYPE = "float32"  # the `dtype` option's default
 KINDS: tuple[str, ...] = ("int", "float", "name", "text", "bool", "model", "inputs", "targets",
-                         "value")
+                         "value", "scales")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,8 @@ class Option:
 
     kind: "int" | "float" | "name" (one of `choices`) | "text" (any string) | "bool" |
     "model" | "inputs" | "targets" | "value" (a plug-in parameter with neither annotation nor
-    default: a number, string or boolean whose kind the sweep's values settle, never traced).
+    default: a number, string or boolean whose kind the sweep's values settle, never traced) |
+    "scales" (a list of positive numbers, one per layer in forward order; [] for none).
     `default` None means required, unless `derived` (batch: from fixed inputs, else 1).
     `traced`: the compiled program takes the value per point, so a grid over it compiles once.
     """
@@ -65,6 +66,8 @@ class Option:
             return "derived" if self.derived else "required"
         if isinstance(self.default, bool):
             return "true" if self.default else "false"
+        if isinstance(self.default, tuple):
+            return "[" + ", ".join(f"{v:g}" for v in self.default) + "]"
         return f'"{self.default}"' if isinstance(self.default, str) else f"{self.default:g}"
 
     def allowed(self) -> str:
@@ -80,4 +83,5 @@ class Option:
             "inputs": "rows of in_dim numbers (a fixed batch), gaussian, digits",
             "targets": "rows of out_dim numbers, a number, zeros, gaussian, random_labels, "
                        "teacher, labels",
+            "scales": "a list of numbers > 0, one per layer in forward order, or []",
         }.get(self.kind, ", ".join(self.choices))

@@ -48,6 +48,10 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("leaky_slope", "float", "negative slope of leaky_relu", LEAKY_SLOPE),
     Option("scale", "float", "multiplies the weight init's standard deviation (plug-ins: "
            "every leaf with ndim >= 2)", 1.0, low=0.0, traced=True),
+    Option("layer_scale", "scales", "multiplies each layer's weights (plug-ins: its leaves with "
+           "ndim >= 2), on top of `scale`: the l-th number the weights of layer l in forward "
+           "order (the `layer` column); [] leaves every layer as it is. `gradjax tune`'s "
+           "per-layer criteria prescribe it", ()),
     Option("bias_scale", "float", "multiplies the bias init's standard deviation (plug-ins: "
            "every 1-D leaf)", 1.0, low=0.0, traced=True),
     Option("loss", "name", "loss (bce needs output_activation sigmoid, softmax_cross_entropy "
@@ -76,7 +80,8 @@ COMMON: tuple[str, ...] = tuple(o.name for o in COMMON_OPTIONS)
 # the result columns' order for the options it names; any other declared option follows
 COLUMN_ORDER: tuple[str, ...] = (
     "model", "in_dim", "width", "depth", "out_dim", "activation", "output_activation",
-    "leaky_slope", "init", "scale", "bias_init", "bias_scale", "branch_scale", "loss", "norm",
+    "leaky_slope", "init", "scale", "layer_scale", "bias_init", "bias_scale", "branch_scale",
+    "loss", "norm",
     "dtype", "inputs", "targets", "batch", "structural_zeros", "per_example", "step",
     "optimizer", "learning_rate", "weight_decay", "momentum",
 )
@@ -345,6 +350,7 @@ class ProbeSpec:
     # sorted by name, and the sweep file's folder, which plug-in modules are imported from
     model_options: tuple[tuple[str, object], ...] = ()
     model_folder: str = ""
+    layer_scale: tuple[float, ...] = ()  # per layer, forward order; () for none
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:

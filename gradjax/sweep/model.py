@@ -86,11 +86,12 @@ class Cell:
                          structural_zeros=False, model_options=static, model_folder=self.folder)
 
     def columns(self) -> dict[str, Any]:
-        """Option values for the result tables; fixed inputs/targets as JSON text."""
+        """Option values for the result tables; fixed inputs/targets and lists of scales as
+        JSON text."""
         out = dict(self.options)
-        for name in ("inputs", "targets"):
-            if not isinstance(out[name], str):
-                out[name] = json.dumps(out[name])
+        for name, value in self.options.items():
+            if isinstance(value, tuple):
+                out[name] = json.dumps(value)
         return out
 
     def fixed_x(self) -> np.ndarray | None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradjax.spec import INPUT_KINDS, STATS, TARGET_KINDS
 from gradjax.spec.option import Option
+
+if TYPE_CHECKING:
+    from gradjax.sweep.model import Cell
 
 MAX_STEP = 10**7
 MAX_SEEDS = 2**31 - 1
@@ -99,6 +102,17 @@ def _check_data(name: str, value: Any) -> Any:
     return _rows(value, name)
 
 
+def _check_scales(value: Any) -> tuple[float, ...]:
+    """layer_scale: a list of finite numbers > 0 (possibly empty)."""
+    allowed = "a list of numbers > 0, one per layer in forward order, or []"
+    if not isinstance(value, list):
+        raise Bad(f"{show(value)} is not a list", allowed)
+    for v in value:
+        if not (is_number(v) and math.isfinite(v) and v > 0):
+            raise Bad(f"{show(value)} holds {show(v)}, not a finite number > 0", allowed)
+    return tuple(float(v) for v in value)
+
+
 def check_value(option: Option, value: Any) -> Any:
     """The canonical value of `option` (raises `Bad` with what is wrong and what is allowed).
 
@@ -110,6 +124,8 @@ def check_value(option: Option, value: Any) -> Any:
         return _check_number(option, value)
     if option.kind in ("inputs", "targets"):
         return _check_data(option.name, value)
+    if option.kind == "scales":
+        return _check_scales(value)
     if option.kind == "value":
         if not isinstance(value, bool | int | float | str) or (
                 isinstance(value, float) and not math.isfinite(value)):
@@ -140,6 +156,16 @@ def check_integer(source: str, field: str, value: Any, low: int, high: int) -> i
         raise SweepError(source, field, f"{show(value)} is not an integer in range",
                          f"an integer in {low}..{high}")
     return value
+
+
+def check_layer_scale(source: str, cell: Cell, layers: int) -> None:
+    """`SweepError` at the cell's `layer_scale` unless it is empty or has one number for each
+    of the model's `layers` layers."""
+    given = cell.options.get("layer_scale") or ()
+    if given and len(given) != layers:
+        raise SweepError(source, cell.field("layer_scale"),
+                         f"{len(given)} numbers for a model of {layers} layers (cell "
+                         f"{cell.index})", f"a list of {layers} numbers > 0, or []")
 
 
 def check_per_seed(source: str, value: Any) -> tuple[str, ...]:
