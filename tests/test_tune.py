@@ -197,13 +197,27 @@ def test_rescale_multiplies_the_weights_and_leaves_the_biases():
     params = {"dense": {"kernel": np.full((2, 3), 0.5, np.float32),
                         "bias": np.ones(3, np.float32)},
               "head": [np.full((3, 1, 2), -1.0, np.float32)]}
-    table = pd.DataFrame({"cell": [0, 1], "layer": [None, None], "multiplier": [1.5, 4.0]})
+    table = pd.DataFrame({"cell": [0, 1], "criterion": "critical", "layer": [None, None],
+                          "multiplier": [1.5, 4.0]})
     scaled = gradjax.rescale(params, table.iloc[0])
     np.testing.assert_array_equal(scaled["dense"]["kernel"], np.full((2, 3), 0.75))
     np.testing.assert_array_equal(scaled["dense"]["bias"], np.ones(3))
     np.testing.assert_array_equal(scaled["head"][0], np.full((3, 1, 2), -1.5))
-    with pytest.raises(ValueError, match=r"got 2 \(cells \[0, 1\]\)"):
+    with pytest.raises(ValueError, match=r"got 2 rows \(cells \[0, 1\]\)"):
         gradjax.rescale(params, table)
+
+
+def test_rescale_by_layer_multiplies_each_named_leaf():
+    params = [{"kernel": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float32)},
+              {"kernel": np.ones((3, 1), np.float32)}]
+    table = pd.DataFrame({"cell": 0, "criterion": "unit-variance", "layer": [1, 2],
+                          "param": ["[0]['kernel']", "[1]['kernel']"], "multiplier": [0.5, 3.0]})
+    scaled = gradjax.rescale(params, table)
+    np.testing.assert_array_equal(scaled[0]["kernel"], np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(scaled[0]["bias"], np.ones(3))
+    np.testing.assert_array_equal(scaled[1]["kernel"], np.full((3, 1), 3.0))
+    with pytest.raises(ValueError, match=r"no leaf \[0\]\['kernel'\], .*their leaves: \['W'\]"):
+        gradjax.rescale({"W": np.ones((2, 2))}, table)
 
 
 def test_a_cell_at_scale_zero_is_one_error_line_and_nothing_is_written(tmp_path, capsys):
@@ -279,3 +293,150 @@ def test_the_deep_cnn_examples_draw_fan_in_normal_kernels_and_zero_biases(module
 def test_the_four_model_tune_sweep_validates(capsys):
     assert cli.main(["validate", str(EXAMPLES / "tune_models.toml")]) == 0
     assert "4 cells in 4 compiled bucket(s)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- the per-layer criteria
+
+SCALES = [3.0, 0.5, 2.0, 0.7, 1.5, 0.25, 1.0]  # a deep linear net's layers, all different
+
+
+def linear_model(tmp_path: Path, seeds: int, width: int, layer_scale=SCALES, batch: int = 1):
+    """The deep linear plug-in at per-layer scales `layer_scale`, as `layerwise` sees it."""
+    from gradjax.prescribe import layerwise
+
+    sweep = plug_in_sweep(tmp_path, "linear", LINEAR, "deep_linear", seeds=seeds, options=f"""
+        in_dim = 8
+        out_dim = 2
+        width = {width}
+        depth = {len(layer_scale) - 1}
+        batch = {batch}
+        layer_scale = {list(layer_scale)}
+    """)
+    return layerwise, layerwise.cell_model(load_sweep(sweep)), sweep
+
+
+@pytest.mark.integration
+def test_layer_scale_multiplies_each_layers_weights_in_forward_order(tmp_path):
+    """|W_l|^2 of the same inits grows by layer_scale[l]^2, the biases not at all, in the MLP's
+    own probe and in the generic one (resmlp), two lists of one length in one compiled program;
+    a list of the wrong length is refused."""
+    for model, layers in (("mlp", 3), ("resmlp", 4)):
+        factors, ones = [2.0, 0.5, 3.0, 1.5][:layers], [1.0] * layers
+        doc = {"name": "ls", "seeds": 3, "per_seed": True,
+               "defaults": {"model": model, "in_dim": 3, "out_dim": 2, "width": 5, "depth": 2,
+                            "activation": "tanh", "bias_init": "normal"},
+               "grid": {"layer_scale": [ones, factors]}}
+        assert len(gradjax.sweep_from_dict(doc).buckets()) == 1
+        gradjax.run_sweep(doc, tmp_path / model)
+        rows = gradjax.load(tmp_path / model, "per_seed")
+        norms = rows.groupby(["layer_scale", "seed", "layer", "param"])["param_sq_norm"].first()
+        ratio = (norms[json_list(factors)] / norms[json_list(ones)]).groupby(
+            ["layer", "param"]).mean()
+        for layer, factor in enumerate(factors, 1):
+            assert ratio[(layer, "W")] == pytest.approx(factor**2, rel=1e-5)
+            assert ratio[(layer, "b")] == pytest.approx(1.0, rel=1e-6)
+        doc["grid"]["layer_scale"] = [[1.0, 2.0]]
+        with pytest.raises(gradjax.sweep.SweepError,
+                           match=rf"grid.layer_scale: 2 numbers for a model of {layers} layers"):
+            gradjax.run_sweep(doc, tmp_path / f"{model}-bad")
+        assert not (tmp_path / f"{model}-bad").exists()
+
+
+def json_list(values) -> str:
+    return "[" + ", ".join(repr(float(v)) for v in values) + "]"
+
+
+def test_unit_variance_of_a_deep_linear_net_is_the_inverse_of_its_layer_scales(tmp_path):
+    """LSUV on z_l = z_{l-1} (c_l W_l), W_l ~ N(0, 1/fan_in), x ~ N(0, I): once the layers
+    before are normalized, Var(z_l) = c_l^2 chi^2 / dof, so 1/m_l^2 estimates c_l^2 without
+    bias. The mean over inits of 1/m_l^2 is c_l^2 within the inits' standard error (the
+    output layer, 2 values of one example, is measured too: its variance is over 2 numbers)."""
+    layerwise, model, _ = linear_model(tmp_path, seeds=128, width=64)
+    m, _ = layerwise.multipliers("unit-variance", model, root_seed=0, seeds=128)
+    inverse_sq = 1 / m[:, :-1] ** 2
+    mean, error = inverse_sq.mean(0), inverse_sq.std(0) / math.sqrt(len(m))
+    assert np.all(error < 0.1 * mean)
+    assert np.all(np.abs(mean - np.square(SCALES[:-1])) < 3 * error)
+
+
+def test_unit_variance_is_lsuv_transcribed_in_numpy(tmp_path):
+    """The same inits through tests/reference.py's transcription of the paper's Algorithm 1,
+    on a tanh MLP with random biases (so a pass is not exact): with the paper's stopping rule
+    turned off and as many passes, the multipliers agree per init; with the paper's own rule
+    (|Var - 1| < 0.1, at most 10 passes), which stops up to sqrt(1.1) - 1 = 5 % short per
+    layer, the medians over inits agree within 7 %."""
+    from gradjax.prescribe import layerwise
+    from reference import lsuv_multipliers
+
+    doc = {"name": "lsuv", "seeds": 24, "defaults": {
+        "in_dim": 6, "width": 32, "depth": 4, "out_dim": 1, "activation": "tanh", "batch": 16,
+        "init": "normal", "scale": 0.3, "bias_init": "normal", "bias_scale": 0.5}}
+    model = layerwise.cell_model(gradjax.sweep_from_dict(doc))
+    m, _ = layerwise.multipliers("unit-variance", model, root_seed=0, seeds=24)
+    ours, paper = [], []
+    for seed in range(24):
+        floats, rebuild, _, x, _ = layerwise.init_problem(model, gradjax.init_key(0, seed))
+        params = jax.tree.map(np.asarray, rebuild(floats))
+        ours.append(lsuv_multipliers(params, np.asarray(x, np.float64), "tanh", layers=4, tol=0,
+                                     t_max=layerwise.UNIT_VARIANCE_PASSES))
+        paper.append(lsuv_multipliers(params, np.asarray(x, np.float64), "tanh", layers=4))
+    np.testing.assert_allclose(m, np.array(ours), rtol=2e-4)
+    np.testing.assert_allclose(np.median(m, 0), np.median(paper, 0), rtol=0.07)
+    assert np.all(m[:, -1] == 1)  # the output layer has no tap
+
+
+def test_equal_gradients_balances_a_deep_linear_net_in_one_pass(tmp_path):
+    """|dL/dW_l| of a linear net is proportional to the product of the other layers'
+    multipliers, so the balanced multipliers equalize every layer's |dL/dW_l|^2, checked by
+    hand-written backprop on the same inits, and leave the network's function unchanged
+    (their product is 1)."""
+    from reference import mlp_backprop
+
+    layerwise, model, _ = linear_model(tmp_path, seeds=8, width=16, batch=4)
+    m, holds = layerwise.multipliers("equal-gradients", model, root_seed=0, seeds=8)
+    assert holds.all()
+    np.testing.assert_allclose(np.prod(m, axis=1), 1.0, rtol=1e-4)
+    for seed in range(8):
+        floats, _, _, x, y = layerwise.init_problem(model, gradjax.init_key(0, seed))
+        params = [{"W": np.asarray(w, np.float64) * m[seed, l], "b": np.zeros(w.shape[1])}
+                  for l, w in enumerate(floats)]
+        grads = mlp_backprop(params, np.asarray(x, np.float64), np.asarray(y, np.float64),
+                             "linear")["grads"]
+        sq = np.array([np.sum(g["W"] ** 2) for g in grads])
+        assert sq.max() / sq.min() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.integration
+def test_tune_unit_variance_from_the_command_line_checks_itself_and_leads_findings(
+        tmp_path, capsys):
+    """The per-layer table (one row per kernel leaf, in forward order), its check round of the
+    same inits, the prescription at the head of `findings`, and `rescale` by the table."""
+    scales = SCALES[:4]
+    _, model, sweep = linear_model(tmp_path, seeds=16, width=32, layer_scale=scales)
+    out = tmp_path / "tuned"
+    assert cli.main(["tune", str(sweep), "--out", str(out), "--criterion", "unit-variance",
+                     "--train-steps", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    table = gradjax.load(out, "tune", criterion="unit-variance").sort_values("layer")
+    assert table["param"].tolist() == [f"[{i}]['kernel']" for i in range(len(scales))]
+    assert table["layer"].tolist() == list(range(1, len(scales) + 1))
+    assert table["multiplier"].iloc[1:-1].to_numpy() == pytest.approx(
+        1 / np.array(scales[1:-1]), rel=0.15)
+    row = table.iloc[0]
+    # a linear net at scales c_l: |dL/dW_l|^2 spread by the c's, closer to even once normalized
+    assert row["grad_spread_before"] > 10 * row["grad_spread_after"] and row["improved"]
+    assert 0 <= row["frac_loss_halved_before"] <= 1 and row["train_steps"] == 3
+    assert "unit-variance: layer_scale = [" in printed
+    assert cli.main(["findings", str(out)]) == 0
+    found = capsys.readouterr().out
+    assert found.startswith(f"Prescription (gradjax tune, {out}):")
+    assert f"{row['inits_holding']} of 16 inits" in found
+    key = gradjax.init_key(0, 3)
+    namespace: dict = {}
+    exec(LINEAR, namespace)  # the plug-in's own source, as the sweep imported it
+    init, _ = namespace["deep_linear"](8, 2, 32, len(scales) - 1)
+    drawn = init(key)
+    tuned = gradjax.rescale(drawn, table)
+    for layer, (before, after) in enumerate(zip(drawn, tuned, strict=True)):
+        np.testing.assert_allclose(after["kernel"],
+                                   before["kernel"] * table["multiplier"].iloc[layer], rtol=1e-6)

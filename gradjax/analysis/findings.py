@@ -1,8 +1,9 @@
 """`gradjax findings DIR`: what a results folder shows, in words. First the prescription of its
 tune, where `gradjax tune` wrote one beside it; for a training sweep then what training did
-(the loss per configuration), then every cell's layers, first to last, by their weight tensors (`gradjax.results.layers`: W for MLP-shaped layers, the largest leaf of a
-plug-in's module), whatever the model; then, for cells shaped like the seed's examples (2-3-1,
-one example), what they show in the seed's terms; then the swept options that changed nothing.
+(the loss per configuration); then every cell's layers, first to last, by their weight tensors
+(`gradjax.results.layers`: W for MLP-shaped layers, the largest leaf of a plug-in's module),
+whatever the model; then, for cells shaped like the seed's examples (2-3-1, one example), what
+they show in the seed's terms; then the swept options that changed nothing.
 """
 
 from __future__ import annotations

@@ -102,15 +102,13 @@ def scale_params(raw: Params | Stacked, scale, bias_scale) -> Params | Stacked:
     ]
 
 
-def scale_layers(stacked: Stacked, layer_scale: Sequence[float]) -> Stacked:
+def scale_layers(stacked: Stacked, layer_scale: jax.Array) -> Stacked:
     """Segments with the weights of layer l (1-based, forward order) times `layer_scale[l-1]`
-    (the `layer_scale` option; empty: unchanged). The values are constants of the program."""
-    if not layer_scale:
-        return stacked
+    (the `layer_scale` option, traced: one compile serves every list of one length)."""
     out, start = [], 0
     for seg in stacked:
         k = seg["W"].shape[0]
-        factors = jnp.asarray(layer_scale[start:start + k], seg["W"].dtype)[:, None, None]
+        factors = layer_scale[start:start + k].astype(seg["W"].dtype)[:, None, None]
         out.append({**seg, "W": seg["W"] * factors})
         start += k
     return out

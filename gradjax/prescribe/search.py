@@ -267,9 +267,9 @@ def tune_layers(sweep: Sweep, target: Target, out: Path, *, criterion: str, trai
     per_init = layer_multipliers(sweep, target, criterion, out)
     spread = {layer: critical.percentiles(group["multiplier"].to_numpy())
               for layer, group in per_init.groupby("layer")}
-    own = target.options.get("layer_scale") or (1.0,) * len(spread)
-    before = list(target.options.get("layer_scale") or ())
-    after = [float(c * spread[layer][1]) for c, layer in zip(own, sorted(spread), strict=True)]
+    # the cell's own layer_scale, else 1 per layer: before and after then share one program
+    before = [float(c) for c in target.options.get("layer_scale") or (1.0,) * len(spread)]
+    after = [c * spread[layer][1] for c, layer in zip(before, sorted(spread), strict=True)]
     folder = out / "rounds" / f"{target.index}-{criterion}-check"
     steps = (0, train_steps) if train_steps > 0 else ()
     run(round_sweep(sweep, target, {"scale": [target.scale], "layer_scale": [before, after]},

@@ -62,8 +62,9 @@ def loop_over_points(fn, points, n_points):
 
 
 def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=None,
-                train=None) -> dict[str, jax.Array]:
-    """The traced per-point values; fixed inputs/targets are [P, batch, dim] arrays, a
+                train=None, layer_scales=None) -> dict[str, jax.Array]:
+    """The traced per-point values; `layer_scale` [P, layers] where given; fixed
+    inputs/targets are [P, batch, dim] arrays, a
     model's own traced options (`model`, name -> [P]) go under "model", a training bucket's
     step (int32) and optimizer settings (`train`, name -> [P]) under "train"."""
     dt = jnp.dtype(spec.dtype)
@@ -71,6 +72,8 @@ def make_points(spec: ProbeSpec, scales, bias_scales, xs=None, ys=None, model=No
         "scale": jnp.asarray(np.asarray(scales, np.float64), dt),
         "bias_scale": jnp.asarray(np.asarray(bias_scales, np.float64), dt),
     }
+    if layer_scales is not None:
+        points["layer_scale"] = jnp.asarray(np.asarray(layer_scales, np.float64), dt)
     if model:  # in the statistics' dtype: a bfloat16 network keeps gain = 1.01 as 1.01
         points["model"] = {k: jnp.asarray(np.asarray(v, np.float64), jnp.dtype(spec.stat_dtype))
                            for k, v in model.items()}

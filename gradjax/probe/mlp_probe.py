@@ -202,8 +202,9 @@ def probe_point(spec: ProbeSpec, raw, drawn, point: dict[str, jax.Array],
     """One init at one point (scale, bias_scale[, fixed x, y][, training]): its forward and
     backward pass after the point's optimizer steps, and the per-init statistics that are not
     taken from the `Backprop` (`loss_halved_step`, and `EXAMPLE_STATS` as [layers, 2])."""
-    params = scale_layers(scale_params(raw, point["scale"], point["bias_scale"]),
-                          spec.layer_scale)
+    params = scale_params(raw, point["scale"], point["bias_scale"])
+    if spec.scaled_layers:
+        params = scale_layers(params, point["layer_scale"])
     teacher = teacher_of(spec, init_key) if spec.targets == "teacher" else None
     trained = None
     if spec.trains:

@@ -102,17 +102,17 @@ def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any],
                 leaf_layer: Sequence[int] = ()):
     """One init's parameters at the point: `init(key)`, float leaves in the sweep's dtype,
     then scaled (unless the factory takes the scales itself), then each weight leaf (ndim >= 2)
-    of layer `leaf_layer[i]` times that layer's `spec.layer_scale` (`leaf_layers`)."""
+    of layer `leaf_layer[i]` times the point's `layer_scale` of that layer (`leaf_layers`)."""
     dt = jnp.dtype(spec.dtype)
     params = jax.tree.map(lambda a: a.astype(dt) if is_param(a) else a,
                           jax.tree.map(jnp.asarray, init(key)))
     if not family_of(spec).handles_scale:
         params = scale_leaves(params, point["scale"], point["bias_scale"])
-    if not spec.layer_scale:
+    if not spec.scaled_layers:
         return params
     floats, rebuild = split_params(params)
-    return rebuild([leaf * jnp.asarray(spec.layer_scale[layer - 1], leaf.dtype)
-                    if leaf.ndim >= 2 else leaf
+    factors = point["layer_scale"]
+    return rebuild([leaf * factors[layer - 1].astype(leaf.dtype) if leaf.ndim >= 2 else leaf
                     for leaf, layer in zip(floats, leaf_layer, strict=True)])
 
 
@@ -296,7 +296,7 @@ def at_point(spec: ProbeSpec, point: dict, drawn, init_keys: jax.Array):
     """`ProbeKernel.at_point` of any model: the factory at the point, then each init drawn,
     trained to the point's step and reduced to its rows, vmapped over the chunk's seeds."""
     init, apply = build(spec, point)
-    layers = leaf_layers(spec, point) if spec.layer_scale else ()
+    layers = leaf_layers(spec, point) if spec.scaled_layers else ()
 
     def one(key, batch):
         params = draw_params(spec, init, key, point, layers)
@@ -332,7 +332,7 @@ def _checked_shapes(spec: ProbeSpec, points: Mapping[str, Any]) -> tuple[Any, di
     def run(point):
         init, apply = build(spec, point)
         # shapes do not depend on layer_scale, and the layers it is indexed by come from them
-        params = draw_params(dataclasses.replace(spec, layer_scale=()), init,
+        params = draw_params(dataclasses.replace(spec, scaled_layers=0), init,
                              keys.init_key(0, 0), point)
         x = jnp.zeros((spec.batch, spec.sizes[0]), jnp.dtype(spec.dtype))
         logits, taps = outputs_and_taps(apply, params, x)

@@ -51,7 +51,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("layer_scale", "scales", "multiplies each layer's weights (plug-ins: its leaves with "
            "ndim >= 2), on top of `scale`: the l-th number the weights of layer l in forward "
            "order (the `layer` column); [] leaves every layer as it is. `gradjax tune`'s "
-           "per-layer criteria prescribe it", ()),
+           "per-layer criteria prescribe it", (), traced=True),
     Option("bias_scale", "float", "multiplies the bias init's standard deviation (plug-ins: "
            "every 1-D leaf)", 1.0, low=0.0, traced=True),
     Option("loss", "name", "loss (bce needs output_activation sigmoid, softmax_cross_entropy "
@@ -350,7 +350,8 @@ class ProbeSpec:
     # sorted by name, and the sweep file's folder, which plug-in modules are imported from
     model_options: tuple[tuple[str, object], ...] = ()
     model_folder: str = ""
-    layer_scale: tuple[float, ...] = ()  # per layer, forward order; () for none
+    # the length of the cells' traced `layer_scale` (one per layer; 0: the option is [])
+    scaled_layers: int = 0
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:

@@ -76,6 +76,7 @@ class Cell:
         program = {f.name: o[f.name] for f in dataclasses.fields(ProbeSpec)
                    if f.name in o and self.takes(f.name) and not self.traced(f.name)
                    and f.name not in data}
+        data["scaled_layers"] = len(o.get("layer_scale") or ())
         if capabilities(o["model"]).shapes_from_options:
             return ProbeSpec(sizes=layer_sizes(*(o[k] for k in SHAPE_OPTIONS)), **program,
                              **data)
@@ -123,7 +124,8 @@ class Bucket:
     def points(self, cells: Sequence[Cell] | None = None) -> dict[str, np.ndarray | None]:
         """The per-point values of `cells` (default: all of the bucket's cells), in order, as
         host arrays: `scales`, `bias_scales` and, for fixed data, `xs` and `ys` [P, batch, dim]
-        (else None); for a model with traced options of its own, `model` (name -> [P]).
+        (else None); `layer_scales` [P, layers] where the cells set `layer_scale`; for a model
+        with traced options of its own, `model` (name -> [P]).
         `gradjax.probe.chunking.make_points(spec, **points)` puts them on the device."""
         cells = self.cells if cells is None else cells
         fixed_x, fixed_y = self.spec.inputs == "fixed", self.spec.targets == "fixed"
@@ -134,6 +136,8 @@ class Bucket:
             "xs": np.stack([c.fixed_x() for c in cells]) if fixed_x else None,
             "ys": np.stack([c.fixed_y() for c in cells]) if fixed_y else None,
         }
+        if self.spec.scaled_layers:
+            points["layer_scales"] = np.array([c.options["layer_scale"] for c in cells])
         traced = cells[0].model_traced()
         if traced:
             points["model"] = {n: np.array([c.options[n] for c in cells]) for n in traced}
