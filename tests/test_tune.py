@@ -365,8 +365,9 @@ def test_unit_variance_is_lsuv_transcribed_in_numpy(tmp_path):
     turned off and as many passes, the multipliers agree per init; with the paper's own rule
     (|Var - 1| < 0.1, at most 10 passes), which stops up to sqrt(1.1) - 1 = 5 % short per
     layer, the medians over inits agree within 7 %."""
-    from gradjax.prescribe import layerwise
     from reference import lsuv_multipliers
+
+    from gradjax.prescribe import layerwise
 
     doc = {"name": "lsuv", "seeds": 24, "defaults": {
         "in_dim": 6, "width": 32, "depth": 4, "out_dim": 1, "activation": "tanh", "batch": 16,
