@@ -278,13 +278,18 @@ def test_every_option_not_traced_is_a_field_of_the_compiled_program():
 
     fields = {f.name for f in dataclasses.fields(ProbeSpec)}
     program = {o.name for o in OPTION_TABLE if not o.traced and o.name not in SHAPE_OPTIONS}
-    assert fields == {"sizes", "model_options", "model_folder", *program}
+    # scaled_layers: the length of the traced layer_scale, a shape
+    assert fields == {"sizes", "model_options", "model_folder", "scaled_layers", *program}
     assert {o.name for o in OPTION_TABLE if o.traced} == {
-        "scale", "bias_scale", "branch_scale", "step", "learning_rate", "weight_decay",
-        "momentum"}
+        "scale", "layer_scale", "bias_scale", "branch_scale", "step", "learning_rate",
+        "weight_decay", "momentum"}
     # a traced option makes no new bucket; any other option does
     text = sweep_text(rest="[grid]\nscale = [0.5, 1.0]\nbias_scale = [0.1, 0.2]\n")
     assert len(parse_sweep(text).buckets()) == 1
+    lists = "[grid]\nlayer_scale = [[1.0, 2.0, 1.0], [0.5, 1.0, 3.0]]\n"
+    assert len(parse_sweep(sweep_text(rest=lists)).buckets()) == 1
+    lengths = "[grid]\nlayer_scale = [[], [0.5, 1.0, 3.0]]\n"
+    assert len(parse_sweep(sweep_text(rest=lengths)).buckets()) == 2
     text = sweep_text(rest="[grid]\nleaky_slope = [0.1, 0.2]\n")
     assert len(parse_sweep(text).buckets()) == 2
 
