@@ -16,6 +16,7 @@ import pytest
 from gradjax.analysis import distributions, drawing, heatmaps, profiles, report, training_figures
 from gradjax.nn.activations import ACTIVATIONS
 from gradjax.nn.theory_columns import add_theory_columns
+from gradjax.results import reading
 from gradjax.spec import LAYER_STATS, PARAM_STATS, STAT_BY_NAME, STAT_TABLE
 
 pytest.importorskip("matplotlib")
@@ -546,3 +547,28 @@ def test_unit_cos_sq_heatmap_is_on_the_fixed_range_0_to_1():
     image = figure.artist.axes[0].get_images()[0]
     assert image.norm.vmin == 0.0 and image.norm.vmax == 1.0
     assert "1 = every unit's gradient is parallel up to sign" in figure.image_text
+
+
+def test_the_report_and_findings_lead_with_the_prescription_beside_the_folder(tmp_path):
+    """A tune in `<folder>-tune` (where `gradjax tune` puts it) heads the report's page and
+    `findings`; a folder without one has no such section."""
+    from gradjax.analysis.findings import findings_text
+
+    folder = _write_folder(tmp_path / "swept", [("", dict(activation="tanh", scale=0.5))])
+    assert report.build_report(folder, reading.load(folder, "summary")).lead == []
+    row = {"criterion": "critical", "param": None, "layer": None, "multiplier": 2.4,
+           "multiplier_p05": 2.0, "multiplier_p50": 2.5, "multiplier_p95": 3.0,
+           "critical_scale": 1.2, "from_scale": 0.5, "inits_crossing": 30, "inits": 32,
+           "note": "", "wall_s": 9.0, "cell": 0, "label": "", "activation": "tanh",
+           "grad_spread_before": float("nan")}
+    (tmp_path / "swept-tune" / "tune").mkdir(parents=True)
+    pd.DataFrame([row]).to_parquet(tmp_path / "swept-tune" / "tune" / "tune.parquet")
+    expected = ("every cell: critical scale 1.2 (x2.4 of scale 0.5); per init 5-95 %: x2 to x3; "
+                "30 of 32 inits cross chi = 1 on the grid (9.0 s)")
+    built = report.build_report(folder, reading.load(folder, "summary"))
+    assert built.lead == [f"gradjax tune, {tmp_path / 'swept-tune'}:", expected]
+    page = report.render_html(built)
+    assert page.index("Prescription") < page.index("<figure")
+    text = findings_text(folder).splitlines()
+    assert text[:3] == [f"Prescription (gradjax tune, {tmp_path / 'swept-tune'}):", expected, ""]
+    assert text[3].startswith("test_sweep: 1 cells")

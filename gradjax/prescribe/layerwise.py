@@ -13,12 +13,16 @@ numbered in forward order (`gradjax.nn.layer_order`), as the `layer` column numb
   pass is exact for a layer without a bias; a bias needs more). Layers without a tap are left
   at 1.
 - `equal_gradients` balances |dL/dW_l|^2 (the sum over the layer's weight leaves): each pass
-  multiplies every layer's weights by (|dL/dW_l|^2 / g)^(1/2), g the geometric mean over the
-  layers. In a network that is positively homogeneous in each layer's weights (linear, ReLU
-  without bias) |dL/dW_l| is proportional to the product of the *other* layers' multipliers,
-  so one pass equalizes them exactly and keeps the product of all multipliers, the network's
-  function, unchanged; elsewhere `EQUAL_GRADIENT_PASSES` passes iterate to the fixed point.
-  This is the balance GradInit (Zhu et al. 2021) learns, solved here from the gradients.
+  multiplies every layer's weights by (|dL/dW_l|^2 / g)^(EQUAL_STEP), g the geometric mean
+  over the layers. In a network that is positively homogeneous in each layer's weights
+  (linear, ReLU without bias) |dL/dW_l| is proportional to the product of the *other* layers'
+  multipliers, so a step of 1/2 would equalize them in one pass; the step of 1/4 halves the
+  imbalance in ln |dL/dW_l|^2 each pass there, and keeps a saturating network (tanh), where a
+  full step overshoots, from oscillating. An init stops when its largest |dL/dW_l|^2 is within
+  EQUAL_SETTLED of its smallest, or after EQUAL_GRADIENT_PASSES passes (a deep tanh CNN
+  needs ~100). Either way the geometric mean of the multipliers
+  stays 1, so a homogeneous network computes the same function. This is the balance GradInit
+  (Zhu et al. 2021) learns, solved here from the gradients.
 
 A layer whose measured value is 0 or not finite (dead units, underflow) keeps its multiplier.
 """
@@ -42,7 +46,9 @@ from gradjax.sweep import Cell, Sweep
 
 UNIT_VARIANCE_PASSES = 4  # per layer; LSUV's own stopping rule is |var - 1| < UNIT_TOLERANCE
 UNIT_TOLERANCE = 0.1
-EQUAL_GRADIENT_PASSES = 12
+EQUAL_GRADIENT_PASSES = 200  # at most; an init stops once its spread is EQUAL_SETTLED
+EQUAL_SETTLED = 1.1  # largest over smallest |dL/dW_l|^2
+EQUAL_STEP = 0.25  # of ln(|dL/dW_l|^2 / g) per pass; 0.5 is exact for homogeneous networks
 EQUAL_FACTOR = 2.0  # the criterion holds when max over min of |dL/dW_l|^2 is at most this
 
 
@@ -180,17 +186,23 @@ def equal_gradients(model: CellModel, key: jax.Array) -> tuple[jax.Array, jax.Ar
         g = layer_grad_sq(model, floats, rebuild, apply, x, y, m)
         return g, has_weights & jnp.isfinite(g) & (g > 0)
 
-    def one_pass(_, m):
-        g, ok = measured(m)
+    def spread(g, ok):
+        return jnp.max(jnp.where(ok, g, 0.0)) / jnp.min(jnp.where(ok, g, jnp.inf))
+
+    def unsettled(state):
+        passes, _, g, ok = state
+        return (passes < EQUAL_GRADIENT_PASSES) & (spread(g, ok) > EQUAL_SETTLED)
+
+    def one_pass(state):
+        passes, m, g, ok = state
         logs = jnp.log(jnp.where(ok, g, 1.0))
         centred = logs - jnp.sum(jnp.where(ok, logs, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-        return m * jnp.exp(0.5 * jnp.where(ok, centred, 0.0))
+        m = m * jnp.exp(EQUAL_STEP * jnp.where(ok, centred, 0.0))
+        return (passes + 1, m, *measured(m))
 
-    m = jax.lax.fori_loop(0, EQUAL_GRADIENT_PASSES, one_pass,
-                          jnp.ones(model.n_layers, jnp.float32))
-    g, ok = measured(m)
-    spread = jnp.max(jnp.where(ok, g, 0.0)) / jnp.min(jnp.where(ok, g, jnp.inf))
-    return m, jnp.all(ok == has_weights) & (spread <= EQUAL_FACTOR)
+    m = jnp.ones(model.n_layers, jnp.float32)
+    _, m, g, ok = jax.lax.while_loop(unsettled, one_pass, (0, m, *measured(m)))
+    return m, jnp.all(ok == has_weights) & (spread(g, ok) <= EQUAL_FACTOR)
 
 
 PROCEDURES: dict[str, Callable[[CellModel, jax.Array], tuple[jax.Array, jax.Array]]] = {
