@@ -42,7 +42,7 @@ _COMPUTE: dict[str, str] = {
     "get_activation": "gradjax.nn.activations",
     "grad_stats": "gradjax.probe.api",
     "run_sweep": "gradjax.run.library",
-    "tune": "gradjax.prescribe.search",
+    "tune": "gradjax.prescribe.tuning",
     "rescale": "gradjax.prescribe.rescale",
 }
 

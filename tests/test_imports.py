@@ -42,7 +42,7 @@ def test_reading_results_validate_summary_findings_and_help_load_no_jax(tmp_path
 def test_compute_names_load_on_first_use():
     assert gradjax.grad_stats.__module__ == "gradjax.probe.api"
     assert gradjax.run_sweep.__module__ == "gradjax.run.library"
-    assert gradjax.tune.__module__ == "gradjax.prescribe.search"
+    assert gradjax.tune.__module__ == "gradjax.prescribe.tuning"
     with pytest.raises(AttributeError, match="no attribute 'grad_statz'"):
         gradjax.grad_statz  # noqa: B018
 

@@ -28,7 +28,7 @@ def tune_table(folder: str | Path) -> tuple[Path, pd.DataFrame] | None:
 
 
 def cell_name(row: pd.Series, varying: list[str]) -> str:
-    options = ", ".join(f"{c} {row[c]}" for c in varying)
+    options = ", ".join(f"{c} {row[c]}" for c in varying if not pd.isna(row[c]))
     return ", ".join(n for n in (row["label"], options) if n) or "every cell"
 
 
@@ -42,13 +42,17 @@ def critical_lines(row: pd.Series, name: str) -> list[str]:
 
 
 def layer_lines(rows: pd.DataFrame, name: str) -> list[str]:
+    """The `layer_scale` a sweep runs the prescription by: one number for each of the model's
+    layers (1 for a layer without a weight leaf, which has no row), and the 5-95 % ranges."""
     first = rows.iloc[0]
     per_layer = rows.groupby("layer", sort=True).first()
-    scales = ", ".join(f"{m:.3g}" for m in per_layer["multiplier"])
+    every = range(1, int(first["layers"]) + 1)
+    scales = ", ".join(f"{per_layer['multiplier'].get(l, 1.0):.3g}" for l in every)
     ranges = ", ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in
                        zip(per_layer["multiplier_p05"], per_layer["multiplier_p95"], strict=True))
     return [f"{name}: {first['criterion']}: layer_scale = [{scales}] (median over inits, layers "
-            f"1-{int(per_layer.index.max())} in forward order; per init 5-95 %: {ranges}); "
+            f"1-{len(every)} in forward order; per init 5-95 % of the layers with weights: "
+            f"{ranges}); "
             f"{first['inits_holding']:.0f} of {first['inits']:.0f} inits meet the criterion at "
             f"their own multipliers ({first['wall_s']:.1f} s)"]
 

@@ -1,4 +1,4 @@
-"""`gradjax tune SWEEP.toml`: the command line of `gradjax.prescribe.search.tune`."""
+"""`gradjax tune SWEEP.toml`: the command line of `gradjax.prescribe.tuning.tune`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ import argparse
 import sys
 
 from gradjax.analysis.prescription import prescription_text
-from gradjax.prescribe.search import (
-    CRITERIA,
-    POINTS,
-    TRAIN_STEPS,
-    ZOOM_ROUNDS,
-    tune,
-    tune_folder,
-)
+from gradjax.prescribe.search import POINTS, ZOOM_ROUNDS
+from gradjax.prescribe.tuning import CRITERIA, TRAIN_STEPS, tune, tune_folder
 from gradjax.results import layout
 from gradjax.run import executables
 from gradjax.sweep import SweepError, budget, load_sweep
