@@ -320,10 +320,10 @@ def test_layer_scale_multiplies_each_layers_weights_in_forward_order(tmp_path):
     """|W_l|^2 of the same inits grows by layer_scale[l]^2, the biases not at all, in the MLP's
     own probe and in the generic one (resmlp), two lists of one length in one compiled program;
     a list of the wrong length is refused."""
-    for model, layers in (("mlp", 3), ("resmlp", 4)):
-        factors, ones = [2.0, 0.5, 3.0, 1.5][:layers], [1.0] * layers
+    for model, layers in (("mlp", 4), ("resmlp", 5)):  # the MLP stacks its 2 middle layers
+        factors, ones = [2.0, 0.5, 3.0, 1.5, 0.7][:layers], [1.0] * layers
         doc = {"name": "ls", "seeds": 3, "per_seed": True,
-               "defaults": {"model": model, "in_dim": 3, "out_dim": 2, "width": 5, "depth": 2,
+               "defaults": {"model": model, "in_dim": 3, "out_dim": 2, "width": 5, "depth": 3,
                             "activation": "tanh", "bias_init": "normal"},
                "grid": {"layer_scale": [ones, factors]}}
         assert len(gradjax.sweep_from_dict(doc).buckets()) == 1
@@ -416,7 +416,8 @@ def test_equal_gradients_balances_a_deep_linear_net(tmp_path):
 def test_tune_unit_variance_from_the_command_line_checks_itself_and_leads_findings(
         tmp_path, capsys):
     """The per-layer table (one row per kernel leaf, in forward order), its check round of the
-    same inits, the prescription at the head of `findings`, and `rescale` by the table."""
+    same inits, the printed layer_scale, a second criterion's rows beside the first's, the
+    prescription at the head of `findings`, and `rescale` by the table."""
     scales = SCALES[:4]
     _, model, sweep = linear_model(tmp_path, seeds=16, width=32, layer_scale=scales)
     out = tmp_path / "tuned"
@@ -432,11 +433,24 @@ def test_tune_unit_variance_from_the_command_line_checks_itself_and_leads_findin
     # a linear net at scales c_l: |dL/dW_l|^2 spread by the c's, closer to even once normalized
     assert row["grad_spread_before"] > 10 * row["grad_spread_after"] and row["improved"]
     assert 0 <= row["frac_loss_halved_before"] <= 1 and row["train_steps"] == 3
-    assert "unit-variance: layer_scale = [" in printed
+    # printed as the layer_scale a sweep runs it by: the cell's own times the multipliers
+    own_times_tuned = np.array(scales) * table["multiplier"].to_numpy()
+    assert "unit-variance: layer_scale = [" + ", ".join(
+        f"{v:.3g}" for v in own_times_tuned) + "]" in printed
+    # a second criterion into the same folder keeps the first's rows
+    assert cli.main(["tune", str(sweep), "--out", str(out), "--criterion", "equal-gradients",
+                     "--train-steps", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    both = gradjax.load(out, "tune")
+    assert sorted(both["criterion"].unique()) == ["equal-gradients", "unit-variance"]
+    balanced = both[both["criterion"] == "equal-gradients"].iloc[0]
+    assert balanced["grad_spread_after"] < balanced["grad_spread_before"] / 10
+    assert balanced["improved"] and math.isnan(balanced["frac_loss_halved_after"])
     assert cli.main(["findings", str(out)]) == 0
     found = capsys.readouterr().out
     assert found.startswith(f"Prescription (gradjax tune, {out}):")
     assert f"{row['inits_holding']} of 16 inits" in found
+    assert "equal-gradients: layer_scale = [" in found
     key = gradjax.init_key(0, 3)
     namespace: dict = {}
     exec(LINEAR, namespace)  # the plug-in's own source, as the sweep imported it

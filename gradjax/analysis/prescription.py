@@ -7,6 +7,7 @@ default of `gradjax tune`); a tune's own folder holds it under `tune/`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ def tune_table(folder: str | Path) -> tuple[Path, pd.DataFrame] | None:
     is beside it (`<folder>-tune`); None when there is none (or the folder is not local)."""
     if "://" in str(folder):
         return None
-    here = Path(folder)
+    here = Path(folder).resolve()
     for candidate in (here, here.with_name(f"{here.name}-tune")):
         if (candidate / layout.TUNE).is_dir():
             return candidate, reading.load(candidate, layout.TUNE)
@@ -28,11 +29,13 @@ def tune_table(folder: str | Path) -> tuple[Path, pd.DataFrame] | None:
 
 
 def cell_name(row: pd.Series, varying: list[str]) -> str:
+    """The cell's label and the options that vary between the table's cells."""
     options = ", ".join(f"{c} {row[c]}" for c in varying if not pd.isna(row[c]))
     return ", ".join(n for n in (row["label"], options) if n) or "every cell"
 
 
 def critical_lines(row: pd.Series, name: str) -> list[str]:
+    """A global scale's row: the critical scale and its spread over inits, or why none."""
     if row["note"]:
         return [f"{name}: {row['note']}"]
     return [f"{name}: critical scale {row['critical_scale']:.4g} (x{row['multiplier']:.3g} of "
@@ -42,12 +45,17 @@ def critical_lines(row: pd.Series, name: str) -> list[str]:
 
 
 def layer_lines(rows: pd.DataFrame, name: str) -> list[str]:
-    """The `layer_scale` a sweep runs the prescription by: one number for each of the model's
-    layers (1 for a layer without a weight leaf, which has no row), and the 5-95 % ranges."""
+    """The `layer_scale` a sweep runs the prescription by: for each of the model's layers its
+    multiplier (1 for a layer without a weight leaf, which has no row) times the cell's own
+    `layer_scale` (the multipliers are relative to the cell's init), and the 5-95 % ranges of
+    the multipliers."""
     first = rows.iloc[0]
     per_layer = rows.groupby("layer", sort=True).first()
     every = range(1, int(first["layers"]) + 1)
-    scales = ", ".join(f"{per_layer['multiplier'].get(l, 1.0):.3g}" for l in every)
+    own = json.loads(first["layer_scale"]) if "layer_scale" in first else []
+    own = own or [1.0] * len(every)
+    scales = ", ".join(f"{c * per_layer['multiplier'].get(l, 1.0):.3g}"
+                       for c, l in zip(own, every, strict=True))
     ranges = ", ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in
                        zip(per_layer["multiplier_p05"], per_layer["multiplier_p95"], strict=True))
     return [f"{name}: {first['criterion']}: layer_scale = [{scales}] (median over inits, layers "
@@ -91,4 +99,5 @@ def prescription_lines(table: pd.DataFrame) -> list[str]:
 
 
 def prescription_text(table: pd.DataFrame) -> str:
+    """`prescription_lines` as one text (what `gradjax tune` prints)."""
     return "\n".join(prescription_lines(table))

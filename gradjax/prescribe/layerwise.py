@@ -12,7 +12,7 @@ numbered in forward order (`gradjax.nn.layer_order`), as the `layer` column numb
   1; `UNIT_VARIANCE_PASSES` passes per layer, where the paper stops at |var - 1| < 0.1 (one
   pass is exact for a layer without a bias; a bias needs more). Layers without a tap are left
   at 1.
-- `equal_gradients` balances |dL/dW_l|^2 (the sum over the layer's weight leaves): each pass
+- `equal_gradients` balances |dL/dW_l|^2 (W: the layer's largest weight leaf): each pass
   multiplies every layer's weights by (|dL/dW_l|^2 / g)^(EQUAL_STEP), g the geometric mean
   over the layers. In a network that is positively homogeneous in each layer's weights
   (linear, ReLU without bias) |dL/dW_l| is proportional to the product of the *other* layers'
@@ -57,14 +57,15 @@ class CellModel:
     """One cell's model in the generic form, with where its leaves and taps sit.
 
     `leaf_layer[i]` is the layer of float leaf i and `leaf_path[i]` its
-    `jax.tree_util.keystr` path in the params pytree that `init(key)` returns; `weights` the
-    leaves with ndim >= 2; `tap_of_layer` maps a layer to the first tap (in `tap_names`' order)
-    that it produces."""
+    `jax.tree_util.keystr` path in the params pytree that `init(key)` returns, `leaf_size[i]`
+    its entries; `weights` the leaves with ndim >= 2; `tap_of_layer` maps a layer to the first
+    tap (in `tap_names`' order) that it produces; `n_layers` counts the model's modules."""
 
     spec: ProbeSpec
     point: dict[str, Any]
     leaf_layer: np.ndarray
     leaf_path: tuple[str, ...]
+    leaf_size: np.ndarray
     weights: np.ndarray
     tap_names: tuple[str, ...]
     tap_of_layer: dict[int, int]
@@ -103,9 +104,11 @@ def cell_model(sweep: Sweep) -> CellModel:
     tap_of_layer: dict[int, int] = {}
     for i, layer in enumerate(tap_layer):
         tap_of_layer.setdefault(int(layer), i)
+    n_layers = int(where["layer"][0] - where["layer_from_output"][0] - 1)
     return CellModel(spec, jax.tree.map(lambda a: a[0], points), where["layer"][:n_leaves],
-                     tuple(paths), np.asarray([leaf.ndim >= 2 for leaf in floats]), tap_names,
-                     tap_of_layer, int(where["layer"].max()))
+                     tuple(paths), where["n"][:n_leaves],
+                     np.asarray([leaf.ndim >= 2 for leaf in floats]), tap_names, tap_of_layer,
+                     n_layers)
 
 
 def init_problem(model: CellModel, key: jax.Array):
@@ -155,10 +158,21 @@ def unit_variance(model: CellModel, key: jax.Array) -> tuple[jax.Array, jax.Arra
     return m, jnp.any(measured) & jnp.all(~measured | (jnp.abs(v - 1) < UNIT_TOLERANCE))
 
 
+def largest_weights(model: CellModel) -> list[int]:
+    """For each layer with a weight leaf, the index of its largest one (most entries, the
+    first of equals): the layer's W, as the check round's `balance` reads it."""
+    chosen: dict[int, int] = {}
+    for i, (layer, weight) in enumerate(zip(model.leaf_layer, model.weights, strict=True)):
+        best = chosen.get(int(layer))
+        if weight and (best is None or model.leaf_size[i] > model.leaf_size[best]):
+            chosen[int(layer)] = i
+    return [chosen[layer] for layer in sorted(chosen)]
+
+
 def layer_grad_sq(model: CellModel, floats: list, rebuild: Callable, apply: Callable, x, y,
                   m: jax.Array) -> jax.Array:
-    """|dL/dW_l|^2 per layer [n_layers] at the multipliers `m`: the sum over the layer's
-    weight leaves (0 for a layer without one)."""
+    """|dL/dW_l|^2 per layer [n_layers] at the multipliers `m`, W the layer's largest weight
+    leaf (`largest_weights`; 0 for a layer without one)."""
     spec = model.spec
 
     def loss(leaves):
@@ -168,10 +182,10 @@ def layer_grad_sq(model: CellModel, floats: list, rebuild: Callable, apply: Call
                               leaky_slope=spec.leaky_slope)
 
     grads = jax.grad(loss)(scaled(model, floats, m))
-    sq = jnp.stack([jnp.sum(jnp.square(g.astype(jnp.float32)))
-                    for g, w in zip(grads, model.weights, strict=True) if w])
-    weight_layer = jnp.asarray(model.leaf_layer[model.weights] - 1)
-    return jnp.zeros(model.n_layers, jnp.float32).at[weight_layer].add(sq)
+    chosen = largest_weights(model)
+    sq = jnp.stack([jnp.sum(jnp.square(grads[i].astype(jnp.float32))) for i in chosen])
+    layers = jnp.asarray(model.leaf_layer[chosen] - 1)
+    return jnp.zeros(model.n_layers, jnp.float32).at[layers].set(sq)
 
 
 def equal_gradients(model: CellModel, key: jax.Array) -> tuple[jax.Array, jax.Array]:

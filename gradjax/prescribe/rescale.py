@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 import pandas as pd
 
 from gradjax.probe.tree_probe import scale_leaves
@@ -17,8 +18,8 @@ def rescale(params: Any, prescription: pd.DataFrame | pd.Series) -> Any:
     ndim >= 2 (a weight matrix or kernel), the rule of a sweep's `scale`, and leaves the 1-D
     leaves (biases) as they are. Per-layer rows (`unit-variance`, `equal-gradients`) multiply
     each leaf named by a row's `param`, its `jax.tree_util.keystr` path in the params that the
-    model's `init(key)` returns. So a model initialized as the tuned cell was (its `scale`),
-    rescaled, is the tuned init. Two lines in a training script:
+    model's `init(key)` returns. So a model initialized as the tuned cell was (its `scale`,
+    its `layer_scale`), rescaled, is the tuned init; the dtypes are kept. Two lines in a training script:
 
         table = gradjax.load("results/my_sweep-tune", "tune", cell=0, criterion="critical")
         params = gradjax.rescale(model_init(key), table)
@@ -49,5 +50,5 @@ def rescale(params: Any, prescription: pd.DataFrame | pd.Series) -> Any:
     if unknown:
         raise ValueError(f"rescale: the params have no leaf {', '.join(unknown)}; their "
                          f"leaves: {', '.join(paths)}")
-    return treedef.unflatten([leaf * factors[path] if path in factors else leaf
-                              for path, (_, leaf) in zip(paths, flat, strict=True)])
+    return treedef.unflatten([leaf * np.asarray(factors[path], leaf.dtype) if path in factors
+                              else leaf for path, (_, leaf) in zip(paths, flat, strict=True)])

@@ -55,4 +55,5 @@ def round_sweep(sweep: Sweep, target: Target, grid: Mapping[str, Sequence[Any]],
 
 
 def scale_grid(scales: np.ndarray) -> dict[str, list[float]]:
+    """A round's grid over `scale` alone (`round_sweep`'s `grid`)."""
     return {"scale": [float(s) for s in scales]}

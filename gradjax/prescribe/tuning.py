@@ -21,6 +21,7 @@ from gradjax.prescribe.target import targets_of
 from gradjax.results import files, layout, reading
 from gradjax.run import engine
 from gradjax.run.library import as_sweep
+from gradjax.run.preflight import check_sweep
 from gradjax.sweep import Sweep
 from gradjax.sweep.budget import DEFAULT_MAX_MEMORY
 
@@ -71,6 +72,7 @@ def tune(sweep: Mapping[str, Any] | str | Path | Sweep, out: str | Path | None =
     if criterion not in CRITERIA:
         raise ValueError(f"criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
     sweep = as_sweep(sweep)
+    check_sweep(sweep, max_memory)  # what `gradjax run` refuses, refused before any round
     out = tune_folder(sweep, out)
     if run is None:
         def run(one_round: Sweep, folder: Path) -> None:
@@ -108,8 +110,8 @@ def write_table(table: pd.DataFrame, out: Path, criterion: str) -> None:
     any earlier rows of the same `criterion` (the other criteria's rows kept); lists and
     tuples as JSON text, as the results tables hold them."""
     for column in table.columns:
-        if table[column].map(lambda v: isinstance(v, tuple | list)).any():
-            table[column] = table[column].map(json.dumps)
+        table[column] = table[column].map(
+            lambda v: json.dumps(v) if isinstance(v, tuple | list) else v)
     path = out / layout.TUNE / f"{layout.TUNE}.parquet"
     if path.exists():
         kept = pd.read_parquet(path)

@@ -40,7 +40,8 @@ def check_models(sweep: Sweep) -> None:
         try:
             with x64_if_needed(sweep):
                 tree_probe.shapes(bucket.spec, points)
-                layers = int(tree_probe.positions(bucket.spec, points)["layer"].max())
+                where = tree_probe.positions(bucket.spec, points)
+                layers = int(where["layer"][0] - where["layer_from_output"][0] - 1)
         except Exception as err:  # noqa: BLE001 (user code: any failure is the model's)
             raise SweepError(sweep.source, cell.field("model"),
                              f"model {bucket.spec.model!r} (cell {cell.index}) fails: "
@@ -48,4 +49,3 @@ def check_models(sweep: Sweep) -> None:
                              "a factory whose init and apply run, apply giving [batch, out_dim] "
                              "logits (docs/extending.md)") from None
         check_layer_scale(sweep.source, cell, layers)
-
