@@ -19,7 +19,8 @@ def rescale(params: Any, prescription: pd.DataFrame | pd.Series) -> Any:
     leaves (biases) as they are. Per-layer rows (`unit-variance`, `equal-gradients`) multiply
     each leaf named by a row's `param`, its `jax.tree_util.keystr` path in the params that the
     model's `init(key)` returns. So a model initialized as the tuned cell was (its `scale`,
-    its `layer_scale`), rescaled, is the tuned init; the dtypes are kept. Two lines in a training script:
+    its `layer_scale`), rescaled, is the tuned init; the dtypes are kept. Two lines in a
+    training script:
 
         table = gradjax.load("results/my_sweep-tune", "tune", cell=0, criterion="critical")
         params = gradjax.rescale(model_init(key), table)
