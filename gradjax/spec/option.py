@@ -29,6 +29,8 @@ LEAKY_SLOPE = 0.01  # leaky_relu's negative slope, the `leaky_slope` option's de
 DTYPE = "float32"  # the `dtype` option's default
 KINDS: tuple[str, ...] = ("int", "float", "name", "text", "bool", "model", "inputs", "targets",
                          "value", "scales")
+# kinds whose values other than names (rows, a number, a list) the result tables hold as JSON
+JSON_KINDS: tuple[str, ...] = ("inputs", "targets", "scales")
 
 
 @dataclasses.dataclass(frozen=True)

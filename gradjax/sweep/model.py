@@ -26,7 +26,7 @@ from gradjax.spec import (
     capabilities,
     layer_sizes,
 )
-from gradjax.spec.option import Option
+from gradjax.spec.option import JSON_KINDS, Option
 
 SHAPE_OPTIONS: tuple[str, ...] = ("in_dim", "width", "depth", "out_dim")  # ProbeSpec.sizes
 
@@ -87,11 +87,12 @@ class Cell:
                          structural_zeros=False, model_options=static, model_folder=self.folder)
 
     def columns(self) -> dict[str, Any]:
-        """Option values for the result tables; fixed inputs/targets and lists of scales as
-        JSON text."""
+        """Option values for the result tables; fixed inputs/targets (rows or a number) and
+        lists of scales as JSON text (`JSON_KINDS`)."""
         out = dict(self.options)
         for name, value in self.options.items():
-            if isinstance(value, tuple):
+            option = self.declared.get(name, OPTION_BY_NAME.get(name))
+            if option is not None and option.kind in JSON_KINDS and not isinstance(value, str):
                 out[name] = json.dumps(value)
         return out
 
