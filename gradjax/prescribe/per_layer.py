@@ -20,6 +20,7 @@ from gradjax.prescribe import critical, layerwise
 from gradjax.prescribe.check import compared
 from gradjax.prescribe.target import Target, round_sweep, scale_grid
 from gradjax.results import files
+from gradjax.run.model_check import x64_if_needed
 from gradjax.sweep import Sweep
 
 
@@ -72,8 +73,9 @@ def tune_layers(sweep: Sweep, target: Target, out: Path, *, criterion: str, trai
     `layer_scale` included); then the check round: the cell's init against the same inits
     with those multipliers."""
     one = round_sweep(sweep, target, scale_grid(np.array([target.scale])), criterion)
-    model = layerwise.cell_model(one)
-    per_init = layer_multipliers(sweep, target, criterion, out, model, one)
+    with x64_if_needed(one):
+        model = layerwise.cell_model(one)
+        per_init = layer_multipliers(sweep, target, criterion, out, model, one)
     spread = {layer: critical.percentiles(group["multiplier"].to_numpy())
               for layer, group in per_init.groupby("layer")}
     # the cell's own layer_scale, else 1 per layer: before and after then share one program

@@ -36,9 +36,9 @@ def check_models(sweep: Sweep) -> None:
         cell = bucket.cells[0]
         if capabilities(bucket.spec.model).shapes_from_options:
             continue
-        points = make_points(bucket.spec, **bucket.points([cell]))
         try:
             with x64_if_needed(sweep):
+                points = make_points(bucket.spec, **bucket.points([cell]))
                 tree_probe.shapes(bucket.spec, points)
                 where = tree_probe.positions(bucket.spec, points)
                 layers = int(where["layer"][0] - where["layer_from_output"][0] - 1)
