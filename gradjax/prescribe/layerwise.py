@@ -19,10 +19,10 @@ numbered in forward order (`gradjax.nn.layer_order`), as the `layer` column numb
   multipliers, so a step of 1/2 would equalize them in one pass; the step of 1/4 halves the
   imbalance in ln |dL/dW_l|^2 each pass there, and keeps a saturating network (tanh), where a
   full step overshoots, from oscillating. An init stops when its largest |dL/dW_l|^2 is within
-  EQUAL_SETTLED of its smallest, or after EQUAL_GRADIENT_PASSES passes (a deep tanh CNN
-  needs ~100). Either way the geometric mean of the multipliers
-  stays 1, so a homogeneous network computes the same function. This is the balance GradInit
-  (Zhu et al. 2021) learns, solved here from the gradients.
+  EQUAL_SETTLED of its smallest, or after EQUAL_GRADIENT_PASSES passes. Either way the
+  geometric mean of the multipliers stays 1, so a homogeneous network computes the same
+  function. This is the balance GradInit (Zhu et al. 2021) learns, solved here from the
+  gradients.
 
 A layer whose measured value is 0 or not finite (dead units, underflow) keeps its multiplier.
 """
