@@ -37,8 +37,8 @@ from gradjax.sweep import MAX_SEEDS, SweepError, budget, load_sweep
 EXTERNAL: dict[str, tuple[str, str]] = {
     "bench": ("gradjax.bench.command", "time gradjax against the baselines"),
     "report": ("gradjax.analysis.report", "plots and mean-field comparison of a results folder"),
-    "tune": ("gradjax.prescribe.command", "prescribe an init: the scale at which gradients keep "
-                                     "their size through depth"),
+    "tune": ("gradjax.prescribe.command", "prescribe an init: the critical scale, or per-layer "
+                                     "multipliers (LSUV's unit variance, equal gradients)"),
 }
 RESULTS = layout.RESULTS
 
