@@ -82,9 +82,8 @@ def generic_spec(cell: Cell) -> ProbeSpec:
     spec = cell.spec
     if not capabilities(spec.model).shapes_from_options:
         return spec
-    static = tuple(sorted((n, cell.options[n]) for n in cell.family.params
-                          if n in cell.options and not cell.traced(n)))
-    return dataclasses.replace(spec, model_options=static, model_folder=cell.folder)
+    return dataclasses.replace(spec, model_options=cell.model_options(),
+                               model_folder=cell.folder)
 
 
 def cell_model(sweep: Sweep) -> CellModel:

@@ -82,9 +82,15 @@ class Cell:
                              **data)
         program.setdefault("activation", None)
         program.pop("structural_zeros", None)  # the MLP's probe only
-        static = tuple(sorted((n, o[n]) for n in self.family.params if not self.traced(n)))
         return ProbeSpec(sizes=(o["in_dim"], o["out_dim"]), **program, **data,
-                         structural_zeros=False, model_options=static, model_folder=self.folder)
+                         structural_zeros=False, model_options=self.model_options(),
+                         model_folder=self.folder)
+
+    def model_options(self) -> tuple[tuple[str, object], ...]:
+        """The factory's options that fix the program: (name, value) of its parameters that
+        are not traced, sorted by name (`ProbeSpec.model_options`)."""
+        return tuple(sorted((n, self.options[n]) for n in self.family.params
+                            if n in self.options and not self.traced(n)))
 
     def columns(self) -> dict[str, Any]:
         """Option values for the result tables; fixed inputs/targets (rows or a number) and
