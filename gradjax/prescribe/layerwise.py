@@ -92,22 +92,21 @@ def cell_model(sweep: Sweep) -> CellModel:
     cell = bucket.cells[0]
     points = make_points(bucket.spec, **bucket.points([cell]))
     spec = generic_spec(cell)
-    params, _ = tree_probe.shapes(spec, points)
+    params, taps = tree_probe.shapes(spec, points)
     where = tree_probe.positions(spec, points)
     paths = [jax.tree_util.keystr(path) for path, leaf
              in jax.tree_util.tree_flatten_with_path(params)[0] if tree_probe.is_param(leaf)]
     floats, _ = tree_probe.split_params(params)
     n_leaves = len(floats)
-    tap_names = tuple(tree_probe.natural_order(tree_probe.shapes(spec, points)[1]))
+    tap_names = tuple(tree_probe.natural_order(taps))
     tap_layer = where["layer"][n_leaves:]
     tap_of_layer: dict[int, int] = {}
     for i, layer in enumerate(tap_layer):
         tap_of_layer.setdefault(int(layer), i)
-    n_layers = int(where["layer"][0] - where["layer_from_output"][0] - 1)
     return CellModel(spec, jax.tree.map(lambda a: a[0], points), where["layer"][:n_leaves],
                      tuple(paths), where["n"][:n_leaves],
                      np.asarray([leaf.ndim >= 2 for leaf in floats]), tap_names, tap_of_layer,
-                     n_layers)
+                     tree_probe.layer_count(where))
 
 
 def init_problem(model: CellModel, key: jax.Array):

@@ -96,5 +96,5 @@ def tune_layers(sweep: Sweep, target: Target, out: Path, *, criterion: str, trai
                      "multiplier_p95": p95, "layers": model.n_layers, "critical_scale": math.nan,
                      "from_scale": target.scale, "inits_holding": int(holds.sum()),
                      "inits": int(holds.size), **checked, "train_steps": train_steps,
-                     "note": "", "cell": target.cell, "label": target.label, **target.options})
+                     "note": "", "cell": target.cell, "label": target.label, **target.columns})
     return rows

@@ -137,4 +137,4 @@ def tune_row(target: Target, found: Crossings, checked: Mapping[str, Any], layer
             "inits_crossing": int(np.isfinite(found.per_init).sum()),
             "inits": int(found.per_init.size), **checked, "train_steps": train_steps,
             "layers_with_dz": layers, "note": note, "cell": target.cell,
-            "label": target.label, **target.options}
+            "label": target.label, **target.columns}

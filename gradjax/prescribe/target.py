@@ -17,12 +17,15 @@ from gradjax.sweep.toml_text import dumps
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One cell to tune: its options at step 0 without `scale`, and the scale it starts from."""
+    """One cell to tune: its options at step 0 without `scale` (as a sweep file gives them,
+    and as the result tables' columns hold them, `Cell.columns`), and the scale it starts
+    from."""
 
     index: int
     cell: int  # the first cell of the sweep it tunes
     label: str
     options: Mapping[str, Any]
+    columns: Mapping[str, Any]
     scale: float
 
 
@@ -36,7 +39,8 @@ def targets_of(sweep: Sweep) -> list[Target]:
                    if v is not None and k not in ("scale", "step")}
         key = tuple(sorted((k, repr(v)) for k, v in options.items()))
         if key not in seen:
-            seen[key] = Target(len(seen), cell.index, cell.label, options,
+            columns = {k: v for k, v in cell.columns().items() if k in options}
+            seen[key] = Target(len(seen), cell.index, cell.label, options, columns,
                                float(cell.options["scale"]))
     return list(seen.values())
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -107,11 +106,7 @@ def tune_folder(sweep: Sweep, out: str | Path | None) -> Path:
 
 def write_table(table: pd.DataFrame, out: Path, criterion: str) -> None:
     """The tune table, atomically, as `<out>/tune/tune.parquet`: `table`'s rows in place of
-    any earlier rows of the same `criterion` (the other criteria's rows kept); lists and
-    tuples as JSON text, as the results tables hold them."""
-    for column in table.columns:
-        table[column] = table[column].map(
-            lambda v: json.dumps(v) if isinstance(v, tuple | list) else v)
+    any earlier rows of the same `criterion` (the other criteria's rows kept)."""
     path = out / layout.TUNE / f"{layout.TUNE}.parquet"
     if path.exists():
         kept = pd.read_parquet(path)

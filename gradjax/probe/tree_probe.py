@@ -116,6 +116,12 @@ def draw_params(spec: ProbeSpec, init, key: jax.Array, point: Mapping[str, Any],
                     for leaf, layer in zip(floats, leaf_layer, strict=True)])
 
 
+def layer_count(where: Mapping[str, Any]) -> int:
+    """The model's number of layers (modules), from its position columns (`positions`:
+    layer_from_output = layer - layers - 1)."""
+    return int(where["layer"][0] - where["layer_from_output"][0] - 1)
+
+
 def leaf_layers(spec: ProbeSpec, point: Mapping[str, Any]) -> np.ndarray:
     """The layer (forward order) of each float leaf, for one point's options (`positions`)."""
     points = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *jnp.shape(a)), jnp.result_type(a)),

@@ -41,7 +41,7 @@ def check_models(sweep: Sweep) -> None:
                 points = make_points(bucket.spec, **bucket.points([cell]))
                 tree_probe.shapes(bucket.spec, points)
                 where = tree_probe.positions(bucket.spec, points)
-                layers = int(where["layer"][0] - where["layer_from_output"][0] - 1)
+                layers = tree_probe.layer_count(where)
         except Exception as err:  # noqa: BLE001 (user code: any failure is the model's)
             raise SweepError(sweep.source, cell.field("model"),
                              f"model {bucket.spec.model!r} (cell {cell.index}) fails: "
