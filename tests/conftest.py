@@ -114,7 +114,8 @@ def programs_built(report) -> int:
 def counting_calls(monkeypatch, module, name: str):
     """Count the calls of `module.name` while the block runs, through a wrapper put in its
     place. A jitted function's Python body runs once per trace, so around code that jits it
-    this counts traces (equinox's `assert_max_traces`, without a counter in traced code)."""
+    this counts traces (equinox's `assert_max_traces`, without a counter in traced code); the
+    program store, which loads programs without tracing them, is off meanwhile."""
     calls: list[int] = []
     original = getattr(module, name)
 
@@ -122,12 +123,13 @@ def counting_calls(monkeypatch, module, name: str):
         calls.append(1)
         return original(*args, **kwargs)
 
-    from gradjax.probe import programs  # its cache of compiled chunk programs holds the wrapped one
+    from gradjax.probe import program_store, programs  # (programs holds the wrapped function)
 
     programs.clear_compiled()
     monkeypatch.setattr(module, name, counted)
     try:
-        yield calls
+        with program_store.suspended():
+            yield calls
     finally:
         programs.clear_compiled()
 

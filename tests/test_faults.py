@@ -231,7 +231,9 @@ def test_every_malformed_sweep_file_gets_one_error_line_and_exit_2(tmp_path, cap
 # ------------------------------------------------------------------------------ security
 
 def test_gradjax_never_evaluates_or_unpickles():
-    """Sweep files, checkpoints and moments are data: no eval/exec, no pickle anywhere."""
+    """Sweep files, checkpoints and moments are data: no eval/exec, no pickle anywhere.
+    (Compiled programs are code by nature: JAX's compile cache and the program store load
+    them only from the user's private cache folder.)"""
     for path in Path(gradjax.__file__).parent.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

@@ -3,8 +3,9 @@
 `chunk_program_of` is the one chunk program (`gradjax.probe.chunking.chunk_program`) with the
 bucket's kernel (`kernel_of`); `compiled_chunk` compiles it for one chunk size, point shapes
 and device, and keeps it, so `gradjax run`, `gradjax bench` and `run_seeds` never compile the
-same program twice in a process. `run_seeds` is the probe alone, chunk by chunk, for tests
-and notebooks.
+same program twice in a process; a family of gradjax's own code also finds it in the program
+store (`gradjax.probe.program_store`) without tracing it. `run_seeds` is the probe alone, chunk
+by chunk, for tests and notebooks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from gradjax.probe import chunking, mlp_probe, tree_probe
+from gradjax.probe import chunking, mlp_probe, program_store, tree_probe
+from gradjax.probe.compile_cache import compile_fresh
 from gradjax.probe.kernel import ProbeKernel
 from gradjax.probe.stats import to_host
 from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec, capabilities
@@ -29,9 +31,11 @@ def kernel_of(spec: ProbeSpec) -> ProbeKernel:
     return mlp_probe.KERNEL if capabilities(spec.model).layered_probe else tree_probe.KERNEL
 
 
+@functools.cache
 def chunk_program_of(spec: ProbeSpec, with_moments: bool = False):
     """The bucket's chunk function, jitted: (root_seed, seeds[C], valid[C], points, P) ->
-    (stats [C, P, ...], moments or None): `chunking.chunk_program` with `kernel_of(spec)`."""
+    (stats [C, P, ...], moments or None): `chunking.chunk_program` with `kernel_of(spec)`.
+    One jitted function per bucket, so each shape is traced once for all devices."""
     program = functools.partial(chunking.chunk_program, kernel_of(spec), spec, with_moments)
     return jax.jit(program)
 
@@ -46,30 +50,47 @@ MATMUL_PRECISION = "highest"
 
 
 def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device,
-                   compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
+                   compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
-    whether it was compiled just now). Every compiled chunk program of the process, for
-    `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here and is kept.
-    `compiler_options` are XLA's for this program (e.g. `xla_backend_optimization_level`)."""
+    where it came from: "memory" (this process had it), "program store" or "built" (traced,
+    lowered and compiled, or loaded from JAX's persistent cache)). Every compiled chunk program
+    of the process, for `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here
+    and is kept. `compiler_options` are XLA's for this program (e.g.
+    `xla_backend_optimization_level`)."""
     leaves, tree = jax.tree.flatten(points)
     options = dict(compiler_options or {})
     key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
            device.id, tuple(sorted(options.items())))
     if key in _COMPILED:
-        return _COMPILED[key], False
-    on = functools.partial(jax.device_put, device=device)
-    with jax.default_matmul_precision(MATMUL_PRECISION):
-        lowered = chunk_program_of(spec, with_moments).lower(
-            np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)), on(points),
-            np.int32(leaves[0].shape[0]),
-        )
-    _COMPILED[key] = lowered.compile(options or None)
-    return _COMPILED[key], True
+        return _COMPILED[key], "memory"
+    stored = capabilities(spec.model).gradjax_code
+    name = program_store.program_name(*key[:3], str(tree), *key[4:], MATMUL_PRECISION,
+                                      device=device) if stored else ""
+    program = program_store.load(name, device) if stored else None
+    origin = "program store"
+    if program is None:
+        on = functools.partial(jax.device_put, device=device)
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            lowered = chunk_program_of(spec, with_moments).lower(
+                np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)),
+                on(points), np.int32(leaves[0].shape[0]),
+            )
+        if stored and program_store.store_folder() is not None:
+            program, fresh = compile_fresh(lowered, options)
+            if fresh:
+                program_store.save(name, program)
+        else:
+            program = lowered.compile(options or None)
+        origin = "built"
+    _COMPILED[key] = program
+    return program, origin
 
 
 def clear_compiled() -> None:
-    """Forget every compiled chunk program (tests that count traces start from here)."""
+    """Forget every compiled chunk program and jitted chunk function (tests that count traces
+    start from here)."""
     _COMPILED.clear()
+    chunk_program_of.cache_clear()
 
 
 def run_seeds(

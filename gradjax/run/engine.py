@@ -29,11 +29,12 @@ import jax
 from tqdm import tqdm
 
 from gradjax.nn.theory_columns import add_theory_columns
+from gradjax.probe.compile_cache import cache_events
 from gradjax.results import reading, results_folder, schema
 from gradjax.results.inert import inert_lines
 from gradjax.results.ledger import Ledger, cell_key, owned
 from gradjax.results.results_folder import SEED_BLOCK
-from gradjax.run.executables import cache_events, compile_cache_on
+from gradjax.run.executables import compile_cache_on
 from gradjax.run.interrupt import STOP, check_stop, stop_on_sigint, wait_until
 from gradjax.run.launch_options import conflict
 from gradjax.run.model_check import x64_if_needed

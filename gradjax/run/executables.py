@@ -4,7 +4,6 @@ persistent compile cache (`enable_compile_cache`) and its hit and miss counts.""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,34 +12,13 @@ from typing import Any
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from gradjax.probe.compile_cache import cache_events
 from gradjax.probe.programs import compiled_chunk
 from gradjax.results import files
 from gradjax.spec import ProbeSpec
 from gradjax.sweep.budget import (
     release_free_memory,
 )
-
-
-class _CacheEvents:
-    """Counts persistent compilation cache hits and misses (jax.monitoring events), for every
-    program this process compiles."""
-
-    HIT, MISS = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
-
-    def __init__(self):
-        self.hits = self.misses = 0
-
-    def __call__(self, event: str, **kwargs: Any) -> None:
-        self.hits += event == self.HIT
-        self.misses += event == self.MISS
-
-
-@functools.cache
-def cache_events() -> _CacheEvents:
-    """The process's counter of compile-cache events, listening from the first call on."""
-    events = _CacheEvents()
-    jax.monitoring.register_event_listener(events)
-    return events
 
 
 def enable_compile_cache(path: Path | None = None) -> Path:
@@ -78,7 +56,7 @@ class Executable:
     points: int
     peak_bytes: int
     compile_s: float
-    source: str  # "compiled", "compile cache" (persistent) or "memory" (this process)
+    source: str  # "compiled", "compile cache" (JAX's or the program store) or "memory"
     options: tuple = ()  # XLA's compiler options it was compiled with, as sorted items
 
     @property
@@ -100,17 +78,18 @@ def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequenc
     local = chunk // len(devices)
     events = cache_events()
     hits, misses, start = events.hits, events.misses, time.perf_counter()
-    fns, peak, fresh = [], 0, False
+    fns, peak, origins = [], 0, set()
     for device in devices:
-        fn, new = compiled_chunk(spec, True, local, points, device, compiler_options)
+        fn, origin = compiled_chunk(spec, True, local, points, device, compiler_options)
+        origins.add(origin)
         memory = fn.memory_analysis()
         # arguments, XLA's temporaries, and the outputs twice (one chunk in flight while the
         # previous one is copied to the host)
         peak += (memory.argument_size_in_bytes + memory.temp_size_in_bytes
                  + 2 * memory.output_size_in_bytes)
         fns.append(fn)
-        fresh |= new
-    cached = events.hits > hits and events.misses == misses
+    fresh = origins != {"memory"}
+    cached = "built" not in origins or (events.hits > hits and events.misses == misses)
     source = ("compile cache" if cached else "compiled") if fresh else "memory"
     if fresh:
         release_free_memory()  # the compiler's freed memory, kept by the C heap otherwise

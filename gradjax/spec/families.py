@@ -49,10 +49,16 @@ class Capabilities:
     layered_probe: bool = False
     # the mean-field theory columns of `gradjax.nn.theory_columns` describe it
     mean_field: bool = False
+    # every function its programs run is gradjax's own code (a plug-in's is the user's), so
+    # gradjax's source and the bucket name a compiled program before it is traced
+    # (`gradjax.probe.program_store`)
+    gradjax_code: bool = False
 
 
 FAMILY_CAPABILITIES: dict[str, Capabilities] = {
-    "mlp": Capabilities(shapes_from_options=True, layered_probe=True, mean_field=True),
+    "mlp": Capabilities(shapes_from_options=True, layered_probe=True, mean_field=True,
+                        gradjax_code=True),
+    "resmlp": Capabilities(gradjax_code=True),
 }
 
 
