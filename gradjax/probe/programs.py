@@ -52,11 +52,11 @@ MATMUL_PRECISION = "highest"
 def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device,
                    compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
-    where it came from: "memory" (this process had it), "program store" or "built" (traced,
-    lowered and compiled, or loaded from JAX's persistent cache)). Every compiled chunk program
-    of the process, for `gradjax run`, `gradjax bench` and `run_seeds` alike, comes from here
-    and is kept. `compiler_options` are XLA's for this program (e.g.
-    `xla_backend_optimization_level`)."""
+    where it came from: "memory" (this process had it), "program store", "compiled" (by XLA,
+    for the program store) or "jax" (through JAX's persistent cache: a hit or a compile)).
+    Every compiled chunk program of the process, for `gradjax run`, `gradjax bench` and
+    `run_seeds` alike, comes from here and is kept. `compiler_options` are XLA's for this
+    program (e.g. `xla_backend_optimization_level`)."""
     leaves, tree = jax.tree.flatten(points)
     options = dict(compiler_options or {})
     key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
@@ -79,9 +79,9 @@ def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, devi
             program, fresh = compile_fresh(lowered, options)
             if fresh:
                 program_store.save(name, program)
+            origin = "compiled"
         else:
-            program = lowered.compile(options or None)
-        origin = "built"
+            program, origin = lowered.compile(options or None), "jax"
     _COMPILED[key] = program
     return program, origin
 

@@ -89,7 +89,8 @@ def build_executable(spec: ProbeSpec, points: dict, chunk: int, devices: Sequenc
                  + 2 * memory.output_size_in_bytes)
         fns.append(fn)
     fresh = origins != {"memory"}
-    cached = "built" not in origins or (events.hits > hits and events.misses == misses)
+    through_jax = events.hits > hits and events.misses == misses if "jax" in origins else True
+    cached = "compiled" not in origins and through_jax
     source = ("compile cache" if cached else "compiled") if fresh else "memory"
     if fresh:
         release_free_memory()  # the compiler's freed memory, kept by the C heap otherwise
