@@ -4,5 +4,7 @@ tensor (`stats`); the MLP's forward and backward pass (`backprop`) and its boole
 tells dead zeros from underflow (`liveness`); the MLP's probe (`mlp_probe`) and the probe of any
 other family (`tree_probe`), which share the points, the point loop and the chunk moments
 (`chunking`); optimizer steps inside the probe (`training`); the process's cache of compiled
-programs (`programs`); and `grad_stats` for any model (`api`).
+programs (`programs`), the program store that keeps a gradjax family's compiled programs on
+disk under a name known before tracing (`program_store`), and JAX's cache events and a compile
+that bypasses that cache (`compile_cache`); and `grad_stats` for any model (`api`).
 """
