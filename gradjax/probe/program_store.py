@@ -17,8 +17,8 @@ exactly when that cache is on (`--no-cache` turns both off), and private to the 
 JAX's cache does. Each file is one JSON line with the program's argument and result
 structures, then the bytes of `jax.experimental.serialize_executable`. Each version of the
 source has a folder of its own; the `KEPT_SOURCES` most recently used are kept and older ones
-deleted. Every failure to read or
-write is a miss: the program is then built as if the store were empty.
+deleted. Every failure to read or write is a miss: the program is then built as if the store
+were empty.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Compiling a bucket's chunk program for a chunk size and its devices (`build_executable`), the
-persistent compile cache (`enable_compile_cache`) and its hit and miss counts."""
+"""Compiling a bucket's chunk program for a chunk size and its devices (`build_executable`,
+which says whether it was compiled or loaded), and turning the persistent compile cache on and
+off (`enable_compile_cache`; the program store inside it follows)."""
 
 from __future__ import annotations
 
