@@ -28,31 +28,41 @@ def own_cache(tmp_path):
     programs.clear_compiled()
 
 
-def _run(monkeypatch, traces: list):
-    """Per-seed stats of SPEC at two points, 5 seeds; each trace of the chunk program counted."""
+@pytest.fixture
+def traces(monkeypatch):
+    """Each trace of the chunk program, counted (with the store on, unlike `counting_calls`)."""
+    calls: list[int] = []
     original = chunking.chunk_program
 
     def counted(*args, **kwargs):
-        traces.append(1)
+        calls.append(1)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(chunking, "chunk_program", counted)
+    return calls
+
+
+def _run():
+    """Per-seed stats of SPEC at two points, 5 seeds."""
     points = chunking.make_points(SPEC, [0.5, 2.0], [0.0, 0.3])
     (_, stats, _), = programs.run_seeds(SPEC, points, np.arange(5), chunk=8, root_seed=1)
     return stats
 
 
-def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_bits(own_cache,
-                                                                             monkeypatch):
-    traces: list = []
-    built = _run(monkeypatch, traces)
+def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_bits(own_cache, traces):
+    built = _run()
     stored = list(own_cache.rglob("*.program"))
     assert len(traces) == 1 and len(stored) == 1
     assert stored[0].stat().st_mode & 0o777 == 0o600  # code: the user's alone
     assert stored[0].parent.stat().st_mode & 0o777 == 0o700
+    stored[0].parent.chmod(0o770)  # a folder others could write is never read
+    programs.clear_compiled()
+    _run()
+    assert len(traces) == 2
+    stored[0].parent.chmod(0o700)
     programs.clear_compiled()  # as a new process: nothing in memory
-    loaded = _run(monkeypatch, traces)
-    assert len(traces) == 1  # not traced again
+    loaded = _run()
+    assert len(traces) == 2  # not traced again
     for name, value in built.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
 
@@ -92,8 +102,8 @@ def test_the_name_changes_with_every_part_and_with_xla_flags(monkeypatch):
                                    True, 8, device=device),
         program_store.program_name(SPEC, True, 8, device=other),
     ]
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_thunk_runtime=true"
-    monkeypatch.setenv("XLA_FLAGS", flags)
+    flags = os.environ["XLA_FLAGS"] + " --xla_cpu_use_thunk_runtime=true"
+    monkeypatch.setattr(program_store, "flags_in_effect", lambda: flags)
     changed.append(program_store.program_name(SPEC, True, 8, device=device))
     assert len({base, *changed}) == 1 + len(changed)
 
@@ -112,6 +122,12 @@ def test_prune_keeps_the_most_recently_used_source_folders(tmp_path):
         os.utime(tmp_path / name, (1e9 - age * 100, 1e9 - age * 100))  # a is the newest
     program_store.prune(tmp_path, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
+
+
+def test_the_store_is_off_where_the_backend_started_before_gradjax_set_its_flags(monkeypatch):
+    assert program_store.flags_in_effect() == os.environ["XLA_FLAGS"]  # conftest's order
+    monkeypatch.setattr(program_store, "flags_in_effect", lambda: None)
+    assert program_store.store_folder() is None
 
 
 def test_the_store_is_off_with_the_compile_cache():

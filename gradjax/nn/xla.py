@@ -14,6 +14,7 @@ avoids it and gives the same numbers. Set GRADJAX_KEEP_XLA_FLAGS=1 to leave XLA_
 from __future__ import annotations
 
 import os
+import sys
 
 _FLAGS = {
     "xla_cpu_experimental_ynn_fusion_type": "--xla_cpu_experimental_ynn_fusion_type=",
@@ -22,14 +23,25 @@ _FLAGS = {
 }
 
 
+_PINNED: dict[str, str | None] = {}  # XLA_FLAGS as JAX's backend will read them
+
+
 def pin_reductions() -> None:
-    if os.environ.get("GRADJAX_KEEP_XLA_FLAGS"):
-        return
     flags = os.environ.get("XLA_FLAGS", "")
-    for name, flag in _FLAGS.items():
-        if name not in flags:
-            flags = f"{flags} {flag}".strip()
-    os.environ["XLA_FLAGS"] = flags
+    if not os.environ.get("GRADJAX_KEEP_XLA_FLAGS"):
+        for name, flag in _FLAGS.items():
+            if name not in flags:
+                flags = f"{flags} {flag}".strip()
+        os.environ["XLA_FLAGS"] = flags
+    bridge = sys.modules.get("jax._src.xla_bridge")  # not imported: `import gradjax` loads no JAX
+    started = bridge is not None and bridge.backends_are_initialized()
+    _PINNED["flags"] = None if started else flags
+
+
+def flags_in_effect() -> str | None:
+    """The XLA_FLAGS JAX's backend started with, as `pin_reductions` left them; None where
+    the backend had started before gradjax was imported (the flags in effect are unknown)."""
+    return _PINNED.get("flags")
 
 
 def unroll_threefry_on_cpu() -> bool:

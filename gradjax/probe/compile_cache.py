@@ -42,7 +42,8 @@ def compile_fresh(lowered: Any, options: dict | None) -> tuple[Any, bool]:
     from what it would write: XLA:CPU, jax 0.10), so a program meant for the program store is
     compiled with JAX's cache off. JAX decides whether to use its cache once per process, so the
     switch is its config plus `reset_cache`, under a lock; a hit counted meanwhile (another
-    thread's program) makes the caller keep the program in memory only."""
+    thread's program) makes the caller keep the program in memory only. Another thread's
+    compile meanwhile skips JAX's cache too: slower, never different."""
     events = cache_events()
     with _FRESH:
         enabled = jax.config.jax_enable_compilation_cache

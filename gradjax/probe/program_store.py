@@ -6,16 +6,18 @@ and lowers a program before it can find it: for a small MLP bucket that is 1-3 s
 a cache hit costs. A family whose code is all gradjax's (`Capabilities.gradjax_code`) has
 programs fixed by gradjax's source (`source_digest`) and what `program_name` hashes (the
 bucket's `ProbeSpec`, the chunk and point shapes, the device, XLA's options and flags, JAX's
-configuration and the versions of jax, jaxlib and numpy), so its compiled program is named from
-those and loaded without tracing (0.2-0.9 s). A plug-in's code is the user's and is not hashed:
-its programs go through JAX's cache only. A stored program was compiled by XLA itself, never
-loaded from JAX's cache (`gradjax.probe.compile_cache.compile_fresh` says why).
+configuration, Python's version and those of the libraries traced into it), so its compiled
+program is named from those and loaded without tracing (0.2-0.9 s). A plug-in's code is the
+user's and is not hashed: its programs go through JAX's cache only. A stored program was
+compiled by XLA itself, never loaded from JAX's cache (`gradjax.probe.compile_cache.
+compile_fresh` says why).
 
 The store lives in the folder of JAX's persistent cache (`gradjax-programs/`), so it is on
 exactly when that cache is on (`--no-cache` turns both off), and private to the user like it
 (0700 folders, 0600 files): a program is code, and loading one runs it, as loading one from
-JAX's cache does. Each file is one JSON line with the program's argument and result
-structures, then the bytes of `jax.experimental.serialize_executable`. Each version of the
+JAX's cache does; a folder that is not is never read. Each file is one JSON line with the
+program's argument and result structures and the SHA-256 of the rest, then the bytes of
+`jax.experimental.serialize_executable`. Each version of the
 source has a folder of its own; the `KEPT_SOURCES` most recently used are kept and older ones
 deleted. Every failure to read or write is a miss: the program is then built as if the store
 were empty.
@@ -24,11 +26,13 @@ were empty.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ import jax
 import jaxlib
 import numpy as np
 from jax.experimental import serialize_executable
+
+from gradjax.nn.xla import flags_in_effect
 
 FOLDER = "gradjax-programs"  # inside JAX's cache folder
 KEPT_SOURCES = 3  # folders of gradjax source versions kept (several clones share a cache)
@@ -47,9 +53,11 @@ _off: list[bool] = []  # `suspended` blocks in progress
 # the subpackages a probe program's code can come from: the probe and the layers below it
 # (the import-linter contracts of pyproject.toml keep the probe from importing any other)
 PROGRAM_PACKAGES = ("spec", "nn", "sweep", "results", "probe")
+# the libraries whose code is traced into a gradjax family's programs besides jax's own
+# (optax: the optimizer steps; scikit-learn: the digits images; ml_dtypes: bfloat16)
+TRACED_LIBRARIES = ("jax", "jaxlib", "numpy", "optax", "scikit-learn", "ml_dtypes")
 
 
-@functools.cache
 def source_digest() -> str:
     """The SHA-256 of every .py file of `PROGRAM_PACKAGES`, with its path: the code that writes
     a gradjax family's programs. Editing the run layer, the report or the CLI keeps it."""
@@ -60,13 +68,24 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+LOADED_SOURCE = source_digest()  # the code this process imported (checked again on saving)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def _environment() -> tuple:
     """What besides gradjax's source and the program's own arguments shapes a program."""
     config = sorted((k, v) for k, v in jax.config.values.items()
                     if v is None or isinstance(v, bool | int | float | str))
-    env = sorted((k, v) for k, v in os.environ.items()
-                 if k == "XLA_FLAGS" or k.startswith(("GRADJAX_", "JAX_")))
-    return jax.__version__, jaxlib.__version__, np.__version__, tuple(config), tuple(env)
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("GRADJAX_", "JAX_")))
+    versions = (jax.__version__, jaxlib.__version__, np.__version__, sys.version,
+                *(_version(d) for d in TRACED_LIBRARIES))
+    return versions, flags_in_effect(), tuple(config), tuple(env)
 
 
 def program_name(*parts: Any, device: Any) -> str:
@@ -79,11 +98,22 @@ def program_name(*parts: Any, device: Any) -> str:
 
 def store_folder() -> Path | None:
     """This source version's folder of the store, or None while the store is off (JAX's
-    persistent cache off, or inside `suspended`)."""
+    persistent cache off, inside `suspended`, or JAX's backend started before gradjax set its
+    XLA flags, so the flags in effect are unknown)."""
     cache = jax.config.jax_compilation_cache_dir
-    if _off or not (jax.config.jax_enable_compilation_cache and cache):
+    if _off or not (jax.config.jax_enable_compilation_cache and cache) or (
+            flags_in_effect() is None):
         return None
-    return Path(cache) / FOLDER / source_digest()[:32]
+    return Path(cache) / FOLDER / LOADED_SOURCE[:32]
+
+
+def _private(folder: Path) -> bool:
+    """Whether `folder` and the store above it are this user's and nobody else's to write."""
+    for path in (folder, folder.parent):
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return False
+    return True
 
 
 def load(name: str, device: Any) -> Any | None:
@@ -92,9 +122,14 @@ def load(name: str, device: Any) -> Any | None:
     if folder is None:
         return None
     try:
+        if not _private(folder):
+            return None
         data = (folder / (name + _SUFFIX)).read_bytes()
         header, blob = data.split(b"\n", 1)
-        in_tree, out_tree = (tree_of(t) for t in json.loads(header))
+        trees, checksum = json.loads(header)
+        if hashlib.sha256(blob).hexdigest() != checksum:
+            return None
+        in_tree, out_tree = (tree_of(t) for t in trees)
         program = serialize_executable.deserialize_and_load(
             blob, in_tree, out_tree, execution_devices=[device])
     except Exception:  # missing, partly deleted by another process, or unreadable: a miss
@@ -109,22 +144,31 @@ def save(name: str, program: Any) -> None:
     folder = store_folder()
     if folder is None:
         return
+    temporary = None
     try:
+        if source_digest() != LOADED_SOURCE:  # the code changed under this process
+            return
         blob, in_tree, out_tree = serialize_executable.serialize(program)
-        header = json.dumps([layout_of(in_tree), layout_of(out_tree)]).encode()
-        if [tree_of(t) for t in json.loads(header)] != [in_tree, out_tree]:
+        trees = [layout_of(in_tree), layout_of(out_tree)]
+        if [tree_of(t) for t in trees] != [in_tree, out_tree]:
             return  # a container JSON does not spell (a named tuple, a custom node)
-        blob = header + b"\n" + blob
+        header = json.dumps([trees, hashlib.sha256(blob).hexdigest()]).encode()
         new = not folder.is_dir()
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = folder / f".{name}.{os.getpid()}.tmp"
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(blob)
+        for path in (folder.parent, folder):
+            path.mkdir(exist_ok=True, mode=0o700)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        with open(handle, "wb") as f:  # mkstemp: 0600, a name of its own
+            f.write(header + b"\n" + blob)
         os.replace(temporary, folder / (name + _SUFFIX))
+        temporary = None
         if new:
             prune(folder.parent, KEPT_SOURCES)
     except Exception:  # a program the backend cannot serialize, a full disk: not kept
         return
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def layout_of(tree: Any) -> Any:
