@@ -34,9 +34,12 @@ jax.config.update("jax_num_cpu_devices", 2)
 # clone, so every clone and worktree on the machine (and CI's fresh clone) reuses it;
 # GRADJAX_TEST_CACHE_HOME moves it. A loaded program is the one compiled, and its key is the
 # program itself, so no number depends on the cache; a test that counts compiles gives its
-# processes a cache of their own.
+# processes a cache of their own. The folder is exported as GRADJAX_TEST_CACHE_HOME too: xdist's
+# workers inherit the XDG_CACHE_HOME set here, and would otherwise nest a second cache inside it
+# that the serial run of `make test` (`-m alone`) and `pytest -n 0` never see.
 _USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 TEST_CACHE_HOME = Path(os.environ.get("GRADJAX_TEST_CACHE_HOME", _USER_CACHE / "gradjax-tests"))
+os.environ["GRADJAX_TEST_CACHE_HOME"] = str(TEST_CACHE_HOME)
 os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE_HOME)
 
 import gradjax  # noqa: E402  (sets the XLA flags before the backend starts)

@@ -270,6 +270,7 @@ def test_run_file_records_the_parsed_sweep_not_its_text(folder):
     assert keys == record["cells"]
 
 
+@pytest.mark.integration  # a whole run of a sweep
 def test_a_run_waits_for_the_folder_lock_and_says_who_holds_it(folder, monkeypatch):
     monkeypatch.setattr(results_folder, "LOCK_WAIT_S", 0.2)
     with open(folder / ".lock", "a") as lock:
@@ -412,6 +413,7 @@ def net(in_dim, out_dim):
 '''
 
 
+@pytest.mark.integration  # a whole run of a sweep
 def test_a_plugin_s_leaves_and_taps_have_nulls_where_a_statistic_does_not_apply(tmp_path):
     (tmp_path / "plug.py").write_text(PLUGIN)
     (tmp_path / "plug.toml").write_text(

@@ -334,6 +334,7 @@ def test_shallow_cells_outside_the_model_are_nan(init, depth):
     assert out[list(THEORY_COLUMNS)].isna().all().all()  # too shallow to fit, too
 
 
+@pytest.mark.integration  # a whole run of a sweep
 def test_a_depth_zero_sweep_runs_and_summarises(tmp_path):
     """End to end: the engine writes the summary (with the theory columns) of a depth-0
     fan_in_normal cell, which raised IndexError before."""

@@ -83,7 +83,7 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     the critical fan-in scale is sqrt(2). At width 128 the measured point sits within ~2 % of
     it (the loss couples the forward and backward passes at finite width)."""
     sweep = parse_sweep(RELU.format(seeds=64, width=128), str(tmp_path / "relu.toml"))
-    table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, train_steps=0)
+    table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=1, train_steps=0)
     assert len(table) == 1  # the two scales are one cell to tune
     row = table.iloc[0]
     assert row["critical_scale"] ** 2 == pytest.approx(2.0, rel=0.04)
@@ -109,7 +109,7 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     def counted(one_round, folder):
         reports.append(engine.execute_sweep(one_round, folder, quiet=True))
 
-    tune(sweep, tmp_path / "tune", points=7, zoom_rounds=2, train_steps=0, run=counted)
+    tune(sweep, tmp_path / "tune", points=7, zoom_rounds=1, train_steps=0, run=counted)
     assert reports and sum(r.inits for r in reports) == 0  # every round resumed as finished
 
 
@@ -169,7 +169,7 @@ def test_critical_deep_linear_plug_in_is_scale_1_from_the_command_line(tmp_path,
     """)
     out = tmp_path / "tuned"
     assert cli.main(["tune", str(sweep), "--out", str(out), "--points", "7",
-                     "--zoom-rounds", "2"]) == 0
+                     "--zoom-rounds", "1"]) == 0
     text = capsys.readouterr().out
     row = gradjax.load(out, "tune").iloc[0]
     assert row["critical_scale"] == pytest.approx(1.0, rel=0.03)

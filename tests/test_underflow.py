@@ -208,6 +208,7 @@ def test_across_seed_moments_at_any_magnitude():
     assert merged.tree["W"]["m2"][0, 0] == 0 and merged.tree["W"]["m2"][0, 1] > 0
 
 
+@pytest.mark.integration  # a whole run of a sweep
 def test_sweep_grad_var_across_seeds_of_underflowing_gradients(tmp_path):
     """End to end: the summary's grad_var_across_seeds and the per-seed grad_var of a deep
     tiny-scale net against numpy float64 on gradients recomputed seed by seed."""
