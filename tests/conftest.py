@@ -47,6 +47,8 @@ from gradjax.results.files import user_cache_dir  # noqa: E402
 from gradjax.run import executables  # noqa: E402
 
 TEST_XLA_CACHE = user_cache_dir()  # under TEST_CACHE_HOME
+# on from the start: session and module fixtures are set up before `shared_compile_cache`
+executables.enable_compile_cache(TEST_XLA_CACHE)
 
 # modules whose tests run whole sweeps (subprocesses, resumes, shards, Ray, object stores):
 # `make test-fast` (-m "not integration") is the math and unit tests without them
