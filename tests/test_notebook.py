@@ -31,7 +31,7 @@ def test_a_value_toml_cannot_hold_is_one_error_naming_its_field():
 
 def test_run_sweep_of_a_dict_returns_the_summary_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = gradjax.run_sweep(TINY_SWEEP, compile_cache=False)
+    summary = gradjax.run_sweep(TINY_SWEEP)  # the cache's default folder: the suite's
     folder = tmp_path / "results" / "tiny"
     assert summary.equals(gradjax.load(folder))
     assert sorted(summary["scale"].unique()) == [0.5, 1.0] and set(summary["seeds"]) == {6}
