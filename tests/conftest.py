@@ -36,7 +36,8 @@ jax.config.update("jax_num_cpu_devices", 2)
 # program itself, so no number depends on the cache; a test that counts compiles gives its
 # processes a cache of their own. The folder is exported as GRADJAX_TEST_CACHE_HOME too: xdist's
 # workers inherit the XDG_CACHE_HOME set here, and would otherwise nest a second cache inside it
-# that the serial run of `make test` (`-m alone`) and `pytest -n 0` never see.
+# that the serial run of `make test` (`-m alone`) and `pytest -n 0` never see. (Like every
+# GRADJAX_ variable it enters the program store's names, so the suite's programs are its own.)
 _USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 TEST_CACHE_HOME = Path(os.environ.get("GRADJAX_TEST_CACHE_HOME", _USER_CACHE / "gradjax-tests"))
 os.environ["GRADJAX_TEST_CACHE_HOME"] = str(TEST_CACHE_HOME)
@@ -89,13 +90,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(autouse=True)
-def shared_compile_cache():
-    """Every test starts with the suite's persistent compile cache on (a test that ran
-    `gradjax run` in-process may have pointed JAX at its own, or turned it off)."""
+def _suite_cache_on() -> None:
     if jax.config.jax_compilation_cache_dir != str(TEST_XLA_CACHE) or not (
             jax.config.jax_enable_compilation_cache):
         executables.enable_compile_cache(TEST_XLA_CACHE)
+
+
+@pytest.fixture(autouse=True)
+def shared_compile_cache():
+    """Every test starts and ends with the suite's persistent compile cache on (a test that ran
+    `gradjax run` in-process may have pointed JAX at its own, or turned it off); ending with it
+    on matters to the next module or session fixture, which is set up before this fixture
+    runs for the next test."""
+    _suite_cache_on()
+    yield
+    _suite_cache_on()
 
 
 @pytest.fixture

@@ -55,11 +55,11 @@ def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_bits(own_
     assert len(traces) == 1 and len(stored) == 1
     assert stored[0].stat().st_mode & 0o777 == 0o600  # code: the user's alone
     assert stored[0].parent.stat().st_mode & 0o777 == 0o700
-    device, name = jax.devices()[0], stored[0].name.removesuffix(".program")
+    device, stem = jax.devices()[0], stored[0].name.removesuffix(".program")
     stored[0].parent.chmod(0o770)  # a folder others could write is never read
-    assert program_store.load(name, device) is None
+    assert program_store.load(stem, device) is None
     stored[0].parent.chmod(0o700)
-    assert program_store.load(name, device) is not None
+    assert program_store.load(stem, device) is not None
     programs.clear_compiled()  # as a new process: nothing in memory
     loaded = _run()
     assert len(traces) == 1  # not traced again

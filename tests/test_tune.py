@@ -85,6 +85,8 @@ def test_critical_relu_recovers_sigma_w_squared_2_and_a_rerun_computes_nothing(t
     sweep = parse_sweep(RELU.format(seeds=64, width=128), str(tmp_path / "relu.toml"))
     table = tune(sweep, tmp_path / "tune", points=7, zoom_rounds=1, train_steps=0)
     assert len(table) == 1  # the two scales are one cell to tune
+    assert sorted(p.name for p in (tmp_path / "tune" / "rounds").iterdir()) == [
+        "0-0", "0-1", "0-check"]  # the first grid, one zoom round, the check
     row = table.iloc[0]
     assert row["critical_scale"] ** 2 == pytest.approx(2.0, rel=0.04)
     assert row["multiplier"] == pytest.approx(row["critical_scale"] / 1.0)
@@ -169,9 +171,11 @@ def test_critical_deep_linear_plug_in_is_scale_1_from_the_command_line(tmp_path,
     """)
     out = tmp_path / "tuned"
     assert cli.main(["tune", str(sweep), "--out", str(out), "--points", "7",
-                     "--zoom-rounds", "1"]) == 0
+                     "--zoom-rounds", "2"]) == 0
     text = capsys.readouterr().out
     row = gradjax.load(out, "tune").iloc[0]
+    assert sorted(p.name for p in (out / "rounds").iterdir()) == [
+        "0-0", "0-1", "0-2", "0-check"]  # round 2 zooms on the points of rounds 0 and 1
     assert row["critical_scale"] == pytest.approx(1.0, rel=0.03)
     assert row["multiplier"] == pytest.approx(row["critical_scale"] / 3.0)
     assert f"critical scale {row['critical_scale']:.4g}" in text
