@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow lint report bench clean
+.PHONY: run test test-fast test-slow lint report bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ report: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m gradjax bench --workload all --sweep sweeps/bench_grid.toml --json results/bench.json
+
+bench-gpu: $(STAMP)  # on an accelerator: TF32's effect on the statistics, then the bench (< 8 min)
+	$(PY) benchmarks/gpu_check.py --out results/gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pandas as pd
 import pytest
 
-from gradjax.bench import command
+from gradjax.bench import command, precision
 from gradjax.bench import measure as bench
 from gradjax.bench.record import RECORD_KEYS, make_record
 from gradjax.bench.torch_peer import TORCH_MISSING
@@ -23,6 +23,7 @@ from gradjax.bench.workloads import (
     flops_per_init,
     sweep_workload,
 )
+from gradjax.probe import chunking, programs
 from gradjax.run import executables
 from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec
 from gradjax.sweep import budget
@@ -241,3 +242,20 @@ def test_the_draw_rate_is_measured_on_gradjax_s_generator():
     rate = bench.measure_draw_rate(n=4096, reps=2)
     assert rate["draw_rate_min"] <= rate["draw_rate"] <= rate["draw_rate_max"]
     assert rate["draw_rate"] > 0
+
+
+def test_the_tf32_check_runs_two_programs_and_finds_no_effect_on_a_cpu():
+    """On a CPU both matmul precisions are full float32: `default` moves no statistic by one
+    bit, and the comparison did run two programs (the precision is part of a compiled
+    program's key, as it is of the program store's name)."""
+    spec = ProbeSpec(sizes=(4, 6, 6, 1), activation="tanh", batch=3, inputs="gaussian",
+                     targets="gaussian")
+    effect = precision.precision_effect(spec, (0.5, 2.0), seeds=6, chunk=4)
+    assert set(effect) == set(precision.COMPARED)
+    assert all(row["n"] > 0 and row["max"] == 0.0 for row in effect.values())
+    points, _ = chunking.pad_points(chunking.make_points(spec, [0.5, 2.0], [0.0, 0.0]))
+    device = jax.devices()[0]
+    highest, origin = programs.compiled_chunk(spec, False, 4, points, device)
+    default, _ = programs.compiled_chunk(spec, False, 4, points, device,
+                                         matmul_precision="default")
+    assert origin == "memory" and default is not highest

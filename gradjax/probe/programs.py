@@ -50,27 +50,29 @@ MATMUL_PRECISION = "highest"
 
 
 def compiled_chunk(spec: ProbeSpec, with_moments: bool, chunk: int, points, device,
-                   compiler_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+                   compiler_options: Mapping[str, Any] | None = None,
+                   matmul_precision: str = MATMUL_PRECISION) -> tuple[Any, str]:
     """(the chunk function compiled for `chunk` seeds and these points' shapes on `device`,
     where it came from: "memory" (this process had it), "program store", "compiled" (by XLA,
     for the program store) or "jax" (through JAX's persistent cache: a hit or a compile)).
     Every compiled chunk program of the process, for `gradjax run`, `gradjax bench` and
     `run_seeds` alike, comes from here and is kept. `compiler_options` are XLA's for this
-    program (e.g. `xla_backend_optimization_level`)."""
+    program (e.g. `xla_backend_optimization_level`); `matmul_precision` is JAX's for its
+    matmuls (`MATMUL_PRECISION` unless a measurement of another asks)."""
     leaves, tree = jax.tree.flatten(points)
     options = dict(compiler_options or {})
     key = (spec, with_moments, chunk, tree, tuple((a.shape, str(a.dtype)) for a in leaves),
-           device.id, tuple(sorted(options.items())))
+           device.id, tuple(sorted(options.items())), matmul_precision)
     if key in _COMPILED:
         return _COMPILED[key], "memory"
     stored = capabilities(spec.model).gradjax_code
-    name = program_store.program_name(*key[:3], str(tree), *key[4:], MATMUL_PRECISION,
+    name = program_store.program_name(*key[:3], str(tree), *key[4:],
                                       device=device) if stored else ""
     program = program_store.load(name, device) if stored else None
     origin = "program store"
     if program is None:
         on = functools.partial(jax.device_put, device=device)
-        with jax.default_matmul_precision(MATMUL_PRECISION):
+        with jax.default_matmul_precision(matmul_precision):
             lowered = chunk_program_of(spec, with_moments).lower(
                 np.uint32(0), on(np.zeros(chunk, np.int32)), on(np.zeros(chunk, bool)),
                 on(points), np.int32(leaves[0].shape[0]),
@@ -102,6 +104,7 @@ def run_seeds(
     chunk: int = 256,
     with_moments: bool = False,
     compiler_options: Mapping[str, Any] | None = None,
+    matmul_precision: str = MATMUL_PRECISION,
 ):
     """Yield (seed_slice, stats as numpy [c, P, ...], moments) chunk by chunk, on the first
     device: the probe alone, for tests and notebooks (`gradjax run` and `gradjax bench` run
@@ -109,7 +112,7 @@ def run_seeds(
 
     Every chunk is compiled at the same shape [chunk] (at least MIN_ARRAY_AXIS); the last one is
     padded with masked seeds, so a run compiles once whatever the number of seeds.
-    `compiler_options` go to XLA (`compiled_chunk`).
+    `compiler_options` go to XLA and `matmul_precision` to JAX (`compiled_chunk`).
 
     moments (with_moments=True) = {"n": valid seeds, "moments": [per layer {"W": {"mean", "m2"},
     "b": {...}}]}, each array [P, *param shape]: the chunk's per-entry mean and sum of squared
@@ -118,7 +121,8 @@ def run_seeds(
     points, n_points = chunking.pad_points(points)
     chunk = max(chunk, MIN_ARRAY_AXIS)
     device = jax.devices()[0]
-    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device, compiler_options)
+    fn, _ = compiled_chunk(spec, with_moments, chunk, points, device, compiler_options,
+                           matmul_precision)
     points = jax.device_put(points, device)
     seeds = np.asarray(seeds, np.int32)
     for start in range(0, len(seeds), chunk):
