@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.installed-torch
 
 .PHONY: run test test-fast test-slow lint report bench bench-gpu clean
 
@@ -11,6 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,plot,bench]"
 	touch $(STAMP)
+
+$(TORCH_STAMP): $(STAMP)  # the bench's torch peer (pyproject's torch extra)
+	$(PY) -m pip install --quiet -e ".[torch]"
+	touch $(TORCH_STAMP)
 
 run: $(STAMP)
 	$(PY) -m gradjax run sweeps/seed_examples.toml --overwrite
@@ -34,7 +39,7 @@ test-slow: $(STAMP)  # the slow tests only (the recorded numbers of every option
 report: $(STAMP)
 	$(PY) -m gradjax report results/seed_examples
 
-bench: $(STAMP)
+bench: $(TORCH_STAMP)  # every peer, torch_func included
 	$(PY) -m gradjax bench --workload all --sweep sweeps/bench_grid.toml --json results/bench.json
 
 bench-gpu: $(STAMP)  # on an accelerator: TF32's effect on the statistics, then the bench (< 8 min)

@@ -8,6 +8,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,7 +26,7 @@ from gradjax.bench.workloads import (
 )
 from gradjax.probe import chunking, programs
 from gradjax.run import executables
-from gradjax.spec import MIN_ARRAY_AXIS, ProbeSpec
+from gradjax.spec import MIN_ARRAY_AXIS, STATS, ProbeSpec
 from gradjax.sweep import budget
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -105,6 +106,8 @@ def test_each_impl_measures_the_tiny_workload(impl):
         assert record["recompiles"] == 0
         assert record["chunk"] == 8  # `gradjax run`'s plan: every seed in one chunk
         assert record["compute_s"] > 0 and record["write_s"] > 0 and record["other_s"] >= 0
+    else:
+        assert record["write_s"] > 0  # the peer writes the same per-seed table
     if impl == "torch_func":
         assert record["chunk"] == 4 and record["torch_threads"] >= 1
     else:
@@ -259,3 +262,38 @@ def test_the_tf32_check_runs_two_programs_and_finds_no_effect_on_a_cpu():
     default, _ = programs.compiled_chunk(spec, False, 4, points, device,
                                          matmul_precision="default")
     assert origin == "memory" and default is not highest
+
+
+@pytest.mark.integration  # a whole `gradjax run` of the workload, for its per-seed table
+def test_a_peer_writes_gradjax_s_per_seed_rows_with_its_own_statistics(tmp_path):
+    from gradjax.bench import numpy_peer
+    from gradjax.bench.peer_tables import PeerTables
+    from gradjax.results.reading import load
+    from gradjax.run.library import run_sweep
+    from gradjax.sweep import parse_sweep
+
+    run_sweep(parse_sweep(TINY.sweep_text(), "<tiny>"), tmp_path / "run")
+    ours = load(tmp_path / "run", "per_seed")
+    (tmp_path / "peer").mkdir()
+    tables = PeerTables(TINY, tmp_path / "peer")
+    b = TINY.buckets[0]
+    chunks = list(numpy_peer.numpy_vec(b.spec, TINY.n_inits, b.scales, b.bias_scales, chunk=4))
+    paths = [tables.write(0, 4 * i, stats) for i, stats in enumerate(chunks)]
+    theirs = pd.concat([pd.read_parquet(p) for p in paths]).sort_values(
+        ["cell", "seed", "layer", "param"]).reset_index(drop=True)
+
+    assert list(theirs.columns) == list(ours.columns)
+    assert (theirs.dtypes == ours.dtypes).all()
+    keys = [c for c in ours.columns if c not in set(STATS)]
+    pd.testing.assert_frame_equal(theirs[keys], ours[keys])  # identity, options, positions
+    # each row holds the peer's own number for its (point, seed, layer, param)
+    # each row holds the peer's own number for its (point, seed, layer, param)
+    point = theirs.cell.map({cell.index: p for p, cell in enumerate(tables.cells[0])})
+    seed, layer = theirs.seed.to_numpy(), theirs.layer.to_numpy() - 1
+    w_or_b = (theirs.param == "b").to_numpy(int)
+    grad_var = np.concatenate([c["grad_var"] for c in chunks])[seed, point, layer, w_or_b]
+    preact_var = np.concatenate([c["preact_var"] for c in chunks])[seed, point, layer]
+    np.testing.assert_array_equal(theirs.grad_var, grad_var)
+    np.testing.assert_array_equal(theirs.preact_var, preact_var)
+    assert np.isfinite(grad_var).all() and np.isfinite(preact_var).any()
+    assert tables.seconds > 0

@@ -20,7 +20,9 @@ file, `Workload.sweep_text`, Parquet writes included), `numpy_vec` and `numpy_lo
 `gradjax.bench.numpy_peer`; the loop times `loop_inits` inits and extrapolates), and `torch_func`
 (`gradjax.bench.torch_peer`: `torch.func.vmap(grad)`, the same draws as numpy_vec; measured only
 where torch is installed, otherwise listed as not measured). The peers draw their own random
-numbers and compute the same statistics (tests/test_baselines.py).
+numbers and compute the same statistics (tests/test_baselines.py), and each writes the same
+per-seed table to Parquet as it goes (`gradjax.bench.peer_tables`), as its user would have to:
+every row is timed on both sides. `write_s` is that share of one run.
 
 Memory: `--max-memory` is the budget `gradjax run` plans its chunks in (XLA's memory analysis of
 the compiled program; peers: `numpy_peer.vec_bytes_per_init`), after the process's own
@@ -46,7 +48,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gradjax.bench import numpy_peer, torch_peer
+from gradjax.bench.peer_tables import PeerTables
 from gradjax.bench.workloads import Workload
 from gradjax.sweep.budget import peak_resident_bytes
 
@@ -232,19 +237,23 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     }
 
 
-def _peer_runs(job: Job, seeds: int, chunk: int) -> Callable[[], None]:
+def _peer_runs(job: Job, seeds: int, chunk: int, tables: PeerTables) -> Callable[[], None]:
+    """One run of a peer over the workload, each chunk's per-seed table written as it comes
+    (numpy_loop: its inits' rows written at the end of each bucket)."""
     def run() -> None:
-        for p in job.workload.buckets:
+        for b, p in enumerate(job.workload.buckets):
             args = (p.spec, seeds, p.scales, p.bias_scales, p.xs, p.ys)
-            stream: Iterator
             if job.impl == "numpy_loop":
-                stream = numpy_peer.numpy_loop(*args)
-            elif job.impl == "torch_func":
-                stream = torch_peer.torch_func(*args, chunk=chunk)
-            else:
-                stream = numpy_peer.numpy_vec(*args, chunk=chunk)
-            for _ in stream:
-                pass
+                inits = list(numpy_peer.numpy_loop(*args))
+                tables.write(b, 0, {k: np.stack([s[k] for s in inits]) for k in inits[0]})
+                continue
+            stream: Iterator = (torch_peer.torch_func(*args, chunk=chunk)
+                                if job.impl == "torch_func"
+                                else numpy_peer.numpy_vec(*args, chunk=chunk))
+            first = 0
+            for stats in stream:
+                tables.write(b, first, stats)
+                first += len(stats["loss_value"])
 
     return run
 
@@ -280,12 +289,15 @@ def _measure_chunks(job: Job) -> dict[str, Any]:
             chunk = max(1, min(chunk, 2 ** int(math.log2(max(budget // per_init, 1)))))
         estimate = per_init * chunk / 2**20
     seeds = w.n_inits if vectorized else w.loop_inits
-    run = _peer_runs(job, seeds, chunk)
-    run()  # warm-up
-    walls, cpu_wall = timed_reps(run, job.reps)
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = PeerTables(w, Path(tmp))
+        run = _peer_runs(job, seeds, chunk, tables)
+        run()  # warm-up
+        tables.seconds = 0.0
+        walls, cpu_wall = timed_reps(run, job.reps)
     inits = seeds * sum(p.n_points for p in w.buckets)
     return {
-        **_inits_rates(inits, walls),
+        **_inits_rates(inits, walls), "write_s": tables.seconds / job.reps,
         "inits_timed": inits, "extrapolated": inits < w.inits, "cpu_wall": cpu_wall,
         "compile_s": 0.0, "compiles": 0, "cache_hits": 0, "recompiles": 0,
         "chunk": chunk if vectorized else 1, "base_rss_mb": base, "device_peak_mb": None,

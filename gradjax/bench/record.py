@@ -145,6 +145,9 @@ def format_table(records: list[dict[str, Any]], peak: dict[str, Any]) -> str:
     notes += [f"{r['workload']} gradjax run, one timed run: compute {r['compute_s']:.3g} s, "
               f"write {r['write_s']:.3g} s, other {r['other_s']:.3g} s"
               for r in records if r["impl"] == "gradjax" and r["compute_s"] is not None]
+    notes += [f"{r['workload']} {r['impl']}, per run: write {r['write_s']:.3g} s (the same "
+              "per-seed table, pyarrow's defaults)"
+              for r in records if r["impl"] != "gradjax" and r["write_s"] is not None]
     return "\n".join(lines + skipped + notes)
 
 
