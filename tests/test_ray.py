@@ -3,6 +3,7 @@ is SIGKILLed in the middle of its task (Ray retries it; the pack's checkpoint ma
 compute each seed once)."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ import ray
 from conftest import SHARDS_SWEEP, TEST_CACHE_HOME, assert_same_as_single
 
 from gradjax import cli
+from gradjax.results.files import user_cache_dir
 from gradjax.run.ray_executor import run_on_ray
 from gradjax.sweep import load_sweep
 
@@ -54,7 +56,7 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
 
     def drive():
         result["inits"] = run_on_ray(sweep, out, seed_block=120, max_memory=16 * 1024,
-                                     log=lambda line: None)
+                                     cache=user_cache_dir(), log=lambda line: None)
 
     driver = threading.Thread(target=drive)
     driver.start()
@@ -73,3 +75,10 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
     assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
                      "ray", "--quiet", "--no-cache"]) == 0  # (the cache would stay on here)
     assert_same_as_single(out, shards_single)
+    # the same sweep into a new folder: its tasks load every program the first run compiled
+    log = []
+    run_on_ray(sweep, tmp_path / "again", seed_block=120, max_memory=16 * 1024,
+               cache=user_cache_dir(), log=log.append)
+    assert re.search(r"compiled 0 chunk programs, loaded [1-9]\d* from the persistent compile "
+                     r"cache", log[-1]), log[-1]
+    assert_same_as_single(tmp_path / "again", shards_single)

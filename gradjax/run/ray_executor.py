@@ -10,7 +10,8 @@ A worker that dies (killed, out of memory, its node lost) fails its task; Ray ru
 (`MAX_RETRIES`), and the retry resumes from the pack's checkpoint: pieces already written are
 skipped and part files past the checkpoint are dropped, so a retry computes each seed once
 into the folder. When every task has returned, the driver finishes the cells and writes the
-manifest, as the last shard of a job array does.
+manifest, as the last shard of a job array does; its last log line adds up the chunk programs
+the tasks compiled and those they loaded from the persistent compile cache.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ MAX_RETRIES = 3
 
 def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
           seed_range: tuple[int, int], max_memory: int, chunk: int | None,
-          cache: str | None) -> int:
-    """One group of work in a Ray worker: the inits it computed."""
+          cache: str | None) -> dict[str, int]:
+    """One group of work in a Ray worker: the inits it computed, the chunk programs it
+    compiled and those it loaded from the persistent compile cache."""
     sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
         executables.enable_compile_cache(Path(cache))
     report = engine.execute_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
                               only=[(tuple(cells), seed_range)])
-    return report.inits
+    return {"inits": report.inits, "compiled": report.compiled, "from_cache": report.from_cache}
 
 
 def run_on_ray(
@@ -68,9 +70,14 @@ def run_on_ray(
                                str(cache) if cache else None)
                    for _, _, cells, seed_range in groups]
         log(f"{sweep.name}: {len(pending)} Ray task(s), {gpus} GPU each")
-        inits = sum(ray.get(pending))
+        done = ray.get(pending)
         engine.complete_folder(ledger, log)
     finally:
         folder.release()
-    log(f"{sweep.name}: {inits:,} inits computed by Ray workers; results in {folder.root}")
+    inits, compiled, loaded = (sum(task[k] for task in done)
+                               for k in ("inits", "compiled", "from_cache"))
+    cache_text = (f"loaded {loaded} from the persistent compile cache" if cache
+                  else "persistent compile cache off")
+    log(f"{sweep.name}: {inits:,} inits computed by Ray workers; over the tasks, compiled "
+        f"{compiled} chunk programs, {cache_text}; results in {folder.root}")
     return inits
