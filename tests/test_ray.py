@@ -14,7 +14,6 @@ import ray
 from conftest import SHARDS_SWEEP, TEST_CACHE_HOME, assert_same_as_single
 
 from gradjax import cli
-from gradjax.results.files import user_cache_dir
 from gradjax.run.ray_executor import run_on_ray
 from gradjax.sweep import load_sweep
 
@@ -24,10 +23,15 @@ TIMEOUT = 240
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 
+def start_ray() -> None:
+    """A local Ray of two CPUs whose workers start with the suite's cache folder."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"XDG_CACHE_HOME": str(TEST_CACHE_HOME)}})
+
+
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,  # the shared cache
-             runtime_env={"env_vars": {"XDG_CACHE_HOME": str(TEST_CACHE_HOME)}})
+    start_ray()
     yield
     ray.shutdown()
 
@@ -49,14 +53,15 @@ def ray_task_workers() -> list[psutil.Process]:
 
 def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shards_single,
                                                                  tmp_path):
-    """Also: Ray tasks write the numbers of a single run, and the CLI sends nothing for a
-    finished folder."""
-    out, result = tmp_path / "out", {}
+    """Also: Ray tasks write the numbers of a single run, the CLI sends nothing for a
+    finished folder, and the same sweep in fresh workers compiles no program."""
+    # a compile cache of its own: the second run below counts what it loads from it
+    out, result, cache = tmp_path / "out", {}, tmp_path / "cache"
     sweep = sweep_file(tmp_path)
 
     def drive():
         result["inits"] = run_on_ray(sweep, out, seed_block=120, max_memory=16 * 1024,
-                                     cache=user_cache_dir(), log=lambda line: None)
+                                     cache=cache, log=lambda line: None)
 
     driver = threading.Thread(target=drive)
     driver.start()
@@ -75,10 +80,13 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_is_lost(local_ray, shar
     assert cli.main(["run", str(tmp_path / "shards.toml"), "--out", str(out), "--executor",
                      "ray", "--quiet", "--no-cache"]) == 0  # (the cache would stay on here)
     assert_same_as_single(out, shards_single)
-    # the same sweep into a new folder: its tasks load every program the first run compiled
+    # the same sweep into a new folder, in fresh worker processes (Ray reuses a worker, which
+    # would hold the programs in memory): every program the first run compiled is loaded
+    ray.shutdown()
+    start_ray()
     log = []
-    run_on_ray(sweep, tmp_path / "again", seed_block=120, max_memory=16 * 1024,
-               cache=user_cache_dir(), log=log.append)
+    run_on_ray(sweep, tmp_path / "again", seed_block=120, max_memory=16 * 1024, cache=cache,
+               log=log.append)
     assert re.search(r"compiled 0 chunk programs, loaded [1-9]\d* from the persistent compile "
-                     r"cache", log[-1]), log[-1]
+                     r"cache, 0 already compiled in the worker", log[-1]), log[-1]
     assert_same_as_single(tmp_path / "again", shards_single)

@@ -270,6 +270,7 @@ def _run_share(sweep, ledger, work, devices, budget, chunk, quiet, say, report) 
             executable = built[-1]
             report.compiled += sum(e.source == "compiled" for e in built)
             report.from_cache += sum(e.source == "compile cache" for e in built)
+            report.in_memory += sum(e.source == "memory" for e in built)
             _say_bucket(say, b, len(sweep.buckets()), bucket, todo, seed_range, packs, built,
                         budget, len(devices))
             for planned in packs:

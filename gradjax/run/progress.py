@@ -47,6 +47,7 @@ class RunReport:
     wall_s: float = 0.0
     compiled: int = 0  # chunk programs compiled
     from_cache: int = 0  # chunk programs loaded from the persistent compile cache
+    in_memory: int = 0  # chunk programs this process had compiled already ("already compiled")
     cache_misses: int | None = None  # every program of the run; None with the cache off
     packs: list[dict] = dataclasses.field(default_factory=list)
     peak_rss: int | None = None  # the process's peak resident bytes at the end of the run

@@ -11,7 +11,8 @@ A worker that dies (killed, out of memory, its node lost) fails its task; Ray ru
 skipped and part files past the checkpoint are dropped, so a retry computes each seed once
 into the folder. When every task has returned, the driver finishes the cells and writes the
 manifest, as the last shard of a job array does; its last log line adds up the chunk programs
-the tasks compiled and those they loaded from the persistent compile cache.
+the tasks' last attempts compiled, loaded from the persistent compile cache, or found compiled
+already in their worker process.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ MAX_RETRIES = 3
 def _task(text: str, source: str, seeds: int, out: str, cells: list[int],
           seed_range: tuple[int, int], max_memory: int, chunk: int | None,
           cache: str | None) -> dict[str, int]:
-    """One group of work in a Ray worker: the inits it computed, the chunk programs it
-    compiled and those it loaded from the persistent compile cache."""
+    """One group of work in a Ray worker: the inits it computed, and the chunk programs it
+    compiled, loaded from the persistent compile cache, or found compiled already in the
+    worker (Ray reuses a worker process for later tasks)."""
     sweep = parse_sweep(text, source).with_seeds(seeds)
     if cache:
         executables.enable_compile_cache(Path(cache))
     report = engine.execute_sweep(sweep, out, max_memory=max_memory, chunk=chunk, quiet=True,
                               only=[(tuple(cells), seed_range)])
-    return {"inits": report.inits, "compiled": report.compiled, "from_cache": report.from_cache}
+    return {"inits": report.inits, "compiled": report.compiled, "from_cache": report.from_cache,
+            "in_memory": report.in_memory}
 
 
 def run_on_ray(
@@ -74,10 +77,11 @@ def run_on_ray(
         engine.complete_folder(ledger, log)
     finally:
         folder.release()
-    inits, compiled, loaded = (sum(task[k] for task in done)
-                               for k in ("inits", "compiled", "from_cache"))
+    inits, compiled, loaded, held = (sum(task[k] for task in done)
+                                     for k in ("inits", "compiled", "from_cache", "in_memory"))
     cache_text = (f"loaded {loaded} from the persistent compile cache" if cache
                   else "persistent compile cache off")
-    log(f"{sweep.name}: {inits:,} inits computed by Ray workers; over the tasks, compiled "
-        f"{compiled} chunk programs, {cache_text}; results in {folder.root}")
+    log(f"{sweep.name}: {inits:,} inits computed by Ray workers; over the tasks' last attempts, "
+        f"compiled {compiled} chunk programs, {cache_text}, {held} already compiled in the "
+        f"worker; results in {folder.root}")
     return inits
