@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.installed-torch
+TORCH_VERSION := 2.13.0
 
 .PHONY: run test test-fast test-slow lint report bench bench-gpu clean
 
@@ -13,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,plot,bench]"
 	touch $(STAMP)
 
-$(TORCH_STAMP): $(STAMP)  # the bench's torch peer (pyproject's torch extra)
-	$(PY) -m pip install --quiet -e ".[torch]"
+$(TORCH_STAMP): $(STAMP)  # the bench's torch peer, pinned: every bench measures the same one
+	$(PY) -m pip install --quiet -e ".[torch]" "torch==$(TORCH_VERSION)"
 	touch $(TORCH_STAMP)
 
 run: $(STAMP)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from gradjax.bench import command, precision
@@ -274,26 +275,33 @@ def test_a_peer_writes_gradjax_s_per_seed_rows_with_its_own_statistics(tmp_path)
 
     run_sweep(parse_sweep(TINY.sweep_text(), "<tiny>"), tmp_path / "run")
     ours = load(tmp_path / "run", "per_seed")
-    (tmp_path / "peer").mkdir()
-    tables = PeerTables(TINY, tmp_path / "peer")
-    b = TINY.buckets[0]
-    chunks = list(numpy_peer.numpy_vec(b.spec, TINY.n_inits, b.scales, b.bias_scales, chunk=4))
-    paths = [tables.write(0, 4 * i, stats) for i, stats in enumerate(chunks)]
-    theirs = pd.concat([pd.read_parquet(p) for p in paths]).sort_values(
-        ["cell", "seed", "layer", "param"]).reset_index(drop=True)
-
-    assert list(theirs.columns) == list(ours.columns)
-    assert (theirs.dtypes == ours.dtypes).all()
     keys = [c for c in ours.columns if c not in set(STATS)]
-    pd.testing.assert_frame_equal(theirs[keys], ours[keys])  # identity, options, positions
-    # each row holds the peer's own number for its (point, seed, layer, param)
-    # each row holds the peer's own number for its (point, seed, layer, param)
-    point = theirs.cell.map({cell.index: p for p, cell in enumerate(tables.cells[0])})
-    seed, layer = theirs.seed.to_numpy(), theirs.layer.to_numpy() - 1
-    w_or_b = (theirs.param == "b").to_numpy(int)
-    grad_var = np.concatenate([c["grad_var"] for c in chunks])[seed, point, layer, w_or_b]
-    preact_var = np.concatenate([c["preact_var"] for c in chunks])[seed, point, layer]
-    np.testing.assert_array_equal(theirs.grad_var, grad_var)
-    np.testing.assert_array_equal(theirs.preact_var, preact_var)
-    assert np.isfinite(grad_var).all() and np.isfinite(preact_var).any()
-    assert tables.seconds > 0
+    b = TINY.buckets[0]
+    args = (b.spec, TINY.n_inits, b.scales, b.bias_scales)
+    expected = {  # the peers' own statistics, [seed, point, ...], computed again apart
+        "numpy_vec": list(numpy_peer.numpy_vec(*args, chunk=3)),  # chunks of 3, 3 and 2 seeds
+        "numpy_loop": [{k: v[None] for k, v in init.items()}
+                       for init in numpy_peer.numpy_loop(*args)],
+    }
+    for impl, chunks in expected.items():
+        folder = tmp_path / impl
+        folder.mkdir()
+        tables = PeerTables(TINY, folder)
+        bench.peer_run(bench.Job(impl, TINY), TINY.n_inits, 3, tables)()
+        theirs = pd.concat([pd.read_parquet(f) for f in sorted(folder.iterdir())]).sort_values(
+            ["cell", "seed", "layer", "param"]).reset_index(drop=True)
+        assert list(theirs.columns) == list(ours.columns)
+        assert (theirs.dtypes == ours.dtypes).all()
+        pd.testing.assert_frame_equal(theirs[keys], ours[keys])  # identity, options, positions
+        # each row holds the peer's number for its seed, point (found by its scale), layer, param
+        point = theirs.scale.map({scale: p for p, scale in enumerate(b.scales)}).to_numpy()
+        seed, layer = theirs.seed.to_numpy(), theirs.layer.to_numpy() - 1
+        w_or_b = (theirs.param == "b").to_numpy(int)
+        grad_var = np.concatenate([c["grad_var"] for c in chunks])[seed, point, layer, w_or_b]
+        preact_var = np.concatenate([c["preact_var"] for c in chunks])[seed, point, layer]
+        np.testing.assert_array_equal(theirs.grad_var, grad_var, err_msg=impl)
+        np.testing.assert_array_equal(theirs.preact_var, preact_var, err_msg=impl)
+        assert np.isfinite(grad_var).all() and np.isfinite(preact_var).any()
+        assert tables.seconds > 0
+        written = sum(pq.read_table(f).nbytes for f in folder.iterdir())  # Arrow's own count
+        assert tables.bytes_per_init() * TINY.n_inits == pytest.approx(written, rel=0.05)

@@ -22,7 +22,9 @@ file, `Workload.sweep_text`, Parquet writes included), `numpy_vec` and `numpy_lo
 where torch is installed, otherwise listed as not measured). The peers draw their own random
 numbers and compute the same statistics (tests/test_baselines.py), and each writes the same
 per-seed table to Parquet as it goes (`gradjax.bench.peer_tables`), as its user would have to:
-every row is timed on both sides. `write_s` is that share of one run.
+every row is timed on both sides. `write_s` is that share of a run (the mean over the timed
+runs; numpy_loop's, of the `loop_inits` it times). A peer's memory estimate counts a chunk's
+table.
 
 Memory: `--max-memory` is the budget `gradjax run` plans its chunks in (XLA's memory analysis of
 the compiled program; peers: `numpy_peer.vec_bytes_per_init`), after the process's own
@@ -237,9 +239,10 @@ def _measure_gradjax(job: Job) -> dict[str, Any]:
     }
 
 
-def _peer_runs(job: Job, seeds: int, chunk: int, tables: PeerTables) -> Callable[[], None]:
-    """One run of a peer over the workload, each chunk's per-seed table written as it comes
-    (numpy_loop: its inits' rows written at the end of each bucket)."""
+def peer_run(job: Job, seeds: int, chunk: int, tables: PeerTables) -> Callable[[], None]:
+    """One run of the peer `job.impl` over `seeds` seeds of the workload, in chunks of `chunk`
+    seeds, each chunk's per-seed table written by `tables` as it comes (numpy_loop: its
+    inits' rows written at the end of each bucket)."""
     def run() -> None:
         for b, p in enumerate(job.workload.buckets):
             args = (p.spec, seeds, p.scales, p.bias_scales, p.xs, p.ys)
@@ -283,15 +286,16 @@ def _measure_chunks(job: Job) -> dict[str, Any]:
     budget = _budget(job, base)
     chunk = job.chunk or w.chunk
     estimate = None
-    if vectorized:
-        per_init = max(numpy_peer.vec_bytes_per_init(p.spec, p.n_points) for p in w.buckets)
-        if budget is not None:
-            chunk = max(1, min(chunk, 2 ** int(math.log2(max(budget // per_init, 1)))))
-        estimate = per_init * chunk / 2**20
     seeds = w.n_inits if vectorized else w.loop_inits
     with tempfile.TemporaryDirectory() as tmp:
         tables = PeerTables(w, Path(tmp))
-        run = _peer_runs(job, seeds, chunk, tables)
+        if vectorized:
+            per_init = (max(numpy_peer.vec_bytes_per_init(p.spec, p.n_points)
+                            for p in w.buckets) + tables.bytes_per_init())
+            if budget is not None:
+                chunk = max(1, min(chunk, 2 ** int(math.log2(max(budget // per_init, 1)))))
+            estimate = per_init * chunk / 2**20
+        run = peer_run(job, seeds, chunk, tables)
         run()  # warm-up
         tables.seconds = 0.0
         walls, cpu_wall = timed_reps(run, job.reps)

@@ -6,7 +6,8 @@ A user of numpy or torch.func who wants the same answer has to write that table 
 bench times each vectorized peer with it: `PeerTables.write` turns a chunk of the peer's
 statistics ([c, P, ...], one point per cell) into the same rows with
 `gradjax.results.schema.per_seed_table` and writes them with pyarrow's defaults
-(`pyarrow.parquet.write_table`), one file per chunk. It leaves out what only gradjax does to its
+(`pyarrow.parquet.write_table`), one file per call: per chunk for the vectorized peers, per
+bucket for the numpy loop. It leaves out what only gradjax does to its
 files (page checksums, atomic renames, pieces, the summary table, the across-seed moments), so
 the peers are not charged for gradjax's guarantees.
 """
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from gradjax.bench.workloads import Workload
 from gradjax.results.schema import per_seed_schema, per_seed_table, stat_type
+from gradjax.spec import LAYER_STATS, PARAM_STATS
 from gradjax.sweep import parse_sweep
 
 
@@ -45,7 +47,7 @@ class PeerTables:
         if counts != [b.n_points for b in workload.buckets]:
             raise ValueError(f"workload {workload.name}: its sweep's buckets hold {counts} "
                              f"cells, its buckets {[b.n_points for b in workload.buckets]} points")
-        self.schema = per_seed_schema(stat_type(sweep))
+        self.schema = per_seed_schema(stat_type(sweep), sweep.extra_options)
         self.folder = folder
         self.seconds = 0.0
 
@@ -58,6 +60,18 @@ class PeerTables:
             per_seed_table(self.name, cell, seeds, {k: v[:, p] for k, v in stats.items()},
                            self.schema)
             for p, cell in enumerate(self.cells[bucket]))
+
+    def bytes_per_init(self) -> int:
+        """Arrow bytes of one seed's rows at every point of the largest bucket: what a chunk's
+        table adds to a peer's memory per init (seed)."""
+        largest = 0
+        for b, cells in enumerate(self.cells):
+            layers, points = len(cells[0].spec.sizes) - 1, len(cells)
+            stats = {**{s: np.zeros((1, points, layers, 2), np.float32) for s in PARAM_STATS},
+                     **{s: np.zeros((1, points, layers), np.float32) for s in LAYER_STATS},
+                     "loss_value": np.zeros((1, points), np.float32)}
+            largest = max(largest, self.table(b, 0, stats).nbytes)
+        return largest
 
     def write(self, bucket: int, first_seed: int, stats: Mapping[str, np.ndarray]) -> Path:
         """`table`, written to its file with pyarrow's default options; returns the path."""
