@@ -3,6 +3,7 @@ skipping finished cells; refusing another sweep's folder; the memory budget."""
 
 import io
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -166,6 +167,22 @@ def test_budget_sets_the_chunk_and_the_log_says_how_it_was_used(reference, tmp_p
     assert plan.initial_plan(spec, 3, 1, 2**30, 1) == plan.Plan(3, 2)
     # not even 2 seeds of 3 points fit: fewer points per pack, then the smallest chunk
     assert plan.initial_plan(spec, 3, 1000, need(spec, 2, 1), 1) == plan.Plan(1, 2)
+
+
+def test_a_pack_leaves_room_for_its_points_host_memory_and_holds_as_many_points_as_fit():
+    spec = parse_sweep(TEXT, "tiny.toml").cells[0].spec
+    need, per_point = budget.estimate_bytes, 10**6
+    room = need(spec, 2, 2) + 2 * per_point  # 2 seeds of 2 points, with their host memory
+    assert plan.initial_plan(spec, 3, 1000, room, 1, per_point=per_point) == plan.Plan(2, 2)
+    assert plan.initial_plan(spec, 3, 1000, room - 1, 1, per_point=per_point).points == 1
+    assert plan.initial_plan(spec, 3, 1000, room, 1).points == 3  # no host memory: all fit
+    # on a CPU: three float64 copies of every parameter's mean and M2 per point; none on a GPU
+    bucket = parse_sweep(TEXT, "tiny.toml").buckets()[0]
+    entries = sum(a * b + b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+    cpu, gpu = [types.SimpleNamespace(platform="cpu")], [types.SimpleNamespace(platform="gpu")]
+    assert plan.host_per_point(bucket, cpu) == 3 * 2 * 8 * entries
+    assert plan.host_per_point(bucket, gpu) == 0
+    assert plan.device_budget(10**9, gpu) == 10**9
 
 
 def test_the_ladder_is_powers_of_two_and_their_halfway_rungs():

@@ -81,8 +81,8 @@ def estimate_run(sweep: Sweep, budget: int, devices: int | Sequence | None = Non
     for b, bucket, cells, seed_range in plan.fresh_work(sweep, seed_block):
         seeds = seed_range[1] - seed_range[0]
         chosen = plan.first_plan(bucket, cells, plan.planned_seeds(sweep, seed_range),
-                                 plan.device_budget(bucket, bucket.cells, budget, use),
-                                 len(use))
+                                 plan.device_budget(budget, use), len(use),
+                                 plan.host_per_point(bucket, use))
         packs = plan.packs_of(bucket, cells, chosen.points, seed_range)
         size, n_params, tensors = packs[0].size, parameters(bucket), plan.tensors_of(bucket)
         traced = plan.params_of(bucket)  # None where the budget knows the sizes itself

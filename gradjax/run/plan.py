@@ -4,7 +4,9 @@ A bucket's cells run together as one pack (their scale, bias_scale and data are 
 one "point" per cell) unless the budget cannot hold the smallest chunk for all of them. The chunk
 size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`, `first_plan`),
 then is checked against XLA's memory analysis of the compiled program (`plan_bucket`). On a CPU
-backend the budget also holds the process and the pack's host memory (`device_budget`).
+backend the budget also holds the process (`device_budget`) and each pack's host memory, in
+proportion to its points (`host_per_point`), so that a bucket whose float64 moments are large
+runs as many points per pack as the budget holds rather than one.
 
 Chunk sizes (seeds per device) and pack sizes (points) come from one fixed ladder, 2^k and
 3 * 2^(k-1) (`rung_up`, `rung_down`). The same bucket then compiles the same program whether it
@@ -73,17 +75,19 @@ class Plan:
 
 
 def initial_plan(spec: ProbeSpec, n_cells: int, seeds: int, budget: int, n_devices: int,
-                 n_params: int | None = None) -> Plan:
-    """The largest chunk (and, only if needed, fewest points per pack) the estimate allows,
-    on the ladder."""
+                 n_params: int | None = None, per_point: int = 0) -> Plan:
+    """The largest chunk the estimate allows, on the ladder, with `per_point` bytes held beside
+    the chunk for each of a pack's cells (a padding point keeps nothing on the host); only if
+    the smallest chunk does not fit, fewer points per pack, down the ladder, to the most that
+    fit."""
     smallest = MIN_ARRAY_AXIS * n_devices
     points = n_cells
 
     def need(chunk: int, points: int) -> int:
-        return estimate_bytes(spec, chunk, rung_up(points), n_params)
+        return estimate_bytes(spec, chunk, rung_up(points), n_params) + per_point * points
 
     while points > 1 and need(smallest, points) > budget:
-        points = max(1, points // 2)
+        points = 1 if points <= MIN_ARRAY_AXIS else rung_down(points - 1)  # down the ladder
     per_seed = need(1, points) - need(0, points)
     per_device = (budget - need(0, points)) // per_seed // n_devices
     return Plan(points, on_ladder(per_device * n_devices, seeds, n_devices))
@@ -170,21 +174,21 @@ def even_chunks(plan: Plan, seeds: int, n_devices: int) -> Plan:
 
 
 def first_plan(bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int,
-               n_devices: int) -> Plan:
+               n_devices: int, per_point: int = 0) -> Plan:
     """The plan `plan_bucket` starts from, before XLA's memory analysis corrects it: the
     budget's estimate (`initial_plan`) in equal chunks. No compile. The points per pack are
     planned for all of the bucket's cells, so that a share of them packs like the whole."""
     return even_chunks(initial_plan(bucket.spec, len(bucket.cells), seeds, budget, n_devices,
-                                    params_of(bucket)), seeds, n_devices)
+                                    params_of(bucket), per_point), seeds, n_devices)
 
 
 def plan_bucket(
     bucket: Bucket, cells: Sequence[Cell], seeds: int, budget: int, devices: Sequence,
-    chunk: int | None = None, seed_range: tuple[int, int] | None = None,
+    chunk: int | None = None, seed_range: tuple[int, int] | None = None, per_point: int = 0,
 ) -> tuple[list[Pack], list[Executable]]:
-    """Packs for a bucket's unfinished `cells` within `budget` bytes, computing `seeds` seeds
-    each (the seeds `seed_range`, default [0, seeds)), and the executables built on the way (the
-    last one is used).
+    """Packs for a bucket's unfinished `cells` within `budget` bytes, less `per_point` for each
+    point of a pack, computing `seeds` seeds each (the seeds `seed_range`, default [0, seeds)),
+    and the executables built on the way (the last one is used).
 
     Starts from the estimate, then shrinks the chunk (then the points per pack) while XLA's
     memory analysis says the budget is exceeded, or grows the chunk once if it says the
@@ -196,7 +200,7 @@ def plan_bucket(
     def even(p: Plan) -> Plan:
         return even_chunks(p, seeds, n_dev)
 
-    plan = first_plan(bucket, cells, seeds, budget, n_dev)
+    plan = first_plan(bucket, cells, seeds, budget, n_dev, per_point)
     if chunk is not None:
         plan = Plan(len(bucket.cells), round_up(max(chunk, smallest), n_dev))
     built, options = [], compile_options(bucket, devices)  # once: it traces a plug-in
@@ -209,7 +213,7 @@ def plan_bucket(
         built.append(executable)
         if chunk is not None:
             return packs, built
-        scale = budget / executable.peak_bytes
+        scale = max(budget - per_point * plan.points, 1) / executable.peak_bytes
         grown = min(largest, int(plan.chunk * GROW_TO * scale) // n_dev * n_dev)
         if scale >= 1 and len(built) == 1 and grown >= GROW_IF * plan.chunk:
             plan = even(Plan(plan.points, grown))  # the estimate was far too cautious: grow once
@@ -226,17 +230,25 @@ def plan_bucket(
 FOOTPRINT_STEP = 64 * 1024**2  # a CPU run reserves its own resident set in steps of this
 
 
-def device_budget(bucket: Bucket, cells: Sequence[Cell], budget: int, devices: Sequence) -> int:
-    """The bytes a group of a bucket's cells may plan its chunks in: `budget` on an
+def device_budget(budget: int, devices: Sequence) -> int:
+    """The bytes a bucket's packs may plan their chunks and host memory in: `budget` on an
     accelerator; on a CPU backend (device memory is host memory) what is left of it after the
-    process's own resident set and the pack's host reserve. The resident set is rounded up to
-    FOOTPRINT_STEP so that processes whose footprints differ by a few MB (`validate
-    --estimate` and the run it fills the compile cache for) plan the same chunks."""
+    process's own resident set. The resident set is rounded up to FOOTPRINT_STEP so that
+    processes whose footprints differ by a few MB (`validate --estimate` and the run it fills
+    the compile cache for) plan the same chunks."""
     if devices[0].platform != "cpu":
         return budget
-    held = (round_up(process_footprint(), FOOTPRINT_STEP)
-            + host_reserve(bucket.spec, len(cells), params_of(bucket)))
-    return max(budget - held, 1)
+    return max(budget - round_up(process_footprint(), FOOTPRINT_STEP), 1)
+
+
+def host_per_point(bucket: Bucket, devices: Sequence) -> int:
+    """Host bytes a pack holds beside its device buffers for each of its points, which its
+    chunk must leave room for on a CPU backend (`gradjax.sweep.budget.host_reserve`: the float64
+    moments merged so far, a chunk's being merged, a checkpoint being written); 0 on an
+    accelerator, whose chunk has the device to itself."""
+    if devices[0].platform != "cpu":
+        return 0
+    return host_reserve(bucket.spec, 1, params_of(bucket))
 
 
 def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell],
@@ -248,8 +260,8 @@ def plan_group(sweep: Sweep, bucket: Bucket, cells: Sequence[Cell],
     program. Safe in any thread."""
     with x64_if_needed(sweep):  # JAX's x64 switch is per thread
         return plan_bucket(bucket, cells, planned_seeds(sweep, seed_range),
-                           device_budget(bucket, bucket.cells, budget, devices), devices, chunk,
-                           seed_range)
+                           device_budget(budget, devices), devices, chunk, seed_range,
+                           host_per_point(bucket, devices))
 
 
 def planned_seeds(sweep: Sweep, seed_range: tuple[int, int]) -> int:
