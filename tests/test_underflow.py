@@ -121,6 +121,19 @@ def test_multiply_equals_times_pow2_on_normal_floats_with_normal_results():
     assert np.all(got[want == 0] == 0) and np.all(np.isinf(got[np.isinf(want)]))
 
 
+@pytest.mark.parametrize("power", [1, 2])
+def test_unscale_is_ldexp_in_float64_for_every_float32_and_exponent(power):
+    rng = np.random.default_rng(7)
+    x = _random_floats(rng, np.float32, 50_000)
+    for k in (rng.integers(-252, 253, x.size), np.zeros(x.size, np.int64),
+              rng.integers(-600, 600, x.size)):  # past 1022 / power: the ldexp path
+        with np.errstate(over="ignore"):  # float64 overflows only past 2**1024: inf, as want
+            got = pow2.unscale(x, k.astype(np.int32), power)
+            want = np.ldexp(x.astype(np.float64), power * k)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
 @pytest.mark.parametrize("k", [-300, -200, -149, 149, 240, 300])
 def test_times_pow2_by_a_constant_is_not_folded_into_one_overflowing_factor(k):
     x = np.float32([2.0**100, 2.0**-120, 1e-45, -3e-39, 1.0])

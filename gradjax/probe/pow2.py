@@ -115,15 +115,18 @@ def unscale(value: np.ndarray, exponent: np.ndarray, power: int) -> np.ndarray:
     """value * 2**(power * exponent) on the host, in float64: the magnitude statistic of the
     unscaled tensor from its scaled value (power 1 for means, 2 for variances and squared
     norms). Under- or overflows only where the true value is outside float64's range."""
-    value = np.asarray(value, np.float64)
-    exponent = np.asarray(exponent)
+    value, exponent = np.asarray(value), np.asarray(exponent)
     low, high = (int(exponent.min()), int(exponent.max())) if exponent.size else (0, 0)
     if low == high == 0:  # a chunk computed without rescaling
-        return value
+        return value.astype(np.float64)
     if max(-low, high) * power <= 1022:  # any float32 statistic: one exact multiply (ldexp 10x)
-        shift = power * exponent.astype(np.int64)
-        return value * ((shift + 1023) << 52).view(np.float64)
-    return np.ldexp(value, power * exponent.astype(np.int32))
+        # 2**(power * exponent) as float64 bits, built in place: a chunk's moments are as large
+        # as the network, and each pass over them counts (docs/performance.md)
+        bits = np.multiply(exponent, power, dtype=np.int64)
+        bits += 1023
+        bits <<= 52
+        return np.multiply(value, bits.view(np.float64), dtype=np.float64)
+    return np.ldexp(value.astype(np.float64), power * exponent.astype(np.int32))
 
 
 def is_zero(x: jax.Array) -> jax.Array:
