@@ -292,6 +292,15 @@ def test_chan_merge_matches_numpy_and_tolerates_inf():
         total = total.merge(ChunkMoments(len(part), chunk))
     np.testing.assert_allclose(total.tree[0]["mean"], x.mean(0), rtol=1e-14)
     np.testing.assert_allclose(total.tree[0]["m2"] / total.n, x.var(0), rtol=1e-13)
+    # in place (a run's loop): the same bits, written into the first operand's arrays
+    first = [{"mean": x[:3].mean(0), "m2": x[:3].var(0) * 3}]
+    second = ChunkMoments(7, [{"mean": x[3:].mean(0), "m2": x[3:].var(0) * 7}])
+    fresh = ChunkMoments(3, [dict(first[0])]).merge(second)
+    kept = ChunkMoments(3, first).merge(second, in_place=True)
+    for k in ("mean", "m2"):
+        assert kept.tree[0][k] is first[0][k]
+        np.testing.assert_array_equal(kept.tree[0][k].view(np.int64),
+                                      fresh.tree[0][k].view(np.int64))
     blown = ChunkMoments(2, [{"mean": np.array([np.inf, 1.0]), "m2": np.array([np.inf, 0.0])}])
     merged = blown.merge(blown)
     assert np.isnan(merged.tree[0]["mean"][0]) and merged.tree[0]["mean"][1] == 1.0

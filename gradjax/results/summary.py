@@ -25,15 +25,22 @@ from gradjax.sweep import Cell
 
 
 def chan_merge(n_a: int, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, mean_b: np.ndarray,
-               m2_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               m2_b: np.ndarray, *, into_a: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-entry (mean, M2) of two disjoint sets of n_a and n_b samples (Chan, Golub and
     LeVeque 1979): delta = mean_b - mean_a, mean = mean_a + delta n_b / n,
     M2 = M2_a + M2_b + delta^2 n_a n_b / n. An exploding cell's inf gradients make its moments
-    inf/NaN, as they should, without warnings."""
+    inf/NaN, as they should, without warnings. `into_a` writes the result into mean_a and m2_a
+    (the same operations in the same order, so the same bits): a run's moments are as large as
+    its network, and a fresh copy per chunk costs memory and time."""
     n = n_a + n_b
     with np.errstate(invalid="ignore", over="ignore"):
-        delta = mean_b - mean_a
-        return mean_a + delta * (n_b / n), m2_a + m2_b + np.square(delta) * (n_a * n_b / n)
+        delta = np.subtract(mean_b, mean_a)
+        mean = np.add(mean_a, delta * (n_b / n), out=mean_a if into_a else None)
+        m2 = np.add(m2_a, m2_b, out=m2_a if into_a else None)
+        np.square(delta, out=delta)
+        delta *= n_a * n_b / n
+        m2 += delta
+        return mean, m2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,14 +33,17 @@ class ChunkMoments:
         host = moments_to_host(moments)
         return cls(host["n"], host["moments"])
 
-    def merge(self, other: ChunkMoments) -> ChunkMoments:
-        """Chan et al. (1979): combine two disjoint sets of seeds."""
+    def merge(self, other: ChunkMoments, *, in_place: bool = False) -> ChunkMoments:
+        """Chan et al. (1979): combine two disjoint sets of seeds. `in_place` writes the
+        result into this object's arrays (same bits; `chan_merge`), for a caller that keeps
+        only the result, as a run's loop over chunks does."""
         if self.n == 0:
             return other
         if other.n == 0:
             return self
         def pair(a: dict, b: dict) -> dict:
-            mean, m2 = chan_merge(self.n, a["mean"], a["m2"], other.n, b["mean"], b["m2"])
+            mean, m2 = chan_merge(self.n, a["mean"], a["m2"], other.n, b["mean"], b["m2"],
+                                  into_a=in_place)
             return {"mean": mean, "m2": m2}
 
         return ChunkMoments(self.n + other.n,

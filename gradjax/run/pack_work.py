@@ -80,7 +80,7 @@ def run_chunks(
                          for k in outs[0][0]})
         moments = ChunkMoments(0, None)
         for out in outs:
-            moments = moments.merge(ChunkMoments.from_chunk(out[1]))
+            moments = moments.merge(ChunkMoments.from_chunk(out[1]), in_place=True)
         return start, count, stats, moments
 
     pending = None
@@ -223,7 +223,7 @@ def run_pack(run: PackRun, executable: Executable, progress: Progress) -> int:
             start, count, stats, chunk_moments = item
             stats = {k: v[:, :n_cells] for k, v in stats.items()}
             run.write_parts(start, stats)
-            moments = moments.merge(first_points(chunk_moments, n_cells))
+            moments = moments.merge(first_points(chunk_moments, n_cells), in_place=True)
             done = start + count
             computed += count * n_cells
             progress.advance(count * n_cells)
