@@ -297,10 +297,20 @@ def test_chan_merge_matches_numpy_and_tolerates_inf():
     second = ChunkMoments(7, [{"mean": x[3:].mean(0), "m2": x[3:].var(0) * 7}])
     fresh = ChunkMoments(3, [dict(first[0])]).merge(second)
     kept = ChunkMoments(3, first).merge(second, in_place=True)
+    a, b, n = ChunkMoments(3, [{"mean": x[:3].mean(0), "m2": x[:3].var(0) * 3}]), second, 10
+    delta = b.tree[0]["mean"] - a.tree[0]["mean"]  # Chan et al.'s formula, written out
+    want = {"mean": a.tree[0]["mean"] + delta * (7 / n),
+            "m2": a.tree[0]["m2"] + b.tree[0]["m2"] + np.square(delta) * (3 * 7 / n)}
     for k in ("mean", "m2"):
         assert kept.tree[0][k] is first[0][k]
+        np.testing.assert_array_equal(kept.tree[0][k].view(np.int64), want[k].view(np.int64))
         np.testing.assert_array_equal(kept.tree[0][k].view(np.int64),
                                       fresh.tree[0][k].view(np.int64))
+    # the padding points are dropped as a copy, so that merging in place lets them go
+    from gradjax.run.pack_work import first_points
+    padded = ChunkMoments(2, [{"mean": np.zeros((3, 4)), "m2": np.zeros((3, 4))}])
+    assert first_points(padded, 2).tree[0]["mean"].base is None
+    assert first_points(padded, 3).tree[0]["mean"] is padded.tree[0]["mean"]
     blown = ChunkMoments(2, [{"mean": np.array([np.inf, 1.0]), "m2": np.array([np.inf, 0.0])}])
     merged = blown.merge(blown)
     assert np.isnan(merged.tree[0]["mean"][0]) and merged.tree[0]["mean"][1] == 1.0

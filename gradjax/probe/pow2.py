@@ -114,7 +114,8 @@ def _power_of_two(k: jax.Array, dtype) -> jax.Array:
 def unscale(value: np.ndarray, exponent: np.ndarray, power: int) -> np.ndarray:
     """value * 2**(power * exponent) on the host, in float64: the magnitude statistic of the
     unscaled tensor from its scaled value (power 1 for means, 2 for variances and squared
-    norms). Under- or overflows only where the true value is outside float64's range."""
+    norms). Under- or overflows only where the true value is outside float64's range. Always
+    a new, writeable array: a run merges the next chunk's moments into it in place."""
     value, exponent = np.asarray(value), np.asarray(exponent)
     low, high = (int(exponent.min()), int(exponent.max())) if exponent.size else (0, 0)
     if low == high == 0:  # a chunk computed without rescaling

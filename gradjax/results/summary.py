@@ -34,7 +34,7 @@ def chan_merge(n_a: int, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, mean_b:
     its network, and a fresh copy per chunk costs memory and time."""
     n = n_a + n_b
     with np.errstate(invalid="ignore", over="ignore"):
-        delta = np.subtract(mean_b, mean_a)
+        delta = np.asarray(mean_b - mean_a)  # a new array (also for 0-d inputs)
         mean = np.add(mean_a, delta * (n_b / n), out=mean_a if into_a else None)
         m2 = np.add(m2_a, m2_b, out=m2_a if into_a else None)
         np.square(delta, out=delta)

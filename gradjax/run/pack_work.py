@@ -240,8 +240,10 @@ def run_pack(run: PackRun, executable: Executable, progress: Progress) -> int:
 
 
 def first_points(moments: ChunkMoments, n: int) -> ChunkMoments:
-    """Drop the padding points of the last pack of a bucket."""
-    return ChunkMoments(moments.n, jax.tree.map(lambda a: a[:n], moments.tree))
+    """Drop the padding points of the last pack of a bucket: copies, not views, where there
+    are some, so that merging into them in place does not keep the padding alive."""
+    return ChunkMoments(moments.n, jax.tree.map(
+        lambda a: a if a.shape[0] == n else a[:n].copy(), moments.tree))
 
 
 def stale_packs(folder: results_folder.ResultsFolder, claimed: set[tuple[str, int]],

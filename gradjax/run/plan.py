@@ -5,8 +5,8 @@ one "point" per cell) unless the budget cannot hold the smallest chunk for all o
 size starts from the budget's estimate (`gradjax.sweep.budget.estimate_bytes`, `first_plan`),
 then is checked against XLA's memory analysis of the compiled program (`plan_bucket`). On a CPU
 backend the budget also holds the process (`device_budget`) and each pack's host memory, in
-proportion to its points (`host_per_point`), so that a bucket whose float64 moments are large
-runs as many points per pack as the budget holds rather than one.
+proportion to its points (`host_per_point`): a bucket whose float64 moments are large runs as
+many points per pack as the budget holds.
 
 Chunk sizes (seeds per device) and pack sizes (points) come from one fixed ladder, 2^k and
 3 * 2^(k-1) (`rung_up`, `rung_down`). The same bucket then compiles the same program whether it
@@ -242,10 +242,9 @@ def device_budget(budget: int, devices: Sequence) -> int:
 
 
 def host_per_point(bucket: Bucket, devices: Sequence) -> int:
-    """Host bytes a pack holds beside its device buffers for each of its points, which its
-    chunk must leave room for on a CPU backend (`gradjax.sweep.budget.host_reserve`: the float64
-    moments merged so far, a chunk's being merged, a checkpoint being written); 0 on an
-    accelerator, whose chunk has the device to itself."""
+    """Host bytes a pack holds beside its device buffers for each of its points
+    (`gradjax.sweep.budget.host_reserve` of one point), which its chunk must leave room for on a
+    CPU backend; 0 on an accelerator, whose chunk has the device to itself."""
     if devices[0].platform != "cpu":
         return 0
     return host_reserve(bucket.spec, 1, params_of(bucket))
