@@ -223,7 +223,8 @@ def run_pack(run: PackRun, executable: Executable, progress: Progress) -> int:
             start, count, stats, chunk_moments = item
             stats = {k: v[:, :n_cells] for k, v in stats.items()}
             run.write_parts(start, stats)
-            moments = moments.merge(first_points(chunk_moments, n_cells), in_place=True)
+            moments = moments.merge(first_points(chunk_moments, n_cells, keep=moments.n == 0),
+                                    in_place=True)
             done = start + count
             computed += count * n_cells
             progress.advance(count * n_cells)
@@ -239,11 +240,14 @@ def run_pack(run: PackRun, executable: Executable, progress: Progress) -> int:
     return computed
 
 
-def first_points(moments: ChunkMoments, n: int) -> ChunkMoments:
-    """Drop the padding points of the last pack of a bucket: copies, not views, where there
-    are some, so that merging into them in place does not keep the padding alive."""
-    return ChunkMoments(moments.n, jax.tree.map(
-        lambda a: a if a.shape[0] == n else a[:n].copy(), moments.tree))
+def first_points(moments: ChunkMoments, n: int, keep: bool = True) -> ChunkMoments:
+    """Drop the padding points of the last pack of a bucket. Where there are some and the
+    caller `keep`s the result (a pack's first chunk becomes its running moments, merged into
+    in place), copies, so that the padding is not kept alive; otherwise views."""
+    def drop(a: np.ndarray) -> np.ndarray:
+        return a if a.shape[0] == n else a[:n].copy() if keep else a[:n]
+
+    return ChunkMoments(moments.n, jax.tree.map(drop, moments.tree))
 
 
 def stale_packs(folder: results_folder.ResultsFolder, claimed: set[tuple[str, int]],
